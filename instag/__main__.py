@@ -1,0 +1,3 @@
+from instag.cli import app
+
+app()
