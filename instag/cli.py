@@ -157,3 +157,55 @@ def report(
     if json_out:
         with atomic_write(json_out) as f:
             json.dump(summary, f, indent=2)
+
+
+VggishOpt = Annotated[str | None, typer.Option(
+    "--vggish", help="VGGish hub URL or local SavedModel dir (default: $INSTAG_VGGISH, else the "
+                     "official tfhub.dev model).")]
+PcaOpt = Annotated[Path | None, typer.Option(
+    "--pca", help="vggish_pca_params.npz (default: $INSTAG_PCA, else the official file, fetched "
+                  "once and checksum-verified).")]
+ResamplerOpt = Annotated[str, typer.Option(help="soxr (fast, default) or resampy (VGGish's).")]
+
+
+@app.command()
+@expected_errors
+def embed(
+    paths: Annotated[list[Path], typer.Argument(help="Audio files or folders (recursive).")],
+    out: Annotated[Path, typer.Option(help="Features file to write (.npz).")],
+    vggish: VggishOpt = None,
+    pca: PcaOpt = None,
+    clips: Annotated[int | None, typer.Option(
+        help="Cut into clips of N instances in OpenMIC's npz layout (10 = OpenMIC).")] = None,
+    resampler: ResamplerOpt = "soxr",
+    quiet: bool = False,
+) -> None:
+    """Turn audio files into OpenMIC-style VGGish features (uint8, 0.96 s instances)."""
+    from instag.audio import RESAMPLERS, AudioError
+    from instag.embed import Embedder
+    from instag.featurefile import write_features
+    from instag.walk import walk
+
+    if resampler not in RESAMPLERS:
+        raise InstagError(f"--resampler {resampler}: choose from {', '.join(RESAMPLERS)}")
+    if clips is not None and clips < 1:
+        raise InstagError(f"--clips {clips}: must be a positive number of instances")
+    err = _console(stderr=True)
+    embedder = Embedder(vggish, pca, resampler)
+    done, failed = [], []
+    for path in walk(paths, on_error=lambda p, why: failed.append((p, why))):
+        try:
+            feats = embedder.embed_file(path)
+        except AudioError as e:
+            failed.append((path, e.reason))
+            err.print(f"{e.status}: {e}", markup=False)
+            continue
+        done.append((path, feats))
+        if not quiet:
+            err.print(f"{len(feats.values):5d} instances  {path}", markup=False)
+    counts = write_features(out, done, failed, clips)
+    what = f"{counts['rows']} clips" if clips else f"{counts['rows']} instances"
+    _console().print(f"wrote {out}: {what} from {counts['files']} files, "
+                     f"{counts['failed']} failed", markup=False)
+    if failed:
+        raise typer.Exit(EXIT_SOME_FAILED)

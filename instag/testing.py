@@ -1,0 +1,95 @@
+"""Stand-ins for what cannot be downloaded offline: a VGGish SavedModel and a PCA file.
+
+The stand-in SavedModel has the hub model's exact call signature (1-D float32 16 kHz waveform in,
+[N, 128] float32 out, one row per 0.96 s window) and VGGish's front end (25 ms / 10 ms STFT,
+64 mel bands 125-7500 Hz, log offset 0.01, 96x64 patches). ``architecture="vggish"`` adds the
+real VGGish network (6 conv layers, 3 fully connected, 72 M parameters) with random weights, so
+benchmarks spend the same FLOPs as the real model; ``"tiny"`` is one small layer for fast tests.
+Everything here is for tests and benchmarks; instag's own code never loads it implicitly.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+SR = 16000
+WINDOW, HOP, FFT = 400, 160, 512
+MEL_BANDS, MEL_LO, MEL_HI, LOG_OFFSET = 64, 125.0, 7500.0, 0.01
+PATCH_FRAMES = 96
+
+
+def log_mel_patches(waveform):
+    """VGGish's input: [N, 96, 64] log-mel patches of a 16 kHz waveform (TensorFlow ops)."""
+    import tensorflow as tf
+
+    stft = tf.signal.stft(waveform, frame_length=WINDOW, frame_step=HOP, fft_length=FFT)
+    mel = tf.signal.linear_to_mel_weight_matrix(MEL_BANDS, FFT // 2 + 1, SR, MEL_LO, MEL_HI)
+    log_mel = tf.math.log(tf.matmul(tf.abs(stft), mel) + LOG_OFFSET)
+    return tf.signal.frame(log_mel, PATCH_FRAMES, PATCH_FRAMES, axis=0)
+
+
+def _vggish_layers(rng, tf):
+    convs, in_ch = [], 1
+    for out_ch, pool in ((64, True), (128, True), (256, False), (256, True), (512, False),
+                         (512, True)):
+        w = rng.normal(0, np.sqrt(2.0 / (9 * in_ch)), (3, 3, in_ch, out_ch)).astype(np.float32)
+        convs.append((tf.Variable(w), tf.Variable(np.zeros(out_ch, np.float32)), pool))
+        in_ch = out_ch
+    dense, in_dim = [], 6 * 4 * 512
+    for out_dim in (4096, 4096, 128):
+        w = rng.normal(0, np.sqrt(1.0 / in_dim), (in_dim, out_dim)).astype(np.float32)
+        dense.append((tf.Variable(w), tf.Variable(np.zeros(out_dim, np.float32))))
+        in_dim = out_dim
+    return convs, dense
+
+
+def build_standin_vggish(path: str | Path, architecture: str = "tiny", seed: int = 0) -> Path:
+    """Write a SavedModel at `path` that `tensorflow_hub.load` accepts like the VGGish model."""
+    import tensorflow as tf
+
+    rng = np.random.default_rng(seed)
+
+    class StandIn(tf.Module):
+        def __init__(self):
+            super().__init__()
+            if architecture == "vggish":
+                self.convs, self.dense = _vggish_layers(rng, tf)
+            elif architecture == "tiny":
+                self.convs, self.dense = [], [(
+                    tf.Variable(rng.normal(0, 0.05, (MEL_BANDS, 128)).astype(np.float32)),
+                    tf.Variable(rng.normal(0.5, 0.2, 128).astype(np.float32)),
+                )]
+            else:
+                raise ValueError(f"architecture {architecture!r}: use 'tiny' or 'vggish'")
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.float32)])
+        def __call__(self, waveform):
+            x = log_mel_patches(waveform)
+            if not self.convs:  # tiny: mean log-mel of each patch through one layer
+                w, b = self.dense[0]
+                return tf.matmul(tf.reduce_mean(x, axis=1), w) + b
+            x = x[..., None]
+            for w, b, pool in self.convs:
+                x = tf.nn.relu(tf.nn.conv2d(x, w, 1, "SAME") + b)
+                if pool:
+                    x = tf.nn.max_pool2d(x, 2, 2, "SAME")
+            x = tf.reshape(x, [-1, 6 * 4 * 512])
+            for i, (w, b) in enumerate(self.dense):
+                x = tf.matmul(x, w) + b
+                if i < len(self.dense) - 1:
+                    x = tf.nn.relu(x)
+            return x  # like the hub model: no final ReLU
+
+    path = Path(path)
+    tf.saved_model.save(StandIn(), str(path))
+    return path
+
+
+def write_standin_pca(path: str | Path, seed: int = 0) -> Path:
+    """A vggish_pca_params.npz-shaped file: orthonormal eigenvectors and small means."""
+    rng = np.random.default_rng(seed)
+    q, _ = np.linalg.qr(rng.normal(size=(128, 128)))
+    np.savez(path, pca_eigen_vectors=q.astype(np.float64), pca_means=rng.normal(0, 0.1, (128, 1)))
+    return Path(path)

@@ -1,0 +1,44 @@
+import numpy as np
+import pytest
+
+from instag.bags import Bag, instance_span, make_bags, parse_bag_mode
+from instag.errors import InstagError
+
+
+@pytest.mark.parametrize("seconds, instances", [(0, 0), (0.5, 0), (0.96, 1), (9.6, 10),
+                                                (10, 10), (601, 626)])
+def test_instances_are_the_whole_0_96_s_windows(embedder, seconds, instances):
+    feats = embedder.embed_waveform(np.zeros(round(seconds * 16000), np.float32))
+    assert len(feats.values) == instances
+    if instances:
+        assert instance_span(instances - 1)[1] <= seconds + 1e-9
+
+
+def test_instance_i_covers_0_96_i_to_0_96_i_plus_1():
+    assert instance_span(0) == (0.0, 0.96) and instance_span(625) == (600.0, 600.96)
+
+
+def test_full_bag_is_the_whole_file():
+    (bag,) = make_bags(626, None)
+    assert (bag.start_s, bag.end_s, bag.length) == (0.0, 600.96, 626)
+
+
+def test_ten_instance_bags_keep_the_last_shorter_bag():
+    bags = make_bags(626, 10)
+    assert len(bags) == 63 and bags[-1] == Bag(620, 626)
+    assert (bags[1].start_s, bags[1].end_s) == (9.6, 19.2)
+
+
+def test_hop_gives_overlapping_bags():
+    assert make_bags(25, 10, hop=5) == [Bag(0, 10), Bag(5, 15), Bag(10, 20), Bag(15, 25)]
+
+
+@pytest.mark.parametrize("n", [0, 10])
+def test_short_files(n):
+    assert make_bags(n, 10) == ([] if n == 0 else [Bag(0, 10)])
+
+
+def test_bag_mode_parsing():
+    assert parse_bag_mode("full") is None and parse_bag_mode("10") == 10
+    with pytest.raises(InstagError, match="--bag"):
+        parse_bag_mode("ten")

@@ -1,0 +1,106 @@
+import functools
+import hashlib
+import http.server
+import threading
+
+import numpy as np
+import pytest
+
+from instag import assets
+from instag.audio import AudioError
+from instag.embed import load_vggish, postprocess
+from instag.errors import InstagError
+
+
+def test_postprocess_is_relu_then_pca_then_clip_then_truncating_quantisation():
+    eigen = np.diag([1.0, -1.0, 2.0, 1.0])
+    means = np.array([0.5, 0.0, 0.0, 0.0])
+    raw = np.array([[-3.0, 1.0, 0.3, 5.0]])
+    # ReLU -> [0, 1, 0.3, 5]; minus means -> [-0.5, 1, 0.3, 5]; E· -> [-0.5, -1, 0.6, 5]
+    # clip -> [-0.5, -1, 0.6, 2]; (x + 2) * 255 / 4 -> [95.625, 63.75, 165.75, 255] -> truncated
+    out = postprocess(raw, eigen, means)
+    assert out.dtype == np.uint8 and out.tolist() == [[95, 63, 165, 255]]
+
+
+def test_the_hub_loader_loads_a_savedmodel_with_the_vggish_signature(standin_vggish):
+    model = load_vggish(str(standin_vggish))
+    out = np.asarray(model(np.zeros(3 * 15360 + 240, np.float32)))
+    assert out.shape == (3, 128) and out.dtype == np.float32
+
+
+def test_embedding_gives_one_uint8_row_per_whole_0_96_s(embedder):
+    feats = embedder.embed_waveform(np.random.default_rng(0).uniform(-1, 1, 16000 * 5))
+    assert feats.values.shape == (5, 128) and feats.values.dtype == np.uint8
+    np.testing.assert_allclose(feats.starts, [0, 0.96, 1.92, 2.88, 3.84])
+
+
+def test_long_audio_embedded_in_chunks_equals_one_call(embedder):
+    wave = np.random.default_rng(1).uniform(-0.5, 0.5, 15360 * 150).astype(np.float32)
+    raw = np.asarray(embedder.model(np.pad(wave, (0, 240))))
+    expected = postprocess(raw, embedder.eigen_vectors, embedder.means)
+    np.testing.assert_array_equal(embedder.embed_waveform(wave).values, expected)
+
+
+def test_silence_is_a_valid_input(embedder):
+    assert embedder.embed_waveform(np.zeros(16000 * 3, np.float32)).values.shape == (3, 128)
+
+
+def test_the_real_openmic_clip_gives_ten_instances(embedder, shared_audio):
+    feats = embedder.embed_file(shared_audio / "000046_3840.ogg")
+    assert feats.values.shape == (10, 128) and feats.duration == pytest.approx(10.0)
+
+
+def test_the_empty_wav_is_a_clear_no_audio_result(embedder, shared_audio):
+    with pytest.raises(AudioError, match="no audio") as e:
+        embedder.embed_file(shared_audio / "empty.wav")
+    assert e.value.status == "empty"
+
+
+def test_a_file_shorter_than_one_instance_is_too_short(embedder, tmp_path):
+    import soundfile as sf
+
+    sf.write(tmp_path / "blip.wav", np.zeros(8000, np.float32), 16000)
+    with pytest.raises(AudioError, match="too short") as e:
+        embedder.embed_file(tmp_path / "blip.wav")
+    assert e.value.status == "too_short"
+
+
+def test_tfhub_cache_defaults_to_the_user_cache_not_tmp(monkeypatch, tmp_path):
+    monkeypatch.delenv("TFHUB_CACHE_DIR", raising=False)
+    assert assets.tfhub_cache_dir() == tmp_path / "cache" / "tfhub"
+
+
+def test_an_unreachable_hub_model_says_how_to_prefetch(monkeypatch, tmp_path):
+    monkeypatch.setenv("TFHUB_CACHE_DIR", str(tmp_path / "empty-hub-cache"))
+    with pytest.raises(InstagError, match="instag setup"):
+        load_vggish("http://127.0.0.1:9/google/vggish/1")
+
+
+@pytest.fixture
+def served(tmp_path):
+    """Serve a folder on 127.0.0.1 (port 0) for the duration of a test."""
+    root = tmp_path / "www"
+    root.mkdir()
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield root, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def test_the_pca_file_is_fetched_once_into_the_cache_with_its_checksum(served, standin_pca):
+    root, url = served
+    (root / "pca.npz").write_bytes(standin_pca.read_bytes())
+    md5 = hashlib.md5(standin_pca.read_bytes()).hexdigest()
+    path = assets.pca_params(None, url=f"{url}/pca.npz", md5=md5)
+    assert path == assets.cache_dir() / "vggish_pca_params.npz"
+    (root / "pca.npz").unlink()  # a second call must not need the server
+    assert assets.pca_params(None, url=f"{url}/pca.npz", md5=md5) == path
+
+
+def test_a_pca_file_with_the_wrong_checksum_is_rejected_and_not_kept(served, standin_pca):
+    root, url = served
+    (root / "pca.npz").write_bytes(standin_pca.read_bytes())
+    with pytest.raises(InstagError, match="checksum mismatch"):
+        assets.pca_params(None, url=f"{url}/pca.npz", md5="0" * 32)
+    assert not list(assets.cache_dir().glob("vggish_pca_params*"))
