@@ -165,7 +165,9 @@ VggishOpt = Annotated[str | None, typer.Option(
 PcaOpt = Annotated[Path | None, typer.Option(
     "--pca", help="vggish_pca_params.npz (default: $INSTAG_PCA, else the official file, fetched "
                   "once and checksum-verified).")]
-ResamplerOpt = Annotated[str, typer.Option(help="soxr (fast, default) or resampy (VGGish's).")]
+ResamplerOpt = Annotated[str, typer.Option(
+    help="resampy (VGGish's reference, default) or soxr (~90x faster, moves the top two mel "
+         "bands by ~3 dB; see README).")]
 
 
 @app.command()
@@ -177,7 +179,7 @@ def embed(
     pca: PcaOpt = None,
     clips: Annotated[int | None, typer.Option(
         help="Cut into clips of N instances in OpenMIC's npz layout (10 = OpenMIC).")] = None,
-    resampler: ResamplerOpt = "soxr",
+    resampler: ResamplerOpt = "resampy",
     quiet: bool = False,
 ) -> None:
     """Turn audio files into OpenMIC-style VGGish features (uint8, 0.96 s instances)."""
@@ -209,3 +211,18 @@ def embed(
                      f"{counts['failed']} failed", markup=False)
     if failed:
         raise typer.Exit(EXIT_SOME_FAILED)
+
+
+@app.command("export-onnx")
+@expected_errors
+def export_onnx(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory from `instag train`.")],
+    out: Annotated[Path | None, typer.Option(
+        help="Where to write the .onnx (default: export/ in a checkout, else the user data "
+             "directory); the model card goes beside it as .json.")] = None,
+) -> None:
+    """Export a trained att, fc_t, rnn or fc model to ONNX for tagging."""
+    from instag.export import export_run
+
+    path = export_run(run_dir, out)
+    _console().print(f"wrote {path} and {path.with_suffix('.json')}", markup=False)
