@@ -123,3 +123,26 @@ def pca_params(path_or_none: str | Path | None = None, url: str = PCA_URL,
     if cached.is_file():
         return cached
     return download(url, cached, md5)
+
+
+INSTALLED_MODEL = "instag-att.onnx"
+
+
+def installed_model() -> Path:
+    """Where `instag setup` installs the scoring model (its model card beside it)."""
+    return data_dir() / "models" / INSTALLED_MODEL
+
+
+def resolve_model(option: str | Path | None = None) -> Path:
+    """--model, else $INSTAG_MODEL, else the model `instag setup` installed, else a clear error."""
+    given = option or os.environ.get("INSTAG_MODEL")
+    if given:
+        path = Path(given).expanduser()
+        if not path.is_file():
+            raise InstagError(f"{path}: no such model file",
+                              "pass an .onnx from `instag export-onnx`, or run `instag setup`")
+        return path
+    if installed_model().is_file():
+        return installed_model()
+    raise InstagError("no trained model", "run `instag setup` (downloads 2.6 GB, trains in "
+                      "minutes) or pass --model")

@@ -58,7 +58,12 @@ class _Source:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.info, self._blocks = _open_soundfile(path) or _open_ffmpeg(path)
+        if path.stat().st_size == 0:
+            raise AudioError(path, "empty file (0 bytes)", status="empty")
+        opened = _open_soundfile(path)
+        if isinstance(opened, str):
+            opened = _open_ffmpeg(path, opened)
+        self.info, self._blocks = opened
 
     def blocks(self, frames: int) -> Iterator[np.ndarray]:
         return self._blocks(frames)
@@ -69,8 +74,8 @@ def _open_soundfile(path: Path):
 
     try:
         f = sf.SoundFile(str(path))
-    except sf.LibsndfileError:
-        return None  # not a format libsndfile knows: let ffmpeg try
+    except sf.LibsndfileError as e:
+        return e.error_string  # not a format libsndfile knows: ffmpeg may
     info = AudioInfo(f.samplerate, f.channels, f.frames if f.frames > 0 else 0)
 
     def blocks(n: int) -> Iterator[np.ndarray]:
@@ -87,11 +92,11 @@ def _open_soundfile(path: Path):
     return info, blocks
 
 
-def _open_ffmpeg(path: Path):
+def _open_ffmpeg(path: Path, sndfile_error: str):
     ffmpeg = shutil.which("ffmpeg")
     if ffmpeg is None:
         raise AudioError(
-            path, f"libsndfile cannot read {path.suffix or 'this file'} and ffmpeg is not on PATH "
+            path, f"libsndfile cannot read it ({sndfile_error}) and ffmpeg is not on PATH "
             "(install ffmpeg to decode m4a/aac, wma and other formats)", status="unsupported",
         )
     probe = subprocess.run(
@@ -100,8 +105,7 @@ def _open_ffmpeg(path: Path):
     )
     rate = _ffmpeg_rate(path, ffmpeg)
     if probe.returncode != 0 or rate is None:
-        reason = (probe.stderr.strip().splitlines() or ["no audio stream"])[-1]
-        raise AudioError(path, f"not a readable audio file ({reason})")
+        raise AudioError(path, f"not audio that libsndfile or ffmpeg can read ({sndfile_error})")
     info = AudioInfo(rate, 1, None)
 
     def blocks(n: int) -> Iterator[np.ndarray]:

@@ -226,3 +226,187 @@ def export_onnx(
 
     path = export_run(run_dir, out)
     _console().print(f"wrote {path} and {path.with_suffix('.json')}", markup=False)
+
+
+class _LogReporter:
+    """Plain lines for cron logs: every failure, a progress line every 30 s (not with quiet)."""
+
+    def __init__(self, quiet: bool) -> None:
+        import time
+
+        self.clock = time.monotonic
+        self.quiet = quiet
+        self.err = _console(stderr=True)
+        self.total = self.done = self.failed = self.cached = 0
+        self.audio_s = 0.0
+        self.last = self.start = self.clock()
+
+    def started(self, n_files: int, provider: str) -> None:
+        self.total = n_files
+        if not self.quiet:
+            self.err.print(f"tagging {n_files} files (scoring on {provider})", markup=False)
+
+    def file_done(self, result, from_cache: bool) -> None:
+        self.done += 1
+        self.cached += from_cache
+        self.audio_s += result.duration or 0.0
+        if not result.ok:
+            self.failed += 1
+            self.err.print(f"{result.status}: {result.display_path}: {result.reason}",
+                           markup=False, soft_wrap=True)
+        self.show_progress()
+
+    def show_progress(self) -> None:
+        if not self.quiet and self.clock() - self.last > 30:
+            self.last = self.clock()
+            self.err.print(f"{self.done}/{self.total} files, {self.audio_s / 3600:.2f} h of audio",
+                           markup=False)
+
+    def close(self) -> None:
+        pass
+
+
+class _RichReporter(_LogReporter):
+    """The same, with a progress bar on a terminal: files, hours of audio, files/s, ETA."""
+
+    def started(self, n_files: int, provider: str) -> None:
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+        )
+
+        super().started(n_files, provider)
+        self.progress = Progress(
+            TextColumn("[bold]tagging"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("{task.fields[hours]:.2f} h audio"), TextColumn("{task.fields[rate]}"),
+            TimeRemainingColumn(), console=self.err)
+        self.task = self.progress.add_task("tag", total=n_files, hours=0.0, rate="")
+        self.progress.start()
+
+    def show_progress(self) -> None:
+        rate = self.done / max(self.clock() - self.start, 1e-9)
+        self.progress.update(self.task, completed=self.done, hours=self.audio_s / 3600,
+                             rate=f"{rate:.1f} files/s")
+
+    def close(self) -> None:
+        if hasattr(self, "progress"):
+            self.progress.stop()
+
+
+def _read_stdin_paths() -> list[Path]:
+    """`find ... | instag tag -`: one path a line, bytes kept as they are."""
+    import os
+
+    return [Path(os.fsdecode(line.rstrip(b"\r\n"))) for line in sys.stdin.buffer
+            if line.strip()]
+
+
+@app.command()
+@expected_errors
+def tag(
+    paths: Annotated[list[Path], typer.Argument(
+        help="Music files or folders (recursive); '-' reads paths from stdin, one a line.")],
+    out: Annotated[Path, typer.Option(help="Output file: .csv, .json or .jsonl.")],
+    format: Annotated[str | None, typer.Option(
+        help="csv, json or jsonl (default: from --out's extension).")] = None,
+    model: Annotated[Path | None, typer.Option(
+        help="Scoring model (.onnx). Default: $INSTAG_MODEL, else the one `instag setup` "
+             "installed.")] = None,
+    vggish: VggishOpt = None,
+    pca: PcaOpt = None,
+    bag: Annotated[str, typer.Option(
+        help="'full' (the whole file is one bag) or N instances per bag (10 = 9.6 s, "
+             "OpenMIC's clips).")] = "full",
+    hop: Annotated[int | None, typer.Option(help="Instances between bag starts (default: N, "
+                                                 "no overlap).")] = None,
+    threshold: Annotated[float, typer.Option(help="Probability at which an instrument is "
+                                                  "present.")] = 0.5,
+    thresholds: Annotated[Path | None, typer.Option(
+        help="Per-instrument thresholds: JSON {name: t} or CSV name,t lines.")] = None,
+    device: Device = "auto",
+    jobs: Annotated[int | None, typer.Option(help="Decoding processes (default: CPUs).")] = None,
+    cache: Annotated[Path | None, typer.Option(
+        help="SQLite cache of features and scores (default: in the user cache dir).")] = None,
+    force: Annotated[bool, typer.Option(help="Recompute everything, ignoring the cache.")] = False,
+    wait: Annotated[bool, typer.Option(help="If another run holds the cache, wait for it "
+                                            "instead of exiting.")] = False,
+    ext: Annotated[str | None, typer.Option(help="Extensions to take, e.g. mp3,flac "
+                                                 "(default: common audio formats).")] = None,
+    hidden: Annotated[bool, typer.Option(help="Also walk hidden files and folders.")] = False,
+    resampler: ResamplerOpt = "resampy",
+    plot: Annotated[Path | None, typer.Option(
+        help="Also draw Figure 4 (attention over the spectrogram) per file into this "
+             "folder.")] = None,
+    quiet: Annotated[bool, typer.Option(help="No progress bar or progress lines; failures and "
+                                             "the summary only.")] = False,
+) -> None:
+    """Tag instruments in music files; every file gets a row, failed ones with the reason.
+
+    Exit codes: 0 all files tagged, 1 some files failed, 2 usage or setup error.
+    """
+    import os
+    from collections import Counter
+
+    from instag import assets
+    from instag.audio import RESAMPLERS
+    from instag.bags import parse_bag_mode
+    from instag.outputs import FORMATS, format_for, write_results
+    from instag.tagger import TagOptions
+    from instag.tagger import tag as run_tag
+    from instag.walk import parse_extensions
+
+    fmt = format_for(out, format)
+    if fmt not in FORMATS:
+        raise InstagError(f"--format {fmt}: choose from {', '.join(FORMATS)}")
+    if resampler not in RESAMPLERS:
+        raise InstagError(f"--resampler {resampler}: choose from {', '.join(RESAMPLERS)}")
+    if hop is not None and hop < 1:
+        raise InstagError(f"--hop {hop}: must be a positive number of instances")
+    if str(paths[0]) == "-" and len(paths) == 1:
+        paths = _read_stdin_paths()
+    opts = TagOptions(
+        model=assets.resolve_model(model), vggish=vggish, pca=pca, resampler=resampler,
+        bag_size=parse_bag_mode(bag), hop=hop, threshold=threshold, thresholds_file=thresholds,
+        device=device, jobs=jobs or os.cpu_count() or 1, cache=cache, force=force,
+        extensions=parse_extensions(ext), include_hidden=hidden, wait=wait,
+    )
+    reporter = _RichReporter(quiet) if sys.stderr.isatty() and not quiet else _LogReporter(quiet)
+    try:
+        results = run_tag(paths, opts, reporter)
+    finally:
+        reporter.close()
+    write_results(out, results, fmt, {"model": str(opts.model), "bag": bag,
+                                      "threshold": threshold})
+    if plot is not None:
+        from instag.outputs import file_document
+        from instag.plot import plot_file
+
+        for i, r in enumerate(x for x in results if x.ok):
+            plot_file(file_document(r), plot / f"{i:05d}-{Path(r.display_path).stem}.png",
+                      resampler="soxr")
+    failed = Counter(r.status for r in results if not r.ok)
+    ok = sum(r.ok for r in results)
+    summary = f"{ok} of {len(results)} files tagged ({reporter.cached} from cache)"
+    if failed:
+        summary += "; failed: " + ", ".join(f"{n} {s}" for s, n in sorted(failed.items()))
+    _console(stderr=True).print(f"{summary}. Wrote {out}", markup=False, soft_wrap=True)
+    if failed:
+        raise typer.Exit(EXIT_SOME_FAILED)
+
+
+@app.command("plot")
+@expected_errors
+def plot_cmd(
+    tags_json: Annotated[Path, typer.Argument(help="A .json or .jsonl from `instag tag`.")],
+    file: Annotated[str | None, typer.Option(help="Which file (its path as in the JSON); "
+                                                  "default: the first tagged one.")] = None,
+    out: Annotated[Path, typer.Option(help="PNG to write.")] = Path("attention.png"),
+) -> None:
+    """Draw the paper's Figure 4 for a tagged file: attention over its mel spectrogram."""
+    from instag.plot import load_file_doc, plot_file
+
+    path = plot_file(load_file_doc(tags_json, file), out)
+    _console().print(f"wrote {path}", markup=False)

@@ -13,9 +13,11 @@ hub model would drop a last window the file ends within 15 ms of), a trailing pa
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -75,25 +77,39 @@ def vggish_handle(option: str | None = None) -> str:
     return option or os.environ.get("INSTAG_VGGISH") or DEFAULT_VGGISH
 
 
+@contextlib.contextmanager
+def _native_stderr_silenced():
+    """Point file descriptor 2 at /dev/null for a block (C++ libraries ignore sys.stderr)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with open(os.devnull, "w") as null:
+        os.dup2(null.fileno(), 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def load_vggish(handle: str):
     """Load the hub model once (callers keep it). TensorFlow is told to grow GPU memory on
-    demand so that onnxruntime can share the card."""
+    demand so that onnxruntime can share the card. TensorFlow's native CUDA probing chatter is
+    kept off stderr while it starts; failures still arrive as exceptions."""
     assets.tfhub_cache_dir()
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import tensorflow as tf
-
-    for gpu in tf.config.list_physical_devices("GPU"):
-        try:
-            tf.config.experimental.set_memory_growth(gpu, True)
-        except RuntimeError:  # already initialised by an earlier load in this process
-            pass
-    with warnings.catch_warnings():  # tensorflow_hub 0.16 warns about its own pkg_resources use
-        warnings.simplefilter("ignore")
-        import tensorflow_hub as hub
-
     local = Path(handle).expanduser()
     try:
-        return hub.load(str(local) if local.exists() else handle)
+        with _native_stderr_silenced(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # tensorflow_hub 0.16 warns about pkg_resources
+            import tensorflow as tf
+            import tensorflow_hub as hub
+
+            for gpu in tf.config.list_physical_devices("GPU"):
+                try:
+                    tf.config.experimental.set_memory_growth(gpu, True)
+                except RuntimeError:  # already initialised by an earlier load in this process
+                    pass
+            return hub.load(str(local) if local.exists() else handle)
     except Exception as e:
         raise InstagError(
             f"cannot load VGGish from {handle} "
@@ -103,24 +119,40 @@ def load_vggish(handle: str):
         ) from e
 
 
-def chunks_for_vggish(blocks: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
-    """Regroup 16 kHz blocks into VGGish calls of k whole instances plus the 240-sample
-    lookahead; the last call is padded with silence and its partial window left out."""
-    step = CHUNK_INSTANCES * INSTANCE_SAMPLES
-    buf = np.zeros(0, np.float32)
-    for block in blocks:
-        buf = np.concatenate([buf, block])
-        while len(buf) >= step + LOOKAHEAD_SAMPLES:
-            yield buf[: step + LOOKAHEAD_SAMPLES]
-            buf = buf[step:]
-    n = len(buf) // INSTANCE_SAMPLES
-    if n:
-        tail = buf[: n * INSTANCE_SAMPLES + LOOKAHEAD_SAMPLES]
-        yield np.pad(tail, (0, n * INSTANCE_SAMPLES + LOOKAHEAD_SAMPLES - len(tail)))
+class Chunker:
+    """Regroup pushed 16 kHz blocks into VGGish calls of whole instances plus the 240-sample
+    lookahead; `finish` pads the end with silence and leaves a partial window out."""
+
+    def __init__(self, chunk_instances: int = CHUNK_INSTANCES) -> None:
+        self.step = chunk_instances * INSTANCE_SAMPLES
+        self.buf = np.zeros(0, np.float32)
+        self.samples = 0
+
+    def push(self, block: np.ndarray) -> list[np.ndarray]:
+        self.samples += len(block)
+        self.buf = np.concatenate([self.buf, block])
+        out = []
+        while len(self.buf) >= self.step + LOOKAHEAD_SAMPLES:
+            out.append(self.buf[: self.step + LOOKAHEAD_SAMPLES])
+            self.buf = self.buf[self.step :]
+        return out
+
+    def finish(self) -> list[np.ndarray]:
+        n = len(self.buf) // INSTANCE_SAMPLES
+        if not n:
+            return []
+        tail = self.buf[: n * INSTANCE_SAMPLES + LOOKAHEAD_SAMPLES]
+        return [np.pad(tail, (0, n * INSTANCE_SAMPLES + LOOKAHEAD_SAMPLES - len(tail)))]
+
+
+def chunk_instances(chunk: np.ndarray) -> int:
+    return (len(chunk) - LOOKAHEAD_SAMPLES) // INSTANCE_SAMPLES
 
 
 class Embedder:
-    """VGGish + PCA, loaded once per process; turns files or waveforms into Features."""
+    """VGGish + PCA: turns files, waveforms or chunks into OpenMIC features. The hub model is
+    loaded on first use (once per process), so a run that finds everything cached never
+    imports TensorFlow."""
 
     def __init__(self, vggish: str | None = None, pca: str | Path | None = None,
                  resampler: str = DEFAULT_RESAMPLER) -> None:
@@ -128,31 +160,51 @@ class Embedder:
         self.pca_path = assets.pca_params(pca)
         self.eigen_vectors, self.means = load_pca(self.pca_path)
         self.resampler = resampler
-        self.model = load_vggish(self.handle)
         self.identity = "|".join([self.handle, assets.file_digest(self.pca_path), resampler])
+        self._model = None
 
-    def raw(self, chunk: np.ndarray) -> np.ndarray:
-        """The hub model's raw embeddings for one chunk of 16 kHz samples."""
-        out = np.asarray(self.model(np.asarray(chunk, np.float32)))
+    @property
+    def model(self):
+        if self._model is None:
+            self._model = load_vggish(self.handle)
+        return self._model
+
+    def raw(self, wave: np.ndarray) -> np.ndarray:
+        """The hub model's raw embeddings [N, 128] for 16 kHz samples."""
+        out = np.asarray(self.model(np.asarray(wave, np.float32)))
         if out.ndim != 2 or out.shape[1] != 128:
             raise InstagError(f"{self.handle}: returned shape {out.shape}, expected [N, 128]",
                               "pass the VGGish hub model")
         return out
 
+    def embed_chunks(self, chunks: list[np.ndarray]) -> list[np.ndarray]:
+        """Features of several chunks (from any files) in one VGGish call. Each chunk is padded
+        to whole windows so the next one starts on a window boundary; the one window per chunk
+        that straddles the padding is computed and dropped."""
+        if not chunks:
+            return []
+        counts = [chunk_instances(c) for c in chunks]
+        if len(chunks) == 1:
+            raw = self.raw(chunks[0])
+        else:
+            pad = INSTANCE_SAMPLES - LOOKAHEAD_SAMPLES
+            wave = np.concatenate([np.pad(c, (0, pad)) for c in chunks] +
+                                  [np.zeros(LOOKAHEAD_SAMPLES, np.float32)])
+            raw = self.raw(wave)
+        feats, row = [], 0
+        for n in counts:
+            feats.append(postprocess(raw[row : row + n], self.eigen_vectors, self.means))
+            row += n + (len(chunks) > 1)
+        return feats
+
     def embed_blocks(self, blocks: Iterable[np.ndarray]) -> Features:
-        feats, samples = [], 0
-
-        def counted(it):
-            nonlocal samples
-            for b in it:
-                samples += len(b)
-                yield b
-
-        for chunk in chunks_for_vggish(counted(blocks)):
-            n = (len(chunk) - LOOKAHEAD_SAMPLES) // INSTANCE_SAMPLES
-            feats.append(postprocess(self.raw(chunk)[:n], self.eigen_vectors, self.means))
+        chunker = Chunker()
+        feats = []
+        for block in blocks:
+            feats += self.embed_chunks(chunker.push(block))
+        feats += self.embed_chunks(chunker.finish())
         values = np.concatenate(feats) if feats else np.zeros((0, 128), np.uint8)
-        return Features(values, samples / TARGET_SR)
+        return Features(values, chunker.samples / TARGET_SR)
 
     def embed_waveform(self, wave: np.ndarray) -> Features:
         return self.embed_blocks([np.asarray(wave, np.float32)])
@@ -160,10 +212,14 @@ class Embedder:
     def embed_file(self, path: str | Path) -> Features:
         """Decode, resample and embed one file. A bad, empty or too short file raises
         audio.AudioError with its status, for the caller to report and move on."""
-        feats = self.embed_blocks(stream_16k(path, self.resampler))
-        if feats.duration == 0:
-            raise AudioError(path, "no audio (zero samples)", status="empty")
-        if len(feats.values) == 0:
-            raise AudioError(path, f"too short: {feats.duration:.2f} s, one instance needs "
-                             f"{INSTANCE_SECONDS} s", status="too_short")
-        return feats
+        return check_features(path, self.embed_blocks(stream_16k(path, self.resampler)))
+
+
+def check_features(path: str | Path, feats: Features) -> Features:
+    """A file with no samples or less than one instance is a per-file result, not features."""
+    if feats.duration == 0:
+        raise AudioError(path, "no audio (zero samples)", status="empty")
+    if len(feats.values) == 0:
+        raise AudioError(path, f"too short: {feats.duration:.2f} s, one instance needs "
+                         f"{INSTANCE_SECONDS} s", status="too_short")
+    return feats

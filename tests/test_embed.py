@@ -104,3 +104,16 @@ def test_a_pca_file_with_the_wrong_checksum_is_rejected_and_not_kept(served, sta
     with pytest.raises(InstagError, match="checksum mismatch"):
         assets.pca_params(None, url=f"{url}/pca.npz", md5="0" * 32)
     assert not list(assets.cache_dir().glob("vggish_pca_params*"))
+
+
+def test_chunks_of_several_files_in_one_call_equal_each_file_alone(embedder):
+    from instag.embed import Chunker
+
+    rng = np.random.default_rng(3)
+    waves = [rng.uniform(-0.5, 0.5, n).astype(np.float32) for n in (16000 * 3, 15360 * 70, 20000)]
+    chunks = [c for w in waves for c in (lambda ch: ch.push(w) + ch.finish())(Chunker())]
+    together = embedder.embed_chunks(chunks)
+    alone = [f for c in chunks for f in embedder.embed_chunks([c])]
+    assert [len(f) for f in together] == [3, 64, 6, 1]
+    for a, b in zip(together, alone, strict=True):
+        np.testing.assert_array_equal(a, b)
