@@ -10,6 +10,7 @@ at once (block starts fall on the input/output rate's common grid, so sample tim
 from __future__ import annotations
 
 import math
+import os
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -73,7 +74,7 @@ def _open_soundfile(path: Path):
     import soundfile as sf
 
     try:
-        f = sf.SoundFile(str(path))
+        f = sf.SoundFile(os.fsencode(path))  # bytes: names that are not UTF-8 open too
     except sf.LibsndfileError as e:
         return e.error_string  # not a format libsndfile knows: ffmpeg may
     info = AudioInfo(f.samplerate, f.channels, f.frames if f.frames > 0 else 0)

@@ -32,7 +32,8 @@ from instag.runtime import Scorer
 from instag.walk import walk
 
 EMBED_BATCH_INSTANCES = 128  # instances per VGGish call when several files are ready
-SCORE_BATCH_BAGS = 1024  # bags gathered before one round of ONNX calls
+SCORE_BATCH_BAGS = 1024  # bags gathered before one round of ONNX calls ...
+SCORE_BATCH_FILES = 32  # ... or files, so results reach the cache as the run goes
 QUEUE_BLOCKS_PER_JOB = 4  # decoded blocks in flight per worker: bounds memory
 
 
@@ -60,7 +61,8 @@ class Reporter:
 
     def started(self, n_files: int, provider: str) -> None: ...
 
-    def file_done(self, result: FileResult, from_cache: bool) -> None: ...
+    def file_done(self, result: FileResult, from_cache: bool) -> None:
+        """`from_cache`: nothing was decoded for it in this run."""
 
 
 def load_thresholds(classes: tuple[str, ...], default: float, path: Path | None) -> dict:
@@ -88,20 +90,45 @@ def load_thresholds(classes: tuple[str, ...], default: float, path: Path | None)
 
 
 def _decode_worker(tasks, out, resampler: str) -> None:
-    """Worker process: stream each assigned file's 16 kHz blocks back to the main process."""
+    """Worker process: stream each assigned file's 16 kHz blocks back to the main process.
+    Every wait has a timeout, so a worker whose parent was killed (-9) exits by itself."""
     from instag.audio import stream_16k
 
-    while (task := tasks.get()) is not None:
+    parent = os.getppid()
+
+    def orphaned() -> bool:
+        if os.getppid() == parent:
+            return False
+        out.cancel_join_thread()  # nobody reads the pipe any more: don't wait to flush it
+        return True
+
+    def send(item) -> None:
+        while True:
+            try:
+                return out.put(item, timeout=1)
+            except queue.Full:
+                if orphaned():
+                    raise SystemExit(0) from None
+
+    while True:
+        try:
+            task = tasks.get(timeout=1)
+        except queue.Empty:
+            if orphaned():
+                return
+            continue
+        if task is None:
+            return
         idx, path = task
-        out.put(("start", idx, os.getpid()))
+        send(("start", idx, os.getpid()))
         try:
             for block in stream_16k(path, resampler):
-                out.put(("block", idx, block))
-            out.put(("done", idx, None))
+                send(("block", idx, block))
+            send(("done", idx, None))
         except AudioError as e:
-            out.put(("fail", idx, (e.status, e.reason)))
+            send(("fail", idx, (e.status, e.reason)))
         except Exception as e:  # a decoder bug must cost one file, not the run
-            out.put(("fail", idx, ("error", f"{type(e).__name__}: {e}")))
+            send(("fail", idx, ("error", f"{type(e).__name__}: {e}")))
 
 
 class _Run:
@@ -119,7 +146,7 @@ class _Run:
         self.bag_setting = f"{opts.bag_size or 'full'}/{opts.hop or opts.bag_size or ''}"
         self.keys: dict[int, FileKey] = {}
         self.results: dict[int, FileResult] = {}
-        self.pending_scores: list[tuple[int, Features]] = []
+        self.pending_scores: list[tuple[int, Features, bool]] = []  # (file, features, cached)
 
     # -- bookkeeping ---------------------------------------------------------------------------
     def finish(self, idx: int, result: FileResult, from_cache: bool = False) -> None:
@@ -174,33 +201,32 @@ class _Run:
         if scores is not None:
             self.finish(idx, self.build(idx, features, *scores), from_cache=True)
         else:
-            self.add_for_scoring(idx, features)
+            self.add_for_scoring(idx, features, from_cache=True)
         return True
 
-    def add_for_scoring(self, idx: int, feats: Features) -> None:
-        self.pending_scores.append((idx, feats))
+    def add_for_scoring(self, idx: int, feats: Features, from_cache: bool = False) -> None:
+        self.pending_scores.append((idx, feats, from_cache))
         self.score(flush=False)
 
     def score(self, flush: bool) -> None:
         """Score the pending files' bags in batched ONNX calls once enough have gathered."""
-        n_bags = sum(len(make_bags(len(f.values), self.opts.bag_size, self.opts.hop))
-                     for _, f in self.pending_scores)
-        if not self.pending_scores or (n_bags < SCORE_BATCH_BAGS and not flush):
+        work = [(idx, feats, cached, make_bags(len(feats.values), self.opts.bag_size,
+                                               self.opts.hop))
+                for idx, feats, cached in self.pending_scores]
+        n_bags = sum(len(bags) for *_, bags in work)
+        if not work or not (flush or n_bags >= SCORE_BATCH_BAGS
+                            or len(work) >= SCORE_BATCH_FILES):
             return
-        work = []
-        for idx, feats in self.pending_scores:
-            bags = make_bags(len(feats.values), self.opts.bag_size, self.opts.hop)
-            work.append((idx, feats, bags))
-        flat = [feats.values[b.first : b.stop] for _, feats, bags in work for b in bags]
+        flat = [feats.values[b.first : b.stop] for _, feats, _, bags in work for b in bags]
         scored = iter(self.scorer.score(flat))
-        for idx, feats, bags in work:
+        for idx, feats, cached, bags in work:
             s = [next(scored) for _ in bags]
             bag = np.stack([x.bag for x in s])
             instance = np.concatenate([x.instance for x in s])
             attention = np.concatenate([x.attention for x in s])
             self.cache.put_scores(self.keys[idx], self.embedder.identity, self.model_id,
                                   self.bag_setting, bag, instance, attention)
-            self.finish(idx, self.build(idx, feats, bag, instance, attention))
+            self.finish(idx, self.build(idx, feats, bag, instance, attention), cached)
         self.pending_scores = []
 
     def embed(self, indices: list[int]) -> None:

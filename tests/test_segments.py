@@ -1,0 +1,35 @@
+import numpy as np
+
+from instag.segments import attention_segments, format_segments, merge_segments
+
+
+def test_instances_above_the_uniform_weight_form_the_segment():
+    w = np.array([0.05, 0.05, 0.4, 0.4, 0.05, 0.05])  # uniform would be 1/6
+    assert attention_segments(w) == [(1.92, 3.84)]
+
+
+def test_separate_runs_give_separate_segments():
+    w = np.array([0.3, 0.05, 0.05, 0.3, 0.3])
+    assert attention_segments(w) == [(0.0, 0.96), (2.88, 4.8)]
+
+
+def test_uniform_attention_points_at_the_whole_bag():
+    assert attention_segments(np.full(10, 0.1)) == [(0.0, 9.6)]
+
+
+def test_a_one_instance_bag_is_its_own_segment():
+    assert attention_segments(np.array([1.0])) == [(0.0, 0.96)]
+
+
+def test_segments_are_in_seconds_from_the_start_of_the_file():
+    w = np.array([0.0, 0.0, 1.0] + [0.0] * 7)
+    assert attention_segments(w, first_instance=20) == [(21.12, 22.08)]
+
+
+def test_overlapping_and_touching_segments_merge():
+    assert merge_segments([(5.0, 6.0), (0.0, 1.0), (0.96, 2.0), (5.5, 7.0)]) == \
+        [(0.0, 2.0), (5.0, 7.0)]
+
+
+def test_segments_format_as_start_end_pairs():
+    assert format_segments([(0.0, 0.96), (2.88, 4.8)]) == "0.00-0.96;2.88-4.80"

@@ -1,0 +1,267 @@
+import csv
+import json
+import os
+import re
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+from builders import random_openmic
+from typer.testing import CliRunner
+
+from instag import tagger
+from instag.cache import lock
+from instag.cli import app
+
+SR = 44100
+
+
+def music(seconds, seed=0):
+    """Tones with harmonics and a little noise, stereo."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * SR)) / SR
+    f0 = 110 * 2 ** (rng.integers(0, 24) / 12)
+    x = sum(np.sin(2 * np.pi * k * f0 * t) / k for k in range(1, 6)) * 0.2
+    x = x + 0.02 * rng.standard_normal(len(t))
+    return np.stack([x, 0.8 * x], axis=1).astype(np.float32)
+
+
+def write_ogg(path, data):
+    with sf.SoundFile(str(path), "w", SR, 2, format="OGG") as f:  # chunked: see DEVELOPERS notes
+        for i in range(0, len(data), SR * 5):
+            f.write(data[i : i + SR * 5])
+
+
+@pytest.fixture(scope="session")
+def scoring_model(tmp_path_factory):
+    from instag.data import load_openmic
+    from instag.export import export_run
+    from instag.train import Recipe, train_run
+
+    root = tmp_path_factory.mktemp("model")
+    data = load_openmic(random_openmic(root / "data", n=80))
+    train_run(data, Recipe(epochs=2, batch_size=16, device="cpu"), root / "run", False)
+    return export_run(root / "run", root / "att.onnx")
+
+
+GOOD = ["album/01 intro.wav", "album/02-song.flac", "other/take.ogg", "other/live.mp3",
+        "-dash.wav"]
+BAD = {"album/corrupt.flac": "error", "empty.wav": "empty", "zero.wav": "empty",
+       "notes.flac": "error", "blip.wav": "too_short"}
+
+
+@pytest.fixture
+def library(tmp_path):
+    root = tmp_path / "Music"
+    (root / "album").mkdir(parents=True)
+    (root / "other").mkdir()
+    sf.write(root / "album/01 intro.wav", music(12, 1), SR, subtype="PCM_24")
+    sf.write(root / "album/02-song.flac", music(25, 2), SR)
+    write_ogg(root / "other/take.ogg", music(11, 3))
+    sf.write(root / "other/live.mp3", music(14, 4), SR, format="MP3")
+    sf.write(root / "-dash.wav", music(3, 5), SR, subtype="PCM_16")
+    sf.write(os.fsencode(root) + b"/caf\xe9.wav", music(4, 6), SR)  # a name that is not UTF-8
+    (root / "album/corrupt.flac").write_bytes((root / "album/02-song.flac").read_bytes()[:3000])
+    sf.write(root / "empty.wav", np.zeros((0, 1), np.float32), SR)
+    (root / "zero.wav").write_bytes(b"")
+    (root / "notes.flac").write_text("not audio\n" * 100)
+    sf.write(root / "blip.wav", music(0.5, 7), SR)
+    os.symlink(root / "album", root / "album" / "loop")  # a symlink loop
+    return root
+
+
+@pytest.fixture
+def run_tag(scoring_model, standin_vggish, standin_pca, tmp_path):
+    def run(*args, input=None):
+        return CliRunner().invoke(app, [  # the test's own options come last and win
+            "tag", "--model", str(scoring_model), "--vggish", str(standin_vggish), "--pca",
+            str(standin_pca), "--cache", str(tmp_path / "cache.sqlite"), "--jobs", "2",
+            *map(str, args)], input=input)
+    return run
+
+
+def read_csv(path):
+    with open(path, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def test_every_file_is_accounted_for_with_its_status(library, run_tag, tmp_path):
+    result = run_tag(library, "--out", tmp_path / "tags.json")
+    assert result.exit_code == 1, result.output  # some files failed
+    files = json.loads((tmp_path / "tags.json").read_text())["files"]
+    status = {Path(f["path"]).relative_to(library).as_posix(): f["status"] for f in files}
+    assert {k: v for k, v in status.items() if v != "ok"} == BAD
+    assert sum(v == "ok" for v in status.values()) == len(GOOD) + 1  # + the non-UTF-8 name
+    assert any("\\xe9" in f["path"] for f in files)
+    assert all(f.get("reason") for f in files if f["status"] != "ok")
+
+
+def test_csv_and_json_agree_and_segments_lie_inside_each_file(library, run_tag, tmp_path):
+    assert run_tag(library, "--out", tmp_path / "t.csv", "--bag", "10").exit_code == 1
+    assert run_tag(library, "--out", tmp_path / "t.json", "--bag", "10").exit_code == 1
+    rows = read_csv(tmp_path / "t.csv")
+    docs = {f["path"]: f for f in json.loads((tmp_path / "t.json").read_text())["files"]}
+    assert {r["path"] for r in rows} == set(docs)
+    for r in rows:
+        doc = docs[r["path"]]
+        assert r["status"] == doc["status"]
+        if r["status"] != "ok":
+            assert r["instrument"] == ""
+            continue
+        bag = next(b for b in doc["bags"] if f"{b['start_s']:.2f}" == r["bag_start_s"])
+        assert float(r["probability"]) == pytest.approx(bag["probabilities"][r["instrument"]])
+        assert (r["present"] == "1") == (r["instrument"] in bag["present"])
+        for seg in filter(None, r["segments"].split(";")):
+            start, end = map(float, seg.split("-"))
+            assert 0 <= start < end <= doc["duration_s"] + 1e-6
+            assert float(r["bag_start_s"]) <= start and end <= float(r["bag_end_s"]) + 1e-6
+
+
+def test_json_has_the_per_instance_timeline(library, run_tag, tmp_path):
+    run_tag(library / "album" / "02-song.flac", "--out", tmp_path / "t.jsonl")
+    (doc,) = [json.loads(line) for line in (tmp_path / "t.jsonl").read_text().splitlines()]
+    (bag,) = doc["bags"]  # --bag full: the whole file
+    timeline = bag["timeline"]
+    assert len(timeline["start_s"]) == 26 and bag["end_s"] == pytest.approx(24.96)
+    for name, weights in timeline["attention"].items():
+        assert sum(weights) == pytest.approx(1, abs=1e-3)
+        assert len(timeline["instance_probs"][name]) == 26
+
+
+def test_a_second_run_comes_from_the_cache_and_gives_the_same_output(library, run_tag, tmp_path,
+                                                                     monkeypatch):
+    run_tag(library, "--out", tmp_path / "a.csv")
+    monkeypatch.setattr(tagger._Run, "embed", lambda self, idx: pytest.fail("decoded again"))
+    second = run_tag(library, "--out", tmp_path / "b.csv")
+    assert "11 from cache" in second.output
+    assert (tmp_path / "a.csv").read_text() == (tmp_path / "b.csv").read_text()
+
+
+def test_force_recomputes(library, run_tag, tmp_path):
+    run_tag(library / "album", "--out", tmp_path / "a.csv")
+    assert "(0 from cache)" in run_tag(library / "album", "--out", tmp_path / "b.csv",
+                                       "--force").output
+
+
+def test_a_new_model_rescores_cached_features_without_decoding(library, run_tag, tmp_path,
+                                                              monkeypatch):
+    import torch
+
+    from instag.export import export_model
+    from instag.models import build_model
+
+    run_tag(library / "album", "--out", tmp_path / "a.json")
+    torch.manual_seed(1)
+    other = export_model(build_model("att", 3).eval(), {"model": "att", "in_dim": 128,
+                         "classes": ["c0", "c1", "c2"]}, tmp_path / "other.onnx")
+    monkeypatch.setattr(tagger._Run, "embed", lambda self, idx: pytest.fail("decoded again"))
+    result = run_tag(library / "album", "--out", tmp_path / "b.json", "--model", other)
+    assert result.exit_code == 1, result.output  # corrupt.flac still fails, from the cache
+    a, b = (json.loads((tmp_path / n).read_text())["files"] for n in ("a.json", "b.json"))
+    assert [f["status"] for f in a] == [f["status"] for f in b]
+    assert a[0]["bags"][0]["probabilities"] != b[0]["bags"][0]["probabilities"]
+
+
+def test_paths_can_come_from_stdin(library, run_tag, tmp_path):
+    paths = f"{library / 'album' / '01 intro.wav'}\n{library / '-dash.wav'}\n"
+    result = run_tag("-", "--out", tmp_path / "t.csv", input=paths)
+    assert result.exit_code == 0, result.output
+    assert {r["path"] for r in read_csv(tmp_path / "t.csv")} == \
+        {str(library / "album" / "01 intro.wav"), str(library / "-dash.wav")}
+
+
+def test_all_files_tagged_exits_0(library, run_tag, tmp_path):
+    assert run_tag(library / "other", "--out", tmp_path / "t.csv").exit_code == 0
+
+
+def test_no_model_is_a_setup_error_with_exit_2(library, tmp_path, monkeypatch):
+    monkeypatch.delenv("INSTAG_MODEL", raising=False)
+    result = CliRunner().invoke(app, ["tag", str(library), "--out", str(tmp_path / "t.csv")])
+    assert result.exit_code == 2
+    assert "no trained model" in result.output and "instag setup" in result.output
+
+
+def test_a_second_run_on_a_locked_cache_exits_with_a_clear_message(library, run_tag, tmp_path):
+    with lock(tmp_path / "cache.sqlite"):
+        result = run_tag(library / "other", "--out", tmp_path / "t.csv")
+    assert result.exit_code == 2 and "another `instag tag` run" in result.output
+    assert not (tmp_path / "t.csv").exists()
+
+
+def test_wait_queues_behind_the_running_one(library, run_tag, tmp_path):
+    held = threading.Event()
+
+    def hold():
+        with lock(tmp_path / "cache.sqlite"):
+            held.set()
+            time.sleep(1.5)
+
+    t = threading.Thread(target=hold)
+    t.start()
+    held.wait()
+    result = run_tag(library / "other", "--out", tmp_path / "t.csv", "--wait")
+    t.join()
+    assert result.exit_code == 0, result.output
+
+
+def test_plot_draws_figure_4(library, run_tag, tmp_path):
+    run_tag(library / "other", "--out", tmp_path / "t.json")
+    result = CliRunner().invoke(app, ["plot", str(tmp_path / "t.json"), "--out",
+                                      str(tmp_path / "f.png")])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "f.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg not installed")
+def test_m4a_files_are_tagged_through_ffmpeg(tmp_path, run_tag):
+    sf.write(tmp_path / "a.wav", music(5), SR)
+    subprocess.run(["ffmpeg", "-v", "error", "-i", str(tmp_path / "a.wav"), "-c:a", "aac",
+                    str(tmp_path / "song.m4a")], check=True)
+    (tmp_path / "a.wav").unlink()
+    assert run_tag(tmp_path, "--out", tmp_path / "t.csv").exit_code == 0
+    assert read_csv(tmp_path / "t.csv")[0]["path"].endswith("song.m4a")
+
+
+def test_a_killed_run_leaves_the_old_output_and_the_next_run_resumes(
+        tmp_path, scoring_model, standin_vggish, standin_pca):
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    for i in range(12):
+        sf.write(lib / f"{i:02d}.flac", music(20, i), SR)
+    out, cache = tmp_path / "tags.csv", tmp_path / "cache.sqlite"
+    out.write_text("old output\n")
+    cmd = [sys.executable, "-m", "instag", "tag", str(lib), "--out", str(out), "--model",
+           str(scoring_model), "--vggish", str(standin_vggish), "--pca", str(standin_pca),
+           "--cache", str(cache), "--jobs", "1", "--resampler", "resampy"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+        try:
+            with sqlite3.connect(cache) as db:
+                if db.execute("SELECT COUNT(*) FROM features").fetchone()[0] >= 2:
+                    break
+        except sqlite3.Error:
+            pass
+    assert proc.poll() is None, "the run finished before it could be killed"
+    workers = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert out.read_text() == "old output\n"
+    time.sleep(4)  # orphaned decode workers notice within a couple of seconds and exit
+    for pid in map(int, workers.stdout.split()):
+        assert not Path(f"/proc/{pid}").exists() or \
+            Path(f"/proc/{pid}/status").read_text().count("State:\tZ"), f"worker {pid} lingers"
+    resumed = subprocess.run(cmd, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    cached = int(re.search(r"\((\d+) from cache\)", resumed.stderr).group(1))
+    assert 2 <= cached < 12  # what finished before the kill was not decoded again
+    assert len({r["path"] for r in read_csv(out)}) == 12
