@@ -30,7 +30,7 @@ def generate_music(seconds: float, sr: int = 44100, seed: int = 0, channels: int
     return stereo.astype(np.float32)
 
 
-def write_music(path, seconds: float, sr: int = 44100, seed: int = 0, chunk_s: float = 60.0,
+def write_music(path, seconds: float, sr: int = 44100, seed: int = 0, chunk_s: float = 5.0,
                 **kwargs) -> None:
     """Write in chunks (libsndfile can crash writing a long OGG in one call)."""
     import soundfile as sf

@@ -9,7 +9,9 @@ hosts clean, so ``TFHUB_CACHE_DIR`` defaults to ``<cache>/tfhub`` unless the use
 from __future__ import annotations
 
 import hashlib
+import http.client
 import os
+import shutil
 import time
 import urllib.error
 import urllib.request
@@ -22,6 +24,7 @@ APP = "instag"
 PCA_URL = "https://storage.googleapis.com/audioset/vggish_pca_params.npz"
 PCA_MD5 = "c80cae691033abe7c7ecd11ea39fc834"
 PCA_FILE = "vggish_pca_params.npz"
+FREE_SPACE_MARGIN = 100 * 2**20  # leave this much on the disk after a download
 
 
 def cache_dir() -> Path:
@@ -55,8 +58,9 @@ def download(
     progress: Callable[[int, int | None], None] | None = None,
 ) -> Path:
     """Fetch `url` to `dest`, resuming a partial `dest.part` with HTTP Range after a dropped
-    connection, then verify the md5 before the file takes its final name. A checksum mismatch
-    deletes the download and raises; nothing half-written ever sits at `dest`."""
+    connection (with retries), then verify the md5 before the file takes its final name. A
+    checksum mismatch deletes the download and raises; nothing half-written ever sits at
+    `dest`. The free space is checked as soon as the server says how much is coming."""
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
@@ -64,7 +68,7 @@ def download(
         try:
             _fetch_into(url, part, timeout, progress)
             break
-        except (urllib.error.URLError, OSError, TimeoutError) as e:
+        except (urllib.error.URLError, OSError, TimeoutError, http.client.HTTPException) as e:
             refused = isinstance(getattr(e, "reason", None), ConnectionRefusedError)
             if attempt == retries or refused or isinstance(e, urllib.error.HTTPError):
                 raise InstagError(
@@ -98,6 +102,13 @@ def _fetch_into(url: str, part: Path, timeout: float, progress) -> None:
         length = resp.headers.get("Content-Length")
         total = (int(length) + (have if resumed else 0)) if length else None
         done = have if resumed else 0
+        if length:
+            free = shutil.disk_usage(part.parent).free
+            if free < int(length) + FREE_SPACE_MARGIN:
+                raise InstagError(
+                    f"{part.parent}: {free / 1e9:.1f} GB free, the download needs "
+                    f"{int(length) / 1e9:.1f} GB", "free some space or set INSTAG_CACHE_DIR "
+                    "to a disk with room")
         with open(part, "ab" if resumed else "wb") as f:
             while block := resp.read(1 << 20):
                 f.write(block)
@@ -122,7 +133,22 @@ def pca_params(path_or_none: str | Path | None = None, url: str = PCA_URL,
     cached = cache_dir() / PCA_FILE
     if cached.is_file():
         return cached
-    return download(url, cached, md5)
+    try:
+        return download(url, cached, md5)
+    except InstagError as e:
+        raise InstagError(f"no VGGish PCA parameters in {cache_dir()}: {e.message}",
+                          "run `instag setup` once on a machine with internet, or pass "
+                          "--pca FILE") from e
+
+
+def hub_cached(handle: str) -> Path | None:
+    """The local SavedModel for a VGGish handle, if it is a directory or already in the hub
+    cache (tensorflow_hub names cache folders by the sha1 of the handle)."""
+    local = Path(handle).expanduser()
+    if local.is_dir():
+        return local if (local / "saved_model.pb").is_file() else None
+    cached = tfhub_cache_dir() / hashlib.sha1(handle.encode("utf8")).hexdigest()
+    return cached if (cached / "saved_model.pb").is_file() else None
 
 
 INSTALLED_MODEL = "instag-att.onnx"

@@ -410,3 +410,88 @@ def plot_cmd(
 
     path = plot_file(load_file_doc(tags_json, file), out)
     _console().print(f"wrote {path}", markup=False)
+
+
+def _download_progress():
+    """A rich progress bar for downloads on a terminal; None (no bar) otherwise."""
+    if not sys.stderr.isatty():
+        return None, lambda: None
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+
+    bar = Progress(BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn(),
+                   console=_console(stderr=True))
+    task = bar.add_task("download", total=None)
+    bar.start()
+
+    def update(done: int, total: int | None) -> None:
+        bar.update(task, completed=done, total=total)
+
+    return update, bar.stop
+
+
+@app.command()
+@expected_errors
+def setup(
+    openmic: Annotated[Path | None, typer.Option(
+        help="An OpenMIC-2018 archive (.tgz) or extracted directory you already have.")] = None,
+    offline: Annotated[bool, typer.Option(help="Never touch the network; say what is "
+                                               "missing.")] = False,
+    seeds: Annotated[str, typer.Option(help="Seeds to train; the best validation loss is "
+                                            "kept.")] = "0",
+    epochs: int = 250,
+    device: Device = "auto",
+    vggish: VggishOpt = None,
+) -> None:
+    """Provision a new machine: VGGish, PCA, OpenMIC-2018, and a trained, exported model.
+
+    Sources and places are configurable by environment: INSTAG_OPENMIC_URL, INSTAG_PCA_URL,
+    INSTAG_CACHE_DIR, INSTAG_DATA_DIR, TFHUB_CACHE_DIR. Re-running skips finished steps.
+    """
+    from instag.provision import SetupOptions
+    from instag.provision import setup as run_setup
+
+    opts = SetupOptions(openmic=openmic, offline=offline, seeds=tuple(_parse_seeds(seeds)),
+                        epochs=epochs, device=device, vggish=vggish)
+    progress, stop = _download_progress()
+    console = _console()
+    try:
+        model = run_setup(opts, say=lambda m: console.print(m, markup=False, soft_wrap=True),
+                          progress=progress)
+    finally:
+        stop()
+    console.print(f"\nReady. Next:\n  instag tag ~/Music --out tags.csv\n(scoring model: {model})",
+                  markup=False, soft_wrap=True)
+
+
+@app.command()
+@expected_errors
+def doctor(
+    model: Annotated[Path | None, typer.Option(help="Scoring model to check.")] = None,
+    vggish: VggishOpt = None,
+    pca: PcaOpt = None,
+) -> None:
+    """Show versions, GPU support, directories and models; exit 2 if `instag tag` can't run."""
+    from rich.table import Table
+
+    from instag.doctor import diagnose
+
+    checks = diagnose(str(model) if model else None, vggish, str(pca) if pca else None)
+    table = Table(title="instag doctor", show_lines=False)
+    for col in ("", "what", "value"):
+        table.add_column(col)
+    marks = {True: "[green]ok[/]", False: "[red]no[/]", None: ""}
+    for c in checks:
+        table.add_row(marks[c.ok], f"{c.section}: {c.item}", c.value)
+    _console().print(table)
+    blocking = [c for c in checks if c.blocks_tagging]
+    if blocking:
+        _console(stderr=True).print("instag tag cannot run: " + "; ".join(
+            f"{c.item}: {c.value}" for c in blocking), markup=False, soft_wrap=True)
+        raise typer.Exit(EXIT_USAGE)
+    _console().print("instag tag can run.")

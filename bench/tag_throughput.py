@@ -1,0 +1,133 @@
+"""End-to-end tagging speed on a generated library, against VGGish alone and a naive loop.
+
+Builds a library of generated music (default 40 files of 30 s to 6 min; wav, flac, ogg, mp3),
+a VGGish stand-in with the real architecture (random weights, the same FLOPs) and an attention
+model, then prints audio seconds processed per wall second and peak RSS for:
+  - VGGish alone (the network on 16 kHz audio already in memory),
+  - `instag tag` (decode pool + batching + cache), with each resampler,
+  - a re-run over the unchanged library (everything from the cache),
+  - a naive loop (one file at a time: decode, resample, embed, score).
+Each measured run is a fresh process, so peak RSS is its own.
+
+    python bench/tag_throughput.py [--files 40] [--jobs 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, str(Path(__file__).parent))
+
+FORMATS = [("wav", {"subtype": "PCM_16"}), ("flac", {}), ("ogg", {"format": "OGG"}),
+           ("mp3", {"format": "MP3"})]
+
+
+def peak_rss_mb() -> float:
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return max(own, kids) / 1024
+
+
+def child(mode: str, cfg: dict) -> None:
+    """One measured run in this fresh process; prints a JSON line."""
+    import numpy as np
+
+    from instag.embed import Embedder
+
+    t0 = time.perf_counter()
+    if mode == "vggish":
+        emb = Embedder(cfg["vggish"], cfg["pca"])
+        wave = np.random.default_rng(0).uniform(-0.3, 0.3, 16000 * 10).astype(np.float32)
+        emb.embed_waveform(wave)  # load and warm up
+        wave = np.random.default_rng(1).uniform(-0.3, 0.3, 16000 * 300).astype(np.float32)
+        t0 = time.perf_counter()
+        emb.embed_waveform(wave)
+        audio = 300.0
+    elif mode == "naive":
+        from instag.bags import make_bags
+        from instag.runtime import Scorer
+
+        emb, scorer = Embedder(cfg["vggish"], cfg["pca"], cfg["resampler"]), Scorer(cfg["model"])
+        audio = 0.0
+        for path in sorted(Path(cfg["library"]).iterdir()):
+            feats = emb.embed_file(path)
+            scorer.score([feats.values[b.first : b.stop] for b in make_bags(len(feats.values))])
+            audio += feats.duration
+    else:
+        from instag.tagger import TagOptions, tag
+
+        opts = TagOptions(model=Path(cfg["model"]), vggish=cfg["vggish"], pca=cfg["pca"],
+                          resampler=cfg["resampler"], jobs=cfg["jobs"], cache=Path(cfg["cache"]))
+        audio = sum(r.duration or 0 for r in tag([cfg["library"]], opts))
+    wall = time.perf_counter() - t0
+    print(json.dumps({"audio_s": audio, "wall_s": wall, "rss_mb": peak_rss_mb()}))
+
+
+def measure(mode: str, cfg: dict) -> dict:
+    out = subprocess.run([sys.executable, __file__, "--child", mode, json.dumps(cfg)],
+                         capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--files", type=int, default=40)
+    ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        child(args.child[0], json.loads(args.child[1]))
+        return
+    import numpy as np
+    from music import write_music
+
+    from instag.export import export_model
+    from instag.models import build_model
+    from instag.testing import build_standin_vggish, write_standin_pca
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        lib = tmp / "library"
+        lib.mkdir()
+        lengths = np.random.default_rng(0).uniform(30, 360, args.files)
+        t = time.perf_counter()
+        for i, seconds in enumerate(lengths):
+            ext, kw = FORMATS[i % len(FORMATS)]
+            write_music(lib / f"{i:03d}.{ext}", float(seconds), 44100, seed=i, **kw)
+        print(f"library: {args.files} files, {lengths.sum() / 60:.0f} min of audio "
+              f"(wav/flac/ogg/mp3), written in {time.perf_counter() - t:.0f} s; jobs={args.jobs}")
+        cfg = {"library": str(lib), "jobs": args.jobs,
+               "vggish": str(build_standin_vggish(tmp / "vggish", "vggish")),
+               "pca": str(write_standin_pca(tmp / "pca.npz")),
+               "model": str(export_model(build_model("att").eval(),
+                                         {"model": "att", "in_dim": 128,
+                                          "classes": [f"c{i}" for i in range(20)]},
+                                         tmp / "att.onnx"))}
+        rows = [("VGGish alone (audio in memory)", measure("vggish", cfg))]
+        for resampler in ("resampy", "soxr"):
+            run_cfg = {**cfg, "resampler": resampler, "cache": str(tmp / f"{resampler}.sqlite")}
+            rows.append((f"instag tag, {resampler}", measure("tag", run_cfg)))
+            rows.append(("  re-run, unchanged library", measure("tag", run_cfg)))
+            rows.append((f"naive loop, {resampler}", measure("naive", run_cfg)))
+        base = rows[0][1]["audio_s"] / rows[0][1]["wall_s"]
+        print(f"{'':34s} {'x real time':>11s} {'of VGGish':>9s} {'wall s':>8s} {'peak RSS':>9s}")
+        for name, r in rows:
+            speed = r["audio_s"] / r["wall_s"]
+            print(f"{name:34s} {speed:11.1f} {speed / base:9.0%} {r['wall_s']:8.1f} "
+                  f"{r['rss_mb']:7.0f} MB")
+        for i in (1, 4):
+            print(f"re-run took {rows[i + 1][1]['wall_s'] / rows[i][1]['wall_s']:.1%} of the "
+                  f"first run ({rows[i][0].split(', ')[1]})")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,182 @@
+import hashlib
+import http.server
+import io
+import re
+import socket
+import tarfile
+import threading
+from pathlib import PurePosixPath
+
+import numpy as np
+import pytest
+import soundfile as sf
+from builders import random_openmic
+from typer.testing import CliRunner
+
+from instag import assets
+from instag.cli import app
+
+
+class Server(http.server.ThreadingHTTPServer):
+    """127.0.0.1, port 0: serves bytes by path, honours Range, can drop a transfer once."""
+
+    def __init__(self):
+        super().__init__(("127.0.0.1", 0), Handler)
+        self.files: dict[str, bytes] = {}
+        self.drop_after: dict[str, int] = {}
+        self.ranges: list[str] = []
+
+    def url(self, name: str) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}/{name}"
+
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        name = self.path.lstrip("/").split("?")[0]
+        data = self.server.files.get(name)
+        if data is None:
+            return self.send_error(404)
+        start = 0
+        if m := re.match(r"bytes=(\d+)-", self.headers.get("Range", "")):
+            start = int(m.group(1))
+            self.server.ranges.append(name)
+            if start >= len(data):
+                return self.send_error(416)
+        self.send_response(206 if start else 200)
+        self.send_header("Content-Length", str(len(data) - start))
+        self.end_headers()
+        if (cut := self.server.drop_after.pop(name, None)) is not None:
+            self.wfile.write(data[start : start + cut])  # then the connection drops
+            self.wfile.flush()
+            self.connection.shutdown(socket.SHUT_RDWR)
+            return
+        self.wfile.write(data[start:])
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def server():
+    s = Server()
+    threading.Thread(target=s.serve_forever, daemon=True).start()
+    yield s
+    s.shutdown()
+
+
+def tgz(members: dict[str, bytes]) -> bytes:
+    """A .tar.gz with directory entries before the files, as `tar czf` makes them."""
+    buf = io.BytesIO()
+    dirs = sorted({str(p) for name in members for p in PurePosixPath(name).parents
+                   if str(p) not in (".", "") and ".." not in p.parts})
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for d in dirs:
+            info = tarfile.TarInfo(d)
+            info.type, info.mode = tarfile.DIRTYPE, 0o755
+            tar.addfile(info)
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def openmic_archive(tmp_path) -> bytes:
+    root = random_openmic(tmp_path / "openmic-src", n=80)
+    files = {f"openmic-2018/{p.relative_to(root).as_posix()}": p.read_bytes()
+             for p in root.rglob("*") if p.is_file()}
+    files["openmic-2018/audio/000/000046_3840.ogg"] = b"audio is not extracted"
+    return tgz(files)
+
+
+def hub_module(saved_model_dir) -> bytes:
+    return tgz({p.relative_to(saved_model_dir).as_posix(): p.read_bytes()
+                for p in saved_model_dir.rglob("*") if p.is_file()})
+
+
+@pytest.fixture
+def sources(server, tmp_path, monkeypatch, standin_vggish, standin_pca):
+    """Every download setup makes, served from 127.0.0.1."""
+    archive = openmic_archive(tmp_path)
+    server.files.update({"openmic.tgz": archive, "pca.npz": standin_pca.read_bytes(),
+                         "vggish.tar.gz": hub_module(standin_vggish)})
+    monkeypatch.setenv("INSTAG_OPENMIC_URL", server.url("openmic.tgz"))
+    monkeypatch.setenv("INSTAG_OPENMIC_MD5", hashlib.md5(archive).hexdigest())
+    monkeypatch.setenv("INSTAG_PCA_URL", server.url("pca.npz"))
+    monkeypatch.setenv("INSTAG_PCA_MD5", hashlib.md5(standin_pca.read_bytes()).hexdigest())
+    monkeypatch.setenv("INSTAG_VGGISH", server.url("vggish.tar.gz"))
+    monkeypatch.setenv("TFHUB_CACHE_DIR", str(tmp_path / "hub"))
+    monkeypatch.delenv("INSTAG_MODEL", raising=False)
+    return server
+
+
+def setup(*args):
+    return CliRunner().invoke(app, ["setup", "--epochs", "2", "--device", "cpu", *args])
+
+
+def test_setup_ends_with_a_model_that_instag_tag_accepts(sources, tmp_path):
+    result = setup()
+    assert result.exit_code == 0, result.output
+    assert assets.installed_model().is_file() and "instag tag" in result.output
+    assert not list((assets.data_dir() / "openmic-2018").rglob("*.ogg"))  # audio left out
+    music = tmp_path / "song.wav"
+    sf.write(music, np.random.default_rng(0).uniform(-0.3, 0.3, 44100 * 5), 44100)
+    tagged = CliRunner().invoke(app, ["tag", str(music), "--out", str(tmp_path / "t.csv")])
+    assert tagged.exit_code == 0, tagged.output
+    doctor = CliRunner().invoke(app, ["doctor"])
+    assert doctor.exit_code == 0 and "instag tag can run" in doctor.output
+
+
+def test_rerunning_setup_skips_finished_steps(sources):
+    assert setup().exit_code == 0
+    again = setup()
+    assert again.exit_code == 0 and again.output.count("skipped") == 4, again.output
+
+
+def test_a_dropped_download_resumes_where_it_stopped(sources):
+    sources.drop_after["openmic.tgz"] = len(sources.files["openmic.tgz"]) // 2
+    result = setup()
+    assert result.exit_code == 0, result.output
+    assert "openmic.tgz" in sources.ranges  # the second request asked for the rest only
+
+
+def test_a_checksum_mismatch_discards_the_file_and_fails(sources, monkeypatch):
+    monkeypatch.setenv("INSTAG_OPENMIC_MD5", "0" * 32)
+    result = setup()
+    assert result.exit_code == 2 and "checksum mismatch" in result.output
+    assert not list(assets.cache_dir().glob("openmic*"))
+
+
+def test_an_archive_member_with_dotdot_is_rejected(sources, tmp_path, monkeypatch):
+    evil = tgz({"openmic-2018/../../evil.txt": b"x", "openmic-2018/class-map.json": b"{}"})
+    sources.files["openmic.tgz"] = evil
+    monkeypatch.setenv("INSTAG_OPENMIC_MD5", hashlib.md5(evil).hexdigest())
+    result = setup()
+    assert result.exit_code == 2 and "'..'" in result.output
+    assert not list(tmp_path.rglob("evil.txt"))
+    assert not (assets.data_dir() / "openmic-2018").exists()
+
+
+def test_connection_refused_is_a_clear_error(sources, monkeypatch):
+    monkeypatch.setenv("INSTAG_OPENMIC_URL", "http://127.0.0.1:9/openmic.tgz")
+    result = setup()
+    assert result.exit_code == 2 and "download failed" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_offline_says_what_is_missing(sources):
+    result = setup("--offline")
+    assert result.exit_code == 2 and "not in the cache" in result.output
+
+
+def test_an_extracted_directory_can_be_given(sources, tmp_path):
+    data = random_openmic(tmp_path / "mine", n=80)
+    result = setup("--openmic", str(data))
+    assert result.exit_code == 0 and "using the directory" in result.output
+
+
+def test_doctor_exits_non_zero_when_tag_cannot_run(tmp_path, monkeypatch):
+    monkeypatch.setenv("TFHUB_CACHE_DIR", str(tmp_path / "empty-hub"))
+    monkeypatch.delenv("INSTAG_MODEL", raising=False)
+    result = CliRunner().invoke(app, ["doctor"])
+    assert result.exit_code == 2 and "instag tag cannot run" in result.output
