@@ -7,13 +7,13 @@ Layout: ``openmic-2018.npz`` (X uint8 [N,10,128], Y_true [N,C], Y_mask [N,C], sa
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from instag.assets import file_digest
 from instag.errors import InstagError
 
 NPZ_NAME = "openmic-2018.npz"
@@ -80,14 +80,6 @@ def _require(path: Path, what: str) -> Path:
             "(or run `instag setup`, which downloads and extracts it)",
         )
     return path
-
-
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def load_class_map(path: Path) -> tuple[str, ...]:
@@ -165,4 +157,4 @@ def load_openmic(root: str | Path) -> OpenMIC:
             )
         idx = np.array([index[k] for k in split_keys], dtype=np.int64)
         subsets[split] = Subset(X[idx], labels[idx], mask[idx], keys[idx])
-    return OpenMIC(root, classes, subsets["train"], subsets["test"], sha256_file(npz_path))
+    return OpenMIC(root, classes, subsets["train"], subsets["test"], file_digest(npz_path))

@@ -120,6 +120,10 @@ def step_openmic(opts: SetupOptions, say: Say, progress: Progress | None) -> Pat
     elif not archive.is_file():
         raise InstagError(f"{archive}: no such file or directory",
                           "pass the OpenMIC-2018 .tgz or its extracted directory")
+    elif archive.stat().st_size == OPENMIC_BYTES and \
+            assets.file_digest(archive, "md5") != opts.openmic_md5:
+        raise InstagError(f"{archive}: the official archive's size but not its md5 "
+                          f"({opts.openmic_md5})", "it is damaged: download it again")
     say(f"[3/4] OpenMIC-2018: extracting {', '.join(NEEDED)} from {archive}")
     extract_needed(archive, target)
     load_openmic(target)
