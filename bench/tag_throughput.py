@@ -71,7 +71,7 @@ def child(mode: str, cfg: dict) -> None:
 
         opts = TagOptions(model=Path(cfg["model"]), vggish=cfg["vggish"], pca=cfg["pca"],
                           resampler=cfg["resampler"], jobs=cfg["jobs"], cache=Path(cfg["cache"]))
-        audio = sum(r.duration or 0 for r in tag([cfg["library"]], opts))
+        audio = tag([cfg["library"]], opts, sink=lambda result: None).audio_s
     wall = time.perf_counter() - t0
     print(json.dumps({"audio_s": audio, "wall_s": wall, "rss_mb": peak_rss_mb()}))
 

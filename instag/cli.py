@@ -237,30 +237,23 @@ class _LogReporter:
         self.clock = time.monotonic
         self.quiet = quiet
         self.err = _console(stderr=True)
-        self.total = self.done = self.failed = self.cached = 0
-        self.audio_s = 0.0
         self.last = self.start = self.clock()
 
-    def started(self, n_files: int, provider: str) -> None:
-        self.total = n_files
+    def started(self, summary, provider: str) -> None:
         if not self.quiet:
-            self.err.print(f"tagging {n_files} files (scoring on {provider})", markup=False)
+            self.err.print(f"tagging {summary.total} files (scoring on {provider})", markup=False)
 
-    def file_done(self, result, from_cache: bool) -> None:
-        self.done += 1
-        self.cached += from_cache
-        self.audio_s += result.duration or 0.0
+    def file_done(self, result, summary) -> None:
         if not result.ok:
-            self.failed += 1
             self.err.print(f"{result.status}: {result.display_path}: {result.reason}",
                            markup=False, soft_wrap=True)
-        self.show_progress()
+        self.show_progress(summary)
 
-    def show_progress(self) -> None:
+    def show_progress(self, summary) -> None:
         if not self.quiet and self.clock() - self.last > 30:
             self.last = self.clock()
-            self.err.print(f"{self.done}/{self.total} files, {self.audio_s / 3600:.2f} h of audio",
-                           markup=False)
+            self.err.print(f"{summary.done}/{summary.total} files, "
+                           f"{summary.audio_s / 3600:.2f} h of audio", markup=False)
 
     def close(self) -> None:
         pass
@@ -269,7 +262,7 @@ class _LogReporter:
 class _RichReporter(_LogReporter):
     """The same, with a progress bar on a terminal: files, hours of audio, files/s, ETA."""
 
-    def started(self, n_files: int, provider: str) -> None:
+    def started(self, summary, provider: str) -> None:
         from rich.progress import (
             BarColumn,
             MofNCompleteColumn,
@@ -278,17 +271,17 @@ class _RichReporter(_LogReporter):
             TimeRemainingColumn,
         )
 
-        super().started(n_files, provider)
+        super().started(summary, provider)
         self.progress = Progress(
             TextColumn("[bold]tagging"), BarColumn(), MofNCompleteColumn(),
             TextColumn("{task.fields[hours]:.2f} h audio"), TextColumn("{task.fields[rate]}"),
             TimeRemainingColumn(), console=self.err)
-        self.task = self.progress.add_task("tag", total=n_files, hours=0.0, rate="")
+        self.task = self.progress.add_task("tag", total=summary.total, hours=0.0, rate="")
         self.progress.start()
 
-    def show_progress(self) -> None:
-        rate = self.done / max(self.clock() - self.start, 1e-9)
-        self.progress.update(self.task, completed=self.done, hours=self.audio_s / 3600,
+    def show_progress(self, summary) -> None:
+        rate = summary.done / max(self.clock() - self.start, 1e-9)
+        self.progress.update(self.task, completed=summary.done, hours=summary.audio_s / 3600,
                              rate=f"{rate:.1f} files/s")
 
     def close(self) -> None:
@@ -348,12 +341,11 @@ def tag(
     Exit codes: 0 all files tagged, 1 some files failed, 2 usage or setup error.
     """
     import os
-    from collections import Counter
 
     from instag import assets
     from instag.audio import RESAMPLERS
     from instag.bags import parse_bag_mode
-    from instag.outputs import FORMATS, format_for, write_results
+    from instag.outputs import FORMATS, format_for, result_writer
     from instag.tagger import TagOptions
     from instag.tagger import tag as run_tag
     from instag.walk import parse_extensions
@@ -374,27 +366,37 @@ def tag(
         extensions=parse_extensions(ext), include_hidden=hidden, wait=wait,
     )
     reporter = _RichReporter(quiet) if sys.stderr.isatty() and not quiet else _LogReporter(quiet)
+    run_info = {"model": str(opts.model), "bag": bag, "threshold": threshold}
     try:
-        results = run_tag(paths, opts, reporter)
+        with result_writer(out, fmt, run_info) as write:
+            sink = write if plot is None else _with_plot(write, plot)
+            summary = run_tag(paths, opts, sink, reporter)
     finally:
         reporter.close()
-    write_results(out, results, fmt, {"model": str(opts.model), "bag": bag,
-                                      "threshold": threshold})
-    if plot is not None:
-        from instag.outputs import file_document
-        from instag.plot import plot_file
-
-        for i, r in enumerate(x for x in results if x.ok):
-            plot_file(file_document(r), plot / f"{i:05d}-{Path(r.display_path).stem}.png",
-                      resampler="soxr")
-    failed = Counter(r.status for r in results if not r.ok)
-    ok = sum(r.ok for r in results)
-    summary = f"{ok} of {len(results)} files tagged ({reporter.cached} from cache)"
-    if failed:
-        summary += "; failed: " + ", ".join(f"{n} {s}" for s, n in sorted(failed.items()))
-    _console(stderr=True).print(f"{summary}. Wrote {out}", markup=False, soft_wrap=True)
-    if failed:
+    text = f"{summary.ok} of {summary.done} files tagged ({summary.from_cache} from cache)"
+    if summary.failed:
+        text += "; failed: " + ", ".join(f"{n} {s}" for s, n in sorted(summary.failed.items()))
+    _console(stderr=True).print(f"{text}. Wrote {out}", markup=False, soft_wrap=True)
+    if summary.failed:
         raise typer.Exit(EXIT_SOME_FAILED)
+
+
+def _with_plot(write, folder: Path):
+    """A result sink that also draws Figure 4 for each tagged file into `folder`."""
+    import itertools
+
+    from instag.outputs import file_document
+    from instag.plot import plot_file
+
+    count = itertools.count()
+
+    def sink(result) -> None:
+        write(result)
+        if result.ok:
+            name = f"{next(count):05d}-{Path(result.display_path).stem}.png"
+            plot_file(file_document(result), folder / name, resampler="soxr")
+
+    return sink
 
 
 @app.command("plot")

@@ -1,7 +1,9 @@
 """What tagging produces for each file, and the CSV / JSON / JSONL writers.
 
-Every input file gets a FileResult, failed ones too (status + reason). Outputs are written to a
-temp file and renamed into place, so a killed run leaves the previous output untouched.
+Every input file gets a FileResult, failed ones too (status + reason). Results are streamed, in
+order, into a temp file beside the output, which is renamed into place only when the run
+completes: a killed run leaves the previous output untouched, and memory does not grow with the
+size of the library.
 
 CSV: one row per file, bag and instrument, with a header; a failed file is one row with its
 status and reason. JSON: one document with a ``files`` list; JSONL: one file per line. Both hold
@@ -14,8 +16,12 @@ from __future__ import annotations
 import csv
 import json
 import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import numpy as np
 
 from instag import __version__
 from instag.atomic import atomic_write
@@ -32,8 +38,8 @@ DECIMALS = 4
 class BagResult:
     bag: Bag
     probabilities: dict[str, float]
-    instance_probs: dict[str, list[float]]
-    attention: dict[str, list[float]]
+    instance_probs: np.ndarray  # float32 [T, C]
+    attention: np.ndarray  # float32 [T, C]
     present: list[str]
     segments: dict[str, list[tuple[float, float]]]
 
@@ -70,14 +76,15 @@ def bag_result(bag: Bag, classes, bag_probs, instance_probs, attention, threshol
     present = [c for c in classes if probs[c] >= thresholds[c]]
     col = {c: i for i, c in enumerate(classes)}
     return BagResult(
-        bag=bag,
-        probabilities=probs,
-        instance_probs={c: [round(float(v), DECIMALS) for v in instance_probs[:, col[c]]]
-                        for c in classes},
-        attention={c: [round(float(v), DECIMALS) for v in attention[:, col[c]]] for c in classes},
-        present=present,
+        bag=bag, probabilities=probs,
+        instance_probs=np.asarray(instance_probs, np.float32),
+        attention=np.asarray(attention, np.float32), present=present,
         segments={c: attention_segments(attention[:, col[c]], bag.first) for c in present},
     )
+
+
+def _per_class(values: np.ndarray, classes) -> dict[str, list[float]]:
+    return {c: [round(float(v), DECIMALS) for v in values[:, i]] for i, c in enumerate(classes)}
 
 
 def file_document(r: FileResult) -> dict:
@@ -95,7 +102,8 @@ def file_document(r: FileResult) -> dict:
         "segments": {c: [list(s) for s in segs] for c, segs in b.segments.items()},
         "timeline": {
             "start_s": [instance_span(i)[0] for i in range(b.bag.first, b.bag.stop)],
-            "instance_probs": b.instance_probs, "attention": b.attention,
+            "instance_probs": _per_class(b.instance_probs, b.probabilities),
+            "attention": _per_class(b.attention, b.probabilities),
         },
     } for b in r.bags]
     return doc
@@ -123,17 +131,26 @@ def format_for(path: Path, fmt: str | None) -> str:
     return ext if ext in FORMATS else "csv"
 
 
-def write_results(path: Path, results: list[FileResult], fmt: str, run_info: dict) -> None:
-    """Write all results in one atomic replace of `path`."""
+@contextmanager
+def result_writer(path: Path, fmt: str, run_info: dict) -> Iterator[Callable[[FileResult], None]]:
+    """Yield a function that appends one FileResult to `path`'s temp file; the file replaces
+    `path` when the block ends without an exception, and is discarded otherwise."""
     with atomic_write(path, "w", newline="" if fmt == "csv" else None, encoding="utf-8") as f:
         if fmt == "csv":
             w = csv.DictWriter(f, fieldnames=CSV_FIELDS)  # RFC 4180 quoting, \r\n endings
             w.writeheader()
-            for r in results:
-                w.writerows(csv_rows(r))
+            yield lambda r: w.writerows(csv_rows(r))
         elif fmt == "jsonl":
-            for r in results:
-                f.write(json.dumps(file_document(r), ensure_ascii=False) + "\n")
+            yield lambda r: f.write(json.dumps(file_document(r), ensure_ascii=False) + "\n")
         else:
-            json.dump({"instag_version": __version__, **run_info,
-                       "files": [file_document(r) for r in results]}, f, ensure_ascii=False)
+            head = json.dumps({"instag_version": __version__, **run_info, "files": []},
+                              ensure_ascii=False)
+            f.write(head[: -len("]}")])
+            sep = [""]
+
+            def write(r: FileResult) -> None:
+                f.write(sep[0] + json.dumps(file_document(r), ensure_ascii=False))
+                sep[0] = ","
+
+            yield write
+            f.write("]}")

@@ -15,7 +15,7 @@ import json
 import multiprocessing as mp
 import os
 import queue
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,6 +35,7 @@ EMBED_BATCH_INSTANCES = 128  # instances per VGGish call when several files are 
 SCORE_BATCH_BAGS = 1024  # bags gathered before one round of ONNX calls ...
 SCORE_BATCH_FILES = 32  # ... or files, so results reach the cache as the run goes
 QUEUE_BLOCKS_PER_JOB = 4  # decoded blocks in flight per worker: bounds memory
+MAX_WAITING_RESULTS = 256  # finished results held back until an earlier file is done
 
 
 @dataclass(frozen=True)
@@ -56,13 +57,34 @@ class TagOptions:
     wait: bool = False
 
 
+@dataclass
+class Summary:
+    """Running counts of a tagging run."""
+
+    total: int = 0
+    done: int = 0
+    from_cache: int = 0  # files for which nothing was decoded in this run
+    audio_s: float = 0.0
+    failed: dict[str, int] = field(default_factory=dict)  # status -> count
+
+    def add(self, result: FileResult, from_cache: bool) -> None:
+        self.done += 1
+        self.from_cache += from_cache
+        self.audio_s += result.duration or 0.0
+        if not result.ok:
+            self.failed[result.status] = self.failed.get(result.status, 0) + 1
+
+    @property
+    def ok(self) -> int:
+        return self.done - sum(self.failed.values())
+
+
 class Reporter:
     """What the tagger tells its caller as it goes; the CLI draws progress from it."""
 
-    def started(self, n_files: int, provider: str) -> None: ...
+    def started(self, summary: Summary, provider: str) -> None: ...
 
-    def file_done(self, result: FileResult, from_cache: bool) -> None:
-        """`from_cache`: nothing was decoded for it in this run."""
+    def file_done(self, result: FileResult, summary: Summary) -> None: ...
 
 
 def load_thresholds(classes: tuple[str, ...], default: float, path: Path | None) -> dict:
@@ -134,10 +156,14 @@ def _decode_worker(tasks, out, resampler: str) -> None:
 class _Run:
     """State of one tagging run over a list of files."""
 
-    def __init__(self, files: list[Path], opts: TagOptions, reporter: Reporter) -> None:
+    def __init__(self, files: list[Path], opts: TagOptions, reporter: Reporter,
+                 sink: Callable[[FileResult], None]) -> None:
         self.files = files
         self.opts = opts
         self.reporter = reporter
+        self.sink = sink
+        self.summary = Summary(total=len(files))
+        self.next_out = 0  # results go to the sink in walk order, held here until their turn
         self.scorer = Scorer(opts.model, opts.device)
         self.classes = self.scorer.classes
         self.thresholds = load_thresholds(self.classes, opts.threshold, opts.thresholds_file)
@@ -145,13 +171,17 @@ class _Run:
         self.model_id = assets.file_digest(Path(opts.model))
         self.bag_setting = f"{opts.bag_size or 'full'}/{opts.hop or opts.bag_size or ''}"
         self.keys: dict[int, FileKey] = {}
-        self.results: dict[int, FileResult] = {}
+        self.waiting: dict[int, FileResult] = {}
         self.pending_scores: list[tuple[int, Features, bool]] = []  # (file, features, cached)
 
     # -- bookkeeping ---------------------------------------------------------------------------
     def finish(self, idx: int, result: FileResult, from_cache: bool = False) -> None:
-        self.results[idx] = result
-        self.reporter.file_done(result, from_cache)
+        self.summary.add(result, from_cache)
+        self.reporter.file_done(result, self.summary)
+        self.waiting[idx] = result
+        while self.next_out in self.waiting:
+            self.sink(self.waiting.pop(self.next_out))
+            self.next_out += 1
 
     def fail(self, idx: int, status: str, reason: str) -> None:
         if idx in self.keys:
@@ -167,14 +197,30 @@ class _Run:
             for j, b in enumerate(bags)])
 
     # -- the three stages ----------------------------------------------------------------------
-    def run(self, cache: Cache) -> list[FileResult]:
+    def run(self, cache: Cache) -> Summary:
+        """Walk the files in order: finish what the cache knows, send the rest to the decode
+        pool. A bounded window (results waiting for an earlier file, files in the pool) keeps
+        memory flat however large the library."""
         self.cache = cache
-        self.reporter.started(len(self.files), self.scorer.provider)
-        to_embed = [i for i in range(len(self.files)) if not self.from_cache(i)]
-        if to_embed:
-            self.embed(to_embed)
-        self.score(flush=True)
-        return [self.results[i] for i in range(len(self.files))]
+        self.reporter.started(self.summary, self.scorer.provider)
+        pool = None
+        next_in = 0
+        try:
+            while self.next_out < len(self.files):
+                while (next_in < len(self.files) and len(self.waiting) < MAX_WAITING_RESULTS
+                       and (pool is None or pool.in_flight < 2 * pool.jobs)):
+                    if not self.from_cache(next_in):
+                        pool = pool or _DecodePool(self, self.opts.jobs)
+                        pool.submit(next_in)
+                    next_in += 1
+                if pool is not None and pool.in_flight:
+                    pool.pump()
+                else:  # nothing decoding: what remains waits only for scoring
+                    self.score(flush=True)
+        finally:
+            if pool is not None:
+                pool.close()
+        return self.summary
 
     def from_cache(self, idx: int) -> bool:
         """Finish a file from the cache if possible; True when nothing is left to decode."""
@@ -229,100 +275,126 @@ class _Run:
             self.finish(idx, self.build(idx, feats, bag, instance, attention), cached)
         self.pending_scores = []
 
-    def embed(self, indices: list[int]) -> None:
-        """Decode in worker processes, embed here, batching instances across files."""
-        ctx = mp.get_context("spawn")
-        jobs = max(1, min(self.opts.jobs, len(indices)))
-        tasks, out = ctx.Queue(), ctx.Queue(maxsize=QUEUE_BLOCKS_PER_JOB * jobs)
-        for i in indices:
-            tasks.put((i, self.files[i]))
 
-        def start_worker():
-            w = ctx.Process(target=_decode_worker, args=(tasks, out, self.opts.resampler),
-                            daemon=True)
-            w.start()
-            tasks.put(None)  # one stop sign per worker, queued behind the files
-            return w
+class _DecodePool:
+    """Decode workers feeding this process, which embeds their blocks, batching instances of
+    several files into one VGGish call, and hands finished files to the run for scoring."""
 
-        workers = [start_worker() for _ in range(jobs)]
-        remaining = set(indices)
-        chunkers = {i: Chunker() for i in indices}
-        parts: dict[int, list[np.ndarray]] = {i: [] for i in indices}
-        decoded: set[int] = set()
-        in_flight: dict[int, int] = {}  # worker pid -> file index
-        ready: list[tuple[int, np.ndarray]] = []
+    def __init__(self, run: _Run, jobs: int) -> None:
+        self.run = run
+        self.jobs = max(1, jobs)
+        self.ctx = mp.get_context("spawn")  # nothing of TensorFlow or onnxruntime is forked
+        self.tasks = self.ctx.Queue()
+        self.out = self.ctx.Queue(maxsize=QUEUE_BLOCKS_PER_JOB * self.jobs)
+        self.workers = [self._start_worker() for _ in range(self.jobs)]
+        self.chunkers: dict[int, Chunker] = {}
+        self.parts: dict[int, list[np.ndarray]] = {}
+        self.decoded: set[int] = set()
+        self.by_pid: dict[int, int] = {}  # worker pid -> the file it works on
+        self.ready: list[tuple[int, np.ndarray]] = []
 
-        def flush() -> None:
-            live = [(i, c) for i, c in ready if i in remaining]
-            for (i, _), f in zip(live, self.embedder.embed_chunks([c for _, c in live]),
-                                 strict=True):
-                parts[i].append(f)
-            ready.clear()
-            for i in sorted(decoded & remaining):
-                remaining.discard(i)
-                values = np.concatenate(parts.pop(i)) if parts[i] else np.zeros((0, 128),
-                                                                                  np.uint8)
-                feats = Features(values, chunkers.pop(i).samples / TARGET_SR)
-                try:
-                    check_features(self.files[i], feats)
-                except AudioError as e:
-                    self.fail(i, e.status, e.reason)
-                    continue
-                self.cache.put_features(self.keys[i], self.embedder.identity, "ok",
-                                        duration=feats.duration, feats=feats.values)
-                self.add_for_scoring(i, feats)
+    @property
+    def in_flight(self) -> int:
+        return len(self.chunkers)
 
+    def _start_worker(self):
+        w = self.ctx.Process(target=_decode_worker,
+                             args=(self.tasks, self.out, self.run.opts.resampler), daemon=True)
+        w.start()
+        return w
+
+    def submit(self, idx: int) -> None:
+        self.chunkers[idx] = Chunker()
+        self.parts[idx] = []
+        self.tasks.put((idx, self.run.files[idx]))
+
+    def pump(self) -> None:
+        """Handle one message from the workers, or, when none comes, embed what is ready."""
         try:
-            while remaining:
-                try:
-                    kind, idx, payload = out.get(timeout=0.2)
-                except queue.Empty:
-                    flush()
-                    for n, w in enumerate(workers):
-                        if not w.is_alive() and w.exitcode not in (0, None):
-                            lost = in_flight.pop(w.pid, None)
-                            if lost in remaining and lost not in decoded:
-                                remaining.discard(lost)
-                                self.fail(lost, "error", f"decoder crashed (exit {w.exitcode})")
-                            workers[n] = start_worker()
-                    continue
-                if kind == "start":
-                    in_flight[payload] = idx
-                elif idx not in remaining:
-                    continue
-                elif kind == "block":
-                    ready.extend((idx, c) for c in chunkers[idx].push(payload))
-                elif kind == "done":
-                    ready.extend((idx, c) for c in chunkers[idx].finish())
-                    decoded.add(idx)
-                elif kind == "fail":
-                    remaining.discard(idx)
-                    self.fail(idx, *payload)
-                if sum(chunk_instances(c) for _, c in ready) >= EMBED_BATCH_INSTANCES:
-                    flush()
-        finally:
-            for w in workers:
-                w.join(timeout=1)
-                if w.is_alive():
-                    w.terminate()
+            kind, idx, payload = self.out.get(timeout=0.2)
+        except queue.Empty:
+            self.flush()
+            self._replace_dead_workers()
+            return
+        if kind == "start":
+            self.by_pid[payload] = idx
+        elif idx not in self.chunkers:
+            pass  # a file already given up on
+        elif kind == "block":
+            self.ready.extend((idx, c) for c in self.chunkers[idx].push(payload))
+        elif kind == "done":
+            self.ready.extend((idx, c) for c in self.chunkers[idx].finish())
+            self.decoded.add(idx)
+        elif kind == "fail":
+            self._drop(idx)
+            self.run.fail(idx, *payload)
+        if sum(chunk_instances(c) for _, c in self.ready) >= EMBED_BATCH_INSTANCES:
+            self.flush()
+
+    def flush(self) -> None:
+        """Embed the ready chunks in one call; hand over every file that is now complete."""
+        live = [(i, c) for i, c in self.ready if i in self.chunkers]
+        for (i, _), f in zip(live, self.run.embedder.embed_chunks([c for _, c in live]),
+                             strict=True):
+            self.parts[i].append(f)
+        self.ready.clear()
+        for i in sorted(self.decoded & set(self.chunkers)):
+            parts, samples = self.parts[i], self.chunkers[i].samples
+            self._drop(i)
+            values = np.concatenate(parts) if parts else np.zeros((0, 128), np.uint8)
+            feats = Features(values, samples / TARGET_SR)
+            try:
+                check_features(self.run.files[i], feats)
+            except AudioError as e:
+                self.run.fail(i, e.status, e.reason)
+                continue
+            self.run.cache.put_features(self.run.keys[i], self.run.embedder.identity, "ok",
+                                        duration=feats.duration, feats=feats.values)
+            self.run.add_for_scoring(i, feats)
+
+    def _drop(self, idx: int) -> None:
+        self.chunkers.pop(idx, None)
+        self.parts.pop(idx, None)
+        self.decoded.discard(idx)
+
+    def _replace_dead_workers(self) -> None:
+        """A worker that crashed (a decoder library's segfault) costs its file only."""
+        for n, w in enumerate(self.workers):
+            if not w.is_alive() and w.exitcode not in (0, None):
+                lost = self.by_pid.pop(w.pid, None)
+                if lost in self.chunkers and lost not in self.decoded:
+                    self._drop(lost)
+                    self.run.fail(lost, "error", f"decoder crashed (exit {w.exitcode})")
+                self.workers[n] = self._start_worker()
+
+    def close(self) -> None:
+        for _ in self.workers:
+            self.tasks.put(None)
+        for w in self.workers:
+            w.join(timeout=2)
+            if w.is_alive():
+                w.terminate()
 
 
-def tag(paths: Iterable[str | Path], opts: TagOptions,
-        reporter: Reporter | None = None) -> list[FileResult]:
-    """Tag every audio file under `paths`; one FileResult per file (and per unreadable folder),
-    in walk order. Holds the cache's lock for the whole run."""
+def tag(paths: Iterable[str | Path], opts: TagOptions, sink: Callable[[FileResult], None],
+        reporter: Reporter | None = None) -> Summary:
+    """Tag every audio file under `paths`, handing each FileResult to `sink` in walk order (then
+    one per unreadable folder). Holds the cache's lock for the whole run."""
     reporter = reporter or Reporter()
     cache_path = Path(opts.cache) if opts.cache else assets.cache_dir() / CACHE_FILE
     folder_errors: list[tuple[Path, str]] = []
     files = list(walk(paths, opts.extensions, opts.include_hidden,
                       on_error=lambda p, why: folder_errors.append((p, why))))
     with lock(cache_path, opts.wait):
-        run = _Run(files, opts, reporter)
+        run = _Run(files, opts, reporter, sink)
         cache = Cache(cache_path)
         try:
-            results = run.run(cache)
+            summary = run.run(cache)
         finally:
             cache.close()
-    return results + [FileResult(p, "unreadable", why) for p, why in folder_errors]
-
-
+    for p, why in folder_errors:
+        result = FileResult(p, "unreadable", why)
+        summary.total += 1
+        summary.add(result, from_cache=False)
+        sink(result)
+    return summary

@@ -20,6 +20,7 @@ from typer.testing import CliRunner
 from instag import tagger
 from instag.cache import lock
 from instag.cli import app
+from instag.walk import walk
 
 SR = 44100
 
@@ -101,6 +102,8 @@ def test_every_file_is_accounted_for_with_its_status(library, run_tag, tmp_path)
     assert {k: v for k, v in status.items() if v != "ok"} == BAD
     assert sum(v == "ok" for v in status.values()) == len(GOOD) + 1  # + the non-UTF-8 name
     assert any("\\xe9" in f["path"] for f in files)
+    walked = [os.fsencode(p).decode("utf-8", "backslashreplace") for p in walk([library])]
+    assert [f["path"] for f in files] == walked  # walk order, whatever order decoding took
     assert all(f.get("reason") for f in files if f["status"] != "ok")
 
 
@@ -139,7 +142,7 @@ def test_json_has_the_per_instance_timeline(library, run_tag, tmp_path):
 def test_a_second_run_comes_from_the_cache_and_gives_the_same_output(library, run_tag, tmp_path,
                                                                      monkeypatch):
     run_tag(library, "--out", tmp_path / "a.csv")
-    monkeypatch.setattr(tagger._Run, "embed", lambda self, idx: pytest.fail("decoded again"))
+    monkeypatch.setattr(tagger._DecodePool, "submit", lambda self, i: pytest.fail("decoded again"))
     second = run_tag(library, "--out", tmp_path / "b.csv")
     assert "11 from cache" in second.output
     assert (tmp_path / "a.csv").read_text() == (tmp_path / "b.csv").read_text()
@@ -162,7 +165,7 @@ def test_a_new_model_rescores_cached_features_without_decoding(library, run_tag,
     torch.manual_seed(1)
     other = export_model(build_model("att", 3).eval(), {"model": "att", "in_dim": 128,
                          "classes": ["c0", "c1", "c2"]}, tmp_path / "other.onnx")
-    monkeypatch.setattr(tagger._Run, "embed", lambda self, idx: pytest.fail("decoded again"))
+    monkeypatch.setattr(tagger._DecodePool, "submit", lambda self, i: pytest.fail("decoded again"))
     result = run_tag(library / "album", "--out", tmp_path / "b.json", "--model", other)
     assert result.exit_code == 1, result.output  # corrupt.flac still fails, from the cache
     a, b = (json.loads((tmp_path / n).read_text())["files"] for n in ("a.json", "b.json"))
@@ -265,3 +268,17 @@ def test_a_killed_run_leaves_the_old_output_and_the_next_run_resumes(
     cached = int(re.search(r"\((\d+) from cache\)", resumed.stderr).group(1))
     assert 2 <= cached < 12  # what finished before the kill was not decoded again
     assert len({r["path"] for r in read_csv(out)}) == 12
+
+
+def test_plot_dir_draws_one_figure_per_tagged_file(library, run_tag, tmp_path):
+    run_tag(library / "other", "--out", tmp_path / "t.csv", "--plot", tmp_path / "figs")
+    assert len(list((tmp_path / "figs").glob("*.png"))) == 2
+
+
+def test_an_empty_folder_gives_valid_empty_outputs(run_tag, tmp_path):
+    (tmp_path / "nothing").mkdir()
+    for name in ("t.json", "t.jsonl", "t.csv"):
+        assert run_tag(tmp_path / "nothing", "--out", tmp_path / name).exit_code == 0
+    assert json.loads((tmp_path / "t.json").read_text())["files"] == []
+    assert (tmp_path / "t.jsonl").read_text() == ""
+    assert read_csv(tmp_path / "t.csv") == []
