@@ -59,6 +59,7 @@ class _Source:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        _ensure_readable(path)  # a permission problem is transient: say so, don't call it corrupt
         if path.stat().st_size == 0:
             raise AudioError(path, "empty file (0 bytes)", status="empty")
         opened = _open_soundfile(path)
@@ -68,6 +69,11 @@ class _Source:
 
     def blocks(self, frames: int) -> Iterator[np.ndarray]:
         return self._blocks(frames)
+
+
+def _ensure_readable(path: Path) -> None:
+    """Raises FileNotFoundError / PermissionError (as the OS says) before any decoder sees it."""
+    os.close(os.open(path, os.O_RDONLY))
 
 
 def _open_soundfile(path: Path):

@@ -23,7 +23,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_SOME_FAILED, EXIT_USAGE = 1, 2  # 0: everything worked
 
 
 def _console(stderr: bool = False):

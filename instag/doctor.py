@@ -122,12 +122,14 @@ def diagnose(model: str | None = None, vggish: str | None = None,
     except InstagError as e:
         checks.append(Check("models", "PCA parameters", str(e), False, blocks_tagging=True))
     try:
+        from instag.data import OPENMIC_CLASSES
         from instag.runtime import Scorer
 
         path = assets.resolve_model(model)
         scorer = Scorer(path, "cpu")
+        vocabulary = "OpenMIC-2018's" if scorer.classes == OPENMIC_CLASSES else "a custom"
         checks.append(Check("models", "scoring model", f"{path} ({scorer.model_name}, "
-                            f"{len(scorer.classes)} instruments)", True))
+                            f"{len(scorer.classes)} instruments: {vocabulary} vocabulary)", True))
     except InstagError as e:
         checks.append(Check("models", "scoring model", str(e), False, blocks_tagging=True))
     return checks

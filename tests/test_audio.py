@@ -103,3 +103,15 @@ def test_without_ffmpeg_the_error_names_the_missing_decoder(tmp_path, monkeypatc
     with pytest.raises(AudioError, match="ffmpeg is not on PATH") as e:
         load_16k(tmp_path / "song.m4a")
     assert e.value.status == "unsupported"
+
+
+def test_a_file_that_cannot_be_read_is_unreadable_not_corrupt(tmp_path, monkeypatch):
+    sf.write(tmp_path / "a.wav", tone(1, 16000), 16000)
+
+    def denied(path):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(audio, "_ensure_readable", denied)
+    with pytest.raises(AudioError) as e:
+        load_16k(tmp_path / "a.wav")
+    assert e.value.status == "unreadable" and "permission denied" in e.value.reason

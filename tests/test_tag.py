@@ -282,3 +282,4 @@ def test_an_empty_folder_gives_valid_empty_outputs(run_tag, tmp_path):
     assert json.loads((tmp_path / "t.json").read_text())["files"] == []
     assert (tmp_path / "t.jsonl").read_text() == ""
     assert read_csv(tmp_path / "t.csv") == []
+
