@@ -21,9 +21,10 @@ import numpy as np
 
 TARGET_SR = 16000
 RESAMPLERS = ("resampy", "soxr")
-# resampy (kaiser_best) is what VGGish's reference uses. soxr is ~90x faster but its passband ends
-# lower, moving VGGish's top two mel bands by ~3 dB (99.9th pct) where 16-bit requantisation
-# moves them 0.1-0.6 dB: not small enough to be the default (bench/resampler_fidelity.py).
+# resampy (kaiser_best) is what VGGish's reference, and so OpenMIC, used. soxr is ~85x faster but
+# rolls off later (resampy is -2 dB at 7.2 kHz, -14 dB at 7.5 kHz relative to it), moving VGGish's
+# top two mel bands by ~3 dB (99.9th pct) where 16-bit requantisation moves them 0.1-0.6 dB: not
+# small enough to be the default (bench/resampler_fidelity.py).
 DEFAULT_RESAMPLER = "resampy"
 AUDIO_EXTENSIONS = (
     ".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".aifc",
