@@ -115,3 +115,17 @@ def test_a_file_that_cannot_be_read_is_unreadable_not_corrupt(tmp_path, monkeypa
     with pytest.raises(AudioError) as e:
         load_16k(tmp_path / "a.wav")
     assert e.value.status == "unreadable" and "permission denied" in e.value.reason
+
+
+@pytest.mark.parametrize("name, kwargs", [
+    ("a.flac", {}), ("a.ogg", {"format": "OGG", "subtype": "VORBIS"}),
+    ("a.opus", {"format": "OGG", "subtype": "OPUS"}), ("a.mp3", {"format": "MP3"}),
+    ("a.aiff", {"format": "AIFF", "subtype": "PCM_16"}),
+])
+def test_libsndfile_formats_decode_to_the_same_tone(tmp_path, name, kwargs):
+    sr = 48000 if "OPUS" in kwargs.values() else 44100  # opus only runs at 48 kHz and below
+    with sf.SoundFile(str(tmp_path / name), "w", sr, 1, **kwargs) as f:
+        f.write(tone(2, sr))
+    y = load_16k(tmp_path / name)
+    assert len(y) == pytest.approx(32000, abs=1200)  # codecs pad or trim a few ms
+    assert peak_hz(y) == pytest.approx(440, abs=2)
