@@ -107,12 +107,8 @@ def _open_ffmpeg(path: Path, sndfile_error: str):
             path, f"libsndfile cannot read it ({sndfile_error}) and ffmpeg is not on PATH "
             "(install ffmpeg to decode m4a/aac, wma and other formats)", status="unsupported",
         )
-    probe = subprocess.run(
-        [ffmpeg, "-v", "error", "-nostdin", "-i", str(path), "-map", "0:a:0", "-t", "0",
-         "-f", "null", "-"], capture_output=True, text=True,
-    )
-    rate = _ffmpeg_rate(path, ffmpeg)
-    if probe.returncode != 0 or rate is None:
+    rate = _ffmpeg_rate(path, ffmpeg)  # None: no audio stream ffmpeg can read
+    if rate is None:
         raise AudioError(path, f"not audio that libsndfile or ffmpeg can read ({sndfile_error})")
     info = AudioInfo(rate, 1, None)
 

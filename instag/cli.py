@@ -340,7 +340,6 @@ def tag(
 
     Exit codes: 0 all files tagged, 1 some files failed, 2 usage or setup error.
     """
-    import os
 
     from instag import assets
     from instag.audio import RESAMPLERS
@@ -362,7 +361,7 @@ def tag(
     opts = TagOptions(
         model=assets.resolve_model(model), vggish=vggish, pca=pca, resampler=resampler,
         bag_size=parse_bag_mode(bag), hop=hop, threshold=threshold, thresholds_file=thresholds,
-        device=device, jobs=jobs or os.cpu_count() or 1, cache=cache, force=force,
+        device=device, jobs=jobs, cache=cache, force=force,
         extensions=parse_extensions(ext), include_hidden=hidden, wait=wait,
     )
     reporter = _RichReporter(quiet) if sys.stderr.isatty() and not quiet else _LogReporter(quiet)

@@ -36,11 +36,11 @@ def _cuda_usable() -> tuple[bool, str]:
     import onnxruntime as ort
     from onnx import TensorProto, helper
 
-    from instag.runtime import CUDA, _preload_cuda_libraries
+    from instag.runtime import CUDA, preload_cuda_libraries
 
     if CUDA not in ort.get_available_providers():
         return False, "this onnxruntime has no CUDA provider"
-    _preload_cuda_libraries(ort)
+    preload_cuda_libraries(ort)
     graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "probe",
                               [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
@@ -57,10 +57,10 @@ def _cuda_usable() -> tuple[bool, str]:
 
 
 def _tf_gpus() -> str:
-    from instag.embed import _native_stderr_silenced
+    from instag.embed import native_stderr_silenced
 
     try:
-        with _native_stderr_silenced():
+        with native_stderr_silenced():
             import tensorflow as tf
 
             return str(len(tf.config.list_physical_devices("GPU")))

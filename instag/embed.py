@@ -46,6 +46,12 @@ class Features:
     def starts(self) -> np.ndarray:
         return np.arange(len(self.values)) * INSTANCE_SECONDS
 
+    @classmethod
+    def from_parts(cls, parts: list[np.ndarray], samples: int) -> Features:
+        """A file's features from its chunks' features and its count of 16 kHz samples."""
+        values = np.concatenate(parts) if parts else np.zeros((0, 128), np.uint8)
+        return cls(values, samples / TARGET_SR)
+
 
 def postprocess(raw: np.ndarray, eigen_vectors: np.ndarray, means: np.ndarray) -> np.ndarray:
     """Raw hub embeddings [N, 128] -> OpenMIC features: ReLU, PCA, clip to [-2, 2], uint8.
@@ -78,7 +84,7 @@ def vggish_handle(option: str | None = None) -> str:
 
 
 @contextlib.contextmanager
-def _native_stderr_silenced():
+def native_stderr_silenced():
     """Point file descriptor 2 at /dev/null for a block (C++ libraries ignore sys.stderr)."""
     sys.stderr.flush()
     saved = os.dup(2)
@@ -99,7 +105,7 @@ def load_vggish(handle: str):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     local = Path(handle).expanduser()
     try:
-        with _native_stderr_silenced(), warnings.catch_warnings():
+        with native_stderr_silenced(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # tensorflow_hub 0.16 warns about pkg_resources
             import tensorflow as tf
             import tensorflow_hub as hub
@@ -203,8 +209,7 @@ class Embedder:
         for block in blocks:
             feats += self.embed_chunks(chunker.push(block))
         feats += self.embed_chunks(chunker.finish())
-        values = np.concatenate(feats) if feats else np.zeros((0, 128), np.uint8)
-        return Features(values, chunker.samples / TARGET_SR)
+        return Features.from_parts(feats, chunker.samples)
 
     def embed_waveform(self, wave: np.ndarray) -> Features:
         return self.embed_blocks([np.asarray(wave, np.float32)])

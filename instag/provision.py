@@ -190,7 +190,7 @@ def step_model(data_root: Path, opts: SetupOptions, say: Say) -> Path:
         say(f"[4/4] model: training att, seed {seed}, {opts.epochs} epochs")
         recipe = Recipe(model="att", epochs=opts.epochs, seed=seed, device=opts.device)
         metrics = train_run(data, recipe, runs_dir / f"att-seed-{seed}", progress=False)
-        val = min(float(r["val_loss"]) for r in _history(runs_dir / f"att-seed-{seed}"))
+        val = metrics["best_val_loss"]
         say(f"      seed {seed}: best validation loss {val:.4f}, test F1 "
             f"{metrics['overall']['f1']:.3f}, mAP {metrics['overall']['map']:.3f}")
         if best is None or val < best[0]:
@@ -198,10 +198,3 @@ def step_model(data_root: Path, opts: SetupOptions, say: Say) -> Path:
     path = export_run(runs_dir / f"att-seed-{best[1]}", installed)
     say(f"[4/4] model: installed seed {best[1]} as {path}")
     return path
-
-
-def _history(run_dir: Path) -> list[dict]:
-    import csv
-
-    with open(run_dir / "history.csv", newline="") as f:
-        return list(csv.DictReader(f))

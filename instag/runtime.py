@@ -49,7 +49,7 @@ def choose_providers(device: str) -> list[str]:
     raise InstagError(f"--device {device}: choose auto, cuda or cpu")
 
 
-def _preload_cuda_libraries(ort) -> None:
+def preload_cuda_libraries(ort) -> None:
     """Let onnxruntime find CUDA/cuDNN in the nvidia-* pip packages that a CUDA build of torch
     installs, so no system-wide CUDA is needed (onnxruntime >= 1.21)."""
     import contextlib
@@ -77,7 +77,7 @@ class Scorer:
                               "export one with `instag export-onnx RUN_DIR` or run `instag setup`")
         providers = choose_providers(device)
         if CUDA in providers:
-            _preload_cuda_libraries(ort)
+            preload_cuda_libraries(ort)
         opts = ort.SessionOptions()
         opts.log_severity_level = 3
         # A CUDA provider that cannot load (no GPU, no CUDA libraries) logs an error before

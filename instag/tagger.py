@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from instag import assets
-from instag.audio import AUDIO_EXTENSIONS, DEFAULT_RESAMPLER, TARGET_SR, AudioError
+from instag.audio import AUDIO_EXTENSIONS, DEFAULT_RESAMPLER, AudioError
 from instag.bags import make_bags
 from instag.cache import CACHE_FILE, Cache, FileKey, lock
 from instag.embed import Chunker, Embedder, Features, check_features, chunk_instances
@@ -49,7 +49,7 @@ class TagOptions:
     threshold: float = 0.5
     thresholds_file: Path | None = None
     device: str = "auto"
-    jobs: int = field(default_factory=lambda: os.cpu_count() or 1)
+    jobs: int | None = None  # decoding processes; None: one per CPU
     cache: Path | None = None
     force: bool = False
     extensions: tuple[str, ...] = AUDIO_EXTENSIONS
@@ -280,9 +280,9 @@ class _DecodePool:
     """Decode workers feeding this process, which embeds their blocks, batching instances of
     several files into one VGGish call, and hands finished files to the run for scoring."""
 
-    def __init__(self, run: _Run, jobs: int) -> None:
+    def __init__(self, run: _Run, jobs: int | None) -> None:
         self.run = run
-        self.jobs = max(1, jobs)
+        self.jobs = max(1, jobs or os.cpu_count() or 1)
         self.ctx = mp.get_context("spawn")  # nothing of TensorFlow or onnxruntime is forked
         self.tasks = self.ctx.Queue()
         self.out = self.ctx.Queue(maxsize=QUEUE_BLOCKS_PER_JOB * self.jobs)
@@ -339,10 +339,8 @@ class _DecodePool:
             self.parts[i].append(f)
         self.ready.clear()
         for i in sorted(self.decoded & set(self.chunkers)):
-            parts, samples = self.parts[i], self.chunkers[i].samples
+            feats = Features.from_parts(self.parts[i], self.chunkers[i].samples)
             self._drop(i)
-            values = np.concatenate(parts) if parts else np.zeros((0, 128), np.uint8)
-            feats = Features(values, samples / TARGET_SR)
             try:
                 check_features(self.run.files[i], feats)
             except AudioError as e:

@@ -156,8 +156,9 @@ def _train_torch(data, train, val, recipe, meta, out_dir: Path, progress: bool) 
     best_model, _ = runs.load_torch(out_dir, device=device)
     metrics = evaluate_predictions(predict(best_model, data.test.inputs(), device),
                                    data.test.labels, data.test.mask, data.classes)
+    best_row = min(history, key=lambda r: r["val_loss"])
     return runs.write_metrics(out_dir, metrics, meta, interrupted=interrupted,
-                              best_epoch=min(history, key=lambda r: r["val_loss"])["epoch"])
+                              best_epoch=best_row["epoch"], best_val_loss=best_row["val_loss"])
 
 
 def _write_history(path: Path, history: list[dict]) -> None:
