@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from instag.quiet import native_stderr_silenced
+
 TARGET_SR = 16000
 RESAMPLERS = ("resampy", "soxr")
 # resampy (kaiser_best) is what VGGish's reference, and so OpenMIC, used. soxr is ~85x faster but
@@ -81,7 +83,8 @@ def _open_soundfile(path: Path):
     import soundfile as sf
 
     try:
-        f = sf.SoundFile(os.fsencode(path))  # bytes: names that are not UTF-8 open too
+        with native_stderr_silenced():  # mpg123 prints "Note: ..." lines while it probes
+            f = sf.SoundFile(os.fsencode(path))  # bytes: names that are not UTF-8 open too
     except sf.LibsndfileError as e:
         return e.error_string  # not a format libsndfile knows: ffmpeg may
     info = AudioInfo(f.samplerate, f.channels, f.frames if f.frames > 0 else 0)
@@ -109,7 +112,8 @@ def _open_ffmpeg(path: Path, sndfile_error: str):
         )
     rate = _ffmpeg_rate(path, ffmpeg)  # None: no audio stream ffmpeg can read
     if rate is None:
-        raise AudioError(path, f"not audio that libsndfile or ffmpeg can read ({sndfile_error})")
+        raise AudioError(path, "not audio that libsndfile or ffmpeg can read "
+                               f"(libsndfile says: {sndfile_error})")
     info = AudioInfo(rate, 1, None)
 
     def blocks(n: int) -> Iterator[np.ndarray]:

@@ -81,7 +81,7 @@ def train(
             console.print(f"interrupted: kept the best checkpoint so far (epoch "
                           f"{metrics['best_epoch']}) in {run_dir}")
         console.print(f"{model} seed {s}: test F1 {o['f1']:.3f}  P {o['precision']:.3f}  "
-                      f"R {o['recall']:.3f}  mAP {o['map']:.3f}  -> {run_dir}")
+                      f"R {o['recall']:.3f}  mAP {o['map']:.3f}  -> {run_dir}", soft_wrap=True)
         if metrics.get("interrupted"):
             raise typer.Exit(130)
 
@@ -200,11 +200,11 @@ def embed(
             feats = embedder.embed_file(path)
         except AudioError as e:
             failed.append((path, e.reason))
-            err.print(f"{e.status}: {e}", markup=False)
+            err.print(f"{e.status}: {e}", markup=False, soft_wrap=True)
             continue
         done.append((path, feats))
         if not quiet:
-            err.print(f"{len(feats.values):5d} instances  {path}", markup=False)
+            err.print(f"{len(feats.values):5d} instances  {path}", markup=False, soft_wrap=True)
     counts = write_features(out, done, failed, clips)
     what = f"{counts['rows']} clips" if clips else f"{counts['rows']} instances"
     _console().print(f"wrote {out}: {what} from {counts['files']} files, "

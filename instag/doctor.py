@@ -57,7 +57,7 @@ def _cuda_usable() -> tuple[bool, str]:
 
 
 def _tf_gpus() -> str:
-    from instag.embed import native_stderr_silenced
+    from instag.quiet import native_stderr_silenced
 
     try:
         with native_stderr_silenced():

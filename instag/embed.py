@@ -13,9 +13,7 @@ hub model would drop a last window the file ends within 15 ms of), a trailing pa
 
 from __future__ import annotations
 
-import contextlib
 import os
-import sys
 import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -26,6 +24,7 @@ import numpy as np
 from instag import assets
 from instag.audio import DEFAULT_RESAMPLER, TARGET_SR, AudioError, stream_16k
 from instag.errors import InstagError
+from instag.quiet import native_stderr_silenced
 
 DEFAULT_VGGISH = "https://tfhub.dev/google/vggish/1"
 INSTANCE_SECONDS = 0.96
@@ -81,20 +80,6 @@ def load_pca(path: Path) -> tuple[np.ndarray, np.ndarray]:
 def vggish_handle(option: str | None = None) -> str:
     """--vggish, else INSTAG_VGGISH, else the official hub URL."""
     return option or os.environ.get("INSTAG_VGGISH") or DEFAULT_VGGISH
-
-
-@contextlib.contextmanager
-def native_stderr_silenced():
-    """Point file descriptor 2 at /dev/null for a block (C++ libraries ignore sys.stderr)."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with open(os.devnull, "w") as null:
-        os.dup2(null.fileno(), 2)
-    try:
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
 
 
 def load_vggish(handle: str):

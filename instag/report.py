@@ -83,7 +83,7 @@ def plot_per_class_f1(docs: list[dict], out_png: Path) -> None:
     ax.set_xticks(x, classes, rotation=60, ha="right")
     ax.set_ylabel("instrument-wise F1")
     ax.set_ylim(0, 1)
-    ax.legend(ncol=len(models), loc="lower right")
+    ax.legend(ncol=len(models), loc="upper right")
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     with atomic_path(out_png) as tmp:
