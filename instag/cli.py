@@ -29,7 +29,7 @@ EXIT_SOME_FAILED, EXIT_USAGE = 1, 2  # 0: everything worked
 def _console(stderr: bool = False):
     from rich.console import Console
 
-    return Console(stderr=stderr, highlight=False)
+    return Console(stderr=stderr, highlight=False, soft_wrap=True)  # paths never break
 
 
 def expected_errors(fn):
@@ -40,7 +40,7 @@ def expected_errors(fn):
         try:
             return fn(*args, **kwargs)
         except InstagError as e:
-            _console(stderr=True).print(f"[bold red]error:[/] {e}", markup=True, soft_wrap=True)
+            _console(stderr=True).print(f"[bold red]error:[/] {e}", markup=True)
             raise typer.Exit(EXIT_USAGE) from None
 
     return wrapper
@@ -81,7 +81,7 @@ def train(
             console.print(f"interrupted: kept the best checkpoint so far (epoch "
                           f"{metrics['best_epoch']}) in {run_dir}")
         console.print(f"{model} seed {s}: test F1 {o['f1']:.3f}  P {o['precision']:.3f}  "
-                      f"R {o['recall']:.3f}  mAP {o['map']:.3f}  -> {run_dir}", soft_wrap=True)
+                      f"R {o['recall']:.3f}  mAP {o['map']:.3f}  -> {run_dir}")
         if metrics.get("interrupted"):
             raise typer.Exit(130)
 
@@ -200,11 +200,11 @@ def embed(
             feats = embedder.embed_file(path)
         except AudioError as e:
             failed.append((path, e.reason))
-            err.print(f"{e.status}: {e}", markup=False, soft_wrap=True)
+            err.print(f"{e.status}: {e}", markup=False)
             continue
         done.append((path, feats))
         if not quiet:
-            err.print(f"{len(feats.values):5d} instances  {path}", markup=False, soft_wrap=True)
+            err.print(f"{len(feats.values):5d} instances  {path}", markup=False)
     counts = write_features(out, done, failed, clips)
     what = f"{counts['rows']} clips" if clips else f"{counts['rows']} instances"
     _console().print(f"wrote {out}: {what} from {counts['files']} files, "
@@ -246,7 +246,7 @@ class _LogReporter:
     def file_done(self, result, summary) -> None:
         if not result.ok:
             self.err.print(f"{result.status}: {result.display_path}: {result.reason}",
-                           markup=False, soft_wrap=True)
+                           markup=False)
         self.show_progress(summary)
 
     def show_progress(self, summary) -> None:
@@ -375,7 +375,7 @@ def tag(
     text = f"{summary.ok} of {summary.done} files tagged ({summary.from_cache} from cache)"
     if summary.failed:
         text += "; failed: " + ", ".join(f"{n} {s}" for s, n in sorted(summary.failed.items()))
-    _console(stderr=True).print(f"{text}. Wrote {out}", markup=False, soft_wrap=True)
+    _console(stderr=True).print(f"{text}. Wrote {out}", markup=False)
     if summary.failed:
         raise typer.Exit(EXIT_SOME_FAILED)
 
@@ -462,12 +462,12 @@ def setup(
     progress, stop = _download_progress()
     console = _console()
     try:
-        model = run_setup(opts, say=lambda m: console.print(m, markup=False, soft_wrap=True),
+        model = run_setup(opts, say=lambda m: console.print(m, markup=False),
                           progress=progress)
     finally:
         stop()
     console.print(f"\nReady. Next:\n  instag tag ~/Music --out tags.csv\n(scoring model: {model})",
-                  markup=False, soft_wrap=True)
+                  markup=False)
 
 
 @app.command()
@@ -493,6 +493,6 @@ def doctor(
     blocking = [c for c in checks if c.blocks_tagging]
     if blocking:
         _console(stderr=True).print("instag tag cannot run: " + "; ".join(
-            f"{c.item}: {c.value}" for c in blocking), markup=False, soft_wrap=True)
+            f"{c.item}: {c.value}" for c in blocking), markup=False)
         raise typer.Exit(EXIT_USAGE)
     _console().print("instag tag can run.")
