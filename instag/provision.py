@@ -61,9 +61,26 @@ def setup(opts: SetupOptions, say: Say = print, progress: Progress | None = None
     from instag.embed import vggish_handle
 
     handle = vggish_handle(opts.vggish)
-    step_vggish(handle, opts, say)
-    step_pca(opts, say, progress)
-    data_root = step_openmic(opts, say, progress)
+    missing: list[str] = []
+
+    def attempt(step, *args):
+        """Offline, a missing piece is noted and the next step checked, so that one run says
+        everything that is missing; online, the first failure stops setup."""
+        try:
+            return step(*args)
+        except InstagError as e:
+            if not opts.offline:
+                raise
+            missing.append(e.message)
+            return None
+
+    attempt(step_vggish, handle, opts, say)
+    attempt(step_pca, opts, say, progress)
+    data_root = attempt(step_openmic, opts, say, progress)
+    if missing:
+        raise InstagError("--offline, and missing:\n  - " + "\n  - ".join(missing),
+                          "run `instag setup` without --offline on a machine with internet "
+                          "(or pass --openmic PATH for the data)")
     return step_model(data_root, opts, say)
 
 

@@ -167,6 +167,7 @@ def test_connection_refused_is_a_clear_error(sources, monkeypatch):
 def test_offline_says_what_is_missing(sources):
     result = setup("--offline")
     assert result.exit_code == 2 and "not in the cache" in result.output
+    assert "vggish_pca_params.npz" in result.output and "OpenMIC-2018" in result.output
 
 
 def test_an_extracted_directory_can_be_given(sources, tmp_path):
