@@ -484,8 +484,9 @@ def doctor(
 
     checks = diagnose(str(model) if model else None, vggish, str(pca) if pca else None)
     table = Table(title="instag doctor", show_lines=False)
-    for col in ("", "what", "value"):
-        table.add_column(col)
+    table.add_column("")
+    table.add_column("what")
+    table.add_column("value", overflow="fold")  # paths are what one looks for: never cut them
     marks = {True: "[green]ok[/]", False: "[red]no[/]", None: ""}
     for c in checks:
         table.add_row(marks[c.ok], f"{c.section}: {c.item}", c.value)
