@@ -21,14 +21,14 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-sys.path.insert(0, str(Path(__file__).parent))
+sys.path[:0] = [str(Path(__file__).parent), str(Path(__file__).parents[1] / "tests")]
 
 
 def embed_blockwise(audio: str, vggish: str, pca: str, resampler: str, out: str) -> None:
     """Child process: embed with the streaming pipeline, report peak RSS."""
     import numpy as np
 
-    from instag.embed import Embedder
+    from instag.features.embed import Embedder
 
     embedder = Embedder(vggish, pca, resampler)
     loaded_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -45,15 +45,15 @@ def embed_whole(audio: str, vggish: str, pca: str, resampler: str):
     import numpy as np
     import soundfile as sf
 
-    from instag.audio import _resample
-    from instag.embed import Embedder
+    from instag.features.embed import Embedder
+    from instag.features.resample import resample
 
     x, sr = sf.read(audio, dtype="float32", always_2d=True)
     mono = x.mean(axis=1, dtype=np.float32)
     del x
-    wave = _resample(mono, sr, resampler)
+    wave = resample(mono, sr, resampler)
     del mono
-    return Embedder(vggish, pca, resampler).embed_waveform(wave).values
+    return Embedder(vggish, pca, resampler).embed_blocks([wave]).values
 
 
 def main() -> None:
@@ -68,8 +68,7 @@ def main() -> None:
         return
     import numpy as np
     from music import write_music
-
-    from instag.testing import build_standin_vggish, write_standin_pca
+    from standins import build_standin_vggish, write_standin_pca
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

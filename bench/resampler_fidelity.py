@@ -16,15 +16,14 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-sys.path.insert(0, str(Path(__file__).parent))
+sys.path[:0] = [str(Path(__file__).parent), str(Path(__file__).parents[1] / "tests")]
 
 import numpy as np  # noqa: E402
 import resampy  # noqa: E402
 import soundfile as sf  # noqa: E402
 import soxr  # noqa: E402
 from music import generate_music  # noqa: E402
-
-from instag.testing import log_mel_patches  # noqa: E402
+from standins import log_mel_patches  # noqa: E402
 
 DB = 20 / np.log(10)  # natural-log difference -> dB (of magnitude)
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "audio"

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from instag.export import export_model
-from instag.models import build_model
-from instag.runtime import CUDA, Scorer
+from instag.learning.export import export_model
+from instag.learning.models import build_model
+from instag.tagging.scoring import CUDA, Scorer
 
 SHAPES = [(256, 10), (16, 600)]
 

@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-sys.path.insert(0, str(Path(__file__).parent))
+sys.path[:0] = [str(Path(__file__).parent), str(Path(__file__).parents[1] / "tests")]
 
 FORMATS = [("wav", {"subtype": "PCM_16"}), ("flac", {}), ("ogg", {"format": "OGG"}),
            ("mp3", {"format": "MP3"})]
@@ -41,11 +41,11 @@ def child(mode: str, cfg: dict) -> None:
     """One measured run in this fresh process; prints a JSON line."""
     import numpy as np
 
-    from instag.embed import Embedder
+    from instag.features.embed import Embedder
 
     t0 = time.perf_counter()
     if mode == "vggish":
-        from instag.embed import Chunker
+        from instag.features.instances import Chunker
 
         emb = Embedder(cfg["vggish"], cfg["pca"])
         wave = np.random.default_rng(1).uniform(-0.3, 0.3, 16000 * 900).astype(np.float32)
@@ -57,8 +57,8 @@ def child(mode: str, cfg: dict) -> None:
             emb.embed_chunks(chunks[i : i + 2])
         audio = 900.0
     elif mode == "naive":
-        from instag.bags import make_bags
-        from instag.runtime import Scorer
+        from instag.tagging.bags import make_bags
+        from instag.tagging.scoring import Scorer
 
         emb, scorer = Embedder(cfg["vggish"], cfg["pca"], cfg["resampler"]), Scorer(cfg["model"])
         audio = 0.0
@@ -67,11 +67,14 @@ def child(mode: str, cfg: dict) -> None:
             scorer.score([feats.values[b.first : b.stop] for b in make_bags(len(feats.values))])
             audio += feats.duration
     else:
-        from instag.tagger import TagOptions, tag
+        from instag.tagging.run import TagOptions, tag
 
         opts = TagOptions(model=Path(cfg["model"]), vggish=cfg["vggish"], pca=cfg["pca"],
                           resampler=cfg["resampler"], jobs=cfg["jobs"], cache=Path(cfg["cache"]))
-        audio = tag([cfg["library"]], opts, sink=lambda result: None).audio_s
+        run = tag([cfg["library"]], opts)
+        for _ in run:
+            pass
+        audio = run.summary.audio_s
     wall = time.perf_counter() - t0
     print(json.dumps({"audio_s": audio, "wall_s": wall, "rss_mb": peak_rss_mb()}))
 
@@ -93,10 +96,10 @@ def main() -> None:
         return
     import numpy as np
     from music import write_music
+    from standins import build_standin_vggish, write_standin_pca
 
-    from instag.export import export_model
-    from instag.models import build_model
-    from instag.testing import build_standin_vggish, write_standin_pca
+    from instag.learning.export import export_model
+    from instag.learning.models import build_model
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

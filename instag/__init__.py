@@ -1,3 +1,49 @@
-"""instag: recognise musical instruments in music libraries (Gururani et al., ISMIR 2019)."""
+"""instag: recognise musical instruments in music libraries (Gururani et al., ISMIR 2019).
 
-__version__ = "0.1.0"
+The Python API, beside the `instag` command line (loaded lazily: importing instag, or the
+tagging API, never imports torch or TensorFlow)::
+
+    import instag
+
+    for result in instag.tag(["~/Music"], instag.TagOptions(bag_size=10)):
+        print(result.path, result.status, result.instruments(), result.segments())
+
+- ``tag(paths, options)``: iterate FileResults in walk order; ``embed(paths, options)``: the
+  same run, each result carrying its uint8 VGGish ``features``.
+- ``Embedder``: VGGish + PCA on waveforms or files in this process.
+- ``load_openmic``, ``Recipe``, ``train_run``, ``export_run``: the paper's learning half
+  (the ``train`` extra).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from instag.common import VERSION as __version__  # noqa: F401
+
+# public name -> module that defines it
+_API = {
+    "tag": "instag.tagging.run",
+    "embed": "instag.tagging.run",
+    "TagOptions": "instag.tagging.run",
+    "TagRun": "instag.tagging.run",
+    "FileResult": "instag.tagging.results",
+    "Status": "instag.common.status",
+    "Device": "instag.common.devices",
+    "InstagError": "instag.common.errors",
+    "Embedder": "instag.features.embed",
+    "Features": "instag.features.instances",
+    "Resampler": "instag.features.resample",
+    "load_openmic": "instag.learning.data",
+    "Recipe": "instag.learning.train",
+    "train_run": "instag.learning.train",
+    "export_run": "instag.learning.export",
+}
+__all__ = sorted(_API)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _API:
+        raise AttributeError(f"module 'instag' has no attribute {name!r}")
+    return getattr(importlib.import_module(_API[name]), name)

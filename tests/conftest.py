@@ -13,21 +13,21 @@ def audioset_mini():
 @pytest.fixture(scope="session")
 def standin_vggish(tmp_path_factory):
     """A SavedModel with the VGGish hub model's call signature (tiny network)."""
-    from instag.testing import build_standin_vggish
+    from standins import build_standin_vggish
 
     return build_standin_vggish(tmp_path_factory.mktemp("vggish") / "model", "tiny")
 
 
 @pytest.fixture(scope="session")
 def standin_pca(tmp_path_factory):
-    from instag.testing import write_standin_pca
+    from standins import write_standin_pca
 
     return write_standin_pca(tmp_path_factory.mktemp("pca") / "vggish_pca_params.npz")
 
 
 @pytest.fixture(scope="session")
 def embedder(standin_vggish, standin_pca):
-    from instag.embed import Embedder
+    from instag.features.embed import Embedder
 
     return Embedder(str(standin_vggish), standin_pca)
 

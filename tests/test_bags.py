@@ -1,14 +1,15 @@
 import numpy as np
 import pytest
 
-from instag.bags import Bag, instance_span, make_bags, parse_bag_mode
-from instag.errors import InstagError
+from instag.common.errors import InstagError
+from instag.features.instances import instance_span
+from instag.tagging.bags import Bag, make_bags, parse_bag_mode
 
 
 @pytest.mark.parametrize("seconds, instances", [(0, 0), (0.5, 0), (0.96, 1), (9.6, 10),
                                                 (10, 10), (601, 626)])
 def test_instances_are_the_whole_0_96_s_windows(embedder, seconds, instances):
-    feats = embedder.embed_waveform(np.zeros(round(seconds * 16000), np.float32))
+    feats = embedder.embed_blocks([np.zeros(round(seconds * 16000), np.float32)])
     assert len(feats.values) == instances
     if instances:
         assert instance_span(instances - 1)[1] <= seconds + 1e-9

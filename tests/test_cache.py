@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from instag.cache import Cache, FileKey
-from instag.errors import InstagError
+from instag.common.errors import InstagError
+from instag.tagging.cache import Cache, FileKey
 
 
 @pytest.fixture

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from builders import random_openmic
 
-from instag.data import OPENMIC_CLASSES, load_openmic
-from instag.errors import InstagError
+from instag.common.errors import InstagError
+from instag.learning.data import OPENMIC_CLASSES, load_openmic
 
 
 def test_loads_classes_splits_labels_and_mask(tmp_path):

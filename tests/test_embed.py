@@ -1,15 +1,17 @@
 import functools
 import hashlib
 import http.server
+import os
 import threading
 
 import numpy as np
 import pytest
 
-from instag import assets
-from instag.audio import AudioError
-from instag.embed import load_vggish, postprocess
-from instag.errors import InstagError
+from instag.common import locations as assets
+from instag.common.errors import InstagError
+from instag.features.decode import AudioError
+from instag.features.embed import postprocess
+from instag.features.vggish import load_vggish
 
 
 def test_postprocess_is_relu_then_pca_then_clip_then_truncating_quantisation():
@@ -29,7 +31,7 @@ def test_the_hub_loader_loads_a_savedmodel_with_the_vggish_signature(standin_vgg
 
 
 def test_embedding_gives_one_uint8_row_per_whole_0_96_s(embedder):
-    feats = embedder.embed_waveform(np.random.default_rng(0).uniform(-1, 1, 16000 * 5))
+    feats = embedder.embed_blocks([np.random.default_rng(0).uniform(-1, 1, 16000 * 5)])
     assert feats.values.shape == (5, 128) and feats.values.dtype == np.uint8
     np.testing.assert_allclose(feats.starts, [0, 0.96, 1.92, 2.88, 3.84])
 
@@ -38,11 +40,11 @@ def test_long_audio_embedded_in_chunks_equals_one_call(embedder):
     wave = np.random.default_rng(1).uniform(-0.5, 0.5, 15360 * 150).astype(np.float32)
     raw = np.asarray(embedder.model(np.pad(wave, (0, 240))))
     expected = postprocess(raw, embedder.eigen_vectors, embedder.means)
-    np.testing.assert_array_equal(embedder.embed_waveform(wave).values, expected)
+    np.testing.assert_array_equal(embedder.embed_blocks([wave]).values, expected)
 
 
 def test_silence_is_a_valid_input(embedder):
-    assert embedder.embed_waveform(np.zeros(16000 * 3, np.float32)).values.shape == (3, 128)
+    assert embedder.embed_blocks([np.zeros(16000 * 3, np.float32)]).values.shape == (3, 128)
 
 
 def test_the_real_openmic_clip_gives_ten_instances(embedder, shared_audio):
@@ -107,7 +109,7 @@ def test_a_pca_file_with_the_wrong_checksum_is_rejected_and_not_kept(served, sta
 
 
 def test_chunks_of_several_files_in_one_call_equal_each_file_alone(embedder):
-    from instag.embed import Chunker
+    from instag.features.instances import Chunker
 
     rng = np.random.default_rng(3)
     waves = [rng.uniform(-0.5, 0.5, n).astype(np.float32) for n in (16000 * 3, 15360 * 70, 20000)]
@@ -117,3 +119,10 @@ def test_chunks_of_several_files_in_one_call_equal_each_file_alone(embedder):
     assert [len(f) for f in together] == [3, 64, 6, 1]
     for a, b in zip(together, alone, strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def test_finding_the_hub_cache_changes_no_environment(monkeypatch, standin_vggish):
+    monkeypatch.delenv("TFHUB_CACHE_DIR", raising=False)
+    assets.tfhub_cache_dir()
+    load_vggish(str(standin_vggish))
+    assert "TFHUB_CACHE_DIR" not in os.environ

@@ -5,11 +5,11 @@ import onnx
 import pytest
 import torch
 
-from instag import runs
-from instag.errors import InstagError
-from instag.export import export_model, export_run
-from instag.models import build_model
-from instag.runtime import Scorer, choose_providers
+from instag.common.errors import InstagError
+from instag.learning import runs
+from instag.learning.export import export_model, export_run
+from instag.learning.models import build_model
+from instag.tagging.scoring import Scorer, choose_providers
 
 
 def meta_for(name, classes=("a", "b", "c")):
@@ -103,8 +103,8 @@ def test_rnn_bags_of_different_lengths_are_scored_unpadded(tmp_path):
 def test_export_run_writes_beside_a_model_card_with_metrics(tmp_path):
     from builders import random_openmic
 
-    from instag.data import load_openmic
-    from instag.train import Recipe, train_run
+    from instag.learning.data import load_openmic
+    from instag.learning.train import Recipe, train_run
 
     data = load_openmic(random_openmic(tmp_path / "data"))
     train_run(data, Recipe(epochs=1, batch_size=16, device="cpu"), tmp_path / "run", False)
@@ -117,8 +117,8 @@ def test_export_run_writes_beside_a_model_card_with_metrics(tmp_path):
 def test_a_random_forest_run_cannot_be_exported(tmp_path):
     from builders import random_openmic
 
-    from instag.data import load_openmic
-    from instag.train import Recipe, train_run
+    from instag.learning.data import load_openmic
+    from instag.learning.train import Recipe, train_run
 
     data = load_openmic(random_openmic(tmp_path / "data"))
     train_run(data, Recipe(model="rf"), tmp_path / "run", False)

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score, f1_score, precision_score, recall_score
 
-from instag.metrics import evaluate_predictions
+from instag.learning.metrics import evaluate_predictions
 
 
 def test_metrics_equal_scikit_learn_over_observed_labels():

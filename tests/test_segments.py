@@ -1,6 +1,6 @@
 import numpy as np
 
-from instag.segments import attention_segments, format_segments, merge_segments
+from instag.tagging.segments import attention_segments, format_segments, merge_segments
 
 
 def test_instances_above_the_uniform_weight_form_the_segment():

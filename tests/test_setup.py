@@ -13,8 +13,8 @@ import soundfile as sf
 from builders import random_openmic
 from typer.testing import CliRunner
 
-from instag import assets
 from instag.cli import app
+from instag.common import locations as assets
 
 
 class Server(http.server.ThreadingHTTPServer):

@@ -17,10 +17,10 @@ import soundfile as sf
 from builders import random_openmic
 from typer.testing import CliRunner
 
-from instag import tagger
-from instag.cache import lock
 from instag.cli import app
-from instag.walk import walk
+from instag.tagging.cache import lock
+from instag.tagging.pool import DecodePool
+from instag.tagging.walk import walk
 
 SR = 44100
 
@@ -43,9 +43,9 @@ def write_ogg(path, data):
 
 @pytest.fixture(scope="session")
 def scoring_model(tmp_path_factory):
-    from instag.data import load_openmic
-    from instag.export import export_run
-    from instag.train import Recipe, train_run
+    from instag.learning.data import load_openmic
+    from instag.learning.export import export_run
+    from instag.learning.train import Recipe, train_run
 
     root = tmp_path_factory.mktemp("model")
     data = load_openmic(random_openmic(root / "data", n=80))
@@ -142,7 +142,7 @@ def test_json_has_the_per_instance_timeline(library, run_tag, tmp_path):
 def test_a_second_run_comes_from_the_cache_and_gives_the_same_output(library, run_tag, tmp_path,
                                                                      monkeypatch):
     run_tag(library, "--out", tmp_path / "a.csv")
-    monkeypatch.setattr(tagger._DecodePool, "submit", lambda self, i: pytest.fail("decoded again"))
+    monkeypatch.setattr(DecodePool, "submit", lambda *a: pytest.fail("decoded again"))
     second = run_tag(library, "--out", tmp_path / "b.csv")
     assert "11 from cache" in second.output
     assert (tmp_path / "a.csv").read_text() == (tmp_path / "b.csv").read_text()
@@ -158,14 +158,14 @@ def test_a_new_model_rescores_cached_features_without_decoding(library, run_tag,
                                                               monkeypatch):
     import torch
 
-    from instag.export import export_model
-    from instag.models import build_model
+    from instag.learning.export import export_model
+    from instag.learning.models import build_model
 
     run_tag(library / "album", "--out", tmp_path / "a.json")
     torch.manual_seed(1)
     other = export_model(build_model("att", 3).eval(), {"model": "att", "in_dim": 128,
                          "classes": ["c0", "c1", "c2"]}, tmp_path / "other.onnx")
-    monkeypatch.setattr(tagger._DecodePool, "submit", lambda self, i: pytest.fail("decoded again"))
+    monkeypatch.setattr(DecodePool, "submit", lambda *a: pytest.fail("decoded again"))
     result = run_tag(library / "album", "--out", tmp_path / "b.json", "--model", other)
     assert result.exit_code == 1, result.output  # corrupt.flac still fails, from the cache
     a, b = (json.loads((tmp_path / n).read_text())["files"] for n in ("a.json", "b.json"))
@@ -283,3 +283,48 @@ def test_an_empty_folder_gives_valid_empty_outputs(run_tag, tmp_path):
     assert (tmp_path / "t.jsonl").read_text() == ""
     assert read_csv(tmp_path / "t.csv") == []
 
+
+
+def test_the_python_api_yields_one_result_per_file_in_walk_order(library, scoring_model,
+                                                                 standin_vggish, standin_pca,
+                                                                 tmp_path):
+    import instag
+
+    opts = instag.TagOptions(model=scoring_model, vggish=str(standin_vggish), pca=standin_pca,
+                             cache=tmp_path / "cache.sqlite", jobs=2)
+    run = instag.tag([library / "other", library / "notes.flac"], opts)
+    results = list(run)
+    assert [r.path.name for r in results] == ["live.mp3", "take.ogg", "notes.flac"]
+    assert [r.status for r in results] == [instag.Status.OK, instag.Status.OK,
+                                           instag.Status.ERROR]
+    assert all(len(r.bags) == 1 and r.features.values.shape[1] == 128 for r in results[:2])
+    assert (run.summary.ok, run.summary.done) == (2, 3)
+
+
+@pytest.fixture
+def run_embed(standin_vggish, standin_pca, tmp_path):
+    def run(*args):
+        return CliRunner().invoke(app, [
+            "embed", "--vggish", str(standin_vggish), "--pca", str(standin_pca), "--cache",
+            str(tmp_path / "cache.sqlite"), "--jobs", "2", *map(str, args)])
+    return run
+
+
+def test_embed_keeps_every_good_file_when_one_is_corrupt(library, run_embed, tmp_path):
+    result = run_embed(library / "album", "--out", tmp_path / "f.npz", "--clips", "10")
+    assert result.exit_code == 1, result.output  # corrupt.flac failed ...
+    with np.load(tmp_path / "f.npz") as npz:  # ... and the others' work is in the file
+        assert [Path(f).name for f in npz["files"]] == ["01 intro.wav", "02-song.flac"]
+        assert [Path(f).name for f in npz["failed"]] == ["corrupt.flac"]
+        assert npz["X"].shape == (1 + 2, 10, 128)  # 12 s -> 12 instances, 25 s -> 26
+
+
+def test_embed_reuses_the_features_tagging_cached(library, run_tag, run_embed, tmp_path,
+                                                  monkeypatch):
+    run_tag(library / "other", "--out", tmp_path / "t.csv")
+    monkeypatch.setattr(DecodePool, "submit", lambda *a: pytest.fail("decoded again"))
+    result = run_embed(library / "other", "--out", tmp_path / "f.npz")
+    assert result.exit_code == 0, result.output
+    assert "(2 from cache)" in result.output
+    with np.load(tmp_path / "f.npz") as npz:
+        assert npz["X"].shape == (11 + 14, 128)

@@ -6,10 +6,10 @@ import torch
 from builders import localized_instruments, random_openmic
 from typer.testing import CliRunner
 
-from instag import runs, train
 from instag.cli import app
-from instag.data import load_openmic
-from instag.train import Recipe, partial_bce, train_run
+from instag.learning import runs, train
+from instag.learning.data import load_openmic
+from instag.learning.train import Recipe, partial_bce, train_run
 
 
 def test_partial_bce_equals_a_hand_computation_with_missing_labels():
@@ -107,3 +107,12 @@ def test_bad_data_directory_is_a_clear_error_not_a_traceback(tmp_path):
                                       str(tmp_path / "run")])
     assert result.exit_code == 2
     assert "openmic-2018.npz: missing" in result.output and "Traceback" not in result.output
+
+
+def test_training_leaves_torch_deterministic_mode_as_it_found_it(tmp_path):
+    import torch
+
+    before = torch.are_deterministic_algorithms_enabled()
+    train_run(load_openmic(random_openmic(tmp_path / "data")),
+              Recipe(epochs=1, batch_size=16, device="cpu"), tmp_path / "run", False)
+    assert torch.are_deterministic_algorithms_enabled() == before

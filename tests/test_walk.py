@@ -1,8 +1,8 @@
 import os
 from pathlib import Path
 
-from instag import walk as walk_module
-from instag.walk import parse_extensions, walk
+from instag.tagging import walk as walk_module
+from instag.tagging.walk import parse_extensions, walk
 
 
 def touch(path: Path) -> Path:

@@ -1,0 +1,29 @@
+"""The `instag` command line: parse options, call the library, print, set the exit code.
+
+One module per audience: tagging a library (`tagging`), reproducing the paper (`learning`),
+setting up a machine (`provision`). Heavy libraries (torch, tensorflow, onnxruntime) are imported
+only inside the library functions that need them, so `instag --help` stays instant.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from instag.cli import learning, provision, tagging
+
+app = typer.Typer(
+    help="Recognise musical instruments in music libraries (Gururani, Sharma & Lerch, ISMIR 2019).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+app.command()(provision.setup)
+app.command()(provision.doctor)
+app.command()(tagging.tag)
+app.command("plot")(tagging.plot)
+app.command()(tagging.embed)
+app.command()(learning.train)
+app.command()(learning.evaluate)
+app.command()(learning.report)
+app.command("export-onnx")(learning.export_onnx)

@@ -1,0 +1,57 @@
+"""What every command shares: consoles, exit codes, one-line expected errors, common options."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from instag.common.devices import Device
+from instag.common.errors import InstagError
+from instag.features.resample import Resampler
+
+EXIT_SOME_FAILED, EXIT_USAGE = 1, 2  # 0: everything worked
+
+
+def console(stderr: bool = False):
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False, soft_wrap=True)  # paths never break
+
+
+def expected_errors(fn):
+    """Turn an InstagError into one clear message and exit code 2, never a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except InstagError as e:
+            from rich.markup import escape
+
+            console(stderr=True).print(f"[bold red]error:[/] {escape(str(e))}", markup=True)
+            raise typer.Exit(EXIT_USAGE) from None
+
+    return wrapper
+
+
+def parse_seeds(text: str) -> list[int]:
+    try:
+        return [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise InstagError(f"--seeds {text!r}: expected comma-separated integers",
+                          "e.g. --seeds 0,42") from None
+
+
+DeviceOpt = Annotated[Device, typer.Option(help="auto (CUDA when available), cpu or cuda.")]
+VggishOpt = Annotated[str | None, typer.Option(
+    "--vggish", help="VGGish hub URL or local SavedModel dir (default: $INSTAG_VGGISH, else the "
+                     "official tfhub.dev model).")]
+PcaOpt = Annotated[Path | None, typer.Option(
+    "--pca", help="vggish_pca_params.npz (default: $INSTAG_PCA, else the official file, fetched "
+                  "once and checksum-verified).")]
+ResamplerOpt = Annotated[Resampler, typer.Option(
+    help="resampy (VGGish's reference, default) or soxr (~90x faster, moves the top two mel "
+         "bands by ~3 dB; see README).")]

@@ -1,0 +1,123 @@
+"""Commands for reproducing the paper: train, evaluate, report, export-onnx."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from instag.cli.console import DeviceOpt, console, expected_errors, parse_seeds
+from instag.common.atomic import atomic_write
+from instag.common.devices import Device
+from instag.learning.data import load_openmic
+from instag.learning.export import export_run
+from instag.learning.models import resolve_device
+from instag.learning.report import (
+    SUMMARY_KEYS,
+    evaluate_run,
+    load_metrics,
+    plot_per_class_f1,
+    summarise,
+)
+from instag.learning.train import Recipe, train_run
+
+
+@expected_errors
+def train(
+    openmic: Annotated[Path, typer.Option(help="OpenMIC-2018 directory (or one in its layout).")],
+    out: Annotated[Path, typer.Option(help="Run directory to write (one sub-directory per seed "
+                                           "with --seeds).")],
+    model: Annotated[str, typer.Option(help="att, fc_t, fc, rnn or rf.")] = "att",
+    epochs: int = 250,
+    batch_size: int = 128,
+    lr: Annotated[float | None, typer.Option(help="Default: 5e-4 (fc: 1e-4).")] = None,
+    seed: int = 0,
+    seeds: Annotated[str | None, typer.Option(help="Comma-separated seeds, one run each.")] = None,
+    device: DeviceOpt = Device.AUTO,
+    quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
+) -> None:
+    """Train one of the paper's models on OpenMIC-2018 with the paper's recipe."""
+    seed_list = parse_seeds(seeds) if seeds else [seed]
+    data = load_openmic(openmic)
+    out_console = console()
+    for s in seed_list:
+        run_dir = out / f"seed-{s}" if seeds else out
+        recipe = Recipe(model=model, epochs=epochs, batch_size=batch_size, lr=lr, seed=s,
+                        device=device)
+        metrics = train_run(data, recipe, run_dir, progress=not quiet and sys.stderr.isatty())
+        o = metrics["overall"]
+        if metrics.get("interrupted"):
+            out_console.print(f"interrupted: kept the best checkpoint so far (epoch "
+                              f"{metrics['best_epoch']}) in {run_dir}")
+        out_console.print(f"{model} seed {s}: test F1 {o['f1']:.3f}  P {o['precision']:.3f}  "
+                          f"R {o['recall']:.3f}  mAP {o['map']:.3f}  -> {run_dir}")
+        if metrics.get("interrupted"):
+            raise typer.Exit(130)
+
+
+@expected_errors
+def evaluate(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory from `instag train`.")],
+    openmic: Annotated[Path | None, typer.Option(help="Data set (default: the run's).")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Where to write the metrics "
+                                                     "(default RUN_DIR/evaluation.json).")] = None,
+    device: DeviceOpt = Device.CPU,
+) -> None:
+    """Score a trained run on its test split with the paper's metrics and mAP."""
+    doc = evaluate_run(run_dir, openmic, resolve_device(device))
+    table = Table(title=f"{doc['model']} (seed {doc['seed']}) on {doc['data_dir']}")
+    for col in ("instrument", "observed", "P", "R", "F1", "F1+", "AP"):
+        table.add_column(col, justify="left" if col == "instrument" else "right")
+    for name, r in doc["per_class"].items():
+        vals = [f"{r[k]:.3f}" if k in r else "-" for k in
+                ("precision", "recall", "f1", "f1_positive", "ap")]
+        table.add_row(name, str(r["n_observed"]), *vals)
+    o = doc["overall"]
+    table.add_row("[bold]mean[/]", "", *(f"{o[k]:.3f}" for k in
+                                          ("precision", "recall", "f1", "f1_positive", "map")))
+    console().print(table)
+    path = json_out or run_dir / "evaluation.json"
+    with atomic_write(path) as f:
+        json.dump(doc, f, indent=2)
+    console().print(f"wrote {path}")
+
+
+@expected_errors
+def report(
+    run_dirs: Annotated[list[Path], typer.Argument(help="Run directories (searched recursively).")],
+    png: Annotated[Path, typer.Option(help="Per-instrument F1 figure.")] = Path("report.png"),
+    json_out: Annotated[Path | None, typer.Option("--json", help="Also write the summary.")] = None,
+) -> None:
+    """Compare runs: mean ± std over seeds per model, and a per-instrument F1 figure."""
+    docs = load_metrics(run_dirs)
+    summary = summarise(docs)
+    table = Table(title="test metrics, mean ± std over runs")
+    table.add_column("model")
+    table.add_column("runs", justify="right")
+    for key in SUMMARY_KEYS:
+        table.add_column(key, justify="right")
+    for model, row in summary.items():
+        table.add_row(model, str(row["runs"]),
+                      *(f"{row[k]['mean']:.3f} ± {row[k]['std']:.3f}" for k in SUMMARY_KEYS))
+    console().print(table)
+    plot_per_class_f1(docs, png)
+    console().print(f"wrote {png}")
+    if json_out:
+        with atomic_write(json_out) as f:
+            json.dump(summary, f, indent=2)
+
+
+@expected_errors
+def export_onnx(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory from `instag train`.")],
+    out: Annotated[Path | None, typer.Option(
+        help="Where to write the .onnx (default: export/ in a checkout, else the user data "
+             "directory); the model card goes beside it as .json.")] = None,
+) -> None:
+    """Export a trained att, fc_t, rnn or fc model to ONNX for tagging."""
+    path = export_run(run_dir, out)
+    console().print(f"wrote {path} and {path.with_suffix('.json')}", markup=False)

@@ -1,0 +1,100 @@
+"""Commands for a machine: setup (provision everything) and doctor (say what is there)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from instag.cli.console import (
+    EXIT_USAGE,
+    DeviceOpt,
+    PcaOpt,
+    VggishOpt,
+    console,
+    expected_errors,
+    parse_seeds,
+)
+from instag.common.devices import Device
+from instag.provision.doctor import diagnose
+from instag.provision.setup import SetupOptions
+from instag.provision.setup import setup as run_setup
+
+
+def _download_progress():
+    """A rich progress bar for downloads on a terminal; None (no bar) otherwise."""
+    if not sys.stderr.isatty():
+        return None, lambda: None
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+
+    bar = Progress(BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn(),
+                   console=console(stderr=True))
+    task = bar.add_task("download", total=None)
+    bar.start()
+
+    def update(done: int, total: int | None) -> None:
+        bar.update(task, completed=done, total=total)
+
+    return update, bar.stop
+
+
+@expected_errors
+def setup(
+    openmic: Annotated[Path | None, typer.Option(
+        help="An OpenMIC-2018 archive (.tgz) or extracted directory you already have.")] = None,
+    offline: Annotated[bool, typer.Option(help="Never touch the network; say what is "
+                                               "missing.")] = False,
+    seeds: Annotated[str, typer.Option(help="Seeds to train; the best validation loss is "
+                                            "kept.")] = "0",
+    epochs: int = 250,
+    device: DeviceOpt = Device.AUTO,
+    vggish: VggishOpt = None,
+) -> None:
+    """Provision a new machine: VGGish, PCA, OpenMIC-2018, and a trained, exported model.
+
+    Sources and places are configurable by environment: INSTAG_OPENMIC_URL, INSTAG_PCA_URL,
+    INSTAG_CACHE_DIR, INSTAG_DATA_DIR, TFHUB_CACHE_DIR. Re-running skips finished steps.
+    """
+    opts = SetupOptions(openmic=openmic, offline=offline, seeds=tuple(parse_seeds(seeds)),
+                        epochs=epochs, device=device, vggish=vggish)
+    progress, stop = _download_progress()
+    out = console()
+    try:
+        model = run_setup(opts, say=lambda m: out.print(m, markup=False), progress=progress)
+    finally:
+        stop()
+    out.print(f"\nReady. Next:\n  instag tag ~/Music --out tags.csv\n(scoring model: {model})",
+              markup=False)
+
+
+@expected_errors
+def doctor(
+    model: Annotated[Path | None, typer.Option(help="Scoring model to check.")] = None,
+    vggish: VggishOpt = None,
+    pca: PcaOpt = None,
+) -> None:
+    """Show versions, GPU support, directories and models; exit 2 if `instag tag` can't run."""
+    checks = diagnose(str(model) if model else None, vggish, str(pca) if pca else None)
+    table = Table(title="instag doctor", show_lines=False)
+    table.add_column("")
+    table.add_column("what")
+    table.add_column("value", overflow="fold")  # paths are what one looks for: never cut them
+    marks = {True: "[green]ok[/]", False: "[red]no[/]", None: ""}
+    for c in checks:
+        table.add_row(marks[c.ok], f"{c.section}: {c.item}", c.value)
+    console().print(table)
+    blocking = [c for c in checks if c.blocks_tagging]
+    if blocking:
+        console(stderr=True).print("instag tag cannot run: " + "; ".join(
+            f"{c.item}: {c.value}" for c in blocking), markup=False)
+        raise typer.Exit(EXIT_USAGE)
+    console().print("instag tag can run.")

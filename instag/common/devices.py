@@ -1,0 +1,29 @@
+"""`--device`: one vocabulary and one set of messages for both backends (onnxruntime, torch)."""
+
+from __future__ import annotations
+
+from enum import Enum
+
+from instag.common.errors import InstagError
+
+
+class Device(str, Enum):
+    AUTO = "auto"  # CUDA when it really works here, else CPU
+    CUDA = "cuda"  # CUDA or an error: never a silent CPU run
+    CPU = "cpu"
+
+    def __str__(self) -> str:
+        return self.value
+
+    @classmethod
+    def parse(cls, text: str | Device) -> Device:
+        try:
+            return cls(text)
+        except ValueError:
+            raise InstagError(f"--device {text}: choose auto, cuda or cpu") from None
+
+
+def cuda_unavailable(backend: str, detail: str) -> InstagError:
+    """The one message for `--device cuda` on a machine where `backend` cannot use CUDA."""
+    return InstagError(f"--device cuda: {backend} cannot use CUDA here ({detail})",
+                       "use --device auto (CUDA when usable, else CPU) or --device cpu")

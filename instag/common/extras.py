@@ -1,0 +1,29 @@
+"""Optional parts of instag (pip extras): importing one that is not installed says which extra
+brings it, in one line, instead of a ModuleNotFoundError traceback."""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+from instag.common.errors import InstagError
+
+# module -> (pip extra, what needs it)
+EXTRAS = {
+    "torch": ("train", "training, evaluating and exporting models"),
+    "sklearn": ("train", "the random forest baseline and the paper's metrics"),
+    "joblib": ("train", "saving and loading the random forest baseline"),
+    "onnx": ("train", "exporting models to ONNX"),
+    "tqdm": ("train", "training progress"),
+    "matplotlib": ("plot", "drawing figures"),
+}
+
+
+def require(module: str) -> ModuleType:
+    """Import `module`, or raise an InstagError naming the pip command that installs it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        extra, purpose = EXTRAS[module.split(".")[0]]
+        raise InstagError(f"{module.split('.')[0]} is not installed; {purpose} needs it",
+                          f"pip install 'instag[{extra}]'") from e

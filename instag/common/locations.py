@@ -1,0 +1,101 @@
+"""Where instag keeps things, and which VGGish, PCA file and scoring model a run uses.
+
+Caches (VGGish hub model, PCA parameters, the tagging cache) go in the user cache directory,
+installed models in the user data directory (platformdirs), both movable by environment:
+``INSTAG_CACHE_DIR``, ``INSTAG_DATA_DIR``. tensorflow_hub's own cache defaults to /tmp, which cron
+hosts clean, so instag points it at ``<cache>/tfhub`` unless the user set ``TFHUB_CACHE_DIR``.
+
+Every choice follows one order: the option, else its environment variable, else what
+``instag setup`` installed (or the official source). Tagging and provisioning both resolve here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+from instag.common.downloads import download
+from instag.common.errors import InstagError
+
+APP = "instag"
+DEFAULT_VGGISH = "https://tfhub.dev/google/vggish/1"
+PCA_URL = "https://storage.googleapis.com/audioset/vggish_pca_params.npz"
+PCA_MD5 = "c80cae691033abe7c7ecd11ea39fc834"
+PCA_FILE = "vggish_pca_params.npz"
+INSTALLED_MODEL = "instag-att.onnx"
+
+
+def cache_dir() -> Path:
+    from platformdirs import user_cache_dir
+
+    return Path(os.environ.get("INSTAG_CACHE_DIR") or user_cache_dir(APP)).expanduser()
+
+
+def data_dir() -> Path:
+    from platformdirs import user_data_dir
+
+    return Path(os.environ.get("INSTAG_DATA_DIR") or user_data_dir(APP)).expanduser()
+
+
+def tfhub_cache_dir() -> Path:
+    """The hub cache: $TFHUB_CACHE_DIR, else ``<cache>/tfhub``. Only VGGish loading hands it
+    to tensorflow_hub; asking changes nothing."""
+    return Path(os.environ.get("TFHUB_CACHE_DIR") or cache_dir() / "tfhub")
+
+
+def vggish_handle(option: str | None = None) -> str:
+    """--vggish, else $INSTAG_VGGISH, else the official hub URL."""
+    return option or os.environ.get("INSTAG_VGGISH") or DEFAULT_VGGISH
+
+
+def hub_cached(handle: str) -> Path | None:
+    """The local SavedModel for a VGGish handle, if it is a directory or already in the hub
+    cache (tensorflow_hub names cache folders by the sha1 of the handle)."""
+    local = Path(handle).expanduser()
+    if local.is_dir():
+        return local if (local / "saved_model.pb").is_file() else None
+    cached = tfhub_cache_dir() / hashlib.sha1(handle.encode("utf8")).hexdigest()
+    return cached if (cached / "saved_model.pb").is_file() else None
+
+
+def pca_params(path_or_none: str | Path | None = None, url: str = PCA_URL,
+               md5: str = PCA_MD5) -> Path:
+    """The VGGish PCA file: a path given by the user (or $INSTAG_PCA), else the cached official
+    file (fetched and checksum-verified once)."""
+    given = path_or_none or os.environ.get("INSTAG_PCA")
+    if given:
+        path = Path(given).expanduser()
+        if not path.is_file():
+            raise InstagError(f"{path}: no such PCA file", "pass vggish_pca_params.npz or omit "
+                              "--pca to use the official one")
+        return path
+    cached = cache_dir() / PCA_FILE
+    if cached.is_file():
+        return cached
+    try:
+        return download(url, cached, md5)
+    except InstagError as e:
+        raise InstagError(f"no VGGish PCA parameters in {cache_dir()}: {e.message}",
+                          "run `instag setup` once on a machine with internet, or pass "
+                          "--pca FILE") from e
+
+
+def installed_model() -> Path:
+    """Where `instag setup` installs the scoring model (its model card beside it)."""
+    return data_dir() / "models" / INSTALLED_MODEL
+
+
+def resolve_model(option: str | Path | None = None) -> Path:
+    """--model, else $INSTAG_MODEL, else the model `instag setup` installed, else a clear error."""
+    given = option or os.environ.get("INSTAG_MODEL")
+    if given:
+        path = Path(given).expanduser()
+        if not path.is_file():
+            raise InstagError(f"{path}: no such model file",
+                              "pass an .onnx from `instag export-onnx`, or run `instag setup`")
+        return path
+    if installed_model().is_file():
+        return installed_model()
+    raise InstagError("no trained model", "run `instag setup` (downloads 2.6 GB, trains in "
+                      "minutes) or pass --model")

@@ -1,0 +1,121 @@
+"""Decode audio files to mono float32 blocks at their own sample rate.
+
+soundfile (libsndfile) reads wav, flac, ogg/vorbis, opus, mp3 and aiff; anything else goes through
+``ffmpeg`` when it is on PATH. Channels are averaged to mono and every sample format becomes
+float32 in [-1, 1]. A file that cannot be decoded raises ``AudioError`` with its status, for the
+caller to report for that file alone.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+
+from instag.common.quiet import native_stderr_silenced
+from instag.common.status import Status
+
+AUDIO_EXTENSIONS = (
+    ".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".aifc",
+    ".m4a", ".mp4", ".aac", ".wma", ".webm", ".mka", ".alac", ".ape", ".wv",
+)
+
+Blocks = Callable[[int], Iterator[np.ndarray]]  # frames per block -> mono float32 blocks
+
+
+class AudioError(Exception):
+    """A per-file failure (unreadable, empty, unsupported): reported for that file, run goes on."""
+
+    def __init__(self, path: Path | str, reason: str, status: Status = Status.ERROR) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = str(path)
+        self.reason = reason
+        self.status = status
+
+
+def open_audio(path: Path) -> tuple[int, Blocks]:
+    """(sample rate, block reader) of a file; OS problems become statuses, not tracebacks."""
+    try:
+        _ensure_readable(path)  # a permission problem is transient: say so, not "corrupt"
+        if path.stat().st_size == 0:
+            raise AudioError(path, "empty file (0 bytes)", status=Status.EMPTY)
+        opened = _open_soundfile(path)
+        return opened if not isinstance(opened, str) else _open_ffmpeg(path, opened)
+    except FileNotFoundError:
+        raise AudioError(path, "file vanished", status=Status.MISSING) from None
+    except PermissionError:
+        raise AudioError(path, "permission denied", status=Status.UNREADABLE) from None
+    except OSError as e:
+        raise AudioError(path, f"cannot open ({e})", status=Status.UNREADABLE) from e
+
+
+def _ensure_readable(path: Path) -> None:
+    """Raises FileNotFoundError / PermissionError (as the OS says) before any decoder sees it."""
+    os.close(os.open(path, os.O_RDONLY))
+
+
+def _open_soundfile(path: Path) -> tuple[int, Blocks] | str:
+    """libsndfile's reader, or its error text when the format is not one it knows."""
+    import soundfile as sf
+
+    try:
+        with native_stderr_silenced():  # mpg123 prints "Note: ..." lines while it probes
+            f = sf.SoundFile(os.fsencode(path))  # bytes: names that are not UTF-8 open too
+    except sf.LibsndfileError as e:
+        return e.error_string  # not a format libsndfile knows: ffmpeg may
+
+    def blocks(n: int) -> Iterator[np.ndarray]:
+        with f:
+            while True:
+                try:
+                    data = f.read(n, dtype="float32", always_2d=True)
+                except sf.LibsndfileError as e:
+                    raise AudioError(path, f"corrupt or truncated audio ({e})") from e
+                if len(data) == 0:
+                    return
+                yield data.mean(axis=1, dtype=np.float32) if data.shape[1] > 1 else data[:, 0]
+
+    return f.samplerate, blocks
+
+
+def _open_ffmpeg(path: Path, sndfile_error: str) -> tuple[int, Blocks]:
+    ffmpeg = shutil.which("ffmpeg")
+    if ffmpeg is None:
+        raise AudioError(
+            path, f"libsndfile cannot read it ({sndfile_error}) and ffmpeg is not on PATH "
+            "(install ffmpeg to decode m4a/aac, wma and other formats)",
+            status=Status.UNSUPPORTED,
+        )
+    rate = _ffmpeg_rate(path, ffmpeg)  # None: no audio stream ffmpeg can read
+    if rate is None:
+        raise AudioError(path, "not audio that libsndfile or ffmpeg can read "
+                               f"(libsndfile says: {sndfile_error})")
+
+    def blocks(n: int) -> Iterator[np.ndarray]:
+        # ffmpeg mixes to mono itself (-ac 1 averages channels) and converts to float32.
+        cmd = [ffmpeg, "-v", "error", "-nostdin", "-i", str(path), "-map", "0:a:0", "-ac", "1",
+               "-f", "f32le", "-acodec", "pcm_f32le", "-"]
+        with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
+            while chunk := proc.stdout.read(4 * n):
+                yield np.frombuffer(chunk[: len(chunk) // 4 * 4], dtype="<f4").astype(np.float32)
+            err = proc.stderr.read().decode(errors="replace").strip()
+            if proc.wait() != 0:
+                raise AudioError(path, f"ffmpeg failed to decode ({err.splitlines()[-1:]})")
+
+    return rate, blocks
+
+
+def _ffmpeg_rate(path: Path, ffmpeg: str) -> int | None:
+    ffprobe = shutil.which("ffprobe") or str(Path(ffmpeg).with_name("ffprobe"))
+    out = subprocess.run(
+        [ffprobe, "-v", "error", "-select_streams", "a:0", "-show_entries", "stream=sample_rate",
+         "-of", "default=nw=1:nk=1", str(path)], capture_output=True, text=True,
+    )
+    try:
+        return int(out.stdout.split()[0])
+    except (IndexError, ValueError):
+        return None

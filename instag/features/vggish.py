@@ -1,0 +1,54 @@
+"""Loading Google's VGGish with tensorflow_hub (``https://tfhub.dev/google/vggish/1`` by default,
+or a local SavedModel), once per process, with TensorFlow's start-up chatter kept off stderr."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+from instag.common import locations
+from instag.common.errors import InstagError
+from instag.common.quiet import native_stderr_silenced
+
+
+@contextlib.contextmanager
+def _environment(**values: str) -> Iterator[None]:
+    """Set environment variables for a block (only those the user has not set), then restore."""
+    added = {k: v for k, v in values.items() if k not in os.environ}
+    os.environ.update(added)
+    try:
+        yield
+    finally:
+        for k in added:
+            os.environ.pop(k, None)
+
+
+def load_vggish(handle: str):
+    """The hub model for `handle` (callers keep it). tensorflow_hub is pointed at instag's hub
+    cache for the load only; TensorFlow grows GPU memory on demand so that onnxruntime can share
+    the card. Failures arrive as one InstagError that says how to provision VGGish."""
+    local = Path(handle).expanduser()
+    try:
+        with _environment(TFHUB_CACHE_DIR=str(locations.tfhub_cache_dir()),
+                          TF_CPP_MIN_LOG_LEVEL="2"), \
+                native_stderr_silenced(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # tensorflow_hub 0.16 warns about pkg_resources
+            import tensorflow as tf
+            import tensorflow_hub as hub
+
+            for gpu in tf.config.list_physical_devices("GPU"):
+                try:
+                    tf.config.experimental.set_memory_growth(gpu, True)
+                except RuntimeError:  # already initialised by an earlier load in this process
+                    pass
+            return hub.load(str(local) if local.exists() else handle)
+    except Exception as e:
+        raise InstagError(
+            f"cannot load VGGish from {handle} "
+            f"({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''})",
+            "run `instag setup` once on a machine with internet (it fills the cache in "
+            f"{locations.tfhub_cache_dir()}), or pass --vggish DIR with a local SavedModel",
+        ) from e

@@ -1,0 +1,160 @@
+"""Load and validate an OpenMIC-2018 directory (or any directory in its layout).
+
+Layout: ``openmic-2018.npz`` (X uint8 [N,10,128], Y_true [N,C], Y_mask [N,C], sample_key [N]),
+``class-map.json`` ({name: index}) and ``partitions/split01_{train,test}.csv`` (one key a line;
+``train01.txt``/``test01.txt`` are accepted too).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from instag.common.downloads import file_digest
+from instag.common.errors import InstagError
+
+NPZ_NAME = "openmic-2018.npz"
+CLASS_MAP_NAME = "class-map.json"
+SPLIT_NAMES = {
+    "train": ("split01_train.csv", "train01.txt"),
+    "test": ("split01_test.csv", "test01.txt"),
+}
+VALIDATION_FRACTION = 0.15
+
+# The 20 OpenMIC-2018 instruments in class-map order: the default tagging vocabulary. Training
+# always takes its classes from the data's class-map.json, never from this list.
+OPENMIC_CLASSES = (
+    "accordion", "banjo", "bass", "cello", "clarinet", "cymbals", "drums", "flute", "guitar",
+    "mallet_percussion", "mandolin", "organ", "piano", "saxophone", "synthesizer", "trombone",
+    "trumpet", "ukulele", "violin", "voice",
+)
+
+
+@dataclass(frozen=True)
+class Subset:
+    """Clips of one partition: features, binary labels and which labels are observed."""
+
+    X: np.ndarray  # uint8 [N, T, D]
+    labels: np.ndarray  # float32 [N, C], 1 where Y_true >= 0.5
+    mask: np.ndarray  # bool [N, C], True where the label was observed
+    keys: np.ndarray  # str [N]
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def inputs(self) -> np.ndarray:
+        """Model input: features scaled to [0, 1] as in training."""
+        return self.X.astype(np.float32) / 255.0
+
+
+@dataclass(frozen=True)
+class OpenMIC:
+    """A loaded dataset: class names in class-map order and the train/test partitions."""
+
+    root: Path
+    classes: tuple[str, ...]
+    train: Subset
+    test: Subset
+    checksum: str  # sha256 of the npz, recorded in every model trained on it
+
+    def split_validation(self, seed: int) -> tuple[Subset, Subset]:
+        """Hold out 15 % of the training split as a validation set, drawn from `seed`."""
+        n = len(self.train)
+        order = np.random.default_rng(seed).permutation(n)
+        n_val = max(1, int(round(VALIDATION_FRACTION * n)))
+        return _take(self.train, np.sort(order[n_val:])), _take(self.train, np.sort(order[:n_val]))
+
+
+def _take(s: Subset, idx: np.ndarray) -> Subset:
+    return Subset(s.X[idx], s.labels[idx], s.mask[idx], s.keys[idx])
+
+
+def _require(path: Path, what: str) -> Path:
+    if not path.is_file():
+        raise InstagError(
+            f"{path}: missing {what}",
+            "point --openmic at an extracted OpenMIC-2018 directory "
+            "(or run `instag setup`, which downloads and extracts it)",
+        )
+    return path
+
+
+def load_class_map(path: Path) -> tuple[str, ...]:
+    """Class names ordered by their index in class-map.json."""
+    try:
+        mapping = json.loads(_require(path, "class map").read_text())
+        names = sorted(mapping, key=lambda name: int(mapping[name]))
+        indices = sorted(int(v) for v in mapping.values())
+    except (ValueError, TypeError, AttributeError) as e:
+        raise InstagError(f"{path}: not a JSON object of class name to index ({e})") from e
+    if indices != list(range(len(names))) or not names:
+        raise InstagError(f"{path}: class indices must be 0..C-1, each once; got {indices}")
+    return tuple(names)
+
+
+def _read_keys(partitions: Path, split: str) -> tuple[Path, list[str]]:
+    for name in SPLIT_NAMES[split]:
+        path = partitions / name
+        if path.is_file():
+            keys = [line.strip().strip('"') for line in path.read_text().splitlines()]
+            keys = [k for k in keys if k]
+            if keys and keys[0] in ("sample_key", "key"):
+                keys = keys[1:]
+            return path, keys
+    raise InstagError(
+        f"{partitions}: no {split} split ({' or '.join(SPLIT_NAMES[split])})",
+        "use the partitions/ folder of the OpenMIC-2018 archive",
+    )
+
+
+def load_openmic(root: str | Path) -> OpenMIC:
+    """Load and validate an OpenMIC-layout directory; every problem names the file at fault."""
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise InstagError(f"{root}: not a directory", "pass the extracted OpenMIC-2018 directory")
+    npz_path = _require(root / NPZ_NAME, "feature archive")
+    classes = load_class_map(root / CLASS_MAP_NAME)
+    try:
+        with np.load(npz_path, allow_pickle=False) as npz:
+            arrays = {k: npz[k] for k in ("X", "Y_true", "Y_mask", "sample_key")}
+    except KeyError as e:
+        raise InstagError(f"{npz_path}: missing array {e}",
+                          "expected X, Y_true, Y_mask, sample_key") from None
+    except Exception as e:  # zipfile/pickle/OS errors: the archive itself is unreadable
+        raise InstagError(f"{npz_path}: unreadable npz ({e})",
+                          "re-download or re-extract it") from e
+    X, y_true, y_mask, keys = arrays["X"], arrays["Y_true"], arrays["Y_mask"], arrays["sample_key"]
+    n, c = len(keys), len(classes)
+    if X.dtype != np.uint8 or X.ndim != 3 or X.shape[0] != n or X.shape[2] != 128:
+        raise InstagError(
+            f"{npz_path}: X must be uint8 [N, T, 128] with N={n}; got {X.dtype} {list(X.shape)}"
+        )
+    for name, arr in (("Y_true", y_true), ("Y_mask", y_mask)):
+        if arr.shape != (n, c):
+            raise InstagError(
+                f"{npz_path}: {name} must be [N, C] = [{n}, {c}] ({c} classes in "
+                f"{CLASS_MAP_NAME}); got {list(arr.shape)}"
+            )
+    in_range = y_true.size == 0 or (np.nanmin(y_true) >= 0 and np.nanmax(y_true) <= 1)
+    if not np.issubdtype(y_true.dtype, np.floating) or not in_range:
+        raise InstagError(f"{npz_path}: Y_true must be floats in [0, 1]")
+    keys = keys.astype(str)
+    index = {k: i for i, k in enumerate(keys)}
+    labels = (y_true >= 0.5).astype(np.float32)
+    mask = y_mask.astype(bool)
+
+    subsets = {}
+    for split in ("train", "test"):
+        path, split_keys = _read_keys(root / "partitions", split)
+        missing = [k for k in split_keys if k not in index]
+        if missing:
+            raise InstagError(
+                f"{path}: {len(missing)} keys are not in {NPZ_NAME} (first: {missing[0]!r})",
+                "use the partitions that came with this npz",
+            )
+        idx = np.array([index[k] for k in split_keys], dtype=np.int64)
+        subsets[split] = Subset(X[idx], labels[idx], mask[idx], keys[idx])
+    return OpenMIC(root, classes, subsets["train"], subsets["test"], file_digest(npz_path))

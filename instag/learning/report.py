@@ -1,0 +1,89 @@
+"""Evaluate runs on their test split and compare runs side by side (the paper's Figs. 2 and 3)."""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from instag.common.atomic import atomic_path
+from instag.common.errors import InstagError
+from instag.common.extras import require
+from instag.learning import runs
+from instag.learning.data import load_openmic
+from instag.learning.metrics import evaluate_predictions
+
+SUMMARY_KEYS = ("precision", "recall", "f1", "f1_positive", "map")
+
+
+def evaluate_run(run_dir: Path, openmic: Path | None = None, device: str = "cpu") -> dict:
+    """Metrics of a run's model on the test split of `openmic` (default: its training data)."""
+    info = runs.read_info(run_dir)
+    data = load_openmic(openmic or info.data_dir)
+    if tuple(data.classes) != tuple(info.classes):
+        raise InstagError(
+            f"{data.root}: classes {list(data.classes)} differ from the model's "
+            f"{list(info.classes)}", "evaluate on the data set the model was trained for",
+        )
+    probs = runs.predictor(run_dir, device)(data.test.inputs())
+    metrics = evaluate_predictions(probs, data.test.labels, data.test.mask, data.classes)
+    return {"run": str(run_dir), "model": info.model, "seed": info.seed,
+            "data_dir": str(data.root), "data_sha256": data.checksum, **metrics}
+
+
+def load_metrics(run_dirs: list[Path]) -> list[dict]:
+    docs = []
+    for d in runs.find_runs(run_dirs):
+        doc = json.loads((d / runs.METRICS_FILE).read_text())
+        docs.append({**doc, "run": str(d)})
+    return docs
+
+
+def summarise(docs: list[dict]) -> dict[str, dict]:
+    """Per model: number of runs and mean/std of each overall metric across them (seeds)."""
+    by_model: dict[str, list[dict]] = defaultdict(list)
+    for doc in docs:
+        by_model[doc["model"]].append(doc)
+    summary = {}
+    for model, group in sorted(by_model.items()):
+        row: dict = {"runs": len(group)}
+        for key in SUMMARY_KEYS:
+            values = np.array([g["overall"][key] for g in group], dtype=float)
+            row[key] = {"mean": float(np.nanmean(values)), "std": float(np.nanstd(values))}
+        summary[model] = row
+    return summary
+
+
+def per_class_f1(docs: list[dict]) -> tuple[list[str], dict[str, np.ndarray]]:
+    """Mean per-class instrument-wise F1 per model (classes in the first run's order)."""
+    classes = docs[0]["classes"]
+    by_model: dict[str, list[list[float]]] = defaultdict(list)
+    for doc in docs:
+        pc = doc["per_class"]
+        by_model[doc["model"]].append([pc.get(c, {}).get("f1", np.nan) for c in classes])
+    return classes, {m: np.nanmean(np.array(v, dtype=float), axis=0) for m, v in by_model.items()}
+
+
+def plot_per_class_f1(docs: list[dict], out_png: Path) -> None:
+    """Grouped bars of per-instrument F1 per model, like the paper's Figure 3."""
+    require("matplotlib").use("Agg")
+    import matplotlib.pyplot as plt
+
+    classes, f1 = per_class_f1(docs)
+    models = sorted(f1)
+    width = 0.8 / len(models)
+    fig, ax = plt.subplots(figsize=(max(8, 0.6 * len(classes) * max(1, len(models) / 2)), 4.5))
+    x = np.arange(len(classes))
+    for i, m in enumerate(models):
+        ax.bar(x + (i - (len(models) - 1) / 2) * width, f1[m], width, label=m)
+    ax.set_xticks(x, classes, rotation=60, ha="right")
+    ax.set_ylabel("instrument-wise F1")
+    ax.set_ylim(0, 1)
+    ax.legend(ncol=len(models), loc="upper right")
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    with atomic_path(out_png) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    plt.close(fig)

@@ -1,0 +1,135 @@
+"""A training run's directory: the model file, its metadata, metrics and history.
+
+``model.pt`` (torch models) holds the weights and everything needed to rebuild and score the
+model without the training data: model name, class names, input size and scaling, seed, the
+recipe and the data's checksum. It loads with ``torch.load(weights_only=True)``: no pickled code.
+The random forest is scikit-learn objects, so it lives in ``model.joblib`` with the same metadata.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from instag.common import VERSION
+from instag.common.atomic import atomic_path, atomic_write
+from instag.common.errors import InstagError
+from instag.common.extras import require
+from instag.learning.models import build_model, predict
+
+TORCH_FILE = "model.pt"
+RF_FILE = "model.joblib"
+METRICS_FILE = "metrics.json"
+INPUT_SCALE = 1.0 / 255.0  # model input = uint8 feature / 255
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    model: str
+    classes: tuple[str, ...]
+    in_dim: int
+    n_instances: int
+    seed: int
+    data_dir: str
+    data_sha256: str
+    recipe: dict = field(default_factory=dict)
+    input_scale: float = INPUT_SCALE
+    instag_version: str = VERSION
+
+    @classmethod
+    def from_dict(cls, d: dict) -> RunInfo:
+        known = {k: d[k] for k in cls.__dataclass_fields__ if k in d}
+        known["classes"] = tuple(known["classes"])
+        return cls(**known)
+
+
+def save_torch(run_dir: Path, model, meta: dict) -> None:
+    torch = require("torch")
+
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    meta = {**meta, "classes": list(meta["classes"])}
+    with atomic_path(run_dir / TORCH_FILE) as tmp:
+        torch.save({"meta": meta, "state_dict": state}, tmp)
+
+
+def load_torch(run_dir: Path, device: str = "cpu"):
+    """Rebuild the torch model of a run in eval mode; returns (model, metadata dict)."""
+    torch = require("torch")
+    path = Path(run_dir) / TORCH_FILE
+    try:
+        blob = torch.load(path, map_location=device, weights_only=True)
+        meta = blob["meta"]
+        model = build_model(meta["model"], len(meta["classes"]), meta["in_dim"])
+        model.load_state_dict(blob["state_dict"])
+    except FileNotFoundError:
+        raise InstagError(f"{path}: no such model file", "train one with `instag train`") from None
+    except Exception as e:
+        raise InstagError(f"{path}: not a valid instag model ({e})", "re-train the run") from e
+    return model.to(device).eval(), meta
+
+
+def save_rf(run_dir: Path, rf, meta: RunInfo) -> None:
+    joblib = require("joblib")
+
+    with atomic_path(run_dir / RF_FILE) as tmp:
+        joblib.dump({"meta": asdict(meta), "model": rf}, tmp)
+
+
+def load_rf(run_dir: Path):
+    joblib = require("joblib")
+
+    path = Path(run_dir) / RF_FILE
+    try:
+        blob = joblib.load(path)
+        return blob["model"], blob["meta"]
+    except Exception as e:
+        raise InstagError(f"{path}: not a valid instag random forest ({e})") from e
+
+
+def read_info(run_dir: Path) -> RunInfo:
+    """The metadata of a run, whichever kind of model it holds."""
+    run_dir = Path(run_dir)
+    if (run_dir / TORCH_FILE).is_file():
+        return RunInfo.from_dict(load_torch(run_dir)[1])
+    if (run_dir / RF_FILE).is_file():
+        return RunInfo.from_dict(load_rf(run_dir)[1])
+    raise InstagError(
+        f"{run_dir}: no {TORCH_FILE} or {RF_FILE} here",
+        "pass a directory written by `instag train --out`",
+    )
+
+
+def predictor(run_dir: Path, device: str = "cpu"):
+    """A function from scaled features [N, T, D] to bag probabilities [N, C], for any run."""
+    run_dir = Path(run_dir)
+    if (run_dir / RF_FILE).is_file() and not (run_dir / TORCH_FILE).is_file():
+        rf, _ = load_rf(run_dir)
+        return rf.predict_proba
+    model, _ = load_torch(run_dir, device)
+    return lambda x: predict(model, x, device)
+
+
+def write_metrics(run_dir: Path, metrics: dict, meta: RunInfo, **extra) -> dict:
+    doc = {"model": meta.model, "seed": meta.seed, "classes": list(meta.classes),
+           "data_sha256": meta.data_sha256, **extra, **metrics}
+    with atomic_write(Path(run_dir) / METRICS_FILE) as f:
+        json.dump(doc, f, indent=2)
+    return doc
+
+
+def find_runs(paths: list[Path]) -> list[Path]:
+    """Run directories (holding metrics.json) at or below each path, sorted."""
+    found: set[Path] = set()
+    for p in paths:
+        p = Path(p)
+        if (p / METRICS_FILE).is_file():
+            found.add(p)
+        elif p.is_dir():
+            found.update(m.parent for m in p.rglob(METRICS_FILE))
+        else:
+            raise InstagError(f"{p}: not a run directory", "pass directories from `instag train`")
+    if not found:
+        raise InstagError(f"no {METRICS_FILE} under {', '.join(map(str, paths))}",
+                          "train with `instag train` first")
+    return sorted(found)

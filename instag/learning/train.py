@@ -1,0 +1,169 @@
+"""The paper's training recipe: Adam, partial BCE (Eq. 4), best-validation-loss checkpoint."""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from instag.common.atomic import atomic_write
+from instag.common.devices import Device
+from instag.common.errors import InstagError
+from instag.common.extras import require
+from instag.learning import runs
+from instag.learning.data import OpenMIC, Subset
+from instag.learning.metrics import evaluate_predictions
+from instag.learning.models import (
+    DEFAULT_LR,
+    MODEL_NAMES,
+    RandomForest,
+    build_model,
+    predict,
+    resolve_device,
+)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    model: str = "att"
+    epochs: int = 250
+    batch_size: int = 128
+    lr: float | None = None  # None: the paper's rate for the model (DEFAULT_LR)
+    seed: int = 0
+    device: Device = Device.AUTO
+
+    @property
+    def learning_rate(self) -> float:
+        return self.lr if self.lr is not None else DEFAULT_LR.get(self.model, 5e-4)
+
+
+def partial_bce(probs, labels, mask, eps: float = 1e-7):
+    """Eq. 4 with alpha=1, beta=0, gamma=-1: BCE over observed labels, divided per sample by
+    its number of observed labels, averaged over the batch. Unobserved labels contribute nothing.
+    """
+    torch = require("torch")
+    p = probs.clamp(eps, 1.0 - eps)
+    bce = -(labels * torch.log(p) + (1.0 - labels) * torch.log(1.0 - p))
+    m = mask.to(bce.dtype)
+    per_sample = (bce * m).sum(dim=1) / m.sum(dim=1).clamp_min(1.0)
+    return per_sample.mean()
+
+
+def _loss_on(model, subset: Subset, device: str) -> float:
+    torch = require("torch")
+
+    probs = torch.from_numpy(predict(model, subset.inputs(), device))
+    return float(
+        partial_bce(probs, torch.from_numpy(subset.labels), torch.from_numpy(subset.mask))
+    )
+
+
+def train_run(data: OpenMIC, recipe: Recipe, out_dir: Path, progress: bool = True) -> dict:
+    """Train one model on `data` with `recipe`, checkpointing into `out_dir`; return its metrics.
+
+    Ctrl-C stops training early: the best checkpoint so far stays valid and is evaluated.
+    """
+    if recipe.model not in MODEL_NAMES:
+        raise InstagError(f"unknown model {recipe.model!r}",
+                          f"choose from {', '.join(MODEL_NAMES)}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    train, val = data.split_validation(recipe.seed)
+    meta = runs.RunInfo(
+        model=recipe.model, classes=data.classes, in_dim=data.train.X.shape[2],
+        n_instances=data.train.X.shape[1], seed=recipe.seed, data_dir=str(data.root),
+        data_sha256=data.checksum,
+        recipe={**recipe.__dict__, "device": str(recipe.device), "lr": recipe.learning_rate},
+    )
+    if recipe.model == "rf":
+        rf = RandomForest(len(data.classes), seed=recipe.seed)
+        rf.fit(train.inputs(), train.labels, train.mask)
+        runs.save_rf(out_dir, rf, meta)
+        metrics = evaluate_predictions(rf.predict_proba(data.test.inputs()), data.test.labels,
+                                       data.test.mask, data.classes)
+        return runs.write_metrics(out_dir, metrics, meta, interrupted=False)
+    return _train_torch(data, train, val, recipe, meta, out_dir, progress)
+
+
+def _train_torch(data, train, val, recipe, meta, out_dir: Path, progress: bool) -> dict:
+    torch = require("torch")
+    tqdm = require("tqdm").tqdm
+    with _deterministic(torch):
+        return _fit(torch, tqdm, data, train, val, recipe, meta, out_dir, progress)
+
+
+@contextlib.contextmanager
+def _deterministic(torch) -> Iterator[None]:
+    """torch's deterministic algorithms for one training run; the caller's setting after."""
+    was = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(was, warn_only=warn_only)
+
+
+def _fit(torch, tqdm, data, train, val, recipe, meta, out_dir: Path, progress: bool) -> dict:
+
+    device = resolve_device(recipe.device)
+    torch.manual_seed(recipe.seed)
+    model = build_model(recipe.model, len(data.classes), meta.in_dim).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=recipe.learning_rate)
+    x = torch.from_numpy(train.inputs())
+    y = torch.from_numpy(train.labels)
+    m = torch.from_numpy(train.mask)
+    gen = torch.Generator().manual_seed(recipe.seed)
+
+    best = float("inf")
+    history: list[dict] = []
+    interrupted = False
+    bar = tqdm(range(1, recipe.epochs + 1), desc=f"{recipe.model} seed {recipe.seed}",
+               unit="epoch", disable=not progress)
+    start = time.monotonic()
+    try:
+        for epoch in bar:
+            model.train()
+            order = torch.randperm(len(x), generator=gen)
+            total, seen = 0.0, 0
+            for i in range(0, len(order), recipe.batch_size):
+                idx = order[i : i + recipe.batch_size]
+                probs = model(x[idx].to(device))[0]
+                loss = partial_bce(probs, y[idx].to(device), m[idx].to(device))
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                total += float(loss.detach()) * len(idx)
+                seen += len(idx)
+            val_loss = _loss_on(model, val, device)
+            row = {"epoch": epoch, "train_loss": total / max(seen, 1), "val_loss": val_loss,
+                   "seconds": round(time.monotonic() - start, 3)}
+            history.append(row)
+            if val_loss < best:
+                best = val_loss
+                runs.save_torch(out_dir, model, {**meta.__dict__, "epoch": epoch,
+                                                 "val_loss": val_loss})
+            bar.set_postfix(train=f"{row['train_loss']:.4f}", val=f"{val_loss:.4f}",
+                            best=f"{best:.4f}")
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        bar.close()
+        _write_history(out_dir / "history.csv", history)
+    if not history:
+        raise InstagError(f"{out_dir}: interrupted before the first epoch ended; nothing saved")
+    best_model, _ = runs.load_torch(out_dir, device=device)
+    metrics = evaluate_predictions(predict(best_model, data.test.inputs(), device),
+                                   data.test.labels, data.test.mask, data.classes)
+    best_row = min(history, key=lambda r: r["val_loss"])
+    return runs.write_metrics(out_dir, metrics, meta, interrupted=interrupted,
+                              best_epoch=best_row["epoch"], best_val_loss=best_row["val_loss"])
+
+
+def _write_history(path: Path, history: list[dict]) -> None:
+    with atomic_write(path, newline="") as f:
+        w = csv.DictWriter(f, fieldnames=["epoch", "train_loss", "val_loss", "seconds"])
+        w.writeheader()
+        w.writerows(history)

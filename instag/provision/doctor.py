@@ -1,0 +1,132 @@
+"""`instag doctor`: what instag would use on this machine, and whether `instag tag` can run."""
+
+from __future__ import annotations
+
+import platform
+import shutil
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+from instag.common import locations
+from instag.common.devices import Device
+from instag.common.downloads import file_digest
+from instag.common.errors import InstagError
+from instag.common.quiet import native_stderr_silenced
+from instag.learning.data import OPENMIC_CLASSES
+from instag.tagging.scoring import CUDA, Scorer
+
+NEEDED_TO_TAG = ("numpy", "tensorflow", "tensorflow-hub", "soundfile", "resampy", "soxr")
+OPTIONAL = ("instag", "torch", "typer")  # torch trains and exports (the `train` extra)
+
+
+@dataclass(frozen=True)
+class Check:
+    section: str
+    item: str
+    value: str
+    ok: bool | None = None  # None: information only
+    blocks_tagging: bool = False  # a failed check that stops `instag tag`
+
+
+def _version(name: str) -> str | None:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _cuda_usable(model: Path | None) -> tuple[bool | None, str]:
+    """Whether onnxruntime really runs the scoring model on CUDA here (loading it is the only
+    sure test: the provider can be compiled in and still miss its libraries)."""
+    import onnxruntime as ort
+
+    if CUDA not in ort.get_available_providers():
+        return False, "this onnxruntime has no CUDA provider (pip install 'instag[cuda]')"
+    if model is None:
+        return None, "not checked: no scoring model to load"
+    try:
+        Scorer(model, Device.CUDA)
+    except InstagError as e:
+        return False, e.message
+    return True, "yes"
+
+
+def _tf_gpus() -> str:
+    try:
+        with native_stderr_silenced():
+            import tensorflow as tf
+
+            return str(len(tf.config.list_physical_devices("GPU")))
+    except Exception as e:
+        return f"cannot import tensorflow ({e})"
+
+
+def _disk(path: Path) -> str:
+    probe = path
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    return f"{path} ({shutil.disk_usage(probe).free / 1e9:.1f} GB free)"
+
+
+def _pca(pca: str | None) -> Check:
+    try:
+        cached = locations.cache_dir() / locations.PCA_FILE
+        path = locations.pca_params(pca) if pca else (cached if cached.is_file() else None)
+        if path is None:
+            raise InstagError("not downloaded (run `instag setup` or pass --pca)")
+        official = file_digest(path, "md5") == locations.PCA_MD5
+        kind = "official, md5 verified" if official else "not the official file"
+        return Check("models", "PCA parameters", f"{path} ({kind})", True)
+    except InstagError as e:
+        return Check("models", "PCA parameters", str(e), False, blocks_tagging=True)
+
+
+def _scoring_model(model: str | None) -> tuple[Check, Path | None]:
+    try:
+        path = locations.resolve_model(model)
+        scorer = Scorer(path, Device.CPU)
+    except InstagError as e:
+        return Check("models", "scoring model", str(e), False, blocks_tagging=True), None
+    vocabulary = "OpenMIC-2018's" if scorer.classes == OPENMIC_CLASSES else "a custom"
+    return Check("models", "scoring model", f"{path} ({scorer.model_name}, "
+                 f"{len(scorer.classes)} instruments: {vocabulary} vocabulary)", True), path
+
+
+def diagnose(model: str | None = None, vggish: str | None = None,
+             pca: str | None = None) -> list[Check]:
+    checks = [Check("versions", "python", platform.python_version())]
+    for name in OPTIONAL + NEEDED_TO_TAG:
+        v = _version(name)
+        missing = v is None and name in NEEDED_TO_TAG
+        checks.append(Check("versions", name, v or "not installed", False if missing else None,
+                            blocks_tagging=missing))
+    ort_name = next((n for n in ("onnxruntime-gpu", "onnxruntime") if _version(n)), None)
+    checks.append(Check("versions", ort_name or "onnxruntime",
+                        _version(ort_name) if ort_name else "not installed",
+                        None if ort_name else False, blocks_tagging=ort_name is None))
+    import onnxruntime as ort
+    import soundfile
+
+    checks.append(Check("versions", "libsndfile", soundfile.__libsndfile_version__))
+    model_check, model_path = _scoring_model(model)
+    checks.append(Check("runtime", "onnxruntime providers", ", ".join(
+        ort.get_available_providers())))
+    cuda, why = _cuda_usable(model_path)
+    checks.append(Check("runtime", "CUDA usable by onnxruntime", why, cuda))
+    checks.append(Check("runtime", "GPUs TensorFlow sees", _tf_gpus()))
+    ffmpeg = shutil.which("ffmpeg")
+    checks.append(Check("runtime", "ffmpeg (m4a/aac, wma...)", ffmpeg or "not on PATH",
+                        bool(ffmpeg)))
+    checks.append(Check("directories", "cache", _disk(locations.cache_dir())))
+    checks.append(Check("directories", "data", _disk(locations.data_dir())))
+    checks.append(Check("directories", "hub cache", str(locations.tfhub_cache_dir())))
+
+    handle = locations.vggish_handle(vggish)
+    local = locations.hub_cached(handle)
+    checks.append(Check("models", "VGGish", f"{handle}: " + (f"present ({local})" if local else
+                        "not downloaded (run `instag setup`)"), bool(local),
+                        blocks_tagging=not local))
+    checks.append(_pca(pca))
+    checks.append(model_check)
+    return checks

@@ -1,0 +1,213 @@
+"""`instag setup`: from a fresh machine to a working tagger, one skippable step at a time.
+
+1. the VGGish hub model into the hub cache; 2. the PCA parameters (md5-verified);
+3. OpenMIC-2018 (Zenodo record 1432913): downloaded resumably and md5-verified, or taken from
+   ``--openmic`` (archive or extracted directory); only the npz, class map and partitions are
+   extracted, never members with absolute paths or ``..``;
+4. the attention model trained with the paper's recipe (best validation loss across seeds),
+   evaluated, and exported to ONNX with its model card as the installed scoring model.
+Each step is skipped when its result is already there and valid; each writes to a temp name and
+renames, so a failed step leaves nothing half-written at a final name.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tarfile
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+from instag.common import locations
+from instag.common.devices import Device
+from instag.common.downloads import download, file_digest
+from instag.common.errors import InstagError
+from instag.features.vggish import load_vggish
+from instag.learning.data import load_openmic
+from instag.learning.export import export_run
+from instag.learning.train import Recipe, train_run
+
+OPENMIC_URL = "https://zenodo.org/records/1432913/files/openmic-2018-v1.0.0.tgz?download=1"
+OPENMIC_ARCHIVE = "openmic-2018-v1.0.0.tgz"
+OPENMIC_MD5 = "e4ccf187e2bb5ab2e115416e8aafe7f4"
+OPENMIC_BYTES = 2_623_376_754
+NEEDED = ("openmic-2018.npz", "class-map.json", "partitions/split01_train.csv",
+          "partitions/split01_test.csv")
+
+
+@dataclass(frozen=True)
+class SetupOptions:
+    openmic: Path | None = None  # an archive or extracted directory the user already has
+    offline: bool = False
+    seeds: tuple[int, ...] = (0,)
+    epochs: int = 250
+    device: Device = Device.AUTO
+    vggish: str | None = None
+    # Sources, overridable by environment (how the tests point setup at a local server).
+    openmic_url: str = field(default_factory=lambda: _env("INSTAG_OPENMIC_URL", OPENMIC_URL))
+    openmic_md5: str = field(default_factory=lambda: _env("INSTAG_OPENMIC_MD5", OPENMIC_MD5))
+    pca_url: str = field(default_factory=lambda: _env("INSTAG_PCA_URL", locations.PCA_URL))
+    pca_md5: str = field(default_factory=lambda: _env("INSTAG_PCA_MD5", locations.PCA_MD5))
+
+
+def _env(name: str, default: str) -> str:
+    return os.environ.get(name) or default
+
+
+Say = Callable[[str], None]
+Progress = Callable[[int, int | None], None]
+
+
+def setup(opts: SetupOptions, say: Say = print, progress: Progress | None = None) -> Path:
+    """Run every step; returns the installed model's path. Raises InstagError on the first
+    step that cannot be done, naming what is missing."""
+    handle = locations.vggish_handle(opts.vggish)
+    missing: list[str] = []
+
+    def attempt(step, *args):
+        """Offline, a missing piece is noted and the next step checked, so that one run says
+        everything that is missing; online, the first failure stops setup."""
+        try:
+            return step(*args)
+        except InstagError as e:
+            if not opts.offline:
+                raise
+            missing.append(e.message)
+            return None
+
+    attempt(step_vggish, handle, opts, say)
+    attempt(step_pca, opts, say, progress)
+    data_root = attempt(step_openmic, opts, say, progress)
+    if missing:
+        raise InstagError("--offline, and missing:\n  - " + "\n  - ".join(missing),
+                          "run `instag setup` without --offline on a machine with internet "
+                          "(or pass --openmic PATH for the data)")
+    return step_model(data_root, opts, say)
+
+
+def step_vggish(handle: str, opts: SetupOptions, say: Say) -> None:
+    if locations.hub_cached(handle):
+        say(f"[1/4] VGGish: already in {locations.hub_cached(handle)} - skipped")
+        return
+    if opts.offline:
+        raise InstagError(f"VGGish ({handle}) is not in the cache {locations.tfhub_cache_dir()}",
+                          "run `instag setup` without --offline on a machine with internet")
+    say(f"[1/4] VGGish: fetching {handle} into {locations.tfhub_cache_dir()}")
+    load_vggish(handle)
+
+
+def step_pca(opts: SetupOptions, say: Say, progress: Progress | None) -> None:
+    cached = locations.cache_dir() / locations.PCA_FILE
+    if cached.is_file() and file_digest(cached, "md5") == opts.pca_md5:
+        say(f"[2/4] PCA parameters: {cached} verified - skipped")
+        return
+    if opts.offline:
+        raise InstagError(f"{cached}: missing or not the official file",
+                          "run `instag setup` without --offline")
+    cached.unlink(missing_ok=True)
+    say(f"[2/4] PCA parameters: fetching {opts.pca_url}")
+    download(opts.pca_url, cached, opts.pca_md5, progress=progress)
+
+
+def openmic_dir() -> Path:
+    return locations.data_dir() / "openmic-2018"
+
+
+def step_openmic(opts: SetupOptions, say: Say, progress: Progress | None) -> Path:
+    if opts.openmic and Path(opts.openmic).is_dir():
+        load_openmic(opts.openmic)  # validates, naming what is wrong
+        say(f"[3/4] OpenMIC-2018: using the directory {opts.openmic}")
+        return Path(opts.openmic)
+    target = openmic_dir()
+    if all((target / n).is_file() for n in NEEDED):
+        say(f"[3/4] OpenMIC-2018: already extracted in {target} - skipped")
+        return target
+    archive = Path(opts.openmic) if opts.openmic else locations.cache_dir() / OPENMIC_ARCHIVE
+    if opts.openmic is None and not archive.is_file():
+        if opts.offline:
+            raise InstagError(f"OpenMIC-2018 is neither extracted in {target} nor downloaded to "
+                              f"{archive}", "pass --openmic PATH, or run without --offline "
+                              f"(downloads {OPENMIC_BYTES / 1e9:.1f} GB)")
+        say(f"[3/4] OpenMIC-2018: downloading {opts.openmic_url} to {archive} "
+            f"(resumable; {OPENMIC_BYTES / 1e9:.1f} GB for the official archive)")
+        download(opts.openmic_url, archive, opts.openmic_md5, progress=progress)
+    elif not archive.is_file():
+        raise InstagError(f"{archive}: no such file or directory",
+                          "pass the OpenMIC-2018 .tgz or its extracted directory")
+    elif archive.stat().st_size == OPENMIC_BYTES and \
+            file_digest(archive, "md5") != opts.openmic_md5:
+        raise InstagError(f"{archive}: the official archive's size but not its md5 "
+                          f"({opts.openmic_md5})", "it is damaged: download it again")
+    say(f"[3/4] OpenMIC-2018: extracting {', '.join(NEEDED)} from {archive}")
+    extract_needed(archive, target)
+    load_openmic(target)
+    return target
+
+
+def _safe_relative(name: str) -> PurePosixPath:
+    path = PurePosixPath(name)
+    if path.is_absolute() or ".." in path.parts:
+        raise InstagError(f"archive member {name!r} has an absolute path or '..'",
+                          "the archive is not a genuine OpenMIC-2018 release; re-download it")
+    return path
+
+
+def extract_needed(archive: Path, target: Path) -> None:
+    """Extract only the files training needs (not the audio), into a temp directory renamed
+    into place at the end."""
+    try:
+        tar = tarfile.open(archive, "r:*")
+    except (tarfile.TarError, OSError) as e:
+        raise InstagError(f"{archive}: not a readable tar archive ({e})",
+                          "delete it and run `instag setup` again") from e
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".openmic-", dir=target.parent))
+    try:
+        found = set()
+        with tar:
+            for member in tar:
+                rel = _safe_relative(member.name)
+                inner = PurePosixPath(*rel.parts[1:]) if len(rel.parts) > 1 else rel
+                if str(inner) not in NEEDED or not member.isfile():
+                    continue
+                dest = tmp / inner
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                with tar.extractfile(member) as src, open(dest, "wb") as out:
+                    shutil.copyfileobj(src, out)
+                found.add(str(inner))
+        missing = sorted(set(NEEDED) - found)
+        if missing:
+            raise InstagError(f"{archive}: missing {', '.join(missing)}",
+                              "use the OpenMIC-2018 v1.0.0 archive")
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def step_model(data_root: Path, opts: SetupOptions, say: Say) -> Path:
+    installed = locations.installed_model()
+    data = load_openmic(data_root)
+    card = installed.with_suffix(".json")
+    if installed.is_file() and card.is_file():
+        if json.loads(card.read_text()).get("training_data_sha256") == data.checksum:
+            say(f"[4/4] model: {installed} was trained on this data - skipped")
+            return installed
+    runs_dir = locations.data_dir() / "runs"
+    best = None
+    for seed in opts.seeds:
+        say(f"[4/4] model: training att, seed {seed}, {opts.epochs} epochs")
+        recipe = Recipe(model="att", epochs=opts.epochs, seed=seed, device=opts.device)
+        metrics = train_run(data, recipe, runs_dir / f"att-seed-{seed}", progress=False)
+        val = metrics["best_val_loss"]
+        say(f"      seed {seed}: best validation loss {val:.4f}, test F1 "
+            f"{metrics['overall']['f1']:.3f}, mAP {metrics['overall']['map']:.3f}")
+        if best is None or val < best[0]:
+            best = (val, seed)
+    path = export_run(runs_dir / f"att-seed-{best[1]}", installed)
+    say(f"[4/4] model: installed seed {best[1]} as {path}")
+    return path

@@ -1,0 +1,63 @@
+"""Group a file's instances into bags, each knowing its time span in the file.
+
+``full``: the whole file is one bag of any length (Eq. 3 normalises the attention weights over the
+bag, so the score does not depend on its length). ``N``: consecutive bags of N instances (N = 10
+matches OpenMIC's 10 s clips), every ``hop`` instances (default N: no overlap); the last, shorter
+bag is kept so that the end of the file is scored too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from instag.common.errors import InstagError
+from instag.features.instances import INSTANCE_SECONDS
+
+
+@dataclass(frozen=True)
+class Bag:
+    first: int  # index of the first instance
+    stop: int  # one past the last instance
+
+    @property
+    def length(self) -> int:
+        return self.stop - self.first
+
+    @property
+    def start_s(self) -> float:
+        return round(self.first * INSTANCE_SECONDS, 6)
+
+    @property
+    def end_s(self) -> float:
+        return round(self.stop * INSTANCE_SECONDS, 6)
+
+
+def parse_bag_mode(text: str) -> int | None:
+    """'full' -> None (one bag per file); 'N' -> N instances per bag."""
+    if text == "full":
+        return None
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise InstagError(f"--bag {text!r}: expected 'full' or a positive number of instances",
+                          "e.g. --bag 10 for OpenMIC-sized 9.6 s bags")
+    return n
+
+
+def make_bags(n_instances: int, size: int | None = None, hop: int | None = None) -> list[Bag]:
+    """Bags over n_instances: one bag when size is None, else windows of `size` every `hop`."""
+    if n_instances <= 0:
+        return []
+    if size is None:
+        return [Bag(0, n_instances)]
+    hop = hop or size
+    if size < 1 or hop < 1:
+        raise InstagError(f"bag size {size} and hop {hop} must be positive")
+    bags = []
+    for first in range(0, n_instances, hop):
+        bags.append(Bag(first, min(first + size, n_instances)))
+        if first + size >= n_instances:
+            break
+    return bags

@@ -1,0 +1,148 @@
+"""The tagging cache: a SQLite file (stdlib sqlite3, WAL) of each file's features and scores.
+
+A row is valid for one file identity (resolved path, size, mtime_ns) and one VGGish identity
+(hub handle, PCA checksum, resampler); scores also for one scoring model (sha256 of its ONNX
+file) and one bag setting. A changed file simply misses and is replaced. Failures that will
+not change on their own (corrupt, empty, too short) are cached too, so a re-run does not decode
+them again; transient ones (missing, permission denied, no ffmpeg) are not.
+
+Every finished file is committed at once: a run killed with -9 loses only the files in flight.
+One run at a time per cache: `lock` takes an exclusive flock on ``<cache>.lock``.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import io
+import os
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from instag.common.errors import InstagError
+from instag.common.status import Status
+
+CACHE_FILE = "tags.sqlite"
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS features (
+    path BLOB, vggish TEXT, size INTEGER, mtime_ns INTEGER,
+    status TEXT, reason TEXT, duration REAL, n INTEGER, feats BLOB,
+    PRIMARY KEY (path, vggish));
+CREATE TABLE IF NOT EXISTS scores (
+    path BLOB, vggish TEXT, model TEXT, bags TEXT, size INTEGER, mtime_ns INTEGER, data BLOB,
+    PRIMARY KEY (path, vggish, model, bags));
+"""
+
+
+@dataclass(frozen=True)
+class FileKey:
+    path: bytes  # resolved path as bytes: any file name survives
+    size: int
+    mtime_ns: int
+
+    @classmethod
+    def of(cls, path: Path) -> FileKey:
+        """Raises OSError when the file is gone or cannot be looked at."""
+        st = os.stat(path)
+        return cls(os.fsencode(Path(path).resolve()), st.st_size, st.st_mtime_ns)
+
+
+@dataclass(frozen=True)
+class CachedFeatures:
+    status: Status
+    reason: str
+    duration: float | None
+    feats: np.ndarray | None
+
+
+@contextmanager
+def lock(cache_path: Path, wait: bool = False) -> Iterator[None]:
+    """Hold the cache's run lock; without `wait`, a second run exits with a clear message."""
+    lock_path = cache_path.with_name(cache_path.name + ".lock")
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "another process"
+            raise InstagError(f"{cache_path}: another `instag tag` run (pid {holder}) is using "
+                              "this cache", "wait for it, pass --wait to queue behind it, or "
+                              "use another --cache") from None
+        f.seek(0)
+        f.truncate()
+        f.write(str(os.getpid()))
+        f.flush()
+        try:
+            yield
+        finally:
+            f.truncate(0)
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _blob(arrays: dict[str, np.ndarray]) -> bytes:
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    return buf.getvalue()
+
+
+class Cache:
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.db = sqlite3.connect(str(self.path))
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self.db.executescript(SCHEMA)
+        except sqlite3.DatabaseError as e:
+            raise InstagError(f"{self.path}: not a usable cache ({e})",
+                              "delete it (it only holds what can be recomputed) or pass "
+                              "another --cache") from e
+
+    def close(self) -> None:
+        self.db.close()
+
+    def get_features(self, key: FileKey, vggish: str) -> CachedFeatures | None:
+        row = self.db.execute(
+            "SELECT size, mtime_ns, status, reason, duration, n, feats FROM features "
+            "WHERE path=? AND vggish=?", (key.path, vggish)).fetchone()
+        if row is None or (row[0], row[1]) != (key.size, key.mtime_ns):
+            return None
+        feats = None if row[6] is None else np.frombuffer(row[6], np.uint8).reshape(row[5], 128)
+        return CachedFeatures(Status(row[2]), row[3] or "", row[4], feats)
+
+    def put_features(self, key: FileKey, vggish: str, status: Status | str, reason: str = "",
+                     duration: float | None = None, feats: np.ndarray | None = None) -> None:
+        """Remember a file's features, or a failure that will not change on its own."""
+        status = Status(status)
+        if status is not Status.OK and not status.permanent:
+            return
+        self.db.execute(
+            "INSERT OR REPLACE INTO features VALUES (?,?,?,?,?,?,?,?,?)",
+            (key.path, vggish, key.size, key.mtime_ns, status.value, reason, duration,
+             0 if feats is None else len(feats),
+             None if feats is None else np.ascontiguousarray(feats, np.uint8).tobytes()))
+        self.db.commit()
+
+    def get_scores(self, key: FileKey, vggish: str, model: str, bags: str):
+        row = self.db.execute(
+            "SELECT size, mtime_ns, data FROM scores WHERE path=? AND vggish=? AND model=? "
+            "AND bags=?", (key.path, vggish, model, bags)).fetchone()
+        if row is None or (row[0], row[1]) != (key.size, key.mtime_ns):
+            return None
+        with np.load(io.BytesIO(row[2])) as npz:
+            return npz["bag"], npz["instance"], npz["attention"]
+
+    def put_scores(self, key: FileKey, vggish: str, model: str, bags: str, bag: np.ndarray,
+                   instance: np.ndarray, attention: np.ndarray) -> None:
+        """bag [n_bags, C]; instance and attention: each bag's [T_i, C] rows, concatenated."""
+        self.db.execute(
+            "INSERT OR REPLACE INTO scores VALUES (?,?,?,?,?,?,?)",
+            (key.path, vggish, model, bags, key.size, key.mtime_ns,
+             _blob({"bag": bag, "instance": instance, "attention": attention})))
+        self.db.commit()

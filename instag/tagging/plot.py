@@ -1,0 +1,83 @@
+"""The paper's Figure 4 for one tagged file: attention over a mel spectrogram."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from instag.common.atomic import atomic_path
+from instag.common.errors import InstagError
+from instag.common.extras import require
+from instag.features.resample import load_16k
+
+SR, N_FFT, HOP, N_MELS = 16000, 512, 160, 64
+
+
+def log_mel(wave: np.ndarray) -> np.ndarray:
+    """[frames, 64] log-mel spectrogram (VGGish's bands, 125-7500 Hz) for display."""
+    if len(wave) < N_FFT:
+        wave = np.pad(wave, (0, N_FFT - len(wave)))
+    frames = np.lib.stride_tricks.sliding_window_view(wave, N_FFT)[::HOP] * np.hanning(N_FFT)
+    spec = np.abs(np.fft.rfft(frames, axis=1))
+    mel = lambda f: 1127.0 * np.log1p(f / 700.0)  # noqa: E731 - the HTK mel scale
+    edges = np.linspace(mel(125.0), mel(7500.0), N_MELS + 2)
+    bins = mel(np.fft.rfftfreq(N_FFT, 1 / SR))
+    lo, mid, hi = edges[:-2, None], edges[1:-1, None], edges[2:, None]
+    weights = np.maximum(0, np.minimum((bins - lo) / (mid - lo), (hi - bins) / (hi - mid)))
+    return np.log(spec @ weights.T + 0.01)
+
+
+def load_file_doc(tags_json: Path, file: str | None) -> dict:
+    try:
+        text = Path(tags_json).read_text(encoding="utf-8")
+        docs = ([json.loads(line) for line in text.splitlines() if line.strip()]
+                if tags_json.suffix == ".jsonl" else json.loads(text)["files"])
+    except (OSError, ValueError, KeyError) as e:
+        raise InstagError(f"{tags_json}: not a tags file from `instag tag` ({e})",
+                          "pass the .json or .jsonl that `instag tag --out` wrote") from e
+    ok = [d for d in docs if d.get("status") == "ok" and (file is None or d["path"] == file)]
+    if not ok:
+        raise InstagError(f"{tags_json}: no tagged file{' ' + file if file else ''} in it")
+    return ok[0]
+
+
+def plot_file(doc: dict, out_png: Path, resampler: str = "soxr", max_rows: int = 4) -> Path:
+    """Spectrogram on top; below, one row per instrument present (most probable first), bars of
+    its attention per instance, its segments shaded."""
+    require("matplotlib").use("Agg")
+    import matplotlib.pyplot as plt
+
+    wave = load_16k(doc["path"], resampler)
+    bags = doc["bags"]
+    best = {}
+    for b in bags:
+        for c in b["present"]:
+            best[c] = max(best.get(c, 0.0), b["probabilities"][c])
+    rows = sorted(best, key=best.get, reverse=True)[:max_rows] or \
+        sorted(bags[0]["probabilities"], key=bags[0]["probabilities"].get, reverse=True)[:1]
+    duration = doc["duration_s"]
+    fig, axes = plt.subplots(1 + len(rows), 1, sharex=True,
+                             figsize=(10, 2.6 + 1.2 * len(rows)),
+                             gridspec_kw={"height_ratios": [3] + [1] * len(rows)})
+    axes[0].imshow(log_mel(wave).T, origin="lower", aspect="auto", cmap="magma",
+                   extent=(0, len(wave) / SR, 0, N_MELS))
+    axes[0].set_ylabel("mel band")
+    axes[0].set_title(Path(doc["path"]).name)
+    for ax, c in zip(axes[1:], rows, strict=True):
+        for b in bags:
+            t = b["timeline"]
+            ax.bar(t["start_s"], t["attention"][c], width=0.96, align="edge", color="tab:blue",
+                   alpha=0.8)
+            ax.axhline(1 / len(t["start_s"]), color="grey", lw=0.5, ls="--")
+        for s, e in doc["segments"].get(c, []):
+            ax.axvspan(s, e, color="tab:orange", alpha=0.2)
+        ax.set_ylabel(f"{c}\n{best.get(c, 0):.2f}", rotation=0, ha="right", va="center")
+    axes[-1].set_xlabel("time (s)")
+    axes[-1].set_xlim(0, duration)
+    fig.tight_layout()
+    with atomic_path(out_png) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+    return out_png

@@ -1,0 +1,109 @@
+"""What tagging produces for each file: a FileResult (failed files too, with status and reason)
+of BagResults, and its two written forms: a JSON document and CSV rows."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from instag.common.status import Status
+from instag.features.instances import Features, instance_span
+from instag.tagging.bags import Bag
+from instag.tagging.segments import attention_segments, format_segments, merge_segments
+
+CSV_FIELDS = ("path", "status", "reason", "duration_s", "bag_start_s", "bag_end_s", "instrument",
+              "probability", "present", "segments")
+DECIMALS = 4
+
+
+@dataclass
+class BagResult:
+    bag: Bag
+    probabilities: dict[str, float]
+    instance_probs: np.ndarray  # float32 [T, C]
+    attention: np.ndarray  # float32 [T, C]
+    present: list[str]
+    segments: dict[str, list[tuple[float, float]]]
+
+
+@dataclass
+class FileResult:
+    path: Path
+    status: Status
+    reason: str = ""
+    duration: float | None = None
+    bags: list[BagResult] = field(default_factory=list)
+    features: Features | None = None  # the file's instances (ok files), not written out
+
+    @property
+    def ok(self) -> bool:
+        return self.status is Status.OK
+
+    @property
+    def display_path(self) -> str:
+        """The path as text; bytes that are not UTF-8 appear as \\xNN escapes."""
+        return os.fsencode(self.path).decode("utf-8", "backslashreplace")
+
+    def instruments(self) -> list[str]:
+        seen = {name for b in self.bags for name in b.present}
+        return [c for c in (self.bags[0].probabilities if self.bags else {}) if c in seen]
+
+    def segments(self) -> dict[str, list[tuple[float, float]]]:
+        return {c: merge_segments([s for b in self.bags for s in b.segments.get(c, [])])
+                for c in self.instruments()}
+
+
+def bag_result(bag: Bag, classes, bag_probs, instance_probs, attention, thresholds) -> BagResult:
+    """Probabilities, presence by per-instrument threshold, and attention segments of a bag."""
+    probs = {c: round(float(p), DECIMALS) for c, p in zip(classes, bag_probs, strict=True)}
+    present = [c for c in classes if probs[c] >= thresholds[c]]
+    col = {c: i for i, c in enumerate(classes)}
+    return BagResult(
+        bag=bag, probabilities=probs,
+        instance_probs=np.asarray(instance_probs, np.float32),
+        attention=np.asarray(attention, np.float32), present=present,
+        segments={c: attention_segments(attention[:, col[c]], bag.first) for c in present},
+    )
+
+
+def _per_class(values: np.ndarray, classes) -> dict[str, list[float]]:
+    return {c: [round(float(v), DECIMALS) for v in values[:, i]] for i, c in enumerate(classes)}
+
+
+def file_document(r: FileResult) -> dict:
+    doc: dict = {"path": r.display_path, "status": r.status}
+    if r.reason:
+        doc["reason"] = r.reason
+    doc["duration_s"] = None if r.duration is None else round(r.duration, 3)
+    if not r.ok:
+        return doc
+    doc["instruments"] = r.instruments()
+    doc["segments"] = {c: [list(s) for s in segs] for c, segs in r.segments().items()}
+    doc["bags"] = [{
+        "start_s": b.bag.start_s, "end_s": b.bag.end_s,
+        "probabilities": b.probabilities, "present": b.present,
+        "segments": {c: [list(s) for s in segs] for c, segs in b.segments.items()},
+        "timeline": {
+            "start_s": [instance_span(i)[0] for i in range(b.bag.first, b.bag.stop)],
+            "instance_probs": _per_class(b.instance_probs, b.probabilities),
+            "attention": _per_class(b.attention, b.probabilities),
+        },
+    } for b in r.bags]
+    return doc
+
+
+def csv_rows(r: FileResult):
+    base = {"path": r.display_path, "status": r.status, "reason": r.reason,
+            "duration_s": "" if r.duration is None else f"{r.duration:.3f}"}
+    if not r.ok or not r.bags:
+        yield {**base, **{k: "" for k in CSV_FIELDS if k not in base}}
+        return
+    for b in r.bags:
+        for c, p in b.probabilities.items():
+            yield {**base, "bag_start_s": f"{b.bag.start_s:.2f}", "bag_end_s": f"{b.bag.end_s:.2f}",
+                   "instrument": c, "probability": f"{p:.{DECIMALS}f}",
+                   "present": "1" if c in b.present else "0",
+                   "segments": format_segments(b.segments.get(c, []))}

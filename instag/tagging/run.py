@@ -1,0 +1,342 @@
+"""One tagging (or embedding) run over a library: the stages wired together.
+
+The run walks the files in order and, for each, finishes it from the cache or hands it to the
+decode pool; it cuts the decoded 16 kHz blocks into VGGish chunks, embeds chunks of several files
+in one call, commits each finished file's features to the cache, scores bags of several files in
+one ONNX call (committing their scores) and hands out results in walk order. A bounded window
+(results waiting for an earlier file, files being decoded) keeps memory flat for any library.
+
+A file the cache knows (same path, size, mtime; same VGGish and model) is not decoded again, and
+its scores are reused; a new scoring model re-scores cached features. ``embed`` is the same run
+without the scoring: its results carry the features only.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from instag.common import locations
+from instag.common.devices import Device
+from instag.common.downloads import file_digest
+from instag.common.status import Status
+from instag.features.decode import AUDIO_EXTENSIONS, AudioError
+from instag.features.embed import Embedder
+from instag.features.instances import Chunker, Features, check_features, chunk_instances
+from instag.features.resample import DEFAULT_RESAMPLER, Resampler
+from instag.tagging.bags import make_bags
+from instag.tagging.cache import CACHE_FILE, Cache, FileKey, lock
+from instag.tagging.pool import DecodePool, Event, Kind
+from instag.tagging.results import FileResult, bag_result
+from instag.tagging.scoring import Scorer
+from instag.tagging.thresholds import load_thresholds
+from instag.tagging.walk import walk
+
+EMBED_BATCH_INSTANCES = 128  # instances per VGGish call when several files are ready
+SCORE_BATCH_BAGS = 1024  # bags gathered before one round of ONNX calls ...
+SCORE_BATCH_FILES = 32  # ... or files, so results reach the cache as the run goes
+MAX_WAITING_RESULTS = 256  # finished results held back until an earlier file is done
+
+
+@dataclass(frozen=True)
+class TagOptions:
+    """Everything a run can be told; the defaults are the CLI's."""
+
+    model: Path | None = None  # None: $INSTAG_MODEL, else the model `instag setup` installed
+    vggish: str | None = None
+    pca: Path | None = None
+    resampler: Resampler = DEFAULT_RESAMPLER
+    bag_size: int | None = None  # None: the whole file is one bag
+    hop: int | None = None
+    threshold: float = 0.5
+    thresholds_file: Path | None = None
+    device: Device = Device.AUTO
+    jobs: int | None = None  # decoding processes; None: one per CPU
+    cache: Path | None = None  # None: tags.sqlite in the user cache directory
+    force: bool = False
+    extensions: tuple[str, ...] = AUDIO_EXTENSIONS
+    include_hidden: bool = False
+    wait: bool = False
+
+
+@dataclass
+class Summary:
+    """Running counts of a run."""
+
+    total: int = 0
+    done: int = 0
+    from_cache: int = 0  # files for which nothing was decoded in this run
+    audio_s: float = 0.0
+    failed: dict[Status, int] = field(default_factory=dict)  # status -> count
+
+    def add(self, result: FileResult, from_cache: bool) -> None:
+        self.done += 1
+        self.from_cache += from_cache
+        self.audio_s += result.duration or 0.0
+        if not result.ok:
+            self.failed[result.status] = self.failed.get(result.status, 0) + 1
+
+    @property
+    def ok(self) -> int:
+        return self.done - sum(self.failed.values())
+
+
+class Reporter:
+    """What a run tells its caller as it goes; the CLI draws progress from it."""
+
+    def started(self, summary: Summary, provider: str | None) -> None:
+        """`provider`: where scoring runs (None when the run only embeds)."""
+
+    def file_done(self, result: FileResult, summary: Summary) -> None: ...
+
+
+class _Scoring:
+    """The scoring stage: bags of several files per ONNX call, scores into the cache."""
+
+    def __init__(self, opts: TagOptions) -> None:
+        self.scorer = Scorer(locations.resolve_model(opts.model), opts.device)
+        self.classes = self.scorer.classes
+        self.thresholds = load_thresholds(self.classes, opts.threshold, opts.thresholds_file)
+        self.model_id = file_digest(self.scorer.path)
+        self.bag_size, self.hop = opts.bag_size, opts.hop
+        self.bag_setting = f"{opts.bag_size or 'full'}/{opts.hop or opts.bag_size or ''}"
+
+    def bags(self, feats: Features):
+        return make_bags(len(feats.values), self.bag_size, self.hop)
+
+    def result(self, path: Path, feats: Features, bag, instance, attention) -> FileResult:
+        bags = self.bags(feats)
+        rows = np.cumsum([0] + [b.length for b in bags])
+        return FileResult(path, Status.OK, duration=feats.duration, features=feats, bags=[
+            bag_result(b, self.classes, bag[j], instance[rows[j] : rows[j + 1]],
+                       attention[rows[j] : rows[j + 1]], self.thresholds)
+            for j, b in enumerate(bags)])
+
+
+class _Run:
+    """State of one run over a list of files, with the cache open and its lock held."""
+
+    def __init__(self, files: list[Path], opts: TagOptions, cache: Cache, embedder: Embedder,
+                 scoring: _Scoring | None, reporter: Reporter, summary: Summary) -> None:
+        self.files = files
+        self.opts = opts
+        self.cache = cache
+        self.embedder = embedder
+        self.scoring = scoring
+        self.reporter = reporter
+        self.summary = summary
+        self.jobs = max(1, opts.jobs or os.cpu_count() or 1)
+        self.keys: dict[int, FileKey] = {}
+        self.waiting: dict[int, FileResult] = {}  # finished, held until their turn
+        self.next_out = 0
+        self.outbox: deque[FileResult] = deque()  # in walk order, for the caller
+        self.chunkers: dict[int, Chunker] = {}  # files being decoded
+        self.parts: dict[int, list[np.ndarray]] = {}  # their embedded chunks so far
+        self.decoded: set[int] = set()  # ... of which every block has arrived
+        self.ready: list[tuple[int, np.ndarray]] = []  # chunks waiting for a VGGish call
+        self.pending_scores: list[tuple[int, Features, bool]] = []  # (file, features, cached)
+
+    def results(self) -> Iterator[FileResult]:
+        """Walk the files in order: finish what the cache knows, send the rest to the decode
+        pool, and yield results as soon as every earlier file's result has been yielded."""
+        self.reporter.started(self.summary,
+                              self.scoring.scorer.provider if self.scoring else None)
+        pool = None
+        next_in = 0
+        try:
+            while self.next_out < len(self.files):
+                while (next_in < len(self.files) and len(self.waiting) < MAX_WAITING_RESULTS
+                       and len(self.chunkers) < 2 * self.jobs):
+                    if not self.from_cache(next_in):
+                        pool = pool or DecodePool(self.jobs, self.embedder.resampler)
+                        self.chunkers[next_in], self.parts[next_in] = Chunker(), []
+                        pool.submit(next_in, self.files[next_in])
+                    next_in += 1
+                if pool is not None and pool.in_flight:
+                    self.on_event(pool.next_event())
+                elif self.chunkers:
+                    self.embed_ready()
+                else:  # nothing decoding: what remains waits only for scoring
+                    self.score(flush=True)
+                while self.outbox:
+                    yield self.outbox.popleft()
+        finally:
+            if pool is not None:
+                pool.close()
+
+    # -- bookkeeping ---------------------------------------------------------------------------
+    def finish(self, idx: int, result: FileResult, from_cache: bool = False) -> None:
+        self.summary.add(result, from_cache)
+        self.reporter.file_done(result, self.summary)
+        self.waiting[idx] = result
+        while self.next_out in self.waiting:
+            self.outbox.append(self.waiting.pop(self.next_out))
+            self.next_out += 1
+
+    def fail(self, idx: int, status: Status, reason: str) -> None:
+        if idx in self.keys:
+            self.cache.put_features(self.keys[idx], self.embedder.identity, status, reason)
+        self.finish(idx, FileResult(self.files[idx], status, reason))
+
+    def from_cache(self, idx: int) -> bool:
+        """Finish a file from the cache if possible; True when nothing is left to decode."""
+        path = self.files[idx]
+        try:
+            key = self.keys[idx] = FileKey.of(path)
+        except FileNotFoundError:
+            self.finish(idx, FileResult(path, Status.MISSING, "file vanished"))
+            return True
+        except OSError as e:
+            self.finish(idx, FileResult(path, Status.UNREADABLE, e.strerror or str(e)))
+            return True
+        if self.opts.force:
+            return False
+        cached = self.cache.get_features(key, self.embedder.identity)
+        if cached is None:
+            return False
+        if cached.status is not Status.OK:
+            self.finish(idx, FileResult(path, cached.status, cached.reason), from_cache=True)
+            return True
+        feats = Features(cached.feats, cached.duration)
+        if self.scoring is None:
+            self.finish(idx, FileResult(path, Status.OK, duration=feats.duration,
+                                        features=feats), from_cache=True)
+            return True
+        s = self.scoring
+        scores = self.cache.get_scores(key, self.embedder.identity, s.model_id, s.bag_setting)
+        if scores is not None:
+            self.finish(idx, s.result(path, feats, *scores), from_cache=True)
+        else:
+            self.add_for_scoring(idx, feats, from_cache=True)
+        return True
+
+    # -- decoding and embedding ----------------------------------------------------------------
+    def on_event(self, event: Event | None) -> None:
+        """A decode pool event; None (a lull) embeds what is ready."""
+        if event is None:
+            self.embed_ready()
+            return
+        idx = event.idx
+        if idx not in self.chunkers:
+            return  # a file already given up on
+        if event.kind is Kind.BLOCK:
+            self.ready.extend((idx, c) for c in self.chunkers[idx].push(event.block))
+        elif event.kind is Kind.DONE:
+            self.ready.extend((idx, c) for c in self.chunkers[idx].finish())
+            self.decoded.add(idx)
+        else:  # FAILED, CRASHED
+            self._drop(idx)
+            self.fail(idx, event.status, event.reason)
+        if sum(chunk_instances(c) for _, c in self.ready) >= EMBED_BATCH_INSTANCES:
+            self.embed_ready()
+
+    def embed_ready(self) -> None:
+        """Embed the ready chunks in one VGGish call; cache every file that is now complete
+        and pass it on."""
+        live = [(i, c) for i, c in self.ready if i in self.chunkers]
+        for (i, _), f in zip(live, self.embedder.embed_chunks([c for _, c in live]),
+                             strict=True):
+            self.parts[i].append(f)
+        self.ready.clear()
+        for i in sorted(self.decoded & set(self.chunkers)):
+            feats = Features.from_parts(self.parts[i], self.chunkers[i].samples)
+            self._drop(i)
+            try:
+                check_features(self.files[i], feats)
+            except AudioError as e:
+                self.fail(i, e.status, e.reason)
+                continue
+            self.cache.put_features(self.keys[i], self.embedder.identity, Status.OK,
+                                    duration=feats.duration, feats=feats.values)
+            if self.scoring is None:
+                self.finish(i, FileResult(self.files[i], Status.OK, duration=feats.duration,
+                                          features=feats))
+            else:
+                self.add_for_scoring(i, feats)
+
+    def _drop(self, idx: int) -> None:
+        self.chunkers.pop(idx, None)
+        self.parts.pop(idx, None)
+        self.decoded.discard(idx)
+
+    # -- scoring -------------------------------------------------------------------------------
+    def add_for_scoring(self, idx: int, feats: Features, from_cache: bool = False) -> None:
+        self.pending_scores.append((idx, feats, from_cache))
+        self.score(flush=False)
+
+    def score(self, flush: bool) -> None:
+        """Score the pending files' bags in batched ONNX calls once enough have gathered."""
+        s = self.scoring
+        if s is None:
+            return
+        work = [(idx, feats, cached, s.bags(feats)) for idx, feats, cached in self.pending_scores]
+        n_bags = sum(len(bags) for *_, bags in work)
+        if not work or not (flush or n_bags >= SCORE_BATCH_BAGS
+                            or len(work) >= SCORE_BATCH_FILES):
+            return
+        flat = [feats.values[b.first : b.stop] for _, feats, _, bags in work for b in bags]
+        scored = iter(s.scorer.score(flat))
+        for idx, feats, cached, bags in work:
+            bs = [next(scored) for _ in bags]
+            bag = np.stack([x.bag for x in bs])
+            instance = np.concatenate([x.instance for x in bs])
+            attention = np.concatenate([x.attention for x in bs])
+            self.cache.put_scores(self.keys[idx], self.embedder.identity, s.model_id,
+                                  s.bag_setting, bag, instance, attention)
+            self.finish(idx, s.result(self.files[idx], feats, bag, instance, attention), cached)
+        self.pending_scores = []
+
+
+class TagRun:
+    """A run over `paths`: iterate it for one FileResult per audio file in walk order (then one
+    per unreadable folder); `summary` counts them as they come. The cache's lock is held while
+    iterating. Build it with `tag` or `embed`."""
+
+    def __init__(self, paths: Iterable[str | Path], opts: TagOptions, reporter: Reporter | None,
+                 scoring: bool) -> None:
+        self.paths = list(paths)
+        self.opts = opts
+        self.reporter = reporter or Reporter()
+        self.scoring = scoring
+        self.summary = Summary()
+
+    def __iter__(self) -> Iterator[FileResult]:
+        opts = self.opts
+        cache_path = Path(opts.cache) if opts.cache else locations.cache_dir() / CACHE_FILE
+        folder_errors: list[tuple[Path, str]] = []
+        files = list(walk(self.paths, opts.extensions, opts.include_hidden,
+                          on_error=lambda p, why: folder_errors.append((p, why))))
+        self.summary.total = len(files)
+        with lock(cache_path, opts.wait):
+            scoring = _Scoring(opts) if self.scoring else None
+            embedder = Embedder(opts.vggish, opts.pca, opts.resampler)
+            cache = Cache(cache_path)
+            try:
+                yield from _Run(files, opts, cache, embedder, scoring, self.reporter,
+                                self.summary).results()
+            finally:
+                cache.close()
+        for p, why in folder_errors:
+            result = FileResult(p, Status.UNREADABLE, why)
+            self.summary.total += 1
+            self.summary.add(result, from_cache=False)
+            yield result
+
+
+def tag(paths: Iterable[str | Path], options: TagOptions | None = None,
+        reporter: Reporter | None = None) -> TagRun:
+    """Tag every audio file under `paths` (files or folders): iterate the result for
+    FileResults, each with its status, bags, probabilities and segments."""
+    return TagRun(paths, options or TagOptions(), reporter, scoring=True)
+
+
+def embed(paths: Iterable[str | Path], options: TagOptions | None = None,
+          reporter: Reporter | None = None) -> TagRun:
+    """The same run without scoring: each ok FileResult carries its `features` (uint8 [N, 128]
+    per 0.96 s instance); the model options are not used."""
+    return TagRun(paths, options or TagOptions(), reporter, scoring=False)

@@ -1,0 +1,168 @@
+"""Score bags with an exported ONNX model through onnxruntime, on CUDA where it works.
+
+One session per process, created once and validated on load (metadata, inputs and outputs:
+``common.modelmeta``). Bags of different lengths are padded into batches with the mask (models
+whose metadata says they support padding) or grouped by length (the others).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from instag.common import modelmeta
+from instag.common.devices import Device, cuda_unavailable
+from instag.common.errors import InstagError
+from instag.common.modelmeta import ModelMeta
+from instag.common.quiet import native_stderr_silenced
+
+CUDA, CPU = "CUDAExecutionProvider", "CPUExecutionProvider"
+# TF32 matrix products (CUDA's default on Ampere and later) move probabilities by ~1e-4; this
+# model is far too small for TF32 to pay, so keep full fp32.
+PROVIDER_OPTIONS = {CUDA: {"use_tf32": "0"}}
+MAX_BATCH_INSTANCES = 1 << 17  # 16 MB of uint8 features per call
+
+
+@dataclass(frozen=True)
+class BagScores:
+    bag: np.ndarray  # [C] bag probabilities
+    instance: np.ndarray  # [T, C] instance probabilities
+    attention: np.ndarray  # [T, C] attention weights, summing to 1 over T
+
+
+def choose_providers(device: Device | str) -> list[str]:
+    """Providers for --device: auto = CUDA when onnxruntime offers it, else CPU."""
+    import onnxruntime as ort
+
+    device = Device.parse(device)
+    available = ort.get_available_providers()
+    if device is Device.CPU:
+        return [CPU]
+    if device is Device.CUDA and CUDA not in available:
+        raise cuda_unavailable("onnxruntime", f"its providers: {', '.join(available)}; "
+                               "install onnxruntime-gpu")
+    return [CUDA, CPU] if CUDA in available else [CPU]
+
+
+def preload_cuda_libraries(ort) -> None:
+    """Let onnxruntime find CUDA/cuDNN in the nvidia-* pip packages (instag's `cuda` extra, or a
+    CUDA build of torch), so no system-wide CUDA is needed (onnxruntime >= 1.21)."""
+    import contextlib
+    import importlib.util
+    import io
+
+    if hasattr(ort, "preload_dlls") and importlib.util.find_spec("nvidia") is not None:
+        with contextlib.redirect_stdout(io.StringIO()):  # it prints each library it misses
+            try:
+                ort.preload_dlls()
+            except Exception:
+                pass  # then the session falls back to CPU and `provider` says so
+
+
+def open_session(model: str | Path | bytes, providers: list[str]):
+    """An onnxruntime session on the first of `providers` that loads. A CUDA provider that
+    cannot load (no GPU, no CUDA libraries) logs to the process's stderr before onnxruntime falls
+    back to CPU; that is kept off stderr here, and the session's providers say what was taken."""
+    import onnxruntime as ort
+
+    if CUDA in providers:
+        preload_cuda_libraries(ort)
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    with native_stderr_silenced():
+        return ort.InferenceSession(
+            model if isinstance(model, bytes) else str(model), opts,
+            providers=[(p, PROVIDER_OPTIONS.get(p, {})) for p in providers])
+
+
+class Scorer:
+    """An ONNX scoring model, validated on load; `score` takes bags of uint8 features."""
+
+    def __init__(self, path: str | Path, device: Device | str = Device.AUTO,
+                 expected_classes: Sequence[str] | None = None, batch_size: int = 256) -> None:
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise InstagError(f"{self.path}: no such model file",
+                              "export one with `instag export-onnx RUN_DIR` or run `instag setup`")
+        device = Device.parse(device)
+        try:
+            self.session = open_session(self.path, choose_providers(device))
+        except InstagError:
+            raise
+        except Exception as e:
+            raise InstagError(f"{self.path}: not a loadable ONNX model ({str(e)[:200]})",
+                              "re-export it with `instag export-onnx`") from e
+        self.provider = self.session.get_providers()[0]
+        if device is Device.CUDA and self.provider != CUDA:
+            raise cuda_unavailable("onnxruntime", "no GPU, or CUDA/cuDNN libraries missing")
+        self.meta = ModelMeta.from_props(self.session.get_modelmeta().custom_metadata_map,
+                                         self.path)
+        self.model_name = self.meta.model
+        self.classes = self.meta.classes
+        self.in_dim = self.meta.in_dim
+        if expected_classes is not None and tuple(expected_classes) != self.classes:
+            raise InstagError(f"{self.path}: classes {list(self.classes)} differ from the "
+                              f"expected {list(expected_classes)}", "use a matching model")
+        self._check_io()
+        self.batch_size = batch_size
+
+    def _check_io(self) -> None:
+        inputs = {i.name: i for i in self.session.get_inputs()}
+        outputs = [o.name for o in self.session.get_outputs()]
+        features, mask = modelmeta.INPUTS
+        ok = (set(inputs) == set(modelmeta.INPUTS)
+              and inputs[features].type == "tensor(uint8)"
+              and inputs[mask].type == "tensor(bool)"
+              and len(inputs[features].shape) == 3
+              and inputs[features].shape[2] == self.in_dim
+              and tuple(outputs) == modelmeta.OUTPUTS)
+        if not ok:
+            raise InstagError(f"{self.path}: unexpected inputs/outputs "
+                              f"({[(i.name, i.type, i.shape) for i in inputs.values()]})",
+                              "re-export it with `instag export-onnx`")
+
+    def run(self, features: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, ...]:
+        """One call: uint8 [B, T, D] and bool [B, T] -> (bag, instance, attention)."""
+        return tuple(self.session.run(None, dict(zip(modelmeta.INPUTS, (features, mask),
+                                                     strict=True))))
+
+    def score(self, bags: Sequence[np.ndarray]) -> list[BagScores]:
+        """Score bags (uint8 [T_i, D] each) in as few calls as the batch size allows."""
+        fixed = self.meta.fixed_instances
+        for b in bags:
+            if b.ndim != 2 or b.shape[1] != self.in_dim or len(b) == 0:
+                raise ValueError(f"bag of shape {b.shape}; expected [T >= 1, {self.in_dim}]")
+            if fixed and len(b) != fixed:
+                raise InstagError(f"{self.path}: {self.model_name} scores bags of exactly "
+                                  f"{fixed} instances, got {len(b)}", f"use --bag {fixed}")
+        results: list[BagScores | None] = [None] * len(bags)
+        order = sorted(range(len(bags)), key=lambda i: len(bags[i]))
+        for group in self._batches(order, [len(b) for b in bags]):
+            t = max(len(bags[i]) for i in group)
+            feats = np.zeros((len(group), t, self.in_dim), np.uint8)
+            mask = np.zeros((len(group), t), bool)
+            for row, i in enumerate(group):
+                feats[row, : len(bags[i])] = bags[i]
+                mask[row, : len(bags[i])] = True
+            bag, inst, att = self.run(feats, mask)
+            for row, i in enumerate(group):
+                n = len(bags[i])
+                results[i] = BagScores(bag[row], inst[row, :n], att[row, :n])
+        return results  # type: ignore[return-value]
+
+    def _batches(self, order: list[int], lengths: list[int]) -> Iterator[list[int]]:
+        """Consecutive (length-sorted) bags: at most batch_size of them and MAX_BATCH_INSTANCES
+        padded instances (memory stays bounded), of one length where padding is not allowed."""
+        batch: list[int] = []
+        for i in order:
+            if batch and (len(batch) == self.batch_size
+                          or (not self.meta.supports_padding and lengths[i] != lengths[batch[0]])
+                          or lengths[i] * (len(batch) + 1) > MAX_BATCH_INSTANCES):
+                yield batch
+                batch = []
+            batch.append(i)
+        if batch:
+            yield batch
