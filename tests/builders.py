@@ -50,3 +50,31 @@ def random_openmic(root: Path, n: int = 40, n_classes: int = 3, seed: int = 0) -
     keys = [f"k{i:03d}_0" for i in range(n)]
     return write_openmic(root, X, y_true, observed, keys, [f"c{k}" for k in range(n_classes)],
                          n_train=n * 3 // 4)
+
+
+SR = 44100
+
+
+def music(seconds, seed=0):
+    """Tones with harmonics and a little noise, stereo, at 44.1 kHz."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * SR)) / SR
+    f0 = 110 * 2 ** (rng.integers(0, 24) / 12)
+    x = sum(np.sin(2 * np.pi * k * f0 * t) / k for k in range(1, 6)) * 0.2
+    x = x + 0.02 * rng.standard_normal(len(t))
+    return np.stack([x, 0.8 * x], axis=1).astype(np.float32)
+
+
+def write_ogg(path, data):
+    import soundfile as sf
+
+    with sf.SoundFile(str(path), "w", SR, 2, format="OGG") as f:  # chunked: see DEVELOPERS notes
+        for i in range(0, len(data), SR * 5):
+            f.write(data[i : i + SR * 5])
+
+
+def read_csv(path):
+    import csv
+
+    with open(path, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))

@@ -45,3 +45,61 @@ def private_dirs(tmp_path, monkeypatch):
     """Each test gets its own cache and data directories, never the user's."""
     monkeypatch.setenv("INSTAG_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setenv("INSTAG_DATA_DIR", str(tmp_path / "data-dir"))
+
+
+@pytest.fixture(scope="session")
+def scoring_model(tmp_path_factory):
+    """An attention model trained briefly on random data, exported to ONNX."""
+    from builders import random_openmic
+
+    from instag.learning.data import load_openmic
+    from instag.learning.export import export_run
+    from instag.learning.train import Recipe, train_run
+
+    root = tmp_path_factory.mktemp("model")
+    data = load_openmic(random_openmic(root / "data", n=80))
+    train_run(data, Recipe(epochs=2, batch_size=16, device="cpu"), root / "run", False)
+    return export_run(root / "run", root / "att.onnx")
+
+
+@pytest.fixture
+def library(tmp_path):
+    """Good files in five formats and names, and the bad kinds a real library holds."""
+    import os
+
+    import numpy as np
+    import soundfile as sf
+    from builders import SR, music, write_ogg
+
+    root = tmp_path / "Music"
+    (root / "album").mkdir(parents=True)
+    (root / "other").mkdir()
+    sf.write(root / "album/01 intro.wav", music(12, 1), SR, subtype="PCM_24")
+    sf.write(root / "album/02-song.flac", music(25, 2), SR)
+    write_ogg(root / "other/take.ogg", music(11, 3))
+    sf.write(root / "other/live.mp3", music(14, 4), SR, format="MP3")
+    sf.write(root / "-dash.wav", music(3, 5), SR, subtype="PCM_16")
+    sf.write(os.fsencode(root) + b"/caf\xe9.wav", music(4, 6), SR)  # a name that is not UTF-8
+    (root / "album/corrupt.flac").write_bytes((root / "album/02-song.flac").read_bytes()[:3000])
+    sf.write(root / "empty.wav", np.zeros((0, 1), np.float32), SR)
+    (root / "zero.wav").write_bytes(b"")
+    (root / "notes.flac").write_text("not audio\n" * 100)
+    sf.write(root / "blip.wav", music(0.5, 7), SR)
+    os.symlink(root / "album", root / "album" / "loop")  # a symlink loop
+    return root
+
+
+@pytest.fixture
+def run_tag(scoring_model, standin_vggish, standin_pca, tmp_path):
+    """`instag tag` in-process with the stand-ins and a private cache; the test's own options
+    come last and win."""
+    from typer.testing import CliRunner
+
+    from instag.cli import app
+
+    def run(*args, input=None):
+        return CliRunner().invoke(app, [
+            "tag", "--model", str(scoring_model), "--vggish", str(standin_vggish), "--pca",
+            str(standin_pca), "--cache", str(tmp_path / "cache.sqlite"), "--jobs", "2",
+            *map(str, args)], input=input)
+    return run

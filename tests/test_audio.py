@@ -1,3 +1,4 @@
+import os
 import shutil
 import subprocess
 
@@ -129,3 +130,36 @@ def test_libsndfile_formats_decode_to_the_same_tone(tmp_path, name, kwargs):
     y = load_16k(tmp_path / name)
     assert len(y) == pytest.approx(32000, abs=1200)  # codecs pad or trim a few ms
     assert peak_hz(y) == pytest.approx(440, abs=2)
+
+
+@pytest.mark.skipif(shutil.which("ffprobe") is None, reason="ffmpeg not installed")
+def test_a_decoder_reporting_a_sample_rate_of_0_is_a_per_file_error(tmp_path):
+    (tmp_path / "notes.flac").write_text("not audio\n" * 100)  # ffprobe: sample_rate=0
+    with pytest.raises(AudioError, match="sample rate of 0 Hz") as e:
+        load_16k(tmp_path / "notes.flac")
+    assert e.value.status == "error"
+
+
+def test_a_text_file_named_mp3_is_said_to_be_not_audio(tmp_path):
+    (tmp_path / "notes.mp3").write_text("this is not audio\n" * 50)
+    with pytest.raises(AudioError) as e:
+        load_16k(tmp_path / "notes.mp3")
+    assert "not audio" in e.value.reason or "not a format" in e.value.reason
+    assert "does not exist" not in e.value.reason
+
+
+def test_a_fifo_is_unsupported_and_never_opened(tmp_path):
+    os.mkfifo(tmp_path / "x.wav")  # opening it for reading would block forever
+    with pytest.raises(AudioError, match="not a regular file") as e:
+        load_16k(tmp_path / "x.wav")
+    assert e.value.status == "unsupported"
+
+
+@pytest.mark.parametrize("where", [0, 20000])
+def test_non_finite_samples_are_a_per_file_error_not_silence(tmp_path, where):
+    x = tone(2, 16000)
+    x[where:] = np.nan
+    sf.write(tmp_path / "nan.wav", x, 16000, subtype="FLOAT")
+    with pytest.raises(AudioError, match="non-finite samples") as e:
+        load_16k(tmp_path / "nan.wav")
+    assert f"from {where / 16000:.2f} s" in e.value.reason

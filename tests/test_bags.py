@@ -43,3 +43,12 @@ def test_bag_mode_parsing():
     assert parse_bag_mode("full") is None and parse_bag_mode("10") == 10
     with pytest.raises(InstagError, match="--bag"):
         parse_bag_mode("ten")
+
+
+def test_exact_bags_align_the_last_window_to_the_end_of_the_file():
+    assert make_bags(25, 10, exact=True) == [Bag(0, 10), Bag(10, 20), Bag(15, 25)]
+    assert make_bags(20, 10, exact=True) == [Bag(0, 10), Bag(10, 20)]
+
+
+def test_a_file_shorter_than_an_exact_bag_has_none():
+    assert make_bags(9, 10, exact=True) == []

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from instag.common.errors import InstagError
-from instag.tagging.cache import Cache, FileKey
+from instag.tagging.cache import Cache, FileKey, lock
 
 
 @pytest.fixture
@@ -55,7 +55,50 @@ def test_scores_are_kept_per_model_and_bag_setting(cache):
     np.testing.assert_array_equal(cache.get_scores(key(), "v", "model-a", "full/")[2], rows)
 
 
-def test_a_file_that_is_not_a_database_is_a_clear_error(tmp_path):
+def test_a_file_that_is_not_sqlite_is_refused_and_left_untouched(tmp_path):
     (tmp_path / "c.sqlite").write_text("not sqlite " * 100)
-    with pytest.raises(InstagError, match="not a usable cache"):
+    with pytest.raises(InstagError, match="not an instag cache"):
         Cache(tmp_path / "c.sqlite")
+    assert (tmp_path / "c.sqlite").read_text() == "not sqlite " * 100
+
+
+def filled_cache(path, rows=200):
+    c = Cache(path)
+    for i in range(rows):
+        c.put_features(FileKey(f"/music/{i}.flac".encode(), 1, 1), "v", "ok", duration=1.0,
+                       feats=np.full((30, 128), i % 256, np.uint8))
+    c.close()
+    return path
+
+
+def damage(path, offset, length=4096):
+    data = bytearray(path.read_bytes())
+    data[offset : offset + length] = b"\xa5" * length
+    path.write_bytes(bytes(data))
+
+
+def test_a_cache_damaged_at_its_start_is_moved_aside_and_a_fresh_one_used(tmp_path):
+    path = filled_cache(tmp_path / "c.sqlite")
+    damage(path, 100, 3000)  # the schema page, after the SQLite header
+    c = Cache(path)
+    assert c.moved_aside is not None and c.moved_aside.is_file()
+    assert c.get_features(FileKey(b"/music/1.flac", 1, 1), "v") is None  # fresh
+    c.close()
+
+
+def test_damage_found_during_a_run_is_one_clear_error_and_the_next_run_starts_afresh(tmp_path):
+    path = filled_cache(tmp_path / "c.sqlite")
+    damage(path, 4096 * 20, 4096 * 100)  # rows' pages
+    c = Cache(path)
+    with pytest.raises(InstagError, match="damaged.*moved it aside"):
+        for i in range(200):
+            c.get_features(FileKey(f"/music/{i}.flac".encode(), 1, 1), "v")
+    assert Cache(path).get_features(FileKey(b"/music/1.flac", 1, 1), "v") is None
+
+
+def test_the_run_lock_is_the_same_through_a_symlink(tmp_path):
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    with lock(tmp_path / "real" / "c.sqlite"), pytest.raises(InstagError, match="another"):
+        with lock(tmp_path / "link" / "c.sqlite"):
+            pass

@@ -1,4 +1,3 @@
-import csv
 import json
 import os
 import re
@@ -14,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-from builders import random_openmic
+from builders import SR, music, read_csv  # noqa: E402
 from typer.testing import CliRunner
 
 from instag.cli import app
@@ -22,76 +21,10 @@ from instag.tagging.cache import lock
 from instag.tagging.pool import DecodePool
 from instag.tagging.walk import walk
 
-SR = 44100
-
-
-def music(seconds, seed=0):
-    """Tones with harmonics and a little noise, stereo."""
-    rng = np.random.default_rng(seed)
-    t = np.arange(int(seconds * SR)) / SR
-    f0 = 110 * 2 ** (rng.integers(0, 24) / 12)
-    x = sum(np.sin(2 * np.pi * k * f0 * t) / k for k in range(1, 6)) * 0.2
-    x = x + 0.02 * rng.standard_normal(len(t))
-    return np.stack([x, 0.8 * x], axis=1).astype(np.float32)
-
-
-def write_ogg(path, data):
-    with sf.SoundFile(str(path), "w", SR, 2, format="OGG") as f:  # chunked: see DEVELOPERS notes
-        for i in range(0, len(data), SR * 5):
-            f.write(data[i : i + SR * 5])
-
-
-@pytest.fixture(scope="session")
-def scoring_model(tmp_path_factory):
-    from instag.learning.data import load_openmic
-    from instag.learning.export import export_run
-    from instag.learning.train import Recipe, train_run
-
-    root = tmp_path_factory.mktemp("model")
-    data = load_openmic(random_openmic(root / "data", n=80))
-    train_run(data, Recipe(epochs=2, batch_size=16, device="cpu"), root / "run", False)
-    return export_run(root / "run", root / "att.onnx")
-
-
 GOOD = ["album/01 intro.wav", "album/02-song.flac", "other/take.ogg", "other/live.mp3",
         "-dash.wav"]
 BAD = {"album/corrupt.flac": "error", "empty.wav": "empty", "zero.wav": "empty",
        "notes.flac": "error", "blip.wav": "too_short"}
-
-
-@pytest.fixture
-def library(tmp_path):
-    root = tmp_path / "Music"
-    (root / "album").mkdir(parents=True)
-    (root / "other").mkdir()
-    sf.write(root / "album/01 intro.wav", music(12, 1), SR, subtype="PCM_24")
-    sf.write(root / "album/02-song.flac", music(25, 2), SR)
-    write_ogg(root / "other/take.ogg", music(11, 3))
-    sf.write(root / "other/live.mp3", music(14, 4), SR, format="MP3")
-    sf.write(root / "-dash.wav", music(3, 5), SR, subtype="PCM_16")
-    sf.write(os.fsencode(root) + b"/caf\xe9.wav", music(4, 6), SR)  # a name that is not UTF-8
-    (root / "album/corrupt.flac").write_bytes((root / "album/02-song.flac").read_bytes()[:3000])
-    sf.write(root / "empty.wav", np.zeros((0, 1), np.float32), SR)
-    (root / "zero.wav").write_bytes(b"")
-    (root / "notes.flac").write_text("not audio\n" * 100)
-    sf.write(root / "blip.wav", music(0.5, 7), SR)
-    os.symlink(root / "album", root / "album" / "loop")  # a symlink loop
-    return root
-
-
-@pytest.fixture
-def run_tag(scoring_model, standin_vggish, standin_pca, tmp_path):
-    def run(*args, input=None):
-        return CliRunner().invoke(app, [  # the test's own options come last and win
-            "tag", "--model", str(scoring_model), "--vggish", str(standin_vggish), "--pca",
-            str(standin_pca), "--cache", str(tmp_path / "cache.sqlite"), "--jobs", "2",
-            *map(str, args)], input=input)
-    return run
-
-
-def read_csv(path):
-    with open(path, newline="", encoding="utf-8") as f:
-        return list(csv.DictReader(f))
 
 
 def test_every_file_is_accounted_for_with_its_status(library, run_tag, tmp_path):

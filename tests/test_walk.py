@@ -1,8 +1,11 @@
 import os
 from pathlib import Path
 
+import pytest
+
+from instag.common.errors import InstagError
 from instag.tagging import walk as walk_module
-from instag.tagging.walk import parse_extensions, walk
+from instag.tagging.walk import check_roots, parse_extensions, walk
 
 
 def touch(path: Path) -> Path:
@@ -61,3 +64,22 @@ def test_unreadable_folders_are_reported_and_skipped(tmp_path, monkeypatch):
 
 def test_extensions_are_configurable():
     assert parse_extensions("mp3, .FLAC") == (".mp3", ".flac")
+
+
+def test_a_thousand_nested_folders_are_walked_without_recursion(tmp_path):
+    folders = [tmp_path]
+    for _ in range(1000):
+        folders.append(folders[-1] / "d")
+        folders[-1].mkdir()  # os.makedirs and shutil.rmtree recurse: not for this depth
+    song = touch(folders[-1] / "song.mp3")
+    try:
+        assert list(walk([tmp_path])) == [song]
+    finally:
+        song.unlink()
+        for folder in reversed(folders[1:]):
+            folder.rmdir()
+
+
+def test_a_missing_root_is_a_usage_error():
+    with pytest.raises(InstagError, match="no such file or folder"):
+        check_roots([Path("/mnt/not-mounted")])

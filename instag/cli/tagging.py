@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
 
@@ -22,16 +25,26 @@ from instag.cli.console import (
 from instag.common import locations
 from instag.common.devices import Device
 from instag.common.errors import InstagError
+from instag.features.decode import AudioError
 from instag.features.featurefile import write_features
 from instag.features.resample import DEFAULT_RESAMPLER
 from instag.tagging.bags import parse_bag_mode
 from instag.tagging.plot import load_file_doc, plot_file
+from instag.tagging.pool import STALL_TIMEOUT
 from instag.tagging.results import FileResult, file_document
 from instag.tagging.run import Summary, TagOptions, TagRun
 from instag.tagging.run import embed as embed_run
 from instag.tagging.run import tag as tag_run
-from instag.tagging.walk import parse_extensions
-from instag.tagging.writers import Format, format_for, result_writer
+from instag.tagging.thresholds import check_threshold
+from instag.tagging.walk import check_roots, parse_extensions
+from instag.tagging.writers import (
+    STDOUT,
+    Format,
+    check_output,
+    check_writable,
+    format_for,
+    result_writer,
+)
 
 
 class LogReporter:
@@ -60,6 +73,9 @@ class LogReporter:
             self.last = self.clock()
             self.err.print(f"{summary.done}/{summary.total} files, "
                            f"{summary.audio_s / 3600:.2f} h of audio", markup=False)
+
+    def note(self, message: str) -> None:
+        self.err.print(f"note: {message}", markup=False)
 
     def close(self) -> None:
         pass
@@ -101,11 +117,13 @@ def reporter_for(quiet: bool, verb: str) -> LogReporter:
 
 
 def read_paths(paths: list[Path]) -> list[Path]:
-    """The paths as given; a lone '-' reads them from stdin (`find ... | instag tag -`), one a
-    line, bytes kept as they are."""
+    """The paths as given, each of which must exist (a missing one is a usage error: an
+    unmounted disk must not replace good output); a lone '-' reads them from stdin (`find ... |
+    instag tag -`), one a line, bytes kept as they are: those may vanish, per file."""
     if len(paths) == 1 and str(paths[0]) == "-":
         return [Path(os.fsdecode(line.rstrip(b"\r\n"))) for line in sys.stdin.buffer
                 if line.strip()]
+    check_roots(paths)
     return paths
 
 
@@ -116,11 +134,52 @@ def summary_line(summary: Summary, verb: str) -> str:
     return text
 
 
+class Terminated(Exception):
+    """SIGTERM, turned into an exception so that a run unwinds as it does on Ctrl-C."""
+
+
+@contextlib.contextmanager
+def _stoppable(run: TagRun, kept: str) -> Iterator[None]:
+    """Ctrl-C (exit 130) and SIGTERM (exit 143) end a run with one line saying what is kept;
+    any temp file is gone by then, workers are stopped, the cache is consistent."""
+
+    def terminate(signum, frame):
+        raise Terminated
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    except (KeyboardInterrupt, Terminated) as e:
+        run.reporter.close()  # the progress bar goes before the last line
+        word, code = ("terminated", 143) if isinstance(e, Terminated) else ("interrupted", 130)
+        console(stderr=True).print(f"{word}: {run.summary.done} of {run.summary.total} files "
+                                   f"finished and cached, {kept}", markup=False)
+        raise typer.Exit(code) from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        run.reporter.close()
+
+
+JobsOpt = Annotated[int | None, typer.Option(min=1, help="Decoding processes (default: CPUs, "
+                                                          "never more than files).")]
+FileTimeoutOpt = Annotated[float, typer.Option(
+    min=1, help="Seconds a decoder may make no progress on a file (a hung network mount, a "
+                "stuck ffmpeg) before it is stopped and the file reported `timeout`; "
+                "retried by the next run.")]
+CacheOpt = Annotated[Path | None, typer.Option(
+    help="SQLite cache of features and scores (default: tags.sqlite in the user cache dir).")]
+WaitOpt = Annotated[bool, typer.Option(help="If another run holds the cache, wait for it "
+                                            "instead of exiting.")]
+QuietOpt = Annotated[bool, typer.Option(help="No progress bar or progress lines; failures and "
+                                             "the summary only.")]
+
+
 @expected_errors
 def tag(
     paths: Annotated[list[Path], typer.Argument(
         help="Music files or folders (recursive); '-' reads paths from stdin, one a line.")],
-    out: Annotated[Path, typer.Option(help="Output file: .csv, .json or .jsonl.")],
+    out: Annotated[Path, typer.Option(help="Output file: .csv, .json or .jsonl; '-' writes to "
+                                           "standard output (CSV unless --format).")],
     format: Annotated[Format | None, typer.Option(
         help="csv, json or jsonl (default: from --out's extension).")] = None,
     model: Annotated[Path | None, typer.Option(
@@ -131,19 +190,18 @@ def tag(
     bag: Annotated[str, typer.Option(
         help="'full' (the whole file is one bag) or N instances per bag (10 = 9.6 s, "
              "OpenMIC's clips).")] = "full",
-    hop: Annotated[int | None, typer.Option(help="Instances between bag starts (default: N, "
-                                                 "no overlap).")] = None,
-    threshold: Annotated[float, typer.Option(help="Probability at which an instrument is "
-                                                  "present.")] = 0.5,
+    hop: Annotated[int | None, typer.Option(min=1, help="Instances between bag starts "
+                                                        "(default: N, no overlap).")] = None,
+    threshold: Annotated[float, typer.Option(help="Probability in [0, 1] at which an "
+                                                  "instrument is present.")] = 0.5,
     thresholds: Annotated[Path | None, typer.Option(
         help="Per-instrument thresholds: JSON {name: t} or CSV name,t lines.")] = None,
     device: DeviceOpt = Device.AUTO,
-    jobs: Annotated[int | None, typer.Option(help="Decoding processes (default: CPUs).")] = None,
-    cache: Annotated[Path | None, typer.Option(
-        help="SQLite cache of features and scores (default: in the user cache dir).")] = None,
+    jobs: JobsOpt = None,
+    file_timeout: FileTimeoutOpt = STALL_TIMEOUT,
+    cache: CacheOpt = None,
     force: Annotated[bool, typer.Option(help="Recompute everything, ignoring the cache.")] = False,
-    wait: Annotated[bool, typer.Option(help="If another run holds the cache, wait for it "
-                                            "instead of exiting.")] = False,
+    wait: WaitOpt = False,
     ext: Annotated[str | None, typer.Option(help="Extensions to take, e.g. mp3,flac "
                                                  "(default: common audio formats).")] = None,
     hidden: Annotated[bool, typer.Option(help="Also walk hidden files and folders.")] = False,
@@ -151,43 +209,58 @@ def tag(
     plot: Annotated[Path | None, typer.Option(
         help="Also draw Figure 4 (attention over the spectrogram) per file into this "
              "folder.")] = None,
-    quiet: Annotated[bool, typer.Option(help="No progress bar or progress lines; failures and "
-                                             "the summary only.")] = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Tag instruments in music files; every file gets a row, failed ones with the reason.
 
-    Exit codes: 0 all files tagged, 1 some files failed, 2 usage or setup error.
+    Exit codes: 0 all files tagged, 1 some files failed, 2 usage or setup error (nothing
+    written), 130 interrupted, 143 terminated (previous output kept).
     """
-    if hop is not None and hop < 1:
-        raise InstagError(f"--hop {hop}: must be a positive number of instances")
     fmt = format_for(out, format)
+    check_threshold(threshold, "--threshold")
     opts = TagOptions(
         model=locations.resolve_model(model), vggish=vggish, pca=pca, resampler=resampler,
         bag_size=parse_bag_mode(bag), hop=hop, threshold=threshold, thresholds_file=thresholds,
-        device=device, jobs=jobs, cache=cache, force=force, extensions=parse_extensions(ext),
-        include_hidden=hidden, wait=wait,
+        device=device, jobs=jobs, stall_timeout=file_timeout, cache=cache, force=force,
+        extensions=parse_extensions(ext), include_hidden=hidden, wait=wait,
     )
-    run = tag_run(read_paths(paths), opts, reporter_for(quiet, "tagging"))
-    _write(run, out, fmt, plot, {"model": str(opts.model), "bag": bag, "threshold": threshold})
-
-
-def _write(run: TagRun, out: Path, fmt: Format, plot: Path | None, run_info: dict) -> None:
-    """Stream the run's results into `out` (and figures into `plot`), then the summary."""
+    paths = read_paths(paths)
+    check_output(out, paths, opts.protected_paths(), opts.extensions)
+    if plot is not None:
+        if plot.exists() and not plot.is_dir():
+            raise InstagError(f"--plot {plot}: is a file", "name a folder for the figures")
+        check_writable(plot, f"--plot {plot}")
+    run = tag_run(paths, opts, reporter_for(quiet, "tagging"))
     plotted = 0
     try:
-        with result_writer(out, fmt, run_info) as write:
+        with _stoppable(run, "previous output kept"), \
+                result_writer(out, fmt, {"model": str(opts.model), "bag": bag,
+                                         "threshold": threshold}) as write:
             for result in run:
                 write(result)
                 if plot is not None and result.ok:
-                    name = f"{plotted:05d}-{Path(result.display_path).stem}.png"
-                    plot_file(file_document(result), plot / name, resampler="soxr")
-                    plotted += 1
-    finally:
-        run.reporter.close()
-    console(stderr=True).print(f"{summary_line(run.summary, 'tagged')}. Wrote {out}",
+                    plotted += _plot_one(result, plot / f"{plotted:05d}-"
+                                         f"{Path(result.display_path).stem}.png")
+    except OSError as e:  # the output itself: a full disk, a disk gone read-only
+        raise InstagError(f"--out {out}: cannot write ({e.strerror or e})",
+                          "free some space or write elsewhere; the previous output is "
+                          "untouched") from None
+    where = "standard output" if out == STDOUT else out
+    console(stderr=True).print(f"{summary_line(run.summary, 'tagged')}. Wrote {where}",
                                markup=False)
     if run.summary.failed:
         raise typer.Exit(EXIT_SOME_FAILED)
+
+
+def _plot_one(result: FileResult, png: Path) -> int:
+    """Draw one file's figure; a file that cannot be drawn is one line, not the run's end."""
+    try:
+        plot_file(file_document(result), png, audio=result.path, resampler="soxr")
+        return 1
+    except (AudioError, OSError, InstagError) as e:
+        console(stderr=True).print(f"plot: {result.display_path}: not drawn ({e})",
+                                   markup=False)
+        return 0
 
 
 @expected_errors
@@ -195,10 +268,18 @@ def plot(
     tags_json: Annotated[Path, typer.Argument(help="A .json or .jsonl from `instag tag`.")],
     file: Annotated[str | None, typer.Option(help="Which file (its path as in the JSON); "
                                                   "default: the first tagged one.")] = None,
+    audio: Annotated[Path | None, typer.Option(
+        help="The audio file to draw the spectrogram from, when it is not where the JSON "
+             "says (moved, or the JSON has a relative path).")] = None,
     out: Annotated[Path, typer.Option(help="PNG to write.")] = Path("attention.png"),
 ) -> None:
     """Draw the paper's Figure 4 for a tagged file: attention over its mel spectrogram."""
-    path = plot_file(load_file_doc(tags_json, file), out)
+    doc = load_file_doc(tags_json, file)
+    try:
+        path = plot_file(doc, out, audio=audio)
+    except AudioError as e:
+        raise InstagError(f"{e.path}: cannot read it for the spectrogram ({e.reason})",
+                          "pass --audio with the file's current path") from None
     console().print(f"wrote {path}", markup=False)
 
 
@@ -210,32 +291,33 @@ def embed(
     vggish: VggishOpt = None,
     pca: PcaOpt = None,
     clips: Annotated[int | None, typer.Option(
-        help="Cut into clips of N instances in OpenMIC's npz layout (10 = OpenMIC).")] = None,
+        min=1, help="Cut into clips of N instances in OpenMIC's npz layout (10 = "
+                    "OpenMIC).")] = None,
     resampler: ResamplerOpt = DEFAULT_RESAMPLER,
-    jobs: Annotated[int | None, typer.Option(help="Decoding processes (default: CPUs).")] = None,
-    cache: Annotated[Path | None, typer.Option(
-        help="The tagging cache: features it holds are reused, new ones added.")] = None,
-    wait: Annotated[bool, typer.Option(help="If another run holds the cache, wait for it "
-                                            "instead of exiting.")] = False,
-    quiet: Annotated[bool, typer.Option(help="No progress bar or progress lines; failures and "
-                                             "the summary only.")] = False,
+    jobs: JobsOpt = None,
+    file_timeout: FileTimeoutOpt = STALL_TIMEOUT,
+    cache: CacheOpt = None,
+    wait: WaitOpt = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Turn audio files into OpenMIC-style VGGish features (uint8, 0.96 s instances)."""
-    if clips is not None and clips < 1:
-        raise InstagError(f"--clips {clips}: must be a positive number of instances")
-    opts = TagOptions(vggish=vggish, pca=pca, resampler=resampler, jobs=jobs, cache=cache,
-                      wait=wait)
-    run = embed_run(read_paths(paths), opts, reporter_for(quiet, "embedding"))
+    opts = TagOptions(vggish=vggish, pca=pca, resampler=resampler, jobs=jobs,
+                      stall_timeout=file_timeout, cache=cache, wait=wait)
+    paths = read_paths(paths)
+    check_output(out, paths, opts.protected_paths(), opts.extensions)
+    run = embed_run(paths, opts, reporter_for(quiet, "embedding"))
     done, failed = [], []
-    try:
+    with _stoppable(run, "nothing written"):
         for result in run:
             if result.ok:
                 done.append((result.path, result.features))
             else:
                 failed.append((result.path, result.reason))
-    finally:
-        run.reporter.close()
-    counts = write_features(out, done, failed, clips)
+    try:
+        counts = write_features(out, done, failed, clips)
+    except OSError as e:
+        raise InstagError(f"--out {out}: cannot write ({e.strerror or e})",
+                          "free some space or write elsewhere") from None
     what = f"{counts['rows']} clips" if clips else f"{counts['rows']} instances"
     console(stderr=True).print(f"{summary_line(run.summary, 'embedded')}. Wrote {out}: {what}",
                                markup=False)

@@ -1,8 +1,16 @@
-"""Write files so that readers see the old content or the new one, never half of either."""
+"""Write files so that readers see the old content or the new one, never half of either.
+
+A new file gets the mode the user's umask gives; a replaced file keeps its mode (a tags.csv a
+media server reads stays readable). Temp files are named ``.NAME.PID.XXXX.tmp`` beside the
+target; one left by a process that was killed is removed by the next write of the same target.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import glob
 import os
+import stat
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -10,19 +18,61 @@ from pathlib import Path
 from typing import IO
 
 
+def umask() -> int:
+    """The process's umask (reading it means setting it: set it straight back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def mode_for(path: Path) -> int:
+    """The permission bits a file written at `path` should have."""
+    try:
+        return stat.S_IMODE(os.stat(path).st_mode)
+    except FileNotFoundError:
+        return 0o666 & ~umask()
+
+
+def _remove_stale_temps(path: Path) -> None:
+    prefix = f".{path.name}."
+    for tmp in path.parent.glob(f"{glob.escape(prefix)}*.tmp"):
+        pid = tmp.name[len(prefix):].split(".")[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            tmp.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temp path beside `path`; on success it replaces `path` in one rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    _remove_stale_temps(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp",
+                               dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
         yield tmp_path
         with open(tmp_path, "rb") as f:
             os.fsync(f.fileno())
+        os.chmod(tmp_path, mode_for(path))
         os.replace(tmp_path, path)
+        with contextlib.suppress(OSError):  # make the rename itself durable where possible
+            dir_fd = os.open(path.parent, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
     finally:
         tmp_path.unlink(missing_ok=True)
 

@@ -16,6 +16,8 @@ class Status(str, Enum):
     UNSUPPORTED = "unsupported"  # no decoder here for it (e.g. ffmpeg missing)
     MISSING = "missing"  # vanished between the walk and the decoding
     UNREADABLE = "unreadable"  # permission denied, folder unreadable
+    CRASHED = "crashed"  # the decoder died on it (may be the machine's fault, not the file's)
+    TIMEOUT = "timeout"  # the decoder made no progress (a hung mount, a stuck ffmpeg)
 
     def __str__(self) -> str:
         return self.value

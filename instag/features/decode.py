@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -24,6 +25,7 @@ AUDIO_EXTENSIONS = (
     ".m4a", ".mp4", ".aac", ".wma", ".webm", ".mka", ".alac", ".ape", ".wv",
 )
 
+MAX_RATE = 1_000_000  # above any real audio rate: a header claiming more is damaged
 Blocks = Callable[[int], Iterator[np.ndarray]]  # frames per block -> mono float32 blocks
 
 
@@ -38,19 +40,46 @@ class AudioError(Exception):
 
 
 def open_audio(path: Path) -> tuple[int, Blocks]:
-    """(sample rate, block reader) of a file; OS problems become statuses, not tracebacks."""
+    """(sample rate, block reader) of a file; OS problems become statuses, not tracebacks.
+    Nothing a decoder reports is trusted unchecked: a rate or channel count that is not
+    positive is a per-file error, never a division by zero further on."""
     try:
+        st = path.stat()
+        if not stat.S_ISREG(st.st_mode):  # opening a FIFO or a device would block forever
+            raise AudioError(path, "not a regular file (a pipe, socket or device)",
+                             status=Status.UNSUPPORTED)
         _ensure_readable(path)  # a permission problem is transient: say so, not "corrupt"
-        if path.stat().st_size == 0:
+        if st.st_size == 0:
             raise AudioError(path, "empty file (0 bytes)", status=Status.EMPTY)
         opened = _open_soundfile(path)
-        return opened if not isinstance(opened, str) else _open_ffmpeg(path, opened)
+        rate, blocks = opened or _open_ffmpeg(path)
     except FileNotFoundError:
         raise AudioError(path, "file vanished", status=Status.MISSING) from None
     except PermissionError:
         raise AudioError(path, "permission denied", status=Status.UNREADABLE) from None
     except OSError as e:
         raise AudioError(path, f"cannot open ({e})", status=Status.UNREADABLE) from e
+    if not 0 < rate <= MAX_RATE:
+        raise AudioError(path, f"the decoder reports a sample rate of {rate} Hz: not audio, "
+                         "or a damaged header")
+    return rate, _finite(path, rate, blocks)
+
+
+def _finite(path: Path, rate: int, blocks: Blocks) -> Blocks:
+    """The same blocks, or an AudioError at the first NaN or infinite sample: such a file has
+    no meaningful features, and must not get confident tags from zeroed ones."""
+
+    def checked(n: int) -> Iterator[np.ndarray]:
+        done = 0
+        for block in blocks(n):
+            bad = np.flatnonzero(~np.isfinite(block))
+            if bad.size:
+                raise AudioError(path, "non-finite samples (NaN or infinity) from "
+                                 f"{(done + bad[0]) / rate:.2f} s: a damaged float file")
+            done += len(block)
+            yield block
+
+    return checked
 
 
 def _ensure_readable(path: Path) -> None:
@@ -58,15 +87,18 @@ def _ensure_readable(path: Path) -> None:
     os.close(os.open(path, os.O_RDONLY))
 
 
-def _open_soundfile(path: Path) -> tuple[int, Blocks] | str:
-    """libsndfile's reader, or its error text when the format is not one it knows."""
+def _open_soundfile(path: Path) -> tuple[int, Blocks] | None:
+    """libsndfile's reader, or None when the format is not one it knows."""
     import soundfile as sf
 
     try:
         with native_stderr_silenced():  # mpg123 prints "Note: ..." lines while it probes
             f = sf.SoundFile(os.fsencode(path))  # bytes: names that are not UTF-8 open too
-    except sf.LibsndfileError as e:
-        return e.error_string  # not a format libsndfile knows: ffmpeg may
+    except sf.LibsndfileError:
+        return None  # not a format libsndfile knows: ffmpeg may
+    if f.channels < 1:
+        f.close()
+        raise AudioError(path, f"the decoder reports {f.channels} channels: a damaged header")
 
     def blocks(n: int) -> Iterator[np.ndarray]:
         with f:
@@ -82,18 +114,18 @@ def _open_soundfile(path: Path) -> tuple[int, Blocks] | str:
     return f.samplerate, blocks
 
 
-def _open_ffmpeg(path: Path, sndfile_error: str) -> tuple[int, Blocks]:
+def _open_ffmpeg(path: Path) -> tuple[int, Blocks]:
     ffmpeg = shutil.which("ffmpeg")
     if ffmpeg is None:
+        # libsndfile says "File does not exist or is not a regular file" of a format it does
+        # not know; the file exists (checked above), so say what is really the matter.
         raise AudioError(
-            path, f"libsndfile cannot read it ({sndfile_error}) and ffmpeg is not on PATH "
-            "(install ffmpeg to decode m4a/aac, wma and other formats)",
-            status=Status.UNSUPPORTED,
+            path, "not a format libsndfile reads, and ffmpeg is not on PATH (install ffmpeg "
+            "to decode m4a/aac, wma and other formats)", status=Status.UNSUPPORTED,
         )
     rate = _ffmpeg_rate(path, ffmpeg)  # None: no audio stream ffmpeg can read
     if rate is None:
-        raise AudioError(path, "not audio that libsndfile or ffmpeg can read "
-                               f"(libsndfile says: {sndfile_error})")
+        raise AudioError(path, "not audio: neither libsndfile nor ffmpeg recognises it")
 
     def blocks(n: int) -> Iterator[np.ndarray]:
         # ffmpeg mixes to mono itself (-ac 1 averages channels) and converts to float32.

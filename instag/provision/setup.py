@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from instag.common import locations
+from instag.common.atomic import umask
 from instag.common.devices import Device
 from instag.common.downloads import download, file_digest
 from instag.common.errors import InstagError
@@ -165,6 +166,7 @@ def extract_needed(archive: Path, target: Path) -> None:
                           "delete it and run `instag setup` again") from e
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".openmic-", dir=target.parent))
+    os.chmod(tmp, 0o777 & ~umask())  # mkdtemp makes it private; the user's umask decides
     try:
         found = set()
         with tar:

@@ -46,8 +46,14 @@ def parse_bag_mode(text: str) -> int | None:
     return n
 
 
-def make_bags(n_instances: int, size: int | None = None, hop: int | None = None) -> list[Bag]:
-    """Bags over n_instances: one bag when size is None, else windows of `size` every `hop`."""
+def make_bags(n_instances: int, size: int | None = None, hop: int | None = None,
+              exact: bool = False) -> list[Bag]:
+    """Bags over n_instances: one bag when size is None, else windows of `size` every `hop`.
+
+    `exact` (models that take exactly `size` instances): the last window is aligned to the end
+    of the file, overlapping the one before, instead of being shorter; a file of fewer than
+    `size` instances has no bag.
+    """
     if n_instances <= 0:
         return []
     if size is None:
@@ -55,8 +61,12 @@ def make_bags(n_instances: int, size: int | None = None, hop: int | None = None)
     hop = hop or size
     if size < 1 or hop < 1:
         raise InstagError(f"bag size {size} and hop {hop} must be positive")
+    if exact and n_instances < size:
+        return []
     bags = []
     for first in range(0, n_instances, hop):
+        if exact and first + size > n_instances:
+            first = n_instances - size
         bags.append(Bag(first, min(first + size, n_instances)))
         if first + size >= n_instances:
             break

@@ -12,10 +12,12 @@ One run at a time per cache: `lock` takes an exclusive flock on ``<cache>.lock``
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import io
 import os
 import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -61,10 +63,17 @@ class CachedFeatures:
 
 @contextmanager
 def lock(cache_path: Path, wait: bool = False) -> Iterator[None]:
-    """Hold the cache's run lock; without `wait`, a second run exits with a clear message."""
+    """Hold the cache's run lock; without `wait`, a second run exits with a clear message.
+    The lock belongs to the database itself: the same file reached through a symlink or
+    another relative path is the same lock."""
+    cache_path = Path(cache_path).resolve()
     lock_path = cache_path.with_name(cache_path.name + ".lock")
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock_path, "a+") as f:
+    try:
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        f = open(lock_path, "a+")
+    except OSError as e:
+        raise _unwritable(cache_path, e) from None
+    with f:
         try:
             fcntl.flock(f, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
         except BlockingIOError:
@@ -84,6 +93,16 @@ def lock(cache_path: Path, wait: bool = False) -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
+def _unwritable(path: Path, e: Exception) -> InstagError:
+    return InstagError(f"{path}: cannot use the cache ({getattr(e, 'strerror', None) or e})",
+                       "pass --cache on a writable disk with free space")
+
+
+def _is_sqlite(path: Path) -> bool:
+    with open(path, "rb") as f:
+        return f.read(16) == b"SQLite format 3\x00"
+
+
 def _blob(arrays: dict[str, np.ndarray]) -> bytes:
     buf = io.BytesIO()
     np.savez(buf, **arrays)
@@ -91,26 +110,66 @@ def _blob(arrays: dict[str, np.ndarray]) -> bytes:
 
 
 class Cache:
+    """One run's connection. A damaged database (it only ever holds what can be recomputed)
+    is moved aside rather than failing every later run: at opening, silently but for
+    `moved_aside`; found during a run, with an error that says the next run starts afresh. A
+    file that is not SQLite at all is never touched: it may be someone's data."""
+
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.moved_aside: Path | None = None
         try:
-            self.db = sqlite3.connect(str(self.path))
-            self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.execute("PRAGMA synchronous=NORMAL")
-            self.db.executescript(SCHEMA)
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._open()
+        except OSError as e:
+            raise _unwritable(self.path, e) from None
+        except sqlite3.OperationalError as e:
+            raise _unwritable(self.path, e) from None
         except sqlite3.DatabaseError as e:
-            raise InstagError(f"{self.path}: not a usable cache ({e})",
-                              "delete it (it only holds what can be recomputed) or pass "
-                              "another --cache") from e
+            if not _is_sqlite(self.path):
+                raise InstagError(f"{self.path}: not an instag cache ({e}); left untouched",
+                                  "pass another --cache, or move this file away") from None
+            self.moved_aside = self._move_aside()
+            self._open()
+
+    def _open(self) -> None:
+        self.db = sqlite3.connect(str(self.path))
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.executescript(SCHEMA)
+
+    def _move_aside(self) -> Path:
+        """Rename the database and its WAL files to ``NAME.damaged-TIME`` (a stale WAL next to
+        a fresh database would be replayed into it)."""
+        with contextlib.suppress(AttributeError, sqlite3.Error):
+            self.db.close()
+        aside = self.path.with_name(f"{self.path.name}.damaged-{time.strftime('%Y%m%d-%H%M%S')}")
+        for suffix in ("", "-wal", "-shm"):
+            with contextlib.suppress(FileNotFoundError):
+                os.replace(f"{self.path}{suffix}", f"{aside}{suffix}")
+        return aside
+
+    @contextmanager
+    def _sql(self) -> Iterator[None]:
+        """Database errors during a run become one clear InstagError."""
+        try:
+            yield
+        except sqlite3.OperationalError as e:  # full disk, read-only, I/O error
+            raise _unwritable(self.path, e) from None
+        except sqlite3.DatabaseError as e:
+            aside = self._move_aside()
+            raise InstagError(f"{self.path}: the cache is damaged ({e}); moved it aside to "
+                              f"{aside}", "run again: the next run starts a fresh cache (it "
+                              "only holds what can be recomputed)") from None
 
     def close(self) -> None:
         self.db.close()
 
     def get_features(self, key: FileKey, vggish: str) -> CachedFeatures | None:
-        row = self.db.execute(
-            "SELECT size, mtime_ns, status, reason, duration, n, feats FROM features "
-            "WHERE path=? AND vggish=?", (key.path, vggish)).fetchone()
+        with self._sql():
+            row = self.db.execute(
+                "SELECT size, mtime_ns, status, reason, duration, n, feats FROM features "
+                "WHERE path=? AND vggish=?", (key.path, vggish)).fetchone()
         if row is None or (row[0], row[1]) != (key.size, key.mtime_ns):
             return None
         feats = None if row[6] is None else np.frombuffer(row[6], np.uint8).reshape(row[5], 128)
@@ -122,17 +181,19 @@ class Cache:
         status = Status(status)
         if status is not Status.OK and not status.permanent:
             return
-        self.db.execute(
-            "INSERT OR REPLACE INTO features VALUES (?,?,?,?,?,?,?,?,?)",
-            (key.path, vggish, key.size, key.mtime_ns, status.value, reason, duration,
-             0 if feats is None else len(feats),
-             None if feats is None else np.ascontiguousarray(feats, np.uint8).tobytes()))
-        self.db.commit()
+        with self._sql():
+            self.db.execute(
+                "INSERT OR REPLACE INTO features VALUES (?,?,?,?,?,?,?,?,?)",
+                (key.path, vggish, key.size, key.mtime_ns, status.value, reason, duration,
+                 0 if feats is None else len(feats),
+                 None if feats is None else np.ascontiguousarray(feats, np.uint8).tobytes()))
+            self.db.commit()
 
     def get_scores(self, key: FileKey, vggish: str, model: str, bags: str):
-        row = self.db.execute(
-            "SELECT size, mtime_ns, data FROM scores WHERE path=? AND vggish=? AND model=? "
-            "AND bags=?", (key.path, vggish, model, bags)).fetchone()
+        with self._sql():
+            row = self.db.execute(
+                "SELECT size, mtime_ns, data FROM scores WHERE path=? AND vggish=? AND model=? "
+                "AND bags=?", (key.path, vggish, model, bags)).fetchone()
         if row is None or (row[0], row[1]) != (key.size, key.mtime_ns):
             return None
         with np.load(io.BytesIO(row[2])) as npz:
@@ -141,8 +202,9 @@ class Cache:
     def put_scores(self, key: FileKey, vggish: str, model: str, bags: str, bag: np.ndarray,
                    instance: np.ndarray, attention: np.ndarray) -> None:
         """bag [n_bags, C]; instance and attention: each bag's [T_i, C] rows, concatenated."""
-        self.db.execute(
-            "INSERT OR REPLACE INTO scores VALUES (?,?,?,?,?,?,?)",
-            (key.path, vggish, model, bags, key.size, key.mtime_ns,
-             _blob({"bag": bag, "instance": instance, "attention": attention})))
-        self.db.commit()
+        with self._sql():
+            self.db.execute(
+                "INSERT OR REPLACE INTO scores VALUES (?,?,?,?,?,?,?)",
+                (key.path, vggish, model, bags, key.size, key.mtime_ns,
+                 _blob({"bag": bag, "instance": instance, "attention": attention})))
+            self.db.commit()

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import re
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -10,23 +13,50 @@ import numpy as np
 from instag.common.atomic import atomic_path
 from instag.common.errors import InstagError
 from instag.common.extras import require
-from instag.features.resample import load_16k
+from instag.features.resample import Resampler, stream_16k
 
 SR, N_FFT, HOP, N_MELS = 16000, 512, 160, 64
+MAX_FRAMES = 4000  # spectrogram columns drawn: a figure needs no more, whatever the length
 
 
-def log_mel(wave: np.ndarray) -> np.ndarray:
-    """[frames, 64] log-mel spectrogram (VGGish's bands, 125-7500 Hz) for display."""
-    if len(wave) < N_FFT:
-        wave = np.pad(wave, (0, N_FFT - len(wave)))
-    frames = np.lib.stride_tricks.sliding_window_view(wave, N_FFT)[::HOP] * np.hanning(N_FFT)
-    spec = np.abs(np.fft.rfft(frames, axis=1))
+def _mel_weights() -> np.ndarray:
     mel = lambda f: 1127.0 * np.log1p(f / 700.0)  # noqa: E731 - the HTK mel scale
     edges = np.linspace(mel(125.0), mel(7500.0), N_MELS + 2)
     bins = mel(np.fft.rfftfreq(N_FFT, 1 / SR))
     lo, mid, hi = edges[:-2, None], edges[1:-1, None], edges[2:, None]
-    weights = np.maximum(0, np.minimum((bins - lo) / (mid - lo), (hi - bins) / (hi - mid)))
-    return np.log(spec @ weights.T + 0.01)
+    return np.maximum(0, np.minimum((bins - lo) / (mid - lo), (hi - bins) / (hi - mid)))
+
+
+def log_mel(blocks: Iterable[np.ndarray], hop: int = HOP) -> np.ndarray:
+    """[frames, 64] log-mel spectrogram (VGGish's bands, 125-7500 Hz) of consecutive 16 kHz
+    blocks, one frame every `hop` samples: memory is that of a block and of the frames kept."""
+    weights, window = _mel_weights(), np.hanning(N_FFT)
+    rows, buf, start, next_frame = [], np.zeros(0, np.float32), 0, 0
+    for block in blocks:
+        buf = np.concatenate([buf, block])  # samples from `start` on
+        end = start + len(buf)
+        if end - next_frame >= N_FFT:
+            frames = np.lib.stride_tricks.sliding_window_view(buf[next_frame - start :], N_FFT)
+            frames = frames[::hop]
+            rows.append(np.abs(np.fft.rfft(frames * window, axis=1)) @ weights.T)
+            next_frame += len(frames) * hop
+        keep = min(next_frame, end) - start
+        buf, start = buf[keep:], start + keep
+    if not rows:  # shorter than one window: one padded frame
+        frame = np.pad(buf, (0, N_FFT - len(buf)))[None]
+        rows.append(np.abs(np.fft.rfft(frame * window, axis=1)) @ weights.T)
+    return np.log(np.concatenate(rows) + 0.01)
+
+
+def audio_path(display: str) -> Path:
+    """The file a JSON path names: outputs write bytes that are not UTF-8 as \\xNN; undo that
+    unless a file by the literal name exists."""
+    if os.path.lexists(display):
+        return Path(display)
+    parts = re.split(r"\\x([0-9a-f]{2})", display)
+    raw = b"".join(bytes([int(p, 16)]) if i % 2 else p.encode("utf-8")
+                   for i, p in enumerate(parts))
+    return Path(os.fsdecode(raw))
 
 
 def load_file_doc(tags_json: Path, file: str | None) -> dict:
@@ -43,13 +73,17 @@ def load_file_doc(tags_json: Path, file: str | None) -> dict:
     return ok[0]
 
 
-def plot_file(doc: dict, out_png: Path, resampler: str = "soxr", max_rows: int = 4) -> Path:
+def plot_file(doc: dict, out_png: Path, audio: Path | None = None,
+              resampler: Resampler | str = Resampler.SOXR, max_rows: int = 4) -> Path:
     """Spectrogram on top; below, one row per instrument present (most probable first), bars of
-    its attention per instance, its segments shaded."""
+    its attention per instance, its segments shaded. `audio`: the file to read (default: the
+    one the document names)."""
     require("matplotlib").use("Agg")
     import matplotlib.pyplot as plt
 
-    wave = load_16k(doc["path"], resampler)
+    samples = round(doc["duration_s"] * SR)
+    hop = max(HOP, -(-samples // MAX_FRAMES))  # at most MAX_FRAMES columns, any length
+    spectrogram = log_mel(stream_16k(audio or audio_path(doc["path"]), resampler), hop)
     bags = doc["bags"]
     best = {}
     for b in bags:
@@ -61,8 +95,8 @@ def plot_file(doc: dict, out_png: Path, resampler: str = "soxr", max_rows: int =
     fig, axes = plt.subplots(1 + len(rows), 1, sharex=True,
                              figsize=(10, 2.6 + 1.2 * len(rows)),
                              gridspec_kw={"height_ratios": [3] + [1] * len(rows)})
-    axes[0].imshow(log_mel(wave).T, origin="lower", aspect="auto", cmap="magma",
-                   extent=(0, len(wave) / SR, 0, N_MELS))
+    axes[0].imshow(spectrogram.T, origin="lower", aspect="auto", cmap="magma",
+                   extent=(0, len(spectrogram) * hop / SR, 0, N_MELS))
     axes[0].set_ylabel("mel band")
     axes[0].set_title(Path(doc["path"]).name)
     for ax, c in zip(axes[1:], rows, strict=True):

@@ -1,24 +1,36 @@
 """The decode pool: worker processes that turn file paths into 16 kHz blocks.
 
 Plumbing only: paths go in (`submit`), events come out (`next_event`): a block of a file, the
-file done, the file failed (with its status), or the worker decoding it crashed. What becomes of
-them (chunking, embedding, caching, ordering, progress) is the run's business.
+file done, the file failed (with its status), the worker decoding it crashed, or it made no
+progress for `stall_timeout` seconds and was stopped. What becomes of them (chunking, embedding,
+caching, ordering, progress) is the run's business.
 
-Workers are spawn-started, so nothing of TensorFlow or onnxruntime is forked into them; each
-streams its file's blocks through a bounded queue (memory stays bounded for any file length),
-and every wait in a worker has a timeout, so workers exit by themselves when the main process
-dies.
+Every file ends in an event whatever a worker does. Each worker has its own pipe, and the main
+process waits on all pipes and process sentinels at once with a timeout: a worker that dies,
+even half-way through sending a block, is seen at once (its pipe ends), and its file is reported
+`crashed`; a worker that hangs (a stuck network mount, a stuck ffmpeg) is killed and its file
+reported `timeout`; files queued behind either go to another worker.
+
+Workers are spawn-started, so nothing of TensorFlow or onnxruntime is forked into them. Each
+sends through a small bounded buffer (memory stays bounded for any file length) and ignores
+Ctrl-C, which is the main process's to handle; a worker exits by itself as soon as its pipe to
+the main process breaks.
 """
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
 import os
 import queue
+import signal
+import threading
 import time
 from collections import deque
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from enum import Enum
+from multiprocessing.connection import Connection, wait
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +39,10 @@ from instag.common.status import Status
 from instag.features.decode import AudioError
 from instag.features.resample import Resampler
 
-QUEUE_BLOCKS_PER_JOB = 4  # decoded blocks in flight per worker: bounds memory
+READY = "ready"  # a worker's first message
+BLOCKS_BUFFERED = 4  # decoded blocks a worker may hold while the main process is busy
+FILES_PER_WORKER = 2  # files assigned to a worker at once: the next is ready when one ends
+STALL_TIMEOUT = 300.0  # seconds without progress before a worker is stopped
 
 
 class Kind(Enum):
@@ -35,6 +50,7 @@ class Kind(Enum):
     DONE = "done"  # the file's last block has been sent
     FAILED = "failed"  # the decoder said why the file cannot be decoded
     CRASHED = "crashed"  # the worker died while decoding the file
+    STALLED = "stalled"  # the worker made no progress for too long and was stopped
 
 
 @dataclass(frozen=True)
@@ -46,110 +62,191 @@ class Event:
     reason: str = ""
 
 
-def _decode_worker(tasks, out, resampler: Resampler) -> None:
-    """Worker process: stream each assigned file's 16 kHz blocks back to the main process."""
+def _decode_worker(conn: Connection, resampler: Resampler) -> None:
+    """Worker process: decode each assigned file, streaming its blocks to the main process."""
     from instag.features.resample import stream_16k
 
-    parent = os.getppid()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    out: queue.Queue = queue.Queue(maxsize=BLOCKS_BUFFERED)
 
-    def orphaned() -> bool:
-        if os.getppid() == parent:
-            return False
-        out.cancel_join_thread()  # nobody reads the pipe any more: don't wait to flush it
-        return True
-
-    def send(item) -> None:
-        while True:
+    def sender() -> None:
+        while (item := out.get()) is not None:
             try:
-                return out.put(item, timeout=1)
-            except queue.Full:
-                if orphaned():
-                    raise SystemExit(0) from None
+                conn.send(item)
+            except OSError:  # the main process is gone: nobody to decode for
+                os._exit(0)
 
+    thread = threading.Thread(target=sender, daemon=True)
+    thread.start()
+    out.put((READY, -1, None))  # started: the stall clock may run from now on
     while True:
         try:
-            task = tasks.get(timeout=1)
-        except queue.Empty:
-            if orphaned():
-                return
-            continue
+            task = conn.recv()
+        except (EOFError, OSError):
+            task = None  # the main process is gone
         if task is None:
+            out.put(None)
+            thread.join()
             return
         idx, path = task
-        send(("start", idx, os.getpid()))
         try:
             for block in stream_16k(path, resampler):
-                send((Kind.BLOCK.value, idx, block))
-            send((Kind.DONE.value, idx, None))
+                out.put((Kind.BLOCK.value, idx, block))
+            out.put((Kind.DONE.value, idx, None))
         except AudioError as e:
-            send((Kind.FAILED.value, idx, (e.status.value, e.reason)))
+            out.put((Kind.FAILED.value, idx, (e.status.value, e.reason)))
         except Exception as e:  # a decoder bug must cost one file, not the run
-            send((Kind.FAILED.value, idx, (Status.ERROR.value, f"{type(e).__name__}: {e}")))
+            out.put((Kind.FAILED.value, idx, (Status.ERROR.value, f"{type(e).__name__}: {e}")))
+
+
+@dataclass
+class _Worker:
+    process: mp.process.BaseProcess
+    conn: Connection
+    files: deque[tuple[int, Path]] = field(default_factory=deque)  # first: being decoded
+    since: float = field(default_factory=time.monotonic)  # last progress
+    ready: bool = False  # has started (spawning is not "no progress")
+
+    @property
+    def current(self) -> int | None:
+        return self.files[0][0] if self.files else None
+
+
+@contextlib.contextmanager
+def _sigint_ignored() -> Iterator[None]:
+    try:
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    except ValueError:  # not the main thread: nothing to change
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 class DecodePool:
-    """`jobs` decode workers; a crashed worker is replaced, and costs only its file."""
+    """`jobs` decode workers; a worker that crashes or stalls is replaced, costing its file."""
 
-    def __init__(self, jobs: int, resampler: Resampler) -> None:
+    def __init__(self, jobs: int, resampler: Resampler,
+                 stall_timeout: float = STALL_TIMEOUT) -> None:
         self.jobs = max(1, jobs)
         self.resampler = resampler
+        self.stall_timeout = stall_timeout
         self.ctx = mp.get_context("spawn")
-        self.tasks = self.ctx.Queue()
-        self.out = self.ctx.Queue(maxsize=QUEUE_BLOCKS_PER_JOB * self.jobs)
+        self.waiting: deque[tuple[int, Path]] = deque()  # submitted, not yet given to a worker
+        self.events: deque[Event] = deque()
+        self.open: set[int] = set()  # submitted files whose last event is not yet handed out
         self.workers = [self._start_worker() for _ in range(self.jobs)]
-        self.pending: set[int] = set()  # submitted, not yet done, failed or crashed
-        self.by_pid: dict[int, int] = {}  # worker pid -> the file it works on
-        self.crashed: deque[Event] = deque()
 
     @property
     def in_flight(self) -> int:
-        return len(self.pending)
+        return len(self.open)
 
-    def _start_worker(self):
-        w = self.ctx.Process(target=_decode_worker, args=(self.tasks, self.out, self.resampler),
-                             daemon=True)
-        w.start()
-        return w
+    def _start_worker(self) -> _Worker:
+        mine, theirs = self.ctx.Pipe()
+        process = self.ctx.Process(target=_decode_worker, args=(theirs, self.resampler),
+                                   daemon=True)
+        with _sigint_ignored():  # inherited: a Ctrl-C during its start-up prints nothing
+            process.start()
+        theirs.close()  # only the worker holds its end: its death ends the pipe
+        return _Worker(process, mine)
 
     def submit(self, idx: int, path: Path) -> None:
-        self.pending.add(idx)
-        self.tasks.put((idx, path))
+        self.open.add(idx)
+        self.waiting.append((idx, path))
+        self._assign()
+
+    def _assign(self) -> None:
+        for w in sorted(self.workers, key=lambda w: len(w.files)):
+            while self.waiting and len(w.files) < FILES_PER_WORKER:
+                task = self.waiting.popleft()
+                if not w.files:
+                    w.since = time.monotonic()
+                w.files.append(task)
+                try:
+                    w.conn.send(task)
+                except OSError:
+                    break  # it died: found and handled by next_event
 
     def next_event(self, timeout: float = 0.2) -> Event | None:
         """The next event, or None when none came within `timeout` (then the caller may use
         the lull, e.g. to embed what it has)."""
-        deadline = time.monotonic() + timeout
-        while not self.crashed:
-            try:
-                kind, idx, payload = self.out.get(timeout=max(0.0, deadline - time.monotonic()))
-            except queue.Empty:
-                self._replace_dead_workers()
-                break
-            if kind == "start":
-                self.by_pid[payload] = idx
-                continue
-            if kind != Kind.BLOCK.value:
-                self.pending.discard(idx)
-            if kind == Kind.FAILED.value:
-                return Event(Kind.FAILED, idx, status=Status(payload[0]), reason=payload[1])
-            return Event(Kind(kind), idx, block=payload)
-        return self.crashed.popleft() if self.crashed else None
+        if not self.events:
+            busy = [w for w in self.workers if w.files]
+            ready = wait([w.conn for w in busy] + [w.process.sentinel for w in busy], timeout)
+            for w in busy:
+                if w.conn in ready or w.process.sentinel in ready:
+                    self._receive(w)
+            self._stop_stalled()
+            self._assign()
+        if not self.events:
+            return None
+        event = self.events.popleft()
+        if event.kind is not Kind.BLOCK:
+            self.open.discard(event.idx)
+        return event
 
-    def _replace_dead_workers(self) -> None:
-        """A worker that crashed (a decoder library's segfault) costs its file only."""
-        for n, w in enumerate(self.workers):
-            if not w.is_alive() and w.exitcode not in (0, None):
-                lost = self.by_pid.pop(w.pid, None)
-                if lost in self.pending:
-                    self.pending.discard(lost)
-                    self.crashed.append(Event(Kind.CRASHED, lost, status=Status.ERROR,
-                                              reason=f"decoder crashed (exit {w.exitcode})"))
-                self.workers[n] = self._start_worker()
+    def _receive(self, w: _Worker) -> None:
+        """Everything worker `w` has sent; if its pipe has ended, it died."""
+        try:
+            while w.conn.poll():
+                kind, idx, payload = w.conn.recv()
+                w.since = time.monotonic()
+                if kind == READY:
+                    w.ready = True
+                    continue
+                if kind == Kind.BLOCK.value:
+                    self.events.append(Event(Kind.BLOCK, idx, block=payload))
+                    continue
+                w.files.popleft()
+                if kind == Kind.DONE.value:
+                    self.events.append(Event(Kind.DONE, idx))
+                else:
+                    self.events.append(Event(Kind.FAILED, idx, status=Status(payload[0]),
+                                             reason=payload[1]))
+                if w.files:
+                    w.since = time.monotonic()
+        except (EOFError, OSError):
+            w.process.join(1)
+            self._replace(w, Kind.CRASHED, Status.CRASHED,
+                          f"decoder crashed (exit {w.process.exitcode})")
+            return
+        if not w.process.is_alive():
+            self._replace(w, Kind.CRASHED, Status.CRASHED,
+                          f"decoder crashed (exit {w.process.exitcode})")
+
+    def _stop_stalled(self) -> None:
+        now = time.monotonic()
+        for w in list(self.workers):
+            if w.ready and w.files and now - w.since > self.stall_timeout:
+                w.process.kill()
+                self._replace(w, Kind.STALLED, Status.TIMEOUT,
+                              f"no progress for {self.stall_timeout:g} s (a hung mount or "
+                              "decoder?); stopped, retried next run")
+
+    def _replace(self, w: _Worker, kind: Kind, status: Status, reason: str) -> None:
+        """Worker `w` is gone: its current file ends with `status`; the files queued behind it
+        go back to the front of the queue; a new worker takes its place."""
+        lost = w.files.popleft() if w.files else None
+        self.waiting.extendleft(reversed(w.files))
+        w.conn.close()
+        self.workers[self.workers.index(w)] = self._start_worker()
+        if lost is not None:
+            self.events.append(Event(kind, lost[0], status=status, reason=reason))
 
     def close(self) -> None:
-        for _ in self.workers:
-            self.tasks.put(None)
+        """Idle workers are told to exit; busy ones (a run cut short) are stopped."""
         for w in self.workers:
-            w.join(timeout=2)
-            if w.is_alive():
-                w.terminate()
+            if w.files:
+                w.process.kill()
+                continue
+            try:
+                w.conn.send(None)
+            except OSError:
+                pass
+        for w in self.workers:
+            w.process.join(timeout=2)
+            if w.process.is_alive():
+                w.process.kill()
+            w.conn.close()

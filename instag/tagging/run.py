@@ -24,14 +24,21 @@ import numpy as np
 from instag.common import locations
 from instag.common.devices import Device
 from instag.common.downloads import file_digest
+from instag.common.errors import InstagError
 from instag.common.status import Status
 from instag.features.decode import AUDIO_EXTENSIONS, AudioError
 from instag.features.embed import Embedder
-from instag.features.instances import Chunker, Features, check_features, chunk_instances
+from instag.features.instances import (
+    INSTANCE_SECONDS,
+    Chunker,
+    Features,
+    check_features,
+    chunk_instances,
+)
 from instag.features.resample import DEFAULT_RESAMPLER, Resampler
 from instag.tagging.bags import make_bags
 from instag.tagging.cache import CACHE_FILE, Cache, FileKey, lock
-from instag.tagging.pool import DecodePool, Event, Kind
+from instag.tagging.pool import STALL_TIMEOUT, DecodePool, Event, Kind
 from instag.tagging.results import FileResult, bag_result
 from instag.tagging.scoring import Scorer
 from instag.tagging.thresholds import load_thresholds
@@ -56,12 +63,21 @@ class TagOptions:
     threshold: float = 0.5
     thresholds_file: Path | None = None
     device: Device = Device.AUTO
-    jobs: int | None = None  # decoding processes; None: one per CPU
+    jobs: int | None = None  # decoding processes; None: one per CPU (never more than files)
+    stall_timeout: float = STALL_TIMEOUT  # seconds a decoder may make no progress on a file
     cache: Path | None = None  # None: tags.sqlite in the user cache directory
     force: bool = False
     extensions: tuple[str, ...] = AUDIO_EXTENSIONS
     include_hidden: bool = False
     wait: bool = False
+
+    def cache_path(self) -> Path:
+        return Path(self.cache) if self.cache else locations.cache_dir() / CACHE_FILE
+
+    def protected_paths(self) -> list[Path]:
+        """instag's own files that no output may replace: the cache, its WAL files, its lock."""
+        db = self.cache_path()
+        return [db.with_name(db.name + s) for s in ("", "-wal", "-shm", ".lock")]
 
 
 @dataclass
@@ -94,12 +110,19 @@ class Reporter:
 
     def file_done(self, result: FileResult, summary: Summary) -> None: ...
 
+    def note(self, message: str) -> None:
+        """Something the user should know that is not about one file."""
+
 
 class _Scoring:
     """The scoring stage: bags of several files per ONNX call, scores into the cache."""
 
     def __init__(self, opts: TagOptions) -> None:
         self.scorer = Scorer(locations.resolve_model(opts.model), opts.device)
+        self.exact = self.scorer.meta.fixed_instances  # the model takes exactly this many
+        if self.exact and opts.bag_size != self.exact:
+            raise InstagError(f"{self.scorer.path}: {self.scorer.model_name} scores bags of "
+                              f"exactly {self.exact} instances", f"use --bag {self.exact}")
         self.classes = self.scorer.classes
         self.thresholds = load_thresholds(self.classes, opts.threshold, opts.thresholds_file)
         self.model_id = file_digest(self.scorer.path)
@@ -107,7 +130,14 @@ class _Scoring:
         self.bag_setting = f"{opts.bag_size or 'full'}/{opts.hop or opts.bag_size or ''}"
 
     def bags(self, feats: Features):
-        return make_bags(len(feats.values), self.bag_size, self.hop)
+        return make_bags(len(feats.values), self.bag_size, self.hop, exact=bool(self.exact))
+
+    def too_short(self, path: Path, feats: Features) -> FileResult:
+        """A file with features but no bag: shorter than a fixed-size model's bag."""
+        need = f"{self.exact} instances ({self.exact * INSTANCE_SECONDS:.2f} s)"
+        return FileResult(path, Status.TOO_SHORT, f"{feats.duration:.2f} s; "
+                          f"{self.scorer.model_name} scores exactly {need}",
+                          duration=feats.duration, features=feats)
 
     def result(self, path: Path, feats: Features, bag, instance, attention) -> FileResult:
         bags = self.bags(feats)
@@ -130,7 +160,7 @@ class _Run:
         self.scoring = scoring
         self.reporter = reporter
         self.summary = summary
-        self.jobs = max(1, opts.jobs or os.cpu_count() or 1)
+        self.jobs = max(1, min(opts.jobs or os.cpu_count() or 1, len(files)))
         self.keys: dict[int, FileKey] = {}
         self.waiting: dict[int, FileResult] = {}  # finished, held until their turn
         self.next_out = 0
@@ -153,7 +183,8 @@ class _Run:
                 while (next_in < len(self.files) and len(self.waiting) < MAX_WAITING_RESULTS
                        and len(self.chunkers) < 2 * self.jobs):
                     if not self.from_cache(next_in):
-                        pool = pool or DecodePool(self.jobs, self.embedder.resampler)
+                        pool = pool or DecodePool(self.jobs, self.embedder.resampler,
+                                                  self.opts.stall_timeout)
                         self.chunkers[next_in], self.parts[next_in] = Chunker(), []
                         pool.submit(next_in, self.files[next_in])
                     next_in += 1
@@ -229,7 +260,7 @@ class _Run:
         elif event.kind is Kind.DONE:
             self.ready.extend((idx, c) for c in self.chunkers[idx].finish())
             self.decoded.add(idx)
-        else:  # FAILED, CRASHED
+        else:  # FAILED, CRASHED, STALLED
             self._drop(idx)
             self.fail(idx, event.status, event.reason)
         if sum(chunk_instances(c) for _, c in self.ready) >= EMBED_BATCH_INSTANCES:
@@ -282,6 +313,9 @@ class _Run:
         flat = [feats.values[b.first : b.stop] for _, feats, _, bags in work for b in bags]
         scored = iter(s.scorer.score(flat))
         for idx, feats, cached, bags in work:
+            if not bags:
+                self.finish(idx, s.too_short(self.files[idx], feats), cached)
+                continue
             bs = [next(scored) for _ in bags]
             bag = np.stack([x.bag for x in bs])
             instance = np.concatenate([x.instance for x in bs])
@@ -307,7 +341,7 @@ class TagRun:
 
     def __iter__(self) -> Iterator[FileResult]:
         opts = self.opts
-        cache_path = Path(opts.cache) if opts.cache else locations.cache_dir() / CACHE_FILE
+        cache_path = opts.cache_path()
         folder_errors: list[tuple[Path, str]] = []
         files = list(walk(self.paths, opts.extensions, opts.include_hidden,
                           on_error=lambda p, why: folder_errors.append((p, why))))
@@ -316,6 +350,9 @@ class TagRun:
             scoring = _Scoring(opts) if self.scoring else None
             embedder = Embedder(opts.vggish, opts.pca, opts.resampler)
             cache = Cache(cache_path)
+            if cache.moved_aside:
+                self.reporter.note(f"{cache_path} was damaged: moved aside to "
+                                   f"{cache.moved_aside}; starting a fresh cache")
             try:
                 yield from _Run(files, opts, cache, embedder, scoring, self.reporter,
                                 self.summary).results()

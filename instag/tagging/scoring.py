@@ -107,6 +107,7 @@ class Scorer:
             raise InstagError(f"{self.path}: classes {list(self.classes)} differ from the "
                               f"expected {list(expected_classes)}", "use a matching model")
         self._check_io()
+        self._check_outputs()
         self.batch_size = batch_size
 
     def _check_io(self) -> None:
@@ -123,6 +124,20 @@ class Scorer:
             raise InstagError(f"{self.path}: unexpected inputs/outputs "
                               f"({[(i.name, i.type, i.shape) for i in inputs.values()]})",
                               "re-export it with `instag export-onnx`")
+
+    def _check_outputs(self) -> None:
+        """One bag through the model before any real one: its outputs must have as many
+        instruments as its metadata names, or every score would go to the wrong name."""
+        t, c = self.meta.fixed_instances or 1, len(self.classes)
+        try:
+            bag, inst, att = self.run(np.zeros((1, t, self.in_dim), np.uint8),
+                                      np.ones((1, t), bool))
+        except Exception as e:
+            raise InstagError(f"{self.path}: the model fails on a test bag ({str(e)[:200]})",
+                              "re-export it with `instag export-onnx`") from e
+        if bag.shape != (1, c) or inst.shape != (1, t, c) or att.shape != (1, t, c):
+            raise InstagError(f"{self.path}: its metadata names {c} instruments but the model "
+                              f"outputs {bag.shape[-1]}", "re-export it with `instag export-onnx`")
 
     def run(self, features: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, ...]:
         """One call: uint8 [B, T, D] and bool [B, T] -> (bag, instance, attention)."""

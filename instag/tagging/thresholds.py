@@ -1,33 +1,69 @@
-"""Per-instrument presence thresholds: one default for all, overridden from a file."""
+"""Per-instrument presence thresholds: one default for all, overridden from a file.
+
+Every threshold is a probability in [0, 1]; anything else (a typo, ``null``, a line that does
+not parse) is an error naming where it is, never a silent "always present" or "never".
+"""
 
 from __future__ import annotations
 
 import csv
 import json
+import math
 from pathlib import Path
 
 from instag.common.errors import InstagError
 
+FIX = 'use JSON {"piano": 0.4, ...} or CSV lines piano,0.4 (thresholds in [0, 1])'
+
+
+def check_threshold(value: object, where: str) -> float:
+    """A threshold as a float in [0, 1], or an InstagError saying `where` it is wrong."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise InstagError(f"{where}: threshold {value!r} is not a number", FIX)
+    try:
+        t = float(value)
+    except ValueError:
+        raise InstagError(f"{where}: threshold {value!r} is not a number", FIX) from None
+    if not (math.isfinite(t) and 0.0 <= t <= 1.0):
+        raise InstagError(f"{where}: threshold {t:g} is outside [0, 1]", FIX)
+    return t
+
 
 def load_thresholds(classes: tuple[str, ...], default: float, path: Path | None) -> dict:
     """`default` for every instrument, overridden by a JSON object or a CSV of
-    `instrument,threshold` lines."""
-    out = dict.fromkeys(classes, default)
+    `instrument,threshold` lines (a header line `instrument,threshold` is allowed)."""
+    out = dict.fromkeys(classes, check_threshold(default, "--threshold"))
     if path is None:
         return out
     try:
         text = Path(path).read_text()
-        if text.lstrip().startswith("{"):
-            given = {k: float(v) for k, v in json.loads(text).items()}
-        else:
-            given = {row[0].strip(): float(row[1]) for row in csv.reader(text.splitlines())
-                     if len(row) >= 2 and row[0].strip() and row[0].strip() != "instrument"}
-    except (OSError, ValueError) as e:
-        raise InstagError(f"{path}: unreadable thresholds ({e})",
-                          'use JSON {"piano": 0.4, ...} or CSV lines piano,0.4') from e
+    except (OSError, UnicodeDecodeError) as e:
+        raise InstagError(f"{path}: unreadable thresholds ({e})", FIX) from e
+    given = _from_json(path, text) if text.lstrip().startswith("{") else _from_csv(path, text)
     unknown = sorted(set(given) - set(classes))
     if unknown:
         raise InstagError(f"{path}: unknown instruments {unknown}",
                           f"the model's instruments are: {', '.join(classes)}")
     out.update(given)
     return out
+
+
+def _from_json(path: Path, text: str) -> dict[str, float]:
+    try:
+        doc = json.loads(text)
+    except ValueError as e:
+        raise InstagError(f"{path}: not valid JSON ({e})", FIX) from None
+    return {name: check_threshold(v, f"{path}: {name!r}") for name, v in doc.items()}
+
+
+def _from_csv(path: Path, text: str) -> dict[str, float]:
+    given = {}
+    for n, row in enumerate(csv.reader(text.splitlines()), start=1):
+        cells = [c.strip() for c in row]
+        if not any(cells) or (n == 1 and cells[:2] == ["instrument", "threshold"]):
+            continue
+        if len(cells) != 2 or not cells[0]:
+            raise InstagError(f"{path}, line {n}: expected instrument,threshold; got "
+                              f"{','.join(row)!r}", FIX)
+        given[cells[0]] = check_threshold(cells[1], f"{path}, line {n}")
+    return given

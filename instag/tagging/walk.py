@@ -12,6 +12,7 @@ import os
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
+from instag.common.errors import InstagError
 from instag.features.decode import AUDIO_EXTENSIONS
 
 
@@ -22,6 +23,15 @@ def parse_extensions(text: str | None) -> tuple[str, ...]:
     return tuple("." + e.strip().lower().lstrip(".") for e in text.split(",") if e.strip())
 
 
+def check_roots(paths: Iterable[str | Path]) -> None:
+    """Paths a user names must exist: a missing one (an unmounted disk, a typo) is a usage
+    error before anything runs, never a run that replaces good output with \"missing\"."""
+    for p in paths:
+        if not os.path.lexists(p):
+            raise InstagError(f"{p}: no such file or folder",
+                              "check the path (is the disk mounted?); nothing was written")
+
+
 def walk(
     paths: Iterable[str | Path],
     extensions: tuple[str, ...] = AUDIO_EXTENSIONS,
@@ -29,42 +39,46 @@ def walk(
     on_error: Callable[[Path, str], None] | None = None,
 ) -> Iterator[Path]:
     """Yield audio files: a file given by name is yielded whatever its extension (the user
-    asked for it); folders are searched recursively in sorted order."""
+    asked for it); folders are searched in sorted order, depth first, without recursion (so
+    any depth of nesting works)."""
     seen_dirs: set[tuple[int, int]] = set()
     for p in paths:
         p = Path(p)
-        if p.is_dir():
-            yield from _walk_dir(p, extensions, include_hidden, seen_dirs, on_error)
-        else:
+        if not p.is_dir():
             yield p  # a missing or odd file is reported by the decoder, per file
-
-
-def _walk_dir(root: Path, extensions, include_hidden, seen_dirs, on_error) -> Iterator[Path]:
-    try:
-        st = root.stat()
-    except OSError as e:
-        if on_error:
-            on_error(root, f"cannot read folder ({e.strerror})")
-        return
-    if (st.st_dev, st.st_ino) in seen_dirs:
-        return  # a symlink back into a folder already walked
-    seen_dirs.add((st.st_dev, st.st_ino))
-    try:
-        with os.scandir(root) as it:
-            entries = sorted(it, key=lambda e: os.fsencode(e.name))
-    except OSError as e:
-        if on_error:
-            on_error(root, f"cannot read folder ({e.strerror})")
-        return
-    for entry in entries:
-        if not include_hidden and entry.name.startswith("."):
             continue
-        path = Path(entry.path)
-        try:
-            is_dir = entry.is_dir(follow_symlinks=True)
-        except OSError:
-            is_dir = False
-        if is_dir:
-            yield from _walk_dir(path, extensions, include_hidden, seen_dirs, on_error)
-        elif path.suffix.lower() in extensions:
-            yield path
+        stack = [_entries(p, seen_dirs, on_error)]
+        while stack:
+            entry = next(stack[-1], None)
+            if entry is None:
+                stack.pop()
+            elif not include_hidden and entry.name.startswith("."):
+                continue
+            elif _is_dir(entry):
+                stack.append(_entries(Path(entry.path), seen_dirs, on_error))
+            elif Path(entry.path).suffix.lower() in extensions:
+                yield Path(entry.path)
+
+
+def _is_dir(entry: os.DirEntry) -> bool:
+    try:
+        return entry.is_dir(follow_symlinks=True)
+    except OSError:
+        return False
+
+
+def _entries(folder: Path, seen_dirs: set[tuple[int, int]],
+             on_error: Callable[[Path, str], None] | None) -> Iterator[os.DirEntry]:
+    """A folder's entries in byte order; nothing for a folder already walked (a symlink back
+    into it) or one that cannot be read (reported)."""
+    try:
+        st = folder.stat()
+        if (st.st_dev, st.st_ino) in seen_dirs:
+            return iter(())
+        seen_dirs.add((st.st_dev, st.st_ino))
+        with os.scandir(folder) as it:
+            return iter(sorted(it, key=lambda e: os.fsencode(e.name)))
+    except OSError as e:
+        if on_error:
+            on_error(folder, f"cannot read folder ({e.strerror})")
+        return iter(())

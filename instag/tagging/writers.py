@@ -9,14 +9,20 @@ status and reason. JSON: one document with a ``files`` list; JSONL: one file per
 from __future__ import annotations
 
 import csv
+import io
 import json
+import shutil
+import sys
+import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from enum import Enum
 from pathlib import Path
+from typing import IO
 
 from instag.common import VERSION
 from instag.common.atomic import atomic_write
+from instag.common.errors import InstagError
 from instag.tagging.results import CSV_FIELDS, FileResult, csv_rows, file_document
 
 
@@ -29,20 +35,70 @@ class Format(str, Enum):
         return self.value
 
 
+STDOUT = Path("-")
+MIN_FREE_BYTES = 64 << 10  # an output location with less free space than this is refused
+
+
 def format_for(path: Path, fmt: Format | str | None) -> Format:
-    """--format, else from the extension (.csv, .json, .jsonl), else CSV."""
+    """--format, else from the extension (.csv, .json, .jsonl); CSV for standard output."""
     if fmt:
         return Format(fmt)
+    if path == STDOUT:
+        return Format.CSV
     ext = path.suffix.lower().lstrip(".")
-    return Format(ext) if ext in Format._value2member_map_ else Format.CSV
+    if ext not in Format._value2member_map_:
+        raise InstagError(f"--out {path}: unknown output extension {path.suffix!r}",
+                          "name it .csv, .json or .jsonl, or pass --format")
+    return Format(ext)
+
+
+def check_output(out: Path, inputs: list[Path], protected: list[Path],
+                 extensions: tuple[str, ...]) -> None:
+    """Refuse, before any work is done, an output that would destroy an input or instag's own
+    files (`protected`: the cache and its lock), or that cannot be written: a folder, a
+    read-only place, a full disk. Standard output is always fine."""
+    if out == STDOUT:
+        return
+    target = out.resolve()
+    if out.is_dir():
+        raise InstagError(f"--out {out}: is a folder", f"name a file, e.g. {out / 'tags.csv'}")
+    if target in {p.resolve() for p in protected}:
+        raise InstagError(f"--out {out}: is instag's cache", "write the output elsewhere")
+    for root in inputs:
+        root = root.resolve()
+        if root == target:
+            raise InstagError(f"--out {out}: is an input file", "write the output elsewhere")
+        if (root.is_dir() and target.is_relative_to(root)
+                and target.suffix.lower() in extensions):
+            raise InstagError(f"--out {out}: has an audio extension inside the library "
+                              f"{root}", "name it .csv, .json or .jsonl")
+    check_writable(target.parent, f"--out {out}")
+
+
+def check_writable(folder: Path, what: str) -> None:
+    """The nearest existing folder of `folder` accepts a new file and has some room."""
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as e:
+        raise InstagError(f"{what}: cannot write in {existing} ({e.strerror or e})",
+                          "choose a writable place") from None
+    if shutil.disk_usage(existing).free < MIN_FREE_BYTES:
+        raise InstagError(f"{what}: {existing} is full", "free some space or write elsewhere")
 
 
 @contextmanager
 def result_writer(path: Path, fmt: Format,
                   run_info: dict) -> Iterator[Callable[[FileResult], None]]:
     """Yield a function that appends one FileResult to `path`'s temp file; the file replaces
-    `path` when the block ends without an exception, and is discarded otherwise."""
-    with atomic_write(path, "w", newline="" if fmt is Format.CSV else None, encoding="utf-8") as f:
+    `path` when the block ends without an exception, and is discarded otherwise. `-` is
+    standard output, written as results come."""
+    newline = "" if fmt is Format.CSV else None
+    with (_stdout(newline) if path == STDOUT else
+          atomic_write(path, "w", newline=newline, encoding="utf-8")) as f:
         if fmt is Format.CSV:
             w = csv.DictWriter(f, fieldnames=CSV_FIELDS)  # RFC 4180 quoting, \r\n endings
             w.writeheader()
@@ -61,3 +117,14 @@ def result_writer(path: Path, fmt: Format,
 
             yield write
             f.write("]}")
+
+
+@contextmanager
+def _stdout(newline: str | None) -> Iterator[IO[str]]:
+    out = io.TextIOWrapper(sys.stdout.buffer, encoding="utf-8", newline=newline,
+                           write_through=True)
+    try:
+        yield out
+    finally:
+        out.flush()
+        out.detach()  # sys.stdout stays open

@@ -1,0 +1,57 @@
+"""Outputs replace old ones atomically, with the permissions a user expects."""
+
+import os
+import stat
+import subprocess
+import sys
+
+import pytest
+
+from instag.common.atomic import atomic_write
+
+
+def mode(path):
+    return stat.S_IMODE(os.stat(path).st_mode)
+
+
+@pytest.fixture
+def umask_022():
+    old = os.umask(0o022)
+    yield
+    os.umask(old)
+
+
+def test_a_new_file_gets_the_users_umask(tmp_path, umask_022):
+    with atomic_write(tmp_path / "tags.csv") as f:
+        f.write("new\n")
+    assert mode(tmp_path / "tags.csv") == 0o644
+
+
+def test_a_replaced_file_keeps_its_mode(tmp_path, umask_022):
+    (tmp_path / "tags.csv").write_text("old\n")
+    os.chmod(tmp_path / "tags.csv", 0o640)
+    with atomic_write(tmp_path / "tags.csv") as f:
+        f.write("new\n")
+    assert (tmp_path / "tags.csv").read_text() == "new\n"
+    assert mode(tmp_path / "tags.csv") == 0o640
+
+
+def test_a_failed_write_leaves_the_old_file_and_no_temp_file(tmp_path):
+    (tmp_path / "tags.csv").write_text("old\n")
+    with pytest.raises(RuntimeError), atomic_write(tmp_path / "tags.csv") as f:
+        f.write("half")
+        raise RuntimeError
+    assert os.listdir(tmp_path) == ["tags.csv"]
+    assert (tmp_path / "tags.csv").read_text() == "old\n"
+
+
+def test_a_killed_writers_temp_file_is_removed_by_the_next_write(tmp_path):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True).stdout.strip()
+    stale = tmp_path / f".tags.csv.{dead}.abcd1234.tmp"
+    stale.write_text("left by kill -9")
+    other = tmp_path / f".tags.csv.{os.getpid()}.live0000.tmp"  # a live writer's: kept
+    other.write_text("in progress")
+    with atomic_write(tmp_path / "tags.csv") as f:
+        f.write("new\n")
+    assert sorted(os.listdir(tmp_path)) == sorted(["tags.csv", other.name])

@@ -1,0 +1,43 @@
+import pytest
+
+from instag.common.errors import InstagError
+from instag.tagging.thresholds import load_thresholds
+
+CLASSES = ("piano", "speech", "violin")
+
+
+def thresholds_file(tmp_path, text, name="t.csv"):
+    (tmp_path / name).write_text(text)
+    return tmp_path / name
+
+
+def test_a_file_overrides_the_default_per_instrument(tmp_path):
+    path = thresholds_file(tmp_path, "instrument,threshold\npiano,0.3\nviolin, 0.7\n")
+    assert load_thresholds(CLASSES, 0.5, path) == {"piano": 0.3, "speech": 0.5, "violin": 0.7}
+
+
+def test_json_works_too(tmp_path):
+    path = thresholds_file(tmp_path, '{"speech": 0.9}', "t.json")
+    assert load_thresholds(CLASSES, 0.5, path)["speech"] == 0.9
+
+
+@pytest.mark.parametrize("text, where", [
+    ('{"piano": null}', "'piano'"),
+    ('{"piano": 1.5}', "'piano'"),
+    ("piano,0.4\nspeech,1.5\n", "line 2"),
+    ("piano,0.4\nspeech;0.99\n", "line 2"),
+    ("piano,-0.1\n", "line 1"),
+])
+def test_a_bad_threshold_is_an_error_naming_where_it_is(tmp_path, text, where):
+    with pytest.raises(InstagError, match=where):
+        load_thresholds(CLASSES, 0.5, thresholds_file(tmp_path, text))
+
+
+def test_a_default_outside_0_1_is_refused():
+    with pytest.raises(InstagError, match="outside"):
+        load_thresholds(CLASSES, 2.0, None)
+
+
+def test_an_unknown_instrument_is_refused(tmp_path):
+    with pytest.raises(InstagError, match="unknown instruments"):
+        load_thresholds(CLASSES, 0.5, thresholds_file(tmp_path, "tuba,0.5\n"))
