@@ -126,3 +126,12 @@ def test_finding_the_hub_cache_changes_no_environment(monkeypatch, standin_vggis
     assets.tfhub_cache_dir()
     load_vggish(str(standin_vggish))
     assert "TFHUB_CACHE_DIR" not in os.environ
+
+
+def test_clip_keys_stay_unique_when_file_names_collide():
+    from pathlib import Path
+
+    from instag.features.featurefile import file_ids
+
+    assert file_ids([Path("x/a.wav"), Path("y/a.wav"), Path("z/a-2.wav")]) == \
+        ["a", "a-2", "a-2-2"]

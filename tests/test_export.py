@@ -110,8 +110,18 @@ def test_export_run_writes_beside_a_model_card_with_metrics(tmp_path):
     train_run(data, Recipe(epochs=1, batch_size=16, device="cpu"), tmp_path / "run", False)
     path = export_run(tmp_path / "run", tmp_path / "out" / "m.onnx")
     card = json.loads(path.with_suffix(".json").read_text())
-    assert card["metrics"]["overall"]["f1"] >= 0 and card["training_data_sha256"] == data.checksum
-    assert Scorer(path, "cpu").classes == ("c0", "c1", "c2")
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert card["metrics"] == metrics and card["training_data_sha256"] == data.checksum
+    scorer = Scorer(path, "cpu")
+    assert scorer.classes == ("c0", "c1", "c2")
+    assert scorer.meta.thresholds == metrics["thresholds"]  # tuned at training, for tagging
+
+
+def test_export_goes_into_the_run_directory_by_default_named_once(tmp_path):
+    model = trained_like("att")
+    runs.save_torch(tmp_path / "att", model, meta_for("att"))
+    assert export_run(tmp_path / "att") == tmp_path / "att" / "att.onnx"
+    assert (tmp_path / "att" / "att.json").is_file()
 
 
 def test_a_random_forest_run_cannot_be_exported(tmp_path):

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score, f1_score, precision_score, recall_score
 
-from instag.learning.metrics import evaluate_predictions
+from instag.learning.metrics import evaluate_predictions, tune_thresholds
 
 
 def test_metrics_equal_scikit_learn_over_observed_labels():
@@ -36,9 +36,43 @@ def test_unobserved_labels_do_not_change_metrics():
         evaluate_predictions(probs, flipped, mask, ["x"])
 
 
-def test_class_without_both_label_kinds_is_left_out_of_the_means():
-    probs = np.array([[0.9, 0.2], [0.1, 0.8]])
-    doc = evaluate_predictions(probs, np.array([[1.0, 1.0], [0.0, 1.0]]), np.ones((2, 2), bool),
-                               ["both", "only_positive"])
-    assert "f1" not in doc["per_class"]["only_positive"]
-    assert doc["overall"]["f1"] == doc["per_class"]["both"]["f1"]
+def test_an_instrument_with_one_label_kind_is_scored_like_classification_report():
+    """All observed labels negative: sklearn's per-class report with zero_division=0 gives the
+    positive class 0 and the negative class its own figures; the instrument stays in the means,
+    and only mAP (undefined without positives) leaves it out, counting it."""
+    probs = np.array([[0.9, 0.2], [0.1, 0.8], [0.7, 0.1]])
+    labels = np.array([[1.0, 0.0], [0.0, 0.0], [1.0, 0.0]])
+    doc = evaluate_predictions(probs, labels, np.ones((3, 2), bool), ["both", "only_negative"])
+    row = doc["per_class"]["only_negative"]
+    y, pred = [0, 0, 0], [0, 1, 0]
+    assert row["f1"] == pytest.approx(f1_score(y, pred, labels=[0, 1], average="macro",
+                                               zero_division=0))
+    assert row["f1"] == pytest.approx(0.4)  # negative class: P 1, R 2/3, F1 0.8; positive: 0
+    assert "ap" not in row and doc["overall"]["map_left_out"] == 1
+    assert doc["overall"]["f1"] == pytest.approx((doc["per_class"]["both"]["f1"] + 0.4) / 2)
+    assert doc["overall"]["map"] == doc["per_class"]["both"]["ap"]
+
+
+def test_per_class_thresholds_decide_presence():
+    probs = np.array([[0.3], [0.6], [0.35], [0.1]])
+    labels = np.array([[1.0], [1.0], [1.0], [0.0]])
+    mask = np.ones((4, 1), bool)
+    assert evaluate_predictions(probs, labels, mask, ["x"])["per_class"]["x"]["f1_positive"] \
+        == pytest.approx(f1_score([1, 1, 1, 0], [0, 1, 0, 0]))
+    tuned = evaluate_predictions(probs, labels, mask, ["x"], thresholds=[0.3])
+    assert tuned["per_class"]["x"]["f1_positive"] == pytest.approx(1.0)
+
+
+def test_tuned_thresholds_maximise_the_positive_f1_on_the_given_labels():
+    probs = np.array([[0.05, 0.9], [0.2, 0.8], [0.25, 0.7], [0.1, 0.6], [0.02, 0.3]])
+    labels = np.array([[0, 1], [1, 1], [1, 0], [0, 0], [0, 0]], float)
+    mask = np.ones_like(labels, bool)
+    mask[0, 1] = False  # unobserved: not counted
+    (t0, t1) = tune_thresholds(probs, labels, mask)
+    assert t0 == pytest.approx(0.2)  # 0.2 and 0.25 are the positives, above every negative
+    assert t1 == pytest.approx(0.8)  # only 0.8 is an observed positive; 0.7 is negative
+
+
+def test_a_class_with_no_observed_positive_keeps_0_5():
+    probs = np.array([[0.9], [0.1]])
+    assert tune_thresholds(probs, np.zeros((2, 1)), np.ones((2, 1), bool)) == [0.5]

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import numpy as np
 
 from instag.tagging.segments import attention_segments, format_segments, merge_segments
@@ -33,3 +35,14 @@ def test_overlapping_and_touching_segments_merge():
 
 def test_segments_format_as_start_end_pairs():
     assert format_segments([(0.0, 0.96), (2.88, 4.8)]) == "0.00-0.96;2.88-4.80"
+
+
+def test_presence_is_decided_on_the_unrounded_probability():
+    from instag.tagging.bags import Bag
+    from instag.tagging.results import FileResult, bag_result, file_document
+
+    bag = bag_result(Bag(0, 1), ("piano",), np.array([0.49996]), np.ones((1, 1)),
+                     np.ones((1, 1)), {"piano": 0.5})
+    assert bag.present == []
+    doc = file_document(FileResult(Path("a.wav"), "ok", duration=1.0, bags=[bag]))
+    assert doc["bags"][0]["probabilities"] == {"piano": 0.5}  # rounded only when written

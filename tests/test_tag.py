@@ -261,3 +261,27 @@ def test_embed_reuses_the_features_tagging_cached(library, run_tag, run_embed, t
     assert "(2 from cache)" in result.output
     with np.load(tmp_path / "f.npz") as npz:
         assert npz["X"].shape == (11 + 14, 128)
+
+
+def test_the_models_tuned_thresholds_are_the_default_and_threshold_overrides_them(
+        library, run_tag, scoring_model, tmp_path):
+    import onnx
+
+    from instag.common.modelmeta import THRESHOLDS
+
+    proto = onnx.load(str(scoring_model))
+    next(p for p in proto.metadata_props if p.key == THRESHOLDS).value = \
+        json.dumps({"c0": 0.0, "c1": 1.0, "c2": 0.0})  # c0, c2 always present, c1 never
+    onnx.save(proto, str(tmp_path / "tuned.onnx"))
+    run_tag(library / "other", "--out", tmp_path / "a.json", "--model", tmp_path / "tuned.onnx")
+    files = json.loads((tmp_path / "a.json").read_text())["files"]
+    assert [f["instruments"] for f in files] == [["c0", "c2"], ["c0", "c2"]]
+    run_tag(library / "other", "--out", tmp_path / "b.json", "--model", tmp_path / "tuned.onnx",
+            "--threshold", "0")
+    files = json.loads((tmp_path / "b.json").read_text())["files"]
+    assert [f["instruments"] for f in files] == [["c0", "c1", "c2"]] * 2
+
+
+def test_a_hop_larger_than_the_bag_is_refused(library, run_tag, tmp_path):
+    result = run_tag(library, "--out", tmp_path / "t.csv", "--bag", "10", "--hop", "12")
+    assert result.exit_code == 2 and "never be scored" in result.output

@@ -1,14 +1,18 @@
 import json
 import math
 
+import matplotlib.image
+import numpy as np
 import pytest
 import torch
 from builders import localized_instruments, random_openmic
 from typer.testing import CliRunner
 
 from instag.cli import app
+from instag.common.errors import InstagError
 from instag.learning import runs, train
 from instag.learning.data import load_openmic
+from instag.learning.metrics import evaluate_predictions
 from instag.learning.train import Recipe, partial_bce, train_run
 
 
@@ -28,8 +32,8 @@ def test_a_sample_without_observed_labels_adds_no_loss():
     assert float(partial_bce(probs, labels, mask)) == pytest.approx(-math.log(0.9) / 2)
 
 
-def _recipe(model="att", epochs=3, seed=0):
-    return Recipe(model=model, epochs=epochs, batch_size=16, seed=seed, device="cpu")
+def _recipe(model="att", epochs=3, seed=0, batch_size=16):
+    return Recipe(model=model, epochs=epochs, batch_size=batch_size, seed=seed, device="cpu")
 
 
 def test_training_writes_checkpoint_metrics_and_history(tmp_path):
@@ -69,20 +73,30 @@ def test_ctrl_c_keeps_the_best_checkpoint_so_far(tmp_path, monkeypatch):
     runs.load_torch(tmp_path / "run")  # still a valid model
 
 
-@pytest.mark.parametrize("model", ["fc_t", "fc", "rnn", "rf"])
-def test_every_baseline_trains_and_evaluates(tmp_path, model):
-    data = load_openmic(random_openmic(tmp_path / "data"))
-    metrics = train_run(data, _recipe(model=model, epochs=2), tmp_path / "run", progress=False)
-    assert metrics["model"] == model and 0 <= metrics["overall"]["f1"] <= 1
+@pytest.mark.parametrize("model, epochs", [("fc_t", 30), ("fc", 120), ("rnn", 30), ("rf", 1),
+                                           ("att_uniform", 30), ("att", 30)])
+def test_every_model_beats_the_trivial_predictor_on_data_it_can_learn(tmp_path, model, epochs):
+    """Instruments that sound in every instance: any of the paper's models must learn them."""
+    data = load_openmic(localized_instruments(tmp_path / "data", n=800, sounding=(10, 11)))
+    always_absent = evaluate_predictions(np.zeros_like(data.test.labels), data.test.labels,
+                                         data.test.mask, data.classes)["overall"]["f1"]
+    metrics = train_run(data, _recipe(model=model, epochs=epochs, batch_size=64),
+                        tmp_path / "run", progress=False)
+    assert metrics["model"] == model
+    assert metrics["overall"]["f1"] > always_absent + 0.3  # 0.42 for always "absent"
 
 
-def test_attention_beats_mean_pooling_when_instruments_are_localised(tmp_path):
-    """The paper's central claim, on data where each instrument sounds in 1-2 of 10 instances."""
+def test_attention_beats_the_same_network_with_uniform_weights_on_localised_instruments(
+        tmp_path):
+    """The paper's central claim, compared fairly: one network, learned vs uniform attention,
+    on data where each instrument sounds in only 1-2 of 10 instances; threshold-free (mAP) and
+    at each model's tuned thresholds. (At 0.5 uniform pooling answers "absent" everywhere.)"""
     data = load_openmic(localized_instruments(tmp_path / "data"))
     att = train_run(data, _recipe("att", epochs=40), tmp_path / "att", progress=False)
-    fc_t = train_run(data, _recipe("fc_t", epochs=40), tmp_path / "fc_t", progress=False)
-    assert att["overall"]["f1"] > 0.85
-    assert att["overall"]["f1"] > fc_t["overall"]["f1"] + 0.1
+    uniform = train_run(data, _recipe("att_uniform", epochs=40), tmp_path / "uniform",
+                        progress=False)
+    assert att["overall"]["map"] > uniform["overall"]["map"] + 0.08  # measured 0.98 vs 0.85
+    assert att["tuned"]["overall"]["f1"] > uniform["tuned"]["overall"]["f1"] + 0.08  # .96/.84
 
 
 def test_train_evaluate_report_on_real_vggish_features(tmp_path, audioset_mini):
@@ -97,9 +111,13 @@ def test_train_evaluate_report_on_real_vggish_features(tmp_path, audioset_mini):
     prevalence = 454 + 464 + 62 + 28 + 27 + 65 + 24  # positives per class, 968 clips
     assert doc["overall"]["map"] > 2 * prevalence / (7 * 968)  # well above chance
     assert doc["overall"]["f1"] > 0.55
-    result = cli.invoke(app, ["report", str(run), "--png", str(tmp_path / "f1.png")])
+    result = cli.invoke(app, ["report", str(run), "--png", str(tmp_path / "f1.png"), "--json",
+                              str(tmp_path / "summary.json")])
     assert result.exit_code == 0, result.output
-    assert "att" in result.output and (tmp_path / "f1.png").read_bytes()[:4] == b"\x89PNG"
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["att"]["runs"] == 2 and summary["att"]["f1"]["std"] > 0
+    image = matplotlib.image.imread(tmp_path / "f1.png")
+    assert image.shape[0] > 300 and len(np.unique(image.reshape(-1, image.shape[2]), axis=0)) > 8
 
 
 def test_bad_data_directory_is_a_clear_error_not_a_traceback(tmp_path):
@@ -116,3 +134,47 @@ def test_training_leaves_torch_deterministic_mode_as_it_found_it(tmp_path):
     train_run(load_openmic(random_openmic(tmp_path / "data")),
               Recipe(epochs=1, batch_size=16, device="cpu"), tmp_path / "run", False)
     assert torch.are_deterministic_algorithms_enabled() == before
+
+
+def test_a_run_directory_in_use_is_refused_unless_forced(tmp_path):
+    data = load_openmic(random_openmic(tmp_path / "data"))
+    train_run(data, _recipe(epochs=1), tmp_path / "run", progress=False)
+    (tmp_path / "run" / "evaluation.json").write_text("{}")  # from the old run
+    with pytest.raises(InstagError, match="already holds a run"):
+        train_run(data, _recipe(epochs=1), tmp_path / "run", progress=False)
+    train_run(data, _recipe(epochs=1, seed=1), tmp_path / "run", progress=False, force=True)
+    assert not (tmp_path / "run" / "evaluation.json").exists()
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["seed"] == 1
+
+
+def test_the_random_forest_trains_on_the_whole_training_split(tmp_path):
+    data = load_openmic(random_openmic(tmp_path / "data", n=80))
+    train_run(data, _recipe("rf"), tmp_path / "run", progress=False)
+    rf, _ = runs.load_rf(tmp_path / "run")
+    for c, forest in enumerate(rf.forests):
+        if not isinstance(forest, float):  # oob: one row per observed training clip
+            assert len(forest.oob_decision_function_) == data.train.mask[:, c].sum()
+    assert set(json.loads((tmp_path / "run" / "metrics.json").read_text())["thresholds"]) == \
+        set(data.classes)
+
+
+def test_thresholds_are_tuned_on_validation_and_evaluate_reports_both(tmp_path):
+    data = load_openmic(localized_instruments(tmp_path / "data", n=400))
+    train_run(data, _recipe(epochs=5, batch_size=64), tmp_path / "run", progress=False)
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert any(t != 0.5 for t in metrics["thresholds"].values())
+    result = CliRunner().invoke(app, ["evaluate", str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output
+    doc = json.loads((tmp_path / "run" / "evaluation.json").read_text())
+    assert doc["tuned"]["thresholds"] == metrics["thresholds"]
+    assert {r["threshold"] for r in doc["per_class"].values()} == {0.5}
+    assert doc["tuned"]["overall"]["f1"] == pytest.approx(metrics["tuned"]["overall"]["f1"])
+
+
+def test_evaluate_on_a_parent_of_seed_runs_lists_them(tmp_path):
+    data = load_openmic(random_openmic(tmp_path / "data"))
+    for s in (0, 1):
+        train_run(data, _recipe(epochs=1, seed=s), tmp_path / "runs" / f"seed-{s}", False)
+    result = CliRunner().invoke(app, ["evaluate", str(tmp_path / "runs")])
+    assert result.exit_code == 2
+    assert "seed-0" in result.output and "seed-1" in result.output

@@ -32,12 +32,15 @@ def train(
     out: Annotated[Path, typer.Option(help="Run directory to write (one sub-directory per seed "
                                            "with --seeds).")],
     model: Annotated[str, typer.Option(help="att, fc_t, fc, rnn or rf.")] = "att",
-    epochs: int = 250,
-    batch_size: int = 128,
+    epochs: Annotated[int, typer.Option(min=1, help="Passes over the training split; the "
+                                                    "best validation loss is kept.")] = 250,
+    batch_size: Annotated[int, typer.Option(min=1, help="Clips per Adam step.")] = 128,
     lr: Annotated[float | None, typer.Option(help="Default: 5e-4 (fc: 1e-4).")] = None,
-    seed: int = 0,
+    seed: Annotated[int, typer.Option(help="Seed of the validation split, the weights and the "
+                                           "batch order.")] = 0,
     seeds: Annotated[str | None, typer.Option(help="Comma-separated seeds, one run each.")] = None,
     device: DeviceOpt = Device.AUTO,
+    force: Annotated[bool, typer.Option(help="Replace a run already in --out.")] = False,
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
 ) -> None:
     """Train one of the paper's models on OpenMIC-2018 with the paper's recipe."""
@@ -48,7 +51,8 @@ def train(
         run_dir = out / f"seed-{s}" if seeds else out
         recipe = Recipe(model=model, epochs=epochs, batch_size=batch_size, lr=lr, seed=s,
                         device=device)
-        metrics = train_run(data, recipe, run_dir, progress=not quiet and sys.stderr.isatty())
+        metrics = train_run(data, recipe, run_dir, progress=not quiet and sys.stderr.isatty(),
+                            force=force)
         o = metrics["overall"]
         if metrics.get("interrupted"):
             out_console.print(f"interrupted: kept the best checkpoint so far (epoch "
@@ -65,21 +69,35 @@ def evaluate(
     openmic: Annotated[Path | None, typer.Option(help="Data set (default: the run's).")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Where to write the metrics "
                                                      "(default RUN_DIR/evaluation.json).")] = None,
-    device: DeviceOpt = Device.CPU,
+    device: Annotated[Device, typer.Option(help="cpu (default), cuda or auto (CUDA when "
+                                                "available).")] = Device.CPU,
 ) -> None:
     """Score a trained run on its test split with the paper's metrics and mAP."""
     doc = evaluate_run(run_dir, openmic, resolve_device(device))
-    table = Table(title=f"{doc['model']} (seed {doc['seed']}) on {doc['data_dir']}")
-    for col in ("instrument", "observed", "P", "R", "F1", "F1+", "AP"):
+    tuned = doc.get("tuned")
+    table = Table(title=f"{doc['model']} (seed {doc['seed']}) on {doc['data_dir']}: at 0.5 "
+                  "(the paper's rule)" + (" and at the tuned thresholds" if tuned else ""))
+    columns = ["instrument", "observed", "P", "R", "F1", "F1+", "AP"]
+    columns += ["t", "F1 t", "F1+ t"] if tuned else []
+    for col in columns:
         table.add_column(col, justify="left" if col == "instrument" else "right")
+
+    def cells(r: dict, keys: tuple[str, ...]) -> list[str]:
+        return [f"{r[k]:.3f}" if k in r else "-" for k in keys]
+
+    paper_keys, tuned_keys = ("precision", "recall", "f1", "f1_positive"), ("f1", "f1_positive")
     for name, r in doc["per_class"].items():
-        vals = [f"{r[k]:.3f}" if k in r else "-" for k in
-                ("precision", "recall", "f1", "f1_positive", "ap")]
-        table.add_row(name, str(r["n_observed"]), *vals)
-    o = doc["overall"]
-    table.add_row("[bold]mean[/]", "", *(f"{o[k]:.3f}" for k in
-                                          ("precision", "recall", "f1", "f1_positive", "map")))
+        row = [name, str(r["n_observed"]), *cells(r, (*paper_keys, "ap"))]
+        if tuned:
+            t = tuned["per_class"][name]
+            row += [f"{t['threshold']:.2f}", *cells(t, tuned_keys)]
+        table.add_row(*row)
+    mean = ["[bold]mean[/]", "", *cells(doc["overall"], (*paper_keys, "map"))]
+    table.add_row(*mean, *(["", *cells(tuned["overall"], tuned_keys)] if tuned else []))
     console().print(table)
+    if doc["overall"]["map_left_out"]:
+        console().print(f"mAP leaves out {doc['overall']['map_left_out']} instrument(s) without "
+                        "a positive test label (average precision is undefined there)")
     path = json_out or run_dir / "evaluation.json"
     with atomic_write(path) as f:
         json.dump(doc, f, indent=2)
@@ -115,8 +133,8 @@ def report(
 def export_onnx(
     run_dir: Annotated[Path, typer.Argument(help="A run directory from `instag train`.")],
     out: Annotated[Path | None, typer.Option(
-        help="Where to write the .onnx (default: export/ in a checkout, else the user data "
-             "directory); the model card goes beside it as .json.")] = None,
+        help="Where to write the .onnx (default: RUN_DIR/MODEL.onnx); the model card goes "
+             "beside it as .json.")] = None,
 ) -> None:
     """Export a trained att, fc_t, rnn or fc model to ONNX for tagging."""
     path = export_run(run_dir, out)

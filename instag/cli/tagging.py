@@ -28,7 +28,7 @@ from instag.common.errors import InstagError
 from instag.features.decode import AudioError
 from instag.features.featurefile import write_features
 from instag.features.resample import DEFAULT_RESAMPLER
-from instag.tagging.bags import parse_bag_mode
+from instag.tagging.bags import check_bag_setting, parse_bag_mode
 from instag.tagging.plot import load_file_doc, plot_file
 from instag.tagging.pool import STALL_TIMEOUT
 from instag.tagging.results import FileResult, file_document
@@ -192,8 +192,9 @@ def tag(
              "OpenMIC's clips).")] = "full",
     hop: Annotated[int | None, typer.Option(min=1, help="Instances between bag starts "
                                                         "(default: N, no overlap).")] = None,
-    threshold: Annotated[float, typer.Option(help="Probability in [0, 1] at which an "
-                                                  "instrument is present.")] = 0.5,
+    threshold: Annotated[float | None, typer.Option(
+        help="Probability in [0, 1] at which every instrument is present (default: each "
+             "instrument's threshold tuned at training, stored in the model; else 0.5).")] = None,
     thresholds: Annotated[Path | None, typer.Option(
         help="Per-instrument thresholds: JSON {name: t} or CSV name,t lines.")] = None,
     device: DeviceOpt = Device.AUTO,
@@ -217,7 +218,9 @@ def tag(
     written), 130 interrupted, 143 terminated (previous output kept).
     """
     fmt = format_for(out, format)
-    check_threshold(threshold, "--threshold")
+    check_bag_setting(parse_bag_mode(bag), hop)
+    if threshold is not None:
+        check_threshold(threshold, "--threshold")
     opts = TagOptions(
         model=locations.resolve_model(model), vggish=vggish, pca=pca, resampler=resampler,
         bag_size=parse_bag_mode(bag), hop=hop, threshold=threshold, thresholds_file=thresholds,
@@ -231,11 +234,12 @@ def tag(
             raise InstagError(f"--plot {plot}: is a file", "name a folder for the figures")
         check_writable(plot, f"--plot {plot}")
     run = tag_run(paths, opts, reporter_for(quiet, "tagging"))
+    run_info = {"model": str(opts.model), "bag": bag,
+                "threshold": "tuned" if threshold is None else threshold}
     plotted = 0
     try:
         with _stoppable(run, "previous output kept"), \
-                result_writer(out, fmt, {"model": str(opts.model), "bag": bag,
-                                         "threshold": threshold}) as write:
+                result_writer(out, fmt, run_info) as write:
             for result in run:
                 write(result)
                 if plot is not None and result.ok:

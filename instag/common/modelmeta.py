@@ -27,6 +27,7 @@ TRAINING_DATA = "instag.training_data"
 TRAINING_DATA_SHA256 = "instag.training_data_sha256"
 VERSION = "instag.version"
 WEIGHTS_SHA256 = "instag.weights_sha256"
+THRESHOLDS = "instag.thresholds"  # per instrument, tuned on validation at training
 REQUIRED = (MODEL, CLASSES, FEATURE_SPEC, IN_DIM)
 
 
@@ -43,6 +44,7 @@ class ModelMeta:
     training_data_sha256: str = ""
     version: str = ""
     weights_sha256: str = ""
+    thresholds: dict[str, float] | None = None
 
     def to_props(self) -> dict[str, str]:
         return {
@@ -53,6 +55,7 @@ class ModelMeta:
             FIXED_INSTANCES: "" if self.fixed_instances is None else str(self.fixed_instances),
             TRAINING_DATA: self.training_data, TRAINING_DATA_SHA256: self.training_data_sha256,
             VERSION: self.version, WEIGHTS_SHA256: self.weights_sha256,
+            THRESHOLDS: json.dumps(self.thresholds) if self.thresholds else "",
         }
 
     @classmethod
@@ -69,6 +72,12 @@ class ModelMeta:
                     and len(set(classes)) == len(classes)):
                 raise ValueError(f"{CLASSES} is not a list of distinct names")
             fixed = props.get(FIXED_INSTANCES) or ""
+            thresholds = json.loads(props[THRESHOLDS]) if props.get(THRESHOLDS) else None
+            if thresholds is not None and not (
+                    isinstance(thresholds, dict) and set(thresholds) <= set(classes)
+                    and all(isinstance(t, int | float) and 0 <= t <= 1
+                            for t in thresholds.values())):
+                raise ValueError(f"{THRESHOLDS} is not a map of instrument to [0, 1]")
             return cls(
                 model=props[MODEL], classes=tuple(classes), feature_spec=props[FEATURE_SPEC],
                 in_dim=_positive(props[IN_DIM], IN_DIM),
@@ -78,6 +87,7 @@ class ModelMeta:
                 training_data=props.get(TRAINING_DATA, ""),
                 training_data_sha256=props.get(TRAINING_DATA_SHA256, ""),
                 version=props.get(VERSION, ""), weights_sha256=props.get(WEIGHTS_SHA256, ""),
+                thresholds=thresholds,
             )
         except ValueError as e:
             raise InstagError(f"{path}: malformed instag metadata ({e})",

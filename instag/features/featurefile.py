@@ -20,12 +20,17 @@ from instag.features.instances import INSTANCE_SECONDS, Features
 
 
 def file_ids(paths: list[Path]) -> list[str]:
-    """Readable unique ids from file names: the stem with odd characters replaced."""
-    ids, seen = [], {}
+    """Readable ids from file names (the stem with odd characters replaced), unique however
+    the names collide: a repeated id gets the first free -2, -3, ... suffix."""
+    ids, taken = [], set()
     for p in paths:
         base = re.sub(r"[^A-Za-z0-9-]+", "-", p.stem).strip("-") or "file"
-        seen[base] = seen.get(base, 0) + 1
-        ids.append(base if seen[base] == 1 else f"{base}-{seen[base]}")
+        fid, n = base, 1
+        while fid in taken:
+            n += 1
+            fid = f"{base}-{n}"
+        taken.add(fid)
+        ids.append(fid)
     return ids
 
 

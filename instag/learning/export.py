@@ -16,7 +16,7 @@ import warnings
 from datetime import datetime, timezone
 from pathlib import Path
 
-from instag.common import VERSION, locations, modelmeta
+from instag.common import VERSION, modelmeta
 from instag.common.atomic import atomic_path, atomic_write
 from instag.common.downloads import file_digest
 from instag.common.errors import InstagError
@@ -27,16 +27,13 @@ from instag.learning import runs
 from instag.learning.models import FC_INSTANCES
 
 OPSET = 17  # onnxruntime >= 1.14 runs it everywhere, CUDA included
-PADDING_MODELS = ("att", "fc_t")
-EXPORTABLE = ("att", "fc_t", "rnn", "fc")
+PADDING_MODELS = ("att", "att_uniform", "fc_t")
+EXPORTABLE = ("att", "att_uniform", "fc_t", "rnn", "fc")
 
 
 def default_output(run_dir: Path, model_name: str) -> Path:
-    """``export/`` of the checkout instag runs from, else the user data directory's models/."""
-    checkout = Path(__file__).resolve().parents[2]
-    base = checkout / "export" if (checkout / "pyproject.toml").is_file() and \
-        (checkout / "export").is_dir() else locations.data_dir() / "models"
-    return base / f"{model_name}-{Path(run_dir).resolve().name}.onnx"
+    """In the run directory, beside the model it comes from: RUN/att.onnx."""
+    return Path(run_dir) / f"{model_name}.onnx"
 
 
 def weights_sha256(model) -> str:
@@ -85,7 +82,7 @@ def export_model(model, meta: dict, out: Path, metrics: dict | None = None) -> P
         fixed_instances=FC_INSTANCES if name == "fc" else None,
         training_data=Path(meta.get("data_dir", "")).name,
         training_data_sha256=meta.get("data_sha256", ""), version=VERSION,
-        weights_sha256=weights_sha256(model),
+        weights_sha256=weights_sha256(model), thresholds=(metrics or {}).get("thresholds"),
     )
     props = info.to_props()
     with atomic_path(out) as tmp, warnings.catch_warnings():

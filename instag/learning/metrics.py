@@ -1,6 +1,17 @@
-"""The paper's evaluation (instrument-wise macro P/R/F1 at 0.5) and mAP, over observed labels."""
+"""The paper's evaluation (instrument-wise macro P/R/F1) and mAP, over observed labels, and the
+per-instrument thresholds tagging uses.
+
+Per instrument, over its observed labels, a prediction is positive at >= its threshold (0.5 is
+the paper's rule); precision, recall and F1 of the positive and the negative class are
+macro-averaged, as scikit-learn's ``classification_report`` does, with ``labels=[0, 1]`` and
+``zero_division=0``: an instrument whose observed labels are all of one class is still scored,
+the same way whatever the predictions. Average precision is undefined without a positive label:
+such instruments are left out of mAP, and the number left out is reported.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -10,39 +21,51 @@ THRESHOLD = 0.5
 
 
 def evaluate_predictions(
-    probs: np.ndarray, labels: np.ndarray, mask: np.ndarray, classes: tuple[str, ...] | list[str]
+    probs: np.ndarray, labels: np.ndarray, mask: np.ndarray, classes: Sequence[str],
+    thresholds: Sequence[float] | None = None,
 ) -> dict:
-    """Per-class and overall metrics for bag probabilities [N, C] against observed labels.
-
-    Per class, over its observed labels, a prediction is positive at >= 0.5; precision, recall
-    and F1 are computed for the positive and the negative class and macro-averaged (the paper's
-    "instrument-wise" figures). ``f1_positive`` is the positive class alone, ``ap`` the average
-    precision. Overall figures are means over the classes that have observed labels of both kinds.
-    """
+    """Per-class and overall metrics for bag probabilities [N, C] against observed labels, at
+    `thresholds` (one per class; default 0.5 for every class)."""
     sk = require("sklearn.metrics")
-    average_precision_score = sk.average_precision_score
-    precision_recall_fscore_support = sk.precision_recall_fscore_support
-
     per_class = {}
     for c, name in enumerate(classes):
         observed = mask[:, c].astype(bool)
         y = labels[observed, c].astype(int)
         p = probs[observed, c]
-        row = {"n_observed": int(observed.sum()), "n_positive": int(y.sum())}
-        if len(np.unique(y)) == 2:
-            pred = (p >= THRESHOLD).astype(int)
-            prec, rec, f1, _ = precision_recall_fscore_support(
-                y, pred, labels=[0, 1], average=None, zero_division=0
-            )
-            row.update(
-                precision=float(prec.mean()), recall=float(rec.mean()), f1=float(f1.mean()),
-                f1_positive=float(f1[1]), ap=float(average_precision_score(y, p)),
-            )
+        t = THRESHOLD if thresholds is None else float(thresholds[c])
+        row = {"n_observed": int(observed.sum()), "n_positive": int(y.sum()), "threshold": t}
+        if len(y):
+            prec, rec, f1, _ = sk.precision_recall_fscore_support(
+                y, (p >= t).astype(int), labels=[0, 1], average=None, zero_division=0)
+            row.update(precision=float(prec.mean()), recall=float(rec.mean()),
+                       f1=float(f1.mean()), f1_positive=float(f1[1]))
+        if y.any():
+            row["ap"] = float(sk.average_precision_score(y, p))
         per_class[name] = row
-    scored = [r for r in per_class.values() if "f1" in r]
-    overall = {
-        key: float(np.mean([r[key] for r in scored])) if scored else float("nan")
-        for key in ("precision", "recall", "f1", "f1_positive", "ap")
-    }
-    overall["map"] = overall.pop("ap")
+
+    def mean(key: str) -> float:
+        values = [r[key] for r in per_class.values() if key in r]
+        return float(np.mean(values)) if values else float("nan")
+
+    overall = {k: mean(k) for k in ("precision", "recall", "f1", "f1_positive")}
+    overall["map"] = mean("ap")
+    overall["map_left_out"] = sum("ap" not in r for r in per_class.values())
     return {"overall": overall, "per_class": per_class}
+
+
+def tune_thresholds(probs: np.ndarray, labels: np.ndarray, mask: np.ndarray) -> list[float]:
+    """Per class, the threshold that maximises the F1 of the positive class (what a tag user
+    feels: tags that are there and right) over the observed labels; 0.5 where a class has no
+    observed positive to tune on."""
+    sk = require("sklearn.metrics")
+    out = []
+    for c in range(probs.shape[1]):
+        observed = mask[:, c].astype(bool) & np.isfinite(probs[:, c])
+        y, p = labels[observed, c].astype(int), probs[observed, c]
+        if not y.any():
+            out.append(THRESHOLD)
+            continue
+        precision, recall, cuts = sk.precision_recall_curve(y, p)
+        f1 = 2 * precision[:-1] * recall[:-1] / np.maximum(precision[:-1] + recall[:-1], 1e-12)
+        out.append(float(np.clip(cuts[int(np.argmax(f1))], 0.0, 1.0)))
+    return out

@@ -24,13 +24,13 @@ from instag.common.extras import require
 if TYPE_CHECKING:
     import torch
 
-TORCH_MODELS = ("att", "fc_t", "fc", "rnn")
+TORCH_MODELS = ("att", "att_uniform", "fc_t", "fc", "rnn")
 MODEL_NAMES = (*TORCH_MODELS, "rf")
 ATTENTION_EPS = 1e-7
 FC_INSTANCES = 10  # the fc baseline flattens OpenMIC's fixed 10-instance clips
 
 # Learning rates of the paper's recipe; fc follows the authors' code.
-DEFAULT_LR = {"att": 5e-4, "fc_t": 5e-4, "rnn": 5e-4, "fc": 1e-4}
+DEFAULT_LR = {"att": 5e-4, "att_uniform": 5e-4, "fc_t": 5e-4, "rnn": 5e-4, "fc": 1e-4}
 
 
 def _modules():
@@ -51,8 +51,10 @@ def _modules():
     class Attention(nn.Module):
         """Decision-level attention (Eqs. 2-3): parallel instance and attention heads."""
 
-        def __init__(self, n_classes: int = 20, in_dim: int = 128, dropout: float = 0.6):
+        def __init__(self, n_classes: int = 20, in_dim: int = 128, dropout: float = 0.6,
+                     uniform: bool = False):
             super().__init__()
+            self.uniform = uniform  # the ablation: the same network, attention replaced by mean
             self.bn0 = nn.BatchNorm1d(in_dim)
             layers = []
             for _ in range(3):
@@ -72,6 +74,8 @@ def _modules():
             emb = self.embedding(self.bn0(flat)) + flat  # skip connection from the raw input
             inst = torch.sigmoid(self.instance_head(emb)).reshape(b, t, -1)
             att = torch.sigmoid(self.attention_head(emb)).reshape(b, t, -1)
+            if self.uniform:
+                att = torch.ones_like(att)
             att = att.clamp(ATTENTION_EPS, 1.0 - ATTENTION_EPS)
             att = att * full_mask(x, mask).unsqueeze(-1).to(att.dtype)  # padding gets no weight
             weights = att / att.sum(dim=1, keepdim=True)
@@ -131,7 +135,8 @@ def _modules():
             weights = uniform_weights(full_mask(x, mask), bag.shape[1])
             return bag, bag.unsqueeze(1).expand(-1, x.shape[1], -1), weights
 
-    return {"att": Attention, "fc_t": FCT, "fc": FC, "rnn": RNN}
+    return {"att": Attention, "att_uniform": lambda **kw: Attention(uniform=True, **kw),
+            "fc_t": FCT, "fc": FC, "rnn": RNN}
 
 
 def build_model(name: str, n_classes: int = 20, in_dim: int = 128):
@@ -176,24 +181,28 @@ class RandomForest:
         self.seed = seed
         self.forests: list = []
 
-    def fit(self, x, labels, mask) -> RandomForest:
-        """x: [N, T, D] scaled features; labels, mask: [N, C]."""
+    def fit(self, x, labels, mask) -> np.ndarray:
+        """Fit on x: [N, T, D] scaled features, labels and mask [N, C]; return the out-of-bag
+        probabilities [N, C] (each clip scored by the trees that did not see it; NaN where
+        none, or where the label was not observed), the forest's own validation."""
         RandomForestClassifier = require("sklearn.ensemble").RandomForestClassifier
 
         feats = x.mean(axis=1)
         self.forests = []
+        oob = np.full(labels.shape, np.nan, np.float32)
         for c in range(self.n_classes):
-            observed = mask[:, c]
+            observed = mask[:, c].astype(bool)
             y = labels[observed, c]
-            forest = None
             if len(set(y.tolist())) == 2:
                 forest = RandomForestClassifier(
                     n_estimators=self.n_trees, max_depth=self.max_depth, random_state=self.seed,
-                    n_jobs=-1,
+                    n_jobs=-1, oob_score=True,
                 ).fit(feats[observed], y)
-            # A class with one observed value predicts that value's frequency.
-            self.forests.append(forest if forest is not None else float(y.mean() if len(y) else 0))
-        return self
+                oob[observed, c] = forest.oob_decision_function_[:, 1]
+                self.forests.append(forest)
+            else:  # one observed value: predict that value's frequency
+                self.forests.append(float(y.mean() if len(y) else 0))
+        return oob
 
     def predict_proba(self, x):
         """Bag probabilities [N, C] for scaled features [N, T, D]."""

@@ -29,8 +29,14 @@ def evaluate_run(run_dir: Path, openmic: Path | None = None, device: str = "cpu"
         )
     probs = runs.predictor(run_dir, device)(data.test.inputs())
     metrics = evaluate_predictions(probs, data.test.labels, data.test.mask, data.classes)
-    return {"run": str(run_dir), "model": info.model, "seed": info.seed,
-            "data_dir": str(data.root), "data_sha256": data.checksum, **metrics}
+    doc = {"run": str(run_dir), "model": info.model, "seed": info.seed,
+           "data_dir": str(data.root), "data_sha256": data.checksum, **metrics}
+    tuned = runs.read_thresholds(run_dir)
+    if tuned:
+        thresholds = [tuned.get(c, 0.5) for c in data.classes]
+        doc["tuned"] = {"thresholds": tuned, **evaluate_predictions(
+            probs, data.test.labels, data.test.mask, data.classes, thresholds)}
+    return doc
 
 
 def load_metrics(run_dirs: list[Path]) -> list[dict]:

@@ -44,6 +44,23 @@ class RunInfo:
         return cls(**known)
 
 
+RUN_FILES = (TORCH_FILE, RF_FILE, METRICS_FILE, "history.csv", "evaluation.json")
+
+
+def claim(run_dir: Path, force: bool) -> None:
+    """Make `run_dir` ready for a new run: refuse one that holds a run, unless `force`, which
+    removes that run's files (and its exports)."""
+    run_dir = Path(run_dir)
+    old = [run_dir / n for n in RUN_FILES if (run_dir / n).exists()]
+    if old and not force:
+        raise InstagError(f"{run_dir}: already holds a run ({', '.join(p.name for p in old)})",
+                          "pass --force to replace it, or another --out")
+    for path in old + sorted(run_dir.glob("*.onnx")) + [p.with_suffix(".json") for p in
+                                                          run_dir.glob("*.onnx")]:
+        path.unlink(missing_ok=True)
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+
 def save_torch(run_dir: Path, model, meta: dict) -> None:
     torch = require("torch")
 
@@ -94,10 +111,20 @@ def read_info(run_dir: Path) -> RunInfo:
         return RunInfo.from_dict(load_torch(run_dir)[1])
     if (run_dir / RF_FILE).is_file():
         return RunInfo.from_dict(load_rf(run_dir)[1])
+    inside = sorted({p.parent for name in (TORCH_FILE, RF_FILE) for p in run_dir.glob(f"*/{name}")})
+    if inside:  # a parent of `instag train --seeds` runs
+        raise InstagError(f"{run_dir}: holds {len(inside)} runs, one per seed",
+                          "pass one of them: " + ", ".join(map(str, inside)))
     raise InstagError(
         f"{run_dir}: no {TORCH_FILE} or {RF_FILE} here",
         "pass a directory written by `instag train --out`",
     )
+
+
+def read_thresholds(run_dir: Path) -> dict[str, float] | None:
+    """The per-instrument thresholds training tuned (in metrics.json), if the run has them."""
+    path = Path(run_dir) / METRICS_FILE
+    return json.loads(path.read_text()).get("thresholds") if path.is_file() else None
 
 
 def predictor(run_dir: Path, device: str = "cpu"):

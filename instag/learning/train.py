@@ -15,7 +15,7 @@ from instag.common.errors import InstagError
 from instag.common.extras import require
 from instag.learning import runs
 from instag.learning.data import OpenMIC, Subset
-from instag.learning.metrics import evaluate_predictions
+from instag.learning.metrics import evaluate_predictions, tune_thresholds
 from instag.learning.models import (
     DEFAULT_LR,
     MODEL_NAMES,
@@ -61,30 +61,44 @@ def _loss_on(model, subset: Subset, device: str) -> float:
     )
 
 
-def train_run(data: OpenMIC, recipe: Recipe, out_dir: Path, progress: bool = True) -> dict:
+def train_run(data: OpenMIC, recipe: Recipe, out_dir: Path, progress: bool = True,
+              force: bool = False) -> dict:
     """Train one model on `data` with `recipe`, checkpointing into `out_dir`; return its metrics.
+    A directory that already holds a run is refused unless `force`, which clears it first (an
+    old evaluation.json or export must not sit beside a new model).
 
     Ctrl-C stops training early: the best checkpoint so far stays valid and is evaluated.
     """
     if recipe.model not in MODEL_NAMES:
         raise InstagError(f"unknown model {recipe.model!r}",
                           f"choose from {', '.join(MODEL_NAMES)}")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    train, val = data.split_validation(recipe.seed)
+    runs.claim(out_dir, force)
     meta = runs.RunInfo(
         model=recipe.model, classes=data.classes, in_dim=data.train.X.shape[2],
         n_instances=data.train.X.shape[1], seed=recipe.seed, data_dir=str(data.root),
         data_sha256=data.checksum,
         recipe={**recipe.__dict__, "device": str(recipe.device), "lr": recipe.learning_rate},
     )
-    if recipe.model == "rf":
+    if recipe.model == "rf":  # OpenMIC's baseline: the whole training split, out-of-bag tuning
         rf = RandomForest(len(data.classes), seed=recipe.seed)
-        rf.fit(train.inputs(), train.labels, train.mask)
+        oob = rf.fit(data.train.inputs(), data.train.labels, data.train.mask)
         runs.save_rf(out_dir, rf, meta)
-        metrics = evaluate_predictions(rf.predict_proba(data.test.inputs()), data.test.labels,
-                                       data.test.mask, data.classes)
-        return runs.write_metrics(out_dir, metrics, meta, interrupted=False)
+        thresholds = tune_thresholds(oob, data.train.labels, data.train.mask)
+        return _finish(out_dir, data, meta, rf.predict_proba(data.test.inputs()), thresholds,
+                       interrupted=False)
+    train, val = data.split_validation(recipe.seed)
     return _train_torch(data, train, val, recipe, meta, out_dir, progress)
+
+
+def _finish(out_dir: Path, data: OpenMIC, meta: runs.RunInfo, test_probs, thresholds,
+            **extra) -> dict:
+    """The run's metrics on the test split, at the paper's 0.5 and at the tuned thresholds."""
+    metrics = evaluate_predictions(test_probs, data.test.labels, data.test.mask, data.classes)
+    tuned = evaluate_predictions(test_probs, data.test.labels, data.test.mask, data.classes,
+                                 thresholds)
+    return runs.write_metrics(out_dir, metrics, meta, **extra,
+                              thresholds=dict(zip(data.classes, thresholds, strict=True)),
+                              tuned={"overall": tuned["overall"]})
 
 
 def _train_torch(data, train, val, recipe, meta, out_dir: Path, progress: bool) -> dict:
@@ -155,11 +169,11 @@ def _fit(torch, tqdm, data, train, val, recipe, meta, out_dir: Path, progress: b
     if not history:
         raise InstagError(f"{out_dir}: interrupted before the first epoch ended; nothing saved")
     best_model, _ = runs.load_torch(out_dir, device=device)
-    metrics = evaluate_predictions(predict(best_model, data.test.inputs(), device),
-                                   data.test.labels, data.test.mask, data.classes)
+    thresholds = tune_thresholds(predict(best_model, val.inputs(), device), val.labels, val.mask)
     best_row = min(history, key=lambda r: r["val_loss"])
-    return runs.write_metrics(out_dir, metrics, meta, interrupted=interrupted,
-                              best_epoch=best_row["epoch"], best_val_loss=best_row["val_loss"])
+    return _finish(out_dir, data, meta, predict(best_model, data.test.inputs(), device),
+                   thresholds, interrupted=interrupted, best_epoch=best_row["epoch"],
+                   best_val_loss=best_row["val_loss"])
 
 
 def _write_history(path: Path, history: list[dict]) -> None:

@@ -204,7 +204,8 @@ def step_model(data_root: Path, opts: SetupOptions, say: Say) -> Path:
     for seed in opts.seeds:
         say(f"[4/4] model: training att, seed {seed}, {opts.epochs} epochs")
         recipe = Recipe(model="att", epochs=opts.epochs, seed=seed, device=opts.device)
-        metrics = train_run(data, recipe, runs_dir / f"att-seed-{seed}", progress=False)
+        metrics = train_run(data, recipe, runs_dir / f"att-seed-{seed}", progress=False,
+                            force=True)  # setup's own run directories: retrained on new data
         val = metrics["best_val_loss"]
         say(f"      seed {seed}: best validation loss {val:.4f}, test F1 "
             f"{metrics['overall']['f1']:.3f}, mAP {metrics['overall']['map']:.3f}")

@@ -46,6 +46,15 @@ def parse_bag_mode(text: str) -> int | None:
     return n
 
 
+def check_bag_setting(size: int | None, hop: int | None) -> None:
+    """A hop needs a bag size, and may not skip instances: every instance is in some bag."""
+    if hop is not None and size is None:
+        raise InstagError(f"--hop {hop} without --bag N", "give the bag size too, e.g. --bag 10")
+    if hop is not None and size is not None and hop > size:
+        raise InstagError(f"--hop {hop} is larger than --bag {size}: the instances between "
+                          "bags would never be scored", f"use --hop {size} or less")
+
+
 def make_bags(n_instances: int, size: int | None = None, hop: int | None = None,
               exact: bool = False) -> list[Bag]:
     """Bags over n_instances: one bag when size is None, else windows of `size` every `hop`.

@@ -40,7 +40,7 @@ class FileResult:
 
     @property
     def ok(self) -> bool:
-        return self.status is Status.OK
+        return self.status == Status.OK
 
     @property
     def display_path(self) -> str:
@@ -57,8 +57,9 @@ class FileResult:
 
 
 def bag_result(bag: Bag, classes, bag_probs, instance_probs, attention, thresholds) -> BagResult:
-    """Probabilities, presence by per-instrument threshold, and attention segments of a bag."""
-    probs = {c: round(float(p), DECIMALS) for c, p in zip(classes, bag_probs, strict=True)}
+    """Probabilities, presence by per-instrument threshold, and attention segments of a bag.
+    Presence is decided on the model's own values; they are rounded only where written."""
+    probs = {c: float(p) for c, p in zip(classes, bag_probs, strict=True)}
     present = [c for c in classes if probs[c] >= thresholds[c]]
     col = {c: i for i, c in enumerate(classes)}
     return BagResult(
@@ -84,7 +85,8 @@ def file_document(r: FileResult) -> dict:
     doc["segments"] = {c: [list(s) for s in segs] for c, segs in r.segments().items()}
     doc["bags"] = [{
         "start_s": b.bag.start_s, "end_s": b.bag.end_s,
-        "probabilities": b.probabilities, "present": b.present,
+        "probabilities": {c: round(p, DECIMALS) for c, p in b.probabilities.items()},
+        "present": b.present,
         "segments": {c: [list(s) for s in segs] for c, segs in b.segments.items()},
         "timeline": {
             "start_s": [instance_span(i)[0] for i in range(b.bag.first, b.bag.stop)],

@@ -36,7 +36,7 @@ from instag.features.instances import (
     chunk_instances,
 )
 from instag.features.resample import DEFAULT_RESAMPLER, Resampler
-from instag.tagging.bags import make_bags
+from instag.tagging.bags import check_bag_setting, make_bags
 from instag.tagging.cache import CACHE_FILE, Cache, FileKey, lock
 from instag.tagging.pool import STALL_TIMEOUT, DecodePool, Event, Kind
 from instag.tagging.results import FileResult, bag_result
@@ -60,7 +60,7 @@ class TagOptions:
     resampler: Resampler = DEFAULT_RESAMPLER
     bag_size: int | None = None  # None: the whole file is one bag
     hop: int | None = None
-    threshold: float = 0.5
+    threshold: float | None = None  # None: the model's tuned thresholds (else 0.5)
     thresholds_file: Path | None = None
     device: Device = Device.AUTO
     jobs: int | None = None  # decoding processes; None: one per CPU (never more than files)
@@ -118,13 +118,15 @@ class _Scoring:
     """The scoring stage: bags of several files per ONNX call, scores into the cache."""
 
     def __init__(self, opts: TagOptions) -> None:
+        check_bag_setting(opts.bag_size, opts.hop)
         self.scorer = Scorer(locations.resolve_model(opts.model), opts.device)
         self.exact = self.scorer.meta.fixed_instances  # the model takes exactly this many
         if self.exact and opts.bag_size != self.exact:
             raise InstagError(f"{self.scorer.path}: {self.scorer.model_name} scores bags of "
                               f"exactly {self.exact} instances", f"use --bag {self.exact}")
         self.classes = self.scorer.classes
-        self.thresholds = load_thresholds(self.classes, opts.threshold, opts.thresholds_file)
+        self.thresholds = load_thresholds(self.classes, opts.threshold, opts.thresholds_file,
+                                          self.scorer.meta.thresholds)
         self.model_id = file_digest(self.scorer.path)
         self.bag_size, self.hop = opts.bag_size, opts.hop
         self.bag_setting = f"{opts.bag_size or 'full'}/{opts.hop or opts.bag_size or ''}"

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from instag.common.errors import InstagError
 
+DEFAULT = 0.5  # the paper's rule, for a model without tuned thresholds
 FIX = 'use JSON {"piano": 0.4, ...} or CSV lines piano,0.4 (thresholds in [0, 1])'
 
 
@@ -29,10 +30,15 @@ def check_threshold(value: object, where: str) -> float:
     return t
 
 
-def load_thresholds(classes: tuple[str, ...], default: float, path: Path | None) -> dict:
-    """`default` for every instrument, overridden by a JSON object or a CSV of
-    `instrument,threshold` lines (a header line `instrument,threshold` is allowed)."""
-    out = dict.fromkeys(classes, check_threshold(default, "--threshold"))
+def load_thresholds(classes: tuple[str, ...], default: float | None, path: Path | None,
+                    tuned: dict[str, float] | None = None) -> dict:
+    """`default` for every instrument or, when it is None, the model's `tuned` thresholds (0.5
+    where it has none); then overridden by a JSON object or a CSV of `instrument,threshold`
+    lines (a header line `instrument,threshold` is allowed)."""
+    if default is not None:
+        out = dict.fromkeys(classes, check_threshold(default, "--threshold"))
+    else:
+        out = {c: (tuned or {}).get(c, DEFAULT) for c in classes}
     if path is None:
         return out
     try:
