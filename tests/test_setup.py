@@ -25,6 +25,7 @@ class Server(http.server.ThreadingHTTPServer):
         self.files: dict[str, bytes] = {}
         self.drop_after: dict[str, int] = {}
         self.ranges: list[str] = []
+        self.requests = 0
 
     def url(self, name: str) -> str:
         return f"http://127.0.0.1:{self.server_address[1]}/{name}"
@@ -32,6 +33,7 @@ class Server(http.server.ThreadingHTTPServer):
 
 class Handler(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
+        self.server.requests += 1
         name = self.path.lstrip("/").split("?")[0]
         data = self.server.files.get(name)
         if data is None:
@@ -181,3 +183,93 @@ def test_doctor_exits_non_zero_when_tag_cannot_run(tmp_path, monkeypatch):
     monkeypatch.delenv("INSTAG_MODEL", raising=False)
     result = CliRunner().invoke(app, ["doctor"])
     assert result.exit_code == 2 and "instag tag cannot run" in result.output
+
+
+@pytest.fixture
+def offline_machine(tmp_path, monkeypatch):
+    """No server, no environment pointing anywhere: only local files."""
+    for name in ("INSTAG_VGGISH", "INSTAG_PCA", "INSTAG_MODEL", "INSTAG_PCA_MD5"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("TFHUB_CACHE_DIR", str(tmp_path / "hub"))
+    monkeypatch.setenv("INSTAG_PCA_URL", "http://127.0.0.1:9/pca.npz")  # refused at once
+    monkeypatch.setenv("INSTAG_OPENMIC_URL", "http://127.0.0.1:9/openmic.tgz")
+
+
+def test_an_offline_machine_provisions_from_local_files_and_tags_as_printed(
+        offline_machine, standin_vggish, standin_pca, tmp_path):
+    data = random_openmic(tmp_path / "openmic", n=80)
+    result = setup("--offline", "--vggish", str(standin_vggish), "--pca", str(standin_pca),
+                   "--openmic", str(data))
+    assert result.exit_code == 0, result.output
+    assert "instag tag ~/Music --out tags.csv" in result.output
+    music = tmp_path / "song.wav"
+    sf.write(music, np.random.default_rng(0).uniform(-0.3, 0.3, 44100 * 5), 44100)
+    tagged = CliRunner().invoke(app, ["tag", str(music), "--out", str(tmp_path / "t.csv")])
+    assert tagged.exit_code == 0, tagged.output  # VGGish and PCA as setup remembered them
+    doctor = CliRunner().invoke(app, ["doctor"])
+    assert doctor.exit_code == 0, doctor.output
+
+
+def test_doctor_and_setup_honour_instag_pca(offline_machine, standin_vggish, standin_pca,
+                                            tmp_path, monkeypatch):
+    monkeypatch.setenv("INSTAG_PCA", str(standin_pca))
+    result = setup("--offline", "--vggish", str(standin_vggish), "--openmic",
+                   str(random_openmic(tmp_path / "openmic", n=80)))
+    assert result.exit_code == 0, result.output
+    doctor = CliRunner().invoke(app, ["doctor"])
+    assert doctor.exit_code == 0, doctor.output
+    assert str(standin_pca) in doctor.output.replace("\n", "").replace("│", "").replace(" ", "")
+
+
+def test_rerunning_setup_keeps_a_pca_file_that_is_not_the_official_one(sources, monkeypatch):
+    assert setup().exit_code == 0
+    cached = assets.cache_dir() / assets.PCA_FILE
+    before = cached.read_bytes()
+    monkeypatch.delenv("INSTAG_PCA_MD5")  # now the official checksum, which it does not have
+    again = setup()
+    assert again.exit_code == 0, again.output
+    assert cached.read_bytes() == before and "--force fetches it again" in again.output
+
+
+@pytest.mark.parametrize("option", ["--openmic", "--vggish", "--pca"])
+def test_a_path_given_to_setup_is_checked_before_any_download(sources, option):
+    result = setup(option, "./no-such-thing")
+    assert result.exit_code == 2, result.output
+    assert "no-such-thing: no such file or folder" in result.output
+    assert "internet" not in result.output
+    assert sources.requests == 0
+
+
+def test_offline_suggests_only_the_pieces_that_are_missing(offline_machine, tmp_path):
+    result = setup("--offline", "--openmic", str(random_openmic(tmp_path / "openmic", n=80)))
+    assert result.exit_code == 2
+    assert "--vggish DIR" in result.output and "--pca FILE" in result.output
+    assert "--openmic PATH" not in result.output
+
+
+def test_a_failed_download_points_at_the_offline_recipe(offline_machine, standin_vggish):
+    result = setup("--vggish", str(standin_vggish))
+    assert result.exit_code == 2 and "download failed" in result.output
+    assert "Offline set-up" in result.output
+
+
+def test_setup_shows_training_progress_when_asked(sources, monkeypatch):
+    from instag.provision import setup as setup_module
+
+    seen = []
+    real = setup_module.train_run
+
+    def train_run(*args, progress, **kwargs):
+        seen.append(progress)
+        return real(*args, progress=False, **kwargs)
+
+    monkeypatch.setattr(setup_module, "train_run", train_run)
+    setup_module.setup(setup_module.SetupOptions(epochs=1, device="cpu", show_progress=True),
+                       say=lambda m: None)
+    assert seen == [True]
+
+
+def test_a_pca_file_that_is_not_an_npz_is_named_plainly(tmp_path):
+    (tmp_path / "pca.csv").write_text("1,2,3\n")
+    result = CliRunner().invoke(app, ["doctor", "--pca", str(tmp_path / "pca.csv")])
+    assert "not an .npz archive" in result.output and "allow_pickle" not in result.output

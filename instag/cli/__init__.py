@@ -7,16 +7,34 @@ only inside the library functions that need them, so `instag --help` stays insta
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
 from instag.cli import learning, provision, tagging
+from instag.common import VERSION
 
 app = typer.Typer(
     help="Recognise musical instruments in music libraries (Gururani, Sharma & Lerch, ISMIR 2019).",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"instag {VERSION}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Print instag's version and exit.")] = False,
+) -> None:
+    """Recognise musical instruments in music libraries (Gururani, Sharma & Lerch, ISMIR 2019)."""
 
 app.command()(provision.setup)
 app.command()(provision.doctor)

@@ -55,17 +55,28 @@ def setup(
                                                "missing.")] = False,
     seeds: Annotated[str, typer.Option(help="Seeds to train; the best validation loss is "
                                             "kept.")] = "0",
-    epochs: int = 250,
+    epochs: Annotated[int, typer.Option(min=1, help="Training epochs per seed (the paper: "
+                                                    "250).")] = 250,
     device: DeviceOpt = Device.AUTO,
-    vggish: VggishOpt = None,
+    vggish: Annotated[str | None, typer.Option(
+        "--vggish", help="VGGish from a local SavedModel folder (offline, or a mirror) or a hub "
+                         "URL; remembered for tagging (default: $INSTAG_VGGISH, else "
+                         "tfhub.dev).")] = None,
+    pca: Annotated[Path | None, typer.Option(
+        "--pca", help="vggish_pca_params.npz from a local file; remembered for tagging "
+                      "(default: $INSTAG_PCA, else the official file, downloaded).")] = None,
+    force: Annotated[bool, typer.Option(help="Redo steps whose results are already there: "
+                                             "fetch, extract and train again.")] = False,
 ) -> None:
     """Provision a new machine: VGGish, PCA, OpenMIC-2018, and a trained, exported model.
 
-    Sources and places are configurable by environment: INSTAG_OPENMIC_URL, INSTAG_PCA_URL,
+    Offline: --vggish DIR --pca FILE --openmic PATH (each remembered). Sources and places are
+    configurable by environment: INSTAG_VGGISH, INSTAG_PCA, INSTAG_OPENMIC_URL, INSTAG_PCA_URL,
     INSTAG_CACHE_DIR, INSTAG_DATA_DIR, TFHUB_CACHE_DIR. Re-running skips finished steps.
     """
     opts = SetupOptions(openmic=openmic, offline=offline, seeds=tuple(parse_seeds(seeds)),
-                        epochs=epochs, device=device, vggish=vggish)
+                        epochs=epochs, device=device, vggish=vggish, pca=pca, force=force,
+                        show_progress=sys.stderr.isatty())
     progress, stop = _download_progress()
     out = console()
     try:

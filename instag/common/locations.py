@@ -6,15 +6,18 @@ installed models in the user data directory (platformdirs), both movable by envi
 hosts clean, so instag points it at ``<cache>/tfhub`` unless the user set ``TFHUB_CACHE_DIR``.
 
 Every choice follows one order: the option, else its environment variable, else what
-``instag setup`` installed (or the official source). Tagging and provisioning both resolve here.
+``instag setup`` installed or was given (remembered in ``<data>/settings.json``), else the
+official source. Tagging and provisioning both resolve here.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from pathlib import Path
 
+from instag.common.atomic import atomic_write
 from instag.common.downloads import download
 from instag.common.errors import InstagError
 
@@ -24,6 +27,7 @@ PCA_URL = "https://storage.googleapis.com/audioset/vggish_pca_params.npz"
 PCA_MD5 = "c80cae691033abe7c7ecd11ea39fc834"
 PCA_FILE = "vggish_pca_params.npz"
 INSTALLED_MODEL = "instag-att.onnx"
+SETTINGS_FILE = "settings.json"
 
 
 def cache_dir() -> Path:
@@ -44,9 +48,35 @@ def tfhub_cache_dir() -> Path:
     return Path(os.environ.get("TFHUB_CACHE_DIR") or cache_dir() / "tfhub")
 
 
+def settings() -> dict:
+    """What `instag setup` remembered (the VGGish and PCA it was given)."""
+    path = data_dir() / SETTINGS_FILE
+    try:
+        doc = json.loads(path.read_text()) if path.is_file() else {}
+    except (OSError, ValueError):
+        return {}
+    return doc if isinstance(doc, dict) else {}
+
+
+def remember(**values: str) -> None:
+    with atomic_write(data_dir() / SETTINGS_FILE) as f:
+        json.dump({**settings(), **values}, f, indent=2)
+
+
+def is_url(handle: str) -> bool:
+    return "://" in handle
+
+
 def vggish_handle(option: str | None = None) -> str:
-    """--vggish, else $INSTAG_VGGISH, else the official hub URL."""
-    return option or os.environ.get("INSTAG_VGGISH") or DEFAULT_VGGISH
+    """--vggish, else $INSTAG_VGGISH, else the one setup remembered, else the official URL."""
+    return (option or os.environ.get("INSTAG_VGGISH") or settings().get("vggish")
+            or DEFAULT_VGGISH)
+
+
+def given_pca(option: str | Path | None = None) -> Path | None:
+    """--pca, else $INSTAG_PCA, else the one setup remembered; None: the official file."""
+    given = option or os.environ.get("INSTAG_PCA") or settings().get("pca")
+    return Path(given).expanduser() if given else None
 
 
 def hub_cached(handle: str) -> Path | None:
@@ -61,11 +91,10 @@ def hub_cached(handle: str) -> Path | None:
 
 def pca_params(path_or_none: str | Path | None = None, url: str = PCA_URL,
                md5: str = PCA_MD5) -> Path:
-    """The VGGish PCA file: a path given by the user (or $INSTAG_PCA), else the cached official
-    file (fetched and checksum-verified once)."""
-    given = path_or_none or os.environ.get("INSTAG_PCA")
-    if given:
-        path = Path(given).expanduser()
+    """The VGGish PCA file: one given (`given_pca`), else the cached official file (fetched and
+    checksum-verified once)."""
+    path = given_pca(path_or_none)
+    if path is not None:
         if not path.is_file():
             raise InstagError(f"{path}: no such PCA file", "pass vggish_pca_params.npz or omit "
                               "--pca to use the official one")

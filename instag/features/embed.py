@@ -8,6 +8,7 @@ instances (see ``instances``), several files' chunks in one VGGish call.
 
 from __future__ import annotations
 
+import zipfile
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -44,6 +45,9 @@ def postprocess(raw: np.ndarray, eigen_vectors: np.ndarray, means: np.ndarray) -
 
 
 def load_pca(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    if not zipfile.is_zipfile(path):
+        raise InstagError(f"{path}: not a VGGish PCA file (not an .npz archive)",
+                          "pass vggish_pca_params.npz")
     try:
         with np.load(path) as npz:
             vectors, means = npz["pca_eigen_vectors"], npz["pca_means"]

@@ -31,6 +31,9 @@ def load_vggish(handle: str):
     cache for the load only; TensorFlow grows GPU memory on demand so that onnxruntime can share
     the card. Failures arrive as one InstagError that says how to provision VGGish."""
     local = Path(handle).expanduser()
+    if not locations.is_url(handle) and not (local / "saved_model.pb").is_file():
+        raise InstagError(f"{handle}: not a SavedModel folder (no saved_model.pb in it)",
+                          "pass --vggish a folder holding VGGish's saved_model.pb, or a hub URL")
     try:
         with _environment(TFHUB_CACHE_DIR=str(locations.tfhub_cache_dir()),
                           TF_CPP_MIN_LOG_LEVEL="2"), \
@@ -44,7 +47,7 @@ def load_vggish(handle: str):
                     tf.config.experimental.set_memory_growth(gpu, True)
                 except RuntimeError:  # already initialised by an earlier load in this process
                     pass
-            return hub.load(str(local) if local.exists() else handle)
+            return hub.load(handle if locations.is_url(handle) else str(local))
     except Exception as e:
         raise InstagError(
             f"cannot load VGGish from {handle} "

@@ -13,6 +13,7 @@ from instag.common.devices import Device
 from instag.common.downloads import file_digest
 from instag.common.errors import InstagError
 from instag.common.quiet import native_stderr_silenced
+from instag.features.embed import load_pca
 from instag.learning.data import OPENMIC_CLASSES
 from instag.tagging.scoring import CUDA, Scorer
 
@@ -70,11 +71,14 @@ def _disk(path: Path) -> str:
 
 
 def _pca(pca: str | None) -> Check:
+    """The PCA file tagging would use: --pca, $INSTAG_PCA, setup's, or the official one."""
     try:
-        cached = locations.cache_dir() / locations.PCA_FILE
-        path = locations.pca_params(pca) if pca else (cached if cached.is_file() else None)
-        if path is None:
-            raise InstagError("not downloaded (run `instag setup` or pass --pca)")
+        given = locations.given_pca(pca)
+        path = given or locations.cache_dir() / locations.PCA_FILE
+        if not path.is_file():
+            raise InstagError(f"{path}: no such PCA file" if given else
+                              "not downloaded (run `instag setup` or pass --pca)")
+        load_pca(path)
         official = file_digest(path, "md5") == locations.PCA_MD5
         kind = "official, md5 verified" if official else "not the official file"
         return Check("models", "PCA parameters", f"{path} ({kind})", True)

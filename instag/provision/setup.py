@@ -26,6 +26,7 @@ from instag.common.atomic import umask
 from instag.common.devices import Device
 from instag.common.downloads import download, file_digest
 from instag.common.errors import InstagError
+from instag.features.embed import load_pca
 from instag.features.vggish import load_vggish
 from instag.learning.data import load_openmic
 from instag.learning.export import export_run
@@ -47,6 +48,9 @@ class SetupOptions:
     epochs: int = 250
     device: Device = Device.AUTO
     vggish: str | None = None
+    pca: Path | None = None
+    force: bool = False  # redo steps whose results are there: fetch, extract, train again
+    show_progress: bool = False  # training's progress bar
     # Sources, overridable by environment (how the tests point setup at a local server).
     openmic_url: str = field(default_factory=lambda: _env("INSTAG_OPENMIC_URL", OPENMIC_URL))
     openmic_md5: str = field(default_factory=lambda: _env("INSTAG_OPENMIC_MD5", OPENMIC_MD5))
@@ -62,55 +66,95 @@ Say = Callable[[str], None]
 Progress = Callable[[int, int | None], None]
 
 
+OFFLINE_HINT = ("no internet here? provision from local files: instag setup --vggish DIR "
+                "--pca FILE --openmic PATH (README: Offline set-up)")
+
+
 def setup(opts: SetupOptions, say: Say = print, progress: Progress | None = None) -> Path:
     """Run every step; returns the installed model's path. Raises InstagError on the first
-    step that cannot be done, naming what is missing."""
+    step that cannot be done, naming what is missing; paths the user gave are checked before
+    anything touches the network."""
+    check_given(opts)
     handle = locations.vggish_handle(opts.vggish)
-    missing: list[str] = []
+    missing: dict[str, str] = {}
 
-    def attempt(step, *args):
+    def attempt(name: str, step, *args):
         """Offline, a missing piece is noted and the next step checked, so that one run says
         everything that is missing; online, the first failure stops setup."""
         try:
             return step(*args)
         except InstagError as e:
             if not opts.offline:
-                raise
-            missing.append(e.message)
+                raise InstagError(e.message, f"{e.fix}; {OFFLINE_HINT}" if e.fix else
+                                  OFFLINE_HINT) from e
+            missing[name] = e.message
             return None
 
-    attempt(step_vggish, handle, opts, say)
-    attempt(step_pca, opts, say, progress)
-    data_root = attempt(step_openmic, opts, say, progress)
+    attempt("vggish", step_vggish, handle, opts, say)
+    attempt("pca", step_pca, opts, say, progress)
+    data_root = attempt("openmic", step_openmic, opts, say, progress)
     if missing:
-        raise InstagError("--offline, and missing:\n  - " + "\n  - ".join(missing),
-                          "run `instag setup` without --offline on a machine with internet "
-                          "(or pass --openmic PATH for the data)")
+        options = {"vggish": "--vggish DIR (a SavedModel of google/vggish/1)",
+                   "pca": "--pca FILE (vggish_pca_params.npz)",
+                   "openmic": "--openmic PATH (the OpenMIC-2018 .tgz or its folder)"}
+        raise InstagError("--offline, and missing:\n  - " + "\n  - ".join(missing.values()),
+                          "give the missing pieces from local files: " +
+                          ", ".join(options[k] for k in missing) +
+                          "; or run without --offline on a machine with internet")
     return step_model(data_root, opts, say)
 
 
+def check_given(opts: SetupOptions) -> None:
+    """Every local path the user gave exists (a typo must not cost a 2.6 GB download)."""
+    vggish = opts.vggish or os.environ.get("INSTAG_VGGISH")
+    given = [("--openmic", opts.openmic), ("--pca", locations.given_pca(opts.pca))]
+    if vggish and not locations.is_url(vggish):
+        given.append(("--vggish", Path(vggish).expanduser()))
+    for option, path in given:
+        if path is not None and not Path(path).exists():
+            raise InstagError(f"{option} {path}: no such file or folder",
+                              "check the path; setup has done nothing yet")
+
+
 def step_vggish(handle: str, opts: SetupOptions, say: Say) -> None:
+    """A local SavedModel is checked and remembered; a hub URL fetched into the hub cache."""
+    if not locations.is_url(handle):
+        load_vggish(handle)  # says what is wrong with the folder
+        say(f"[1/4] VGGish: the SavedModel in {handle} - remembered for tagging")
+        locations.remember(vggish=str(Path(handle).expanduser().resolve()))
+        return
     if locations.hub_cached(handle):
         say(f"[1/4] VGGish: already in {locations.hub_cached(handle)} - skipped")
-        return
-    if opts.offline:
+    elif opts.offline:
         raise InstagError(f"VGGish ({handle}) is not in the cache {locations.tfhub_cache_dir()}",
                           "run `instag setup` without --offline on a machine with internet")
-    say(f"[1/4] VGGish: fetching {handle} into {locations.tfhub_cache_dir()}")
-    load_vggish(handle)
+    else:
+        say(f"[1/4] VGGish: fetching {handle} into {locations.tfhub_cache_dir()}")
+        load_vggish(handle)
+    locations.remember(vggish=handle)
 
 
 def step_pca(opts: SetupOptions, say: Say, progress: Progress | None) -> None:
+    """A file the user gave is checked and remembered, never deleted; the official one is
+    fetched once (md5-verified) and then stays, unless --force."""
+    given = locations.given_pca(opts.pca)
+    if given is not None:
+        load_pca(given)  # says what is wrong with it
+        kind = "the official file" if file_digest(given, "md5") == locations.PCA_MD5 else \
+            "not the official file: used as given"
+        say(f"[2/4] PCA parameters: {given} ({kind}) - remembered for tagging")
+        locations.remember(pca=str(given.resolve()))
+        return
     cached = locations.cache_dir() / locations.PCA_FILE
-    if cached.is_file() and file_digest(cached, "md5") == opts.pca_md5:
-        say(f"[2/4] PCA parameters: {cached} verified - skipped")
+    if cached.is_file() and not opts.force:
+        verified = file_digest(cached, "md5") == opts.pca_md5
+        say(f"[2/4] PCA parameters: {cached} " + ("verified" if verified else
+            f"kept (its md5 is not {opts.pca_md5}; --force fetches it again)") + " - skipped")
         return
     if opts.offline:
-        raise InstagError(f"{cached}: missing or not the official file",
-                          "run `instag setup` without --offline")
-    cached.unlink(missing_ok=True)
+        raise InstagError(f"{cached}: missing", "run `instag setup` without --offline")
     say(f"[2/4] PCA parameters: fetching {opts.pca_url}")
-    download(opts.pca_url, cached, opts.pca_md5, progress=progress)
+    download(opts.pca_url, cached, opts.pca_md5, progress=progress)  # replaces only when valid
 
 
 def openmic_dir() -> Path:
@@ -123,7 +167,7 @@ def step_openmic(opts: SetupOptions, say: Say, progress: Progress | None) -> Pat
         say(f"[3/4] OpenMIC-2018: using the directory {opts.openmic}")
         return Path(opts.openmic)
     target = openmic_dir()
-    if all((target / n).is_file() for n in NEEDED):
+    if all((target / n).is_file() for n in NEEDED) and not opts.force:
         say(f"[3/4] OpenMIC-2018: already extracted in {target} - skipped")
         return target
     archive = Path(opts.openmic) if opts.openmic else locations.cache_dir() / OPENMIC_ARCHIVE
@@ -195,7 +239,7 @@ def step_model(data_root: Path, opts: SetupOptions, say: Say) -> Path:
     installed = locations.installed_model()
     data = load_openmic(data_root)
     card = installed.with_suffix(".json")
-    if installed.is_file() and card.is_file():
+    if installed.is_file() and card.is_file() and not opts.force:
         if json.loads(card.read_text()).get("training_data_sha256") == data.checksum:
             say(f"[4/4] model: {installed} was trained on this data - skipped")
             return installed
@@ -204,7 +248,8 @@ def step_model(data_root: Path, opts: SetupOptions, say: Say) -> Path:
     for seed in opts.seeds:
         say(f"[4/4] model: training att, seed {seed}, {opts.epochs} epochs")
         recipe = Recipe(model="att", epochs=opts.epochs, seed=seed, device=opts.device)
-        metrics = train_run(data, recipe, runs_dir / f"att-seed-{seed}", progress=False,
+        metrics = train_run(data, recipe, runs_dir / f"att-seed-{seed}",
+                            progress=opts.show_progress,
                             force=True)  # setup's own run directories: retrained on new data
         val = metrics["best_val_loss"]
         say(f"      seed {seed}: best validation loss {val:.4f}, test F1 "
