@@ -153,7 +153,12 @@ def test_plot_draws_figure_4(library, run_tag, tmp_path):
     result = CliRunner().invoke(app, ["plot", str(tmp_path / "t.json"), "--out",
                                       str(tmp_path / "f.png")])
     assert result.exit_code == 0, result.output
-    assert (tmp_path / "f.png").read_bytes()[:4] == b"\x89PNG"
+    import matplotlib.image
+
+    image = matplotlib.image.imread(tmp_path / "f.png")  # spectrogram + one row per instrument
+    rows = len(json.loads((tmp_path / "t.json").read_text())["files"][0]["instruments"]) or 1
+    assert image.shape[:2] == (round(100 * (2.6 + 1.2 * min(rows, 4))), 1000)
+    assert len(np.unique(image.reshape(-1, image.shape[2]), axis=0)) > 50  # not blank
 
 
 @pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg not installed")
@@ -285,3 +290,17 @@ def test_the_models_tuned_thresholds_are_the_default_and_threshold_overrides_the
 def test_a_hop_larger_than_the_bag_is_refused(library, run_tag, tmp_path):
     result = run_tag(library, "--out", tmp_path / "t.csv", "--bag", "10", "--hop", "12")
     assert result.exit_code == 2 and "never be scored" in result.output
+
+
+def test_a_vggish_that_cannot_be_had_fails_before_the_run_announces_itself(
+        library, run_tag, tmp_path, monkeypatch):
+    monkeypatch.setenv("TFHUB_CACHE_DIR", str(tmp_path / "empty-hub"))
+    result = run_tag(library / "other", "--out", tmp_path / "t.csv", "--vggish",
+                     "http://127.0.0.1:9/vggish/1")
+    assert result.exit_code == 2 and "cannot load VGGish" in result.output
+    assert "tagging" not in result.output
+
+
+def test_one_file_is_one_file(library, run_tag, tmp_path):
+    result = run_tag(library / "other" / "take.ogg", "--out", tmp_path / "t.csv")
+    assert "tagging 1 file (" in result.output and "1 of 1 file tagged" in result.output

@@ -15,10 +15,23 @@ from instag.features.resample import Resampler
 EXIT_SOME_FAILED, EXIT_USAGE = 1, 2  # 0: everything worked
 
 
-def console(stderr: bool = False):
+def console(stderr: bool = False, width: int | None = None):
     from rich.console import Console
 
-    return Console(stderr=stderr, highlight=False, soft_wrap=True)  # paths never break
+    return Console(stderr=stderr, highlight=False, soft_wrap=True,  # paths never break
+                   width=width)
+
+
+def print_table(table) -> None:
+    """A table at its natural width, even on a narrow terminal: numbers, names and paths are
+    never cut or broken mid-word (a terminal wraps a long line whole; logs keep it whole)."""
+    from rich.measure import Measurement
+
+    out = console()
+    natural = Measurement.get(out, out.options.update_width(10_000), table).maximum
+    if natural > out.width:
+        out = console(width=natural)
+    out.print(table)
 
 
 def expected_errors(fn):

@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from instag.cli.console import DeviceOpt, console, expected_errors, parse_seeds
+from instag.cli.console import DeviceOpt, console, expected_errors, parse_seeds, print_table
 from instag.common.atomic import atomic_write
 from instag.common.devices import Device
 from instag.learning.data import load_openmic
@@ -94,7 +94,7 @@ def evaluate(
         table.add_row(*row)
     mean = ["[bold]mean[/]", "", *cells(doc["overall"], (*paper_keys, "map"))]
     table.add_row(*mean, *(["", *cells(tuned["overall"], tuned_keys)] if tuned else []))
-    console().print(table)
+    print_table(table)
     if doc["overall"]["map_left_out"]:
         console().print(f"mAP leaves out {doc['overall']['map_left_out']} instrument(s) without "
                         "a positive test label (average precision is undefined there)")
@@ -121,7 +121,7 @@ def report(
     for model, row in summary.items():
         table.add_row(model, str(row["runs"]),
                       *(f"{row[k]['mean']:.3f} ± {row[k]['std']:.3f}" for k in SUMMARY_KEYS))
-    console().print(table)
+    print_table(table)
     plot_per_class_f1(docs, png)
     console().print(f"wrote {png}")
     if json_out:

@@ -17,6 +17,7 @@ from instag.cli.console import (
     console,
     expected_errors,
     parse_seeds,
+    print_table,
 )
 from instag.common.devices import Device
 from instag.provision.doctor import diagnose
@@ -98,11 +99,11 @@ def doctor(
     table = Table(title="instag doctor", show_lines=False)
     table.add_column("")
     table.add_column("what")
-    table.add_column("value", overflow="fold")  # paths are what one looks for: never cut them
+    table.add_column("value")
     marks = {True: "[green]ok[/]", False: "[red]no[/]", None: ""}
     for c in checks:
         table.add_row(marks[c.ok], f"{c.section}: {c.item}", c.value)
-    console().print(table)
+    print_table(table)
     blocking = [c for c in checks if c.blocks_tagging]
     if blocking:
         console(stderr=True).print("instag tag cannot run: " + "; ".join(

@@ -60,7 +60,7 @@ class LogReporter:
     def started(self, summary: Summary, provider: str | None) -> None:
         if not self.quiet:
             on = f" (scoring on {provider})" if provider else ""
-            self.err.print(f"{self.verb} {summary.total} files{on}", markup=False)
+            self.err.print(f"{self.verb} {plural(summary.total, 'file')}{on}", markup=False)
 
     def file_done(self, result: FileResult, summary: Summary) -> None:
         if not result.ok:
@@ -111,6 +111,10 @@ class RichReporter(LogReporter):
             self.progress.stop()
 
 
+def plural(n: int, noun: str) -> str:
+    return f"{n} {noun}{'s' * (n != 1)}"
+
+
 def reporter_for(quiet: bool, verb: str) -> LogReporter:
     return RichReporter(quiet, verb) if sys.stderr.isatty() and not quiet else \
         LogReporter(quiet, verb)
@@ -128,7 +132,8 @@ def read_paths(paths: list[Path]) -> list[Path]:
 
 
 def summary_line(summary: Summary, verb: str) -> str:
-    text = f"{summary.ok} of {summary.done} files {verb} ({summary.from_cache} from cache)"
+    text = f"{summary.ok} of {plural(summary.done, 'file')} {verb} ({summary.from_cache} " \
+        "from cache)"
     if summary.failed:
         text += "; failed: " + ", ".join(f"{n} {s}" for s, n in sorted(summary.failed.items()))
     return text

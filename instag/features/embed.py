@@ -76,6 +76,12 @@ class Embedder:
         self.identity = "|".join([self.handle, file_digest(self.pca_path), self.resampler.value])
         self._model = None
 
+    def fetch_if_missing(self) -> None:
+        """VGGish loads on first use (a cached re-run never needs it), but one that is not on
+        this machine is fetched now: a run that cannot get it fails before it starts."""
+        if locations.hub_cached(self.handle) is None:
+            self.model  # noqa: B018 - loads it
+
     @property
     def model(self):
         if self._model is None:

@@ -62,32 +62,39 @@ def summarise(docs: list[dict]) -> dict[str, dict]:
     return summary
 
 
-def per_class_f1(docs: list[dict]) -> tuple[list[str], dict[str, np.ndarray]]:
-    """Mean per-class instrument-wise F1 per model (classes in the first run's order)."""
+def per_class_f1(docs: list[dict]) -> tuple[list[str], dict[str, tuple[np.ndarray, ...]]]:
+    """Per model: mean and std over its runs (seeds) of each instrument's F1 (classes in the
+    first run's order)."""
     classes = docs[0]["classes"]
     by_model: dict[str, list[list[float]]] = defaultdict(list)
     for doc in docs:
         pc = doc["per_class"]
         by_model[doc["model"]].append([pc.get(c, {}).get("f1", np.nan) for c in classes])
-    return classes, {m: np.nanmean(np.array(v, dtype=float), axis=0) for m, v in by_model.items()}
+    return classes, {m: (np.nanmean(np.array(v, float), axis=0),
+                         np.nanstd(np.array(v, float), axis=0)) for m, v in by_model.items()}
 
 
 def plot_per_class_f1(docs: list[dict], out_png: Path) -> None:
-    """Grouped bars of per-instrument F1 per model, like the paper's Figure 3."""
+    """Grouped bars of per-instrument F1 per model with the spread over seeds, like the
+    paper's Figure 3."""
     require("matplotlib").use("Agg")
     import matplotlib.pyplot as plt
 
     classes, f1 = per_class_f1(docs)
     models = sorted(f1)
+    runs_per_model = {m: sum(d["model"] == m for d in docs) for m in models}
     width = 0.8 / len(models)
     fig, ax = plt.subplots(figsize=(max(8, 0.6 * len(classes) * max(1, len(models) / 2)), 4.5))
     x = np.arange(len(classes))
     for i, m in enumerate(models):
-        ax.bar(x + (i - (len(models) - 1) / 2) * width, f1[m], width, label=m)
+        mean, std = f1[m]
+        ax.bar(x + (i - (len(models) - 1) / 2) * width, mean, width, yerr=std, capsize=2,
+               label=f"{m} ({runs_per_model[m]} run{'s' * (runs_per_model[m] != 1)})")
     ax.set_xticks(x, classes, rotation=60, ha="right")
     ax.set_ylabel("instrument-wise F1")
     ax.set_ylim(0, 1)
-    ax.legend(ncol=len(models), loc="upper right")
+    ax.set_title("Per-instrument F1 on the test split (bars: mean over runs; lines: ± std)")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)  # never over bars
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     with atomic_path(out_png) as tmp:

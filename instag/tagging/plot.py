@@ -100,14 +100,21 @@ def plot_file(doc: dict, out_png: Path, audio: Path | None = None,
     axes[0].set_ylabel("mel band")
     axes[0].set_title(Path(doc["path"]).name)
     for ax, c in zip(axes[1:], rows, strict=True):
-        for b in bags:
+        for b in bags:  # weight x T: 1 is the bag's uniform share, whatever the bag's length
             t = b["timeline"]
-            ax.bar(t["start_s"], t["attention"][c], width=0.96, align="edge", color="tab:blue",
-                   alpha=0.8)
-            ax.axhline(1 / len(t["start_s"]), color="grey", lw=0.5, ls="--")
+            share = np.asarray(t["attention"][c]) * len(t["start_s"])
+            ax.bar(t["start_s"], share, width=0.96, align="edge", color="tab:blue", alpha=0.8,
+                   label="attention (x uniform share)")
+        ax.axhline(1.0, color="grey", lw=0.8, ls="--", label="uniform share (segment rule)")
         for s, e in doc["segments"].get(c, []):
-            ax.axvspan(s, e, color="tab:orange", alpha=0.2)
+            ax.axvspan(s, e, color="tab:orange", alpha=0.2, label="segment")
         ax.set_ylabel(f"{c}\n{best.get(c, 0):.2f}", rotation=0, ha="right", va="center")
+    handles: dict = {}
+    for ax in axes[1:]:
+        found, labels = ax.get_legend_handles_labels()
+        handles.update(zip(labels, found, strict=True))
+    axes[1].legend(handles.values(), handles.keys(), loc="upper left",
+                   bbox_to_anchor=(1.0, 1.0), frameon=False, fontsize="small")
     axes[-1].set_xlabel("time (s)")
     axes[-1].set_xlim(0, duration)
     fig.tight_layout()

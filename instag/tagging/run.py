@@ -351,6 +351,7 @@ class TagRun:
         with lock(cache_path, opts.wait):
             scoring = _Scoring(opts) if self.scoring else None
             embedder = Embedder(opts.vggish, opts.pca, opts.resampler)
+            embedder.fetch_if_missing()
             cache = Cache(cache_path)
             if cache.moved_aside:
                 self.reporter.note(f"{cache_path} was damaged: moved aside to "
