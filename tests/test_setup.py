@@ -1,6 +1,7 @@
 import hashlib
 import http.server
 import io
+import json
 import re
 import socket
 import tarfile
@@ -132,7 +133,7 @@ def test_setup_ends_with_a_model_that_instag_tag_accepts(sources, tmp_path):
 def test_rerunning_setup_skips_finished_steps(sources):
     assert setup().exit_code == 0
     again = setup()
-    assert again.exit_code == 0 and again.output.count("skipped") == 4, again.output
+    assert again.exit_code == 0 and again.output.count("skipped") == 5, again.output
 
 
 def test_a_dropped_download_resumes_where_it_stopped(sources):
@@ -273,3 +274,77 @@ def test_a_pca_file_that_is_not_an_npz_is_named_plainly(tmp_path):
     (tmp_path / "pca.csv").write_text("1,2,3\n")
     result = CliRunner().invoke(app, ["doctor", "--pca", str(tmp_path / "pca.csv")])
     assert "not an .npz archive" in result.output and "allow_pickle" not in result.output
+
+
+@pytest.fixture
+def verifiable(sources, tmp_path, embedder):
+    """An archive whose audio and released features agree under the stand-in pipeline: six
+    10 s clips with energy up to 7.4 kHz (where resamplers differ), among random clips."""
+    from builders import write_openmic
+
+    from instag.features.resample import Resampler
+
+    assert embedder.resampler is Resampler.RESAMPY  # what setup and tagging use by default
+    rng = np.random.default_rng(5)
+    t = np.arange(10 * 44100) / 44100
+    audio, rows = {}, []
+    for i in range(6):
+        x = sum(np.sin(2 * np.pi * f * t) for f in rng.uniform(200, 7400, 6)) * 0.05
+        x = (x + 0.05 * rng.standard_normal(len(t))).astype(np.float32)
+        path = tmp_path / f"clip{i}.wav"
+        sf.write(path, x, 44100, subtype="FLOAT")
+        audio[f"{i:06d}_0"] = path.read_bytes()
+        rows.append(embedder.embed_file(path).values[:10])
+    X = np.concatenate([np.stack(rows), rng.integers(0, 256, (74, 10, 128), dtype=np.uint8)])
+    keys = list(audio) + [f"r{i:05d}_0" for i in range(74)]
+    observed = rng.random((80, 3)) < 0.8
+    y = np.where(observed, rng.random((80, 3)) < 0.4, 0.5).astype(np.float32)
+    order = rng.permutation(80)  # the clips with audio land in both splits
+    root = write_openmic(tmp_path / "verifiable", X[order], y[order], observed[order],
+                         [keys[i] for i in order], ["c0", "c1", "c2"], n_train=60)
+    files = {f"openmic-2018/{p.relative_to(root).as_posix()}": p.read_bytes()
+             for p in root.rglob("*") if p.is_file()}
+    files.update({f"openmic-2018/audio/{k[:3]}/{k}.ogg": data for k, data in audio.items()})
+    archive = tgz(files)
+    sources.files["openmic.tgz"] = archive
+    monkeypatch_md5 = pytest.MonkeyPatch()
+    monkeypatch_md5.setenv("INSTAG_OPENMIC_MD5", hashlib.md5(archive).hexdigest())
+    yield sources
+    monkeypatch_md5.undo()
+
+
+def test_setup_proves_the_features_match_openmics_own(verifiable):
+    result = setup()
+    assert result.exit_code == 0, result.output
+    assert "6 OpenMIC clips re-embedded here: 100.00% of values equal" in result.output
+    card = json.loads(assets.installed_model().with_suffix(".json").read_text())
+    assert card["feature_check"]["passed"] and card["feature_check"]["clips"] == 6
+    doctor = CliRunner().invoke(app, ["doctor", "--verify"])
+    assert doctor.exit_code == 0 and "the features match" in doctor.output
+    assert "checked for this VGGish, PCA and resampler (100.00%" in setup().output
+
+
+def without_relu(raw, eigen_vectors, means):
+    x = np.asarray(raw, np.float64)  # the hub model's output as it is: no ReLU
+    clipped = np.clip((eigen_vectors @ (x.T - means.reshape(-1, 1))).T, -2.0, 2.0)
+    return ((clipped + 2.0) * (255.0 / 4.0)).astype(np.uint8)
+
+
+def linear_resampler(x, sr_in, resampler):
+    n = len(x) * 16000 // sr_in
+    return np.interp(np.arange(n) * sr_in / 16000, np.arange(len(x)), x).astype(np.float32)
+
+
+@pytest.mark.parametrize("module, name, fault", [
+    ("instag.features.embed", "postprocess", without_relu),
+    ("instag.features.resample", "resample", linear_resampler),
+])
+def test_setup_warns_loudly_when_the_features_are_not_openmics(verifiable, monkeypatch, module,
+                                                               name, fault):
+    monkeypatch.setattr(f"{module}.{name}", fault)
+    result = setup()
+    assert result.exit_code == 0, result.output  # tagging works, but the user must know
+    assert "WARNING: these features are NOT the ones the model was trained on" in result.output
+    card = json.loads(assets.installed_model().with_suffix(".json").read_text())
+    assert card["feature_check"]["passed"] is False
+    assert card["feature_check"]["within_one"] < 0.99

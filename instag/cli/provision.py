@@ -23,6 +23,7 @@ from instag.common.devices import Device
 from instag.provision.doctor import diagnose
 from instag.provision.setup import SetupOptions
 from instag.provision.setup import setup as run_setup
+from instag.provision.verify import verify_installed
 
 
 def _download_progress():
@@ -93,6 +94,9 @@ def doctor(
     model: Annotated[Path | None, typer.Option(help="Scoring model to check.")] = None,
     vggish: VggishOpt = None,
     pca: PcaOpt = None,
+    verify: Annotated[bool, typer.Option(
+        help="Also re-embed the sample of OpenMIC clips setup kept and compare with the "
+             "released features (exit 2 below 99 % within one step).")] = False,
 ) -> None:
     """Show versions, GPU support, directories and models; exit 2 if `instag tag` can't run."""
     checks = diagnose(str(model) if model else None, vggish, str(pca) if pca else None)
@@ -110,3 +114,8 @@ def doctor(
             f"{c.item}: {c.value}" for c in blocking), markup=False)
         raise typer.Exit(EXIT_USAGE)
     console().print("instag tag can run.")
+    if verify:
+        check = verify_installed(vggish, pca)
+        console().print(check.line(), markup=False)
+        if not check.passed:
+            raise typer.Exit(EXIT_USAGE)

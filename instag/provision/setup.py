@@ -12,6 +12,7 @@ renames, so a failed step leaves nothing half-written at a final name.
 
 from __future__ import annotations
 
+import heapq
 import json
 import os
 import shutil
@@ -22,15 +23,16 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from instag.common import locations
-from instag.common.atomic import umask
+from instag.common.atomic import atomic_write, umask
 from instag.common.devices import Device
 from instag.common.downloads import download, file_digest
 from instag.common.errors import InstagError
-from instag.features.embed import load_pca
+from instag.features.embed import Embedder, load_pca
 from instag.features.vggish import load_vggish
 from instag.learning.data import load_openmic
 from instag.learning.export import export_run
 from instag.learning.train import Recipe, train_run
+from instag.provision import verify
 
 OPENMIC_URL = "https://zenodo.org/records/1432913/files/openmic-2018-v1.0.0.tgz?download=1"
 OPENMIC_ARCHIVE = "openmic-2018-v1.0.0.tgz"
@@ -93,6 +95,8 @@ def setup(opts: SetupOptions, say: Say = print, progress: Progress | None = None
     attempt("vggish", step_vggish, handle, opts, say)
     attempt("pca", step_pca, opts, say, progress)
     data_root = attempt("openmic", step_openmic, opts, say, progress)
+    if data_root is not None:
+        locations.remember(openmic=str(Path(data_root).resolve()))
     if missing:
         options = {"vggish": "--vggish DIR (a SavedModel of google/vggish/1)",
                    "pca": "--pca FILE (vggish_pca_params.npz)",
@@ -101,7 +105,9 @@ def setup(opts: SetupOptions, say: Say = print, progress: Progress | None = None
                           "give the missing pieces from local files: " +
                           ", ".join(options[k] for k in missing) +
                           "; or run without --offline on a machine with internet")
-    return step_model(data_root, opts, say)
+    model = step_model(data_root, opts, say)
+    step_verify(data_root, opts, say, model)
+    return model
 
 
 def check_given(opts: SetupOptions) -> None:
@@ -120,16 +126,16 @@ def step_vggish(handle: str, opts: SetupOptions, say: Say) -> None:
     """A local SavedModel is checked and remembered; a hub URL fetched into the hub cache."""
     if not locations.is_url(handle):
         load_vggish(handle)  # says what is wrong with the folder
-        say(f"[1/4] VGGish: the SavedModel in {handle} - remembered for tagging")
+        say(f"[1/5] VGGish: the SavedModel in {handle} - remembered for tagging")
         locations.remember(vggish=str(Path(handle).expanduser().resolve()))
         return
     if locations.hub_cached(handle):
-        say(f"[1/4] VGGish: already in {locations.hub_cached(handle)} - skipped")
+        say(f"[1/5] VGGish: already in {locations.hub_cached(handle)} - skipped")
     elif opts.offline:
         raise InstagError(f"VGGish ({handle}) is not in the cache {locations.tfhub_cache_dir()}",
                           "run `instag setup` without --offline on a machine with internet")
     else:
-        say(f"[1/4] VGGish: fetching {handle} into {locations.tfhub_cache_dir()}")
+        say(f"[1/5] VGGish: fetching {handle} into {locations.tfhub_cache_dir()}")
         load_vggish(handle)
     locations.remember(vggish=handle)
 
@@ -142,18 +148,18 @@ def step_pca(opts: SetupOptions, say: Say, progress: Progress | None) -> None:
         load_pca(given)  # says what is wrong with it
         kind = "the official file" if file_digest(given, "md5") == locations.PCA_MD5 else \
             "not the official file: used as given"
-        say(f"[2/4] PCA parameters: {given} ({kind}) - remembered for tagging")
+        say(f"[2/5] PCA parameters: {given} ({kind}) - remembered for tagging")
         locations.remember(pca=str(given.resolve()))
         return
     cached = locations.cache_dir() / locations.PCA_FILE
     if cached.is_file() and not opts.force:
         verified = file_digest(cached, "md5") == opts.pca_md5
-        say(f"[2/4] PCA parameters: {cached} " + ("verified" if verified else
+        say(f"[2/5] PCA parameters: {cached} " + ("verified" if verified else
             f"kept (its md5 is not {opts.pca_md5}; --force fetches it again)") + " - skipped")
         return
     if opts.offline:
         raise InstagError(f"{cached}: missing", "run `instag setup` without --offline")
-    say(f"[2/4] PCA parameters: fetching {opts.pca_url}")
+    say(f"[2/5] PCA parameters: fetching {opts.pca_url}")
     download(opts.pca_url, cached, opts.pca_md5, progress=progress)  # replaces only when valid
 
 
@@ -163,12 +169,16 @@ def openmic_dir() -> Path:
 
 def step_openmic(opts: SetupOptions, say: Say, progress: Progress | None) -> Path:
     if opts.openmic and Path(opts.openmic).is_dir():
-        load_openmic(opts.openmic)  # validates, naming what is wrong
-        say(f"[3/4] OpenMIC-2018: using the directory {opts.openmic}")
+        data = load_openmic(opts.openmic)  # validates, naming what is wrong
+        keys = {*data.train.keys, *data.test.keys}
+        sampled = verify.sample_from_folder(Path(opts.openmic) / "audio", keys,
+                                            verify.sample_dir())
+        say(f"[3/5] OpenMIC-2018: using the directory {opts.openmic} ({sampled} clips of its "
+            "audio kept for the feature check)")
         return Path(opts.openmic)
     target = openmic_dir()
     if all((target / n).is_file() for n in NEEDED) and not opts.force:
-        say(f"[3/4] OpenMIC-2018: already extracted in {target} - skipped")
+        say(f"[3/5] OpenMIC-2018: already extracted in {target} - skipped")
         return target
     archive = Path(opts.openmic) if opts.openmic else locations.cache_dir() / OPENMIC_ARCHIVE
     if opts.openmic is None and not archive.is_file():
@@ -176,7 +186,7 @@ def step_openmic(opts: SetupOptions, say: Say, progress: Progress | None) -> Pat
             raise InstagError(f"OpenMIC-2018 is neither extracted in {target} nor downloaded to "
                               f"{archive}", "pass --openmic PATH, or run without --offline "
                               f"(downloads {OPENMIC_BYTES / 1e9:.1f} GB)")
-        say(f"[3/4] OpenMIC-2018: downloading {opts.openmic_url} to {archive} "
+        say(f"[3/5] OpenMIC-2018: downloading {opts.openmic_url} to {archive} "
             f"(resumable; {OPENMIC_BYTES / 1e9:.1f} GB for the official archive)")
         download(opts.openmic_url, archive, opts.openmic_md5, progress=progress)
     elif not archive.is_file():
@@ -186,7 +196,7 @@ def step_openmic(opts: SetupOptions, say: Say, progress: Progress | None) -> Pat
             file_digest(archive, "md5") != opts.openmic_md5:
         raise InstagError(f"{archive}: the official archive's size but not its md5 "
                           f"({opts.openmic_md5})", "it is damaged: download it again")
-    say(f"[3/4] OpenMIC-2018: extracting {', '.join(NEEDED)} from {archive}")
+    say(f"[3/5] OpenMIC-2018: extracting {', '.join(NEEDED)} from {archive}")
     extract_needed(archive, target)
     load_openmic(target)
     return target
@@ -201,8 +211,8 @@ def _safe_relative(name: str) -> PurePosixPath:
 
 
 def extract_needed(archive: Path, target: Path) -> None:
-    """Extract only the files training needs (not the audio), into a temp directory renamed
-    into place at the end."""
+    """Extract only the files training needs, into a temp directory renamed into place at the
+    end; of the audio, only the verification sample (kept aside, in the same pass)."""
     try:
         tar = tarfile.open(archive, "r:*")
     except (tarfile.TarError, OSError) as e:
@@ -213,10 +223,15 @@ def extract_needed(archive: Path, target: Path) -> None:
     os.chmod(tmp, 0o777 & ~umask())  # mkdtemp makes it private; the user's umask decides
     try:
         found = set()
+        sample: list[tuple[int, str, bytes]] = []
         with tar:
             for member in tar:
                 rel = _safe_relative(member.name)
                 inner = PurePosixPath(*rel.parts[1:]) if len(rel.parts) > 1 else rel
+                if member.isfile() and inner.parts[:1] == ("audio",) and \
+                        inner.suffix == verify.AUDIO_SUFFIX:
+                    _keep_lowest(sample, inner.stem, tar, member)
+                    continue
                 if str(inner) not in NEEDED or not member.isfile():
                     continue
                 dest = tmp / inner
@@ -231,8 +246,33 @@ def extract_needed(archive: Path, target: Path) -> None:
         if target.exists():
             shutil.rmtree(target)
         os.replace(tmp, target)
+        _write_sample(((key, data) for _, key, data in sample), verify.sample_dir())
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _keep_lowest(heap: list, key: str, tar: tarfile.TarFile, member: tarfile.TarInfo) -> None:
+    """Keep the clip if it ranks among the lowest verify.SAMPLE_CLIPS; read it only then.
+    `heap` holds (-rank, key, bytes): its top is the highest-ranked clip kept."""
+    item_rank = -int(verify.rank(key), 16)
+    if len(heap) == verify.SAMPLE_CLIPS and item_rank < heap[0][0]:
+        return
+    with tar.extractfile(member) as src:
+        item = (item_rank, key, src.read())
+    (heapq.heappushpop if len(heap) == verify.SAMPLE_CLIPS else heapq.heappush)(heap, item)
+
+
+def _write_sample(clips, folder: Path) -> int:
+    tmp = folder.with_name(folder.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    n = 0
+    for key, data in clips:
+        (tmp / f"{key}{verify.AUDIO_SUFFIX}").write_bytes(data)
+        n += 1
+    shutil.rmtree(folder, ignore_errors=True)
+    os.replace(tmp, folder)
+    return n
 
 
 def step_model(data_root: Path, opts: SetupOptions, say: Say) -> Path:
@@ -241,12 +281,12 @@ def step_model(data_root: Path, opts: SetupOptions, say: Say) -> Path:
     card = installed.with_suffix(".json")
     if installed.is_file() and card.is_file() and not opts.force:
         if json.loads(card.read_text()).get("training_data_sha256") == data.checksum:
-            say(f"[4/4] model: {installed} was trained on this data - skipped")
+            say(f"[4/5] model: {installed} was trained on this data - skipped")
             return installed
     runs_dir = locations.data_dir() / "runs"
     best = None
     for seed in opts.seeds:
-        say(f"[4/4] model: training att, seed {seed}, {opts.epochs} epochs")
+        say(f"[4/5] model: training att, seed {seed}, {opts.epochs} epochs")
         recipe = Recipe(model="att", epochs=opts.epochs, seed=seed, device=opts.device)
         metrics = train_run(data, recipe, runs_dir / f"att-seed-{seed}",
                             progress=opts.show_progress,
@@ -257,5 +297,28 @@ def step_model(data_root: Path, opts: SetupOptions, say: Say) -> Path:
         if best is None or val < best[0]:
             best = (val, seed)
     path = export_run(runs_dir / f"att-seed-{best[1]}", installed)
-    say(f"[4/4] model: installed seed {best[1]} as {path}")
+    say(f"[4/5] model: installed seed {best[1]} as {path}")
     return path
+
+
+def step_verify(data_root: Path, opts: SetupOptions, say: Say,
+                model: Path) -> verify.FeatureCheck | None:
+    """Re-embed the sample of OpenMIC clips here and compare with the released features; the
+    figure goes into the installed model's card. Below 99 % within one step, a loud warning."""
+    embedder = Embedder(opts.vggish, opts.pca)
+    card = model.with_suffix(".json")
+    doc = json.loads(card.read_text()) if card.is_file() else {}
+    done = doc.get("feature_check") or {}
+    if done.get("features") == embedder.identity and not opts.force:
+        say(f"[5/5] features: checked for this VGGish, PCA and resampler ({done['within_one']:.2%}"
+            " within one step) - skipped; `instag doctor --verify` checks again")
+        return None
+    check = verify.check_features(data_root, verify.sample_dir(), embedder)
+    say(f"[5/5] features: {check.line()}" + ("" if check.clips else " - skipped"))
+    if not check.clips:
+        return None
+    if card.is_file():
+        with atomic_write(card) as f:
+            json.dump({**doc, "feature_check": {**check.as_dict(),
+                                                "features": embedder.identity}}, f, indent=2)
+    return check
