@@ -304,3 +304,10 @@ def test_a_vggish_that_cannot_be_had_fails_before_the_run_announces_itself(
 def test_one_file_is_one_file(library, run_tag, tmp_path):
     result = run_tag(library / "other" / "take.ogg", "--out", tmp_path / "t.csv")
     assert "tagging 1 file (" in result.output and "1 of 1 file tagged" in result.output
+
+
+def test_a_vggish_folder_that_does_not_exist_is_named_not_blamed_on_the_network(
+        library, run_tag, tmp_path):
+    result = run_tag(library / "other", "--out", tmp_path / "t.csv", "--vggish", "./no-such-dir")
+    assert result.exit_code == 2 and "not a SavedModel folder" in result.output
+    assert "internet" not in result.output

@@ -178,3 +178,12 @@ def test_evaluate_on_a_parent_of_seed_runs_lists_them(tmp_path):
     result = CliRunner().invoke(app, ["evaluate", str(tmp_path / "runs")])
     assert result.exit_code == 2
     assert "seed-0" in result.output and "seed-1" in result.output
+
+
+def test_evaluate_on_a_narrow_terminal_cuts_no_name_or_number(tmp_path, monkeypatch):
+    data = load_openmic(random_openmic(tmp_path / "data"))
+    train_run(data, _recipe(epochs=1), tmp_path / "run", progress=False)
+    monkeypatch.setenv("COLUMNS", "60")
+    result = CliRunner().invoke(app, ["evaluate", str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output
+    assert "…" not in result.output and "instrument" in result.output
