@@ -29,9 +29,10 @@ from instag.features.decode import AudioError
 from instag.features.featurefile import write_features
 from instag.features.resample import DEFAULT_RESAMPLER
 from instag.tagging.bags import check_bag_setting, parse_bag_mode
+from instag.tagging.filetags import DEFAULT_FIELD, Outcome, TagWriting, retag
 from instag.tagging.plot import load_file_doc, plot_file
 from instag.tagging.pool import STALL_TIMEOUT
-from instag.tagging.results import FileResult, file_document
+from instag.tagging.results import FileResult, file_document, read_documents
 from instag.tagging.run import Summary, TagOptions, TagRun
 from instag.tagging.run import embed as embed_run
 from instag.tagging.run import tag as tag_run
@@ -65,6 +66,9 @@ class LogReporter:
     def file_done(self, result: FileResult, summary: Summary) -> None:
         if not result.ok:
             self.err.print(f"{result.status}: {result.display_path}: {result.reason}",
+                           markup=False)
+        elif result.file_tags.startswith((str(Outcome.FAILED), str(Outcome.WOULD_CHANGE))):
+            self.err.print(f"file tags of {result.display_path}: {result.file_tags}",
                            markup=False)
         self.show_progress(summary)
 
@@ -136,6 +140,8 @@ def summary_line(summary: Summary, verb: str) -> str:
         "from cache)"
     if summary.failed:
         text += "; failed: " + ", ".join(f"{n} {s}" for s, n in sorted(summary.failed.items()))
+    if summary.tags_failed:
+        text += f"; file tags not written: {plural(summary.tags_failed, 'file')}"
     return text
 
 
@@ -165,6 +171,15 @@ def _stoppable(run: TagRun, kept: str) -> Iterator[None]:
         run.reporter.close()
 
 
+WriteScoresOpt = Annotated[bool, typer.Option(
+    help="With the instruments, one INSTAG_<INSTRUMENT> field per instrument: its highest bag "
+         "probability, two decimals.")]
+TagFieldOpt = Annotated[str, typer.Option(help="The file-tag field that holds the instruments.")]
+InPlaceOpt = Annotated[bool, typer.Option(
+    help="Save tags in place (mutagen) instead of tagging a copy and renaming it: keeps hard "
+         "links and needs no free space, but a crash mid-save can corrupt the file.")]
+DryRunOpt = Annotated[bool, typer.Option(help="Show what would change in the files' tags; "
+                                              "write nothing into them.")]
 JobsOpt = Annotated[int | None, typer.Option(min=1, help="Decoding processes (default: CPUs, "
                                                           "never more than files).")]
 FileTimeoutOpt = Annotated[float, typer.Option(
@@ -215,6 +230,13 @@ def tag(
     plot: Annotated[Path | None, typer.Option(
         help="Also draw Figure 4 (attention over the spectrogram) per file into this "
              "folder.")] = None,
+    write_tags: Annotated[bool, typer.Option(
+        help="Also write the instruments into each file's own tags (INSTRUMENTS; see README: "
+             "Into your library). Atomic: a copy is tagged and renamed over the file.")] = False,
+    write_scores: WriteScoresOpt = False,
+    tag_field: TagFieldOpt = DEFAULT_FIELD,
+    in_place: InPlaceOpt = False,
+    dry_run: DryRunOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Tag instruments in music files; every file gets a row, failed ones with the reason.
@@ -231,6 +253,7 @@ def tag(
         bag_size=parse_bag_mode(bag), hop=hop, threshold=threshold, thresholds_file=thresholds,
         device=device, jobs=jobs, stall_timeout=file_timeout, cache=cache, force=force,
         extensions=parse_extensions(ext), include_hidden=hidden, wait=wait,
+        write_tags=TagWriting(tag_field, write_scores, in_place, dry_run) if write_tags else None,
     )
     paths = read_paths(paths)
     check_output(out, paths, opts.protected_paths(), opts.extensions)
@@ -257,7 +280,7 @@ def tag(
     where = "standard output" if out == STDOUT else out
     console(stderr=True).print(f"{summary_line(run.summary, 'tagged')}. Wrote {where}",
                                markup=False)
-    if run.summary.failed:
+    if run.summary.failed or run.summary.tags_failed:
         raise typer.Exit(EXIT_SOME_FAILED)
 
 
@@ -331,4 +354,32 @@ def embed(
     console(stderr=True).print(f"{summary_line(run.summary, 'embedded')}. Wrote {out}: {what}",
                                markup=False)
     if failed:
+        raise typer.Exit(EXIT_SOME_FAILED)
+
+
+@expected_errors
+def write_tags(
+    tags_file: Annotated[Path, typer.Argument(help="A .json or .jsonl from `instag tag`.")],
+    remove: Annotated[bool, typer.Option(help="Remove instag's fields (the instruments field "
+                                              "and INSTAG_* scores) instead.")] = False,
+    write_scores: WriteScoresOpt = False,
+    tag_field: TagFieldOpt = DEFAULT_FIELD,
+    in_place: InPlaceOpt = False,
+    dry_run: DryRunOpt = False,
+    cache: CacheOpt = None,
+    wait: WaitOpt = False,
+) -> None:
+    """Write a finished run's instruments into the files' own tags (or --remove them)."""
+    writing = TagWriting(tag_field, write_scores, in_place, dry_run)
+    docs = read_documents(tags_file)
+    counts: dict[Outcome, int] = {}
+    err = console(stderr=True)
+    for path, change in retag(docs, writing, remove, TagOptions(cache=cache).cache_path(), wait):
+        counts[change.outcome] = counts.get(change.outcome, 0) + 1
+        if change.outcome is not Outcome.UNCHANGED:
+            shown = os.fsencode(path).decode("utf-8", "backslashreplace")
+            err.print(f"{shown}: {change.describe()}", markup=False)
+    err.print(", ".join(f"{plural(n, 'file')} {o}" for o, n in counts.items()) or "no tagged "
+              "files in it", markup=False)
+    if counts.get(Outcome.FAILED):
         raise typer.Exit(EXIT_SOME_FAILED)

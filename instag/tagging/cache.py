@@ -189,6 +189,16 @@ class Cache:
                  None if feats is None else np.ascontiguousarray(feats, np.uint8).tobytes()))
             self.db.commit()
 
+    def rekey(self, old: FileKey, new: FileKey) -> None:
+        """A file whose tags instag rewrote keeps its features and scores: the audio is the same
+        (only its size and mtime changed), so nothing must be decoded again."""
+        with self._sql():
+            for table in ("features", "scores"):
+                self.db.execute(f"UPDATE {table} SET size=?, mtime_ns=? WHERE path=? AND size=? "
+                                "AND mtime_ns=?", (new.size, new.mtime_ns, old.path, old.size,
+                                                  old.mtime_ns))
+            self.db.commit()
+
     def get_scores(self, key: FileKey, vggish: str, model: str, bags: str):
         with self._sql():
             row = self.db.execute(

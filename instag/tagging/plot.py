@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import os
-import re
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -14,6 +11,7 @@ from instag.common.atomic import atomic_path
 from instag.common.errors import InstagError
 from instag.common.extras import require
 from instag.features.resample import Resampler, stream_16k
+from instag.tagging.results import audio_path, read_documents
 
 SR, N_FFT, HOP, N_MELS = 16000, 512, 160, 64
 MAX_FRAMES = 4000  # spectrogram columns drawn: a figure needs no more, whatever the length
@@ -48,26 +46,9 @@ def log_mel(blocks: Iterable[np.ndarray], hop: int = HOP) -> np.ndarray:
     return np.log(np.concatenate(rows) + 0.01)
 
 
-def audio_path(display: str) -> Path:
-    """The file a JSON path names: outputs write bytes that are not UTF-8 as \\xNN; undo that
-    unless a file by the literal name exists."""
-    if os.path.lexists(display):
-        return Path(display)
-    parts = re.split(r"\\x([0-9a-f]{2})", display)
-    raw = b"".join(bytes([int(p, 16)]) if i % 2 else p.encode("utf-8")
-                   for i, p in enumerate(parts))
-    return Path(os.fsdecode(raw))
-
-
 def load_file_doc(tags_json: Path, file: str | None) -> dict:
-    try:
-        text = Path(tags_json).read_text(encoding="utf-8")
-        docs = ([json.loads(line) for line in text.splitlines() if line.strip()]
-                if tags_json.suffix == ".jsonl" else json.loads(text)["files"])
-    except (OSError, ValueError, KeyError) as e:
-        raise InstagError(f"{tags_json}: not a tags file from `instag tag` ({e})",
-                          "pass the .json or .jsonl that `instag tag --out` wrote") from e
-    ok = [d for d in docs if d.get("status") == "ok" and (file is None or d["path"] == file)]
+    ok = [d for d in read_documents(tags_json)
+          if d.get("status") == "ok" and (file is None or d["path"] == file)]
     if not ok:
         raise InstagError(f"{tags_json}: no tagged file{' ' + file if file else ''} in it")
     return ok[0]

@@ -3,19 +3,22 @@ of BagResults, and its two written forms: a JSON document and CSV rows."""
 
 from __future__ import annotations
 
+import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from instag.common.errors import InstagError
 from instag.common.status import Status
 from instag.features.instances import Features, instance_span
 from instag.tagging.bags import Bag
 from instag.tagging.segments import attention_segments, format_segments, merge_segments
 
 CSV_FIELDS = ("path", "status", "reason", "duration_s", "bag_start_s", "bag_end_s", "instrument",
-              "probability", "present", "segments")
+              "probability", "present", "segments", "file_tags")
 DECIMALS = 4
 
 
@@ -37,6 +40,7 @@ class FileResult:
     duration: float | None = None
     bags: list[BagResult] = field(default_factory=list)
     features: Features | None = None  # the file's instances (ok files), not written out
+    file_tags: str = ""  # what writing the file's own tags did (with --write-tags)
 
     @property
     def ok(self) -> bool:
@@ -50,6 +54,11 @@ class FileResult:
     def instruments(self) -> list[str]:
         seen = {name for b in self.bags for name in b.present}
         return [c for c in (self.bags[0].probabilities if self.bags else {}) if c in seen]
+
+    def best(self) -> dict[str, float]:
+        """Each instrument's highest bag probability."""
+        return {c: max(b.probabilities[c] for b in self.bags)
+                for c in (self.bags[0].probabilities if self.bags else {})}
 
     def segments(self) -> dict[str, list[tuple[float, float]]]:
         return {c: merge_segments([s for b in self.bags for s in b.segments.get(c, [])])
@@ -79,6 +88,8 @@ def file_document(r: FileResult) -> dict:
     if r.reason:
         doc["reason"] = r.reason
     doc["duration_s"] = None if r.duration is None else round(r.duration, 3)
+    if r.file_tags:
+        doc["file_tags"] = r.file_tags
     if not r.ok:
         return doc
     doc["instruments"] = r.instruments()
@@ -99,7 +110,8 @@ def file_document(r: FileResult) -> dict:
 
 def csv_rows(r: FileResult):
     base = {"path": r.display_path, "status": r.status, "reason": r.reason,
-            "duration_s": "" if r.duration is None else f"{r.duration:.3f}"}
+            "duration_s": "" if r.duration is None else f"{r.duration:.3f}",
+            "file_tags": r.file_tags}
     if not r.ok or not r.bags:
         yield {**base, **{k: "" for k in CSV_FIELDS if k not in base}}
         return
@@ -109,3 +121,25 @@ def csv_rows(r: FileResult):
                    "instrument": c, "probability": f"{p:.{DECIMALS}f}",
                    "present": "1" if c in b.present else "0",
                    "segments": format_segments(b.segments.get(c, []))}
+
+
+def read_documents(tags_file: Path) -> list[dict]:
+    """The per-file documents of a .json or .jsonl that `instag tag` wrote."""
+    try:
+        text = Path(tags_file).read_text(encoding="utf-8")
+        return ([json.loads(line) for line in text.splitlines() if line.strip()]
+                if Path(tags_file).suffix == ".jsonl" else json.loads(text)["files"])
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise InstagError(f"{tags_file}: not a tags file from `instag tag` ({e})",
+                          "pass the .json or .jsonl that `instag tag --out` wrote") from e
+
+
+def audio_path(display: str) -> Path:
+    """The file a JSON path names: outputs write bytes that are not UTF-8 as \\xNN; undo that
+    unless a file by the literal name exists."""
+    if os.path.lexists(display):
+        return Path(display)
+    parts = re.split(r"\\x([0-9a-f]{2})", display)
+    raw = b"".join(bytes([int(p, 16)]) if i % 2 else p.encode("utf-8")
+                   for i, p in enumerate(parts))
+    return Path(os.fsdecode(raw))

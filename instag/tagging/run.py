@@ -38,6 +38,7 @@ from instag.features.instances import (
 from instag.features.resample import DEFAULT_RESAMPLER, Resampler
 from instag.tagging.bags import check_bag_setting, make_bags
 from instag.tagging.cache import CACHE_FILE, Cache, FileKey, lock
+from instag.tagging.filetags import Outcome, TagWriting, wanted, write_tags
 from instag.tagging.pool import STALL_TIMEOUT, DecodePool, Event, Kind
 from instag.tagging.results import FileResult, bag_result
 from instag.tagging.scoring import Scorer
@@ -70,6 +71,7 @@ class TagOptions:
     extensions: tuple[str, ...] = AUDIO_EXTENSIONS
     include_hidden: bool = False
     wait: bool = False
+    write_tags: TagWriting | None = None  # also write each tagged file's own tags
 
     def cache_path(self) -> Path:
         return Path(self.cache) if self.cache else locations.cache_dir() / CACHE_FILE
@@ -89,6 +91,7 @@ class Summary:
     from_cache: int = 0  # files for which nothing was decoded in this run
     audio_s: float = 0.0
     failed: dict[Status, int] = field(default_factory=dict)  # status -> count
+    tags_failed: int = 0  # files whose own tags could not be written
 
     def add(self, result: FileResult, from_cache: bool) -> None:
         self.done += 1
@@ -204,12 +207,25 @@ class _Run:
 
     # -- bookkeeping ---------------------------------------------------------------------------
     def finish(self, idx: int, result: FileResult, from_cache: bool = False) -> None:
+        if result.ok and self.opts.write_tags is not None:
+            self.write_file_tags(idx, result, self.opts.write_tags)
         self.summary.add(result, from_cache)
         self.reporter.file_done(result, self.summary)
         self.waiting[idx] = result
         while self.next_out in self.waiting:
             self.outbox.append(self.waiting.pop(self.next_out))
             self.next_out += 1
+
+    def write_file_tags(self, idx: int, result: FileResult, writing: TagWriting) -> None:
+        """Write the file's own tags; keep its cache entry (the audio did not change)."""
+        old = self.keys.get(idx)
+        change = write_tags(result.path, wanted(result.instruments(), result.best(), writing),
+                            writing)
+        result.file_tags = change.describe()
+        if change.outcome is Outcome.FAILED:
+            self.summary.tags_failed += 1
+        elif change.outcome is Outcome.WRITTEN and old is not None:
+            self.cache.rekey(old, FileKey.of(result.path))
 
     def fail(self, idx: int, status: Status, reason: str) -> None:
         if idx in self.keys:
