@@ -284,7 +284,7 @@ def verifiable(sources, tmp_path, embedder):
 
     from instag.features.resample import Resampler
 
-    assert embedder.resampler is Resampler.RESAMPY  # what setup and tagging use by default
+    assert embedder.resampler is Resampler.FAST  # what setup and tagging use by default
     rng = np.random.default_rng(5)
     t = np.arange(10 * 44100) / 44100
     audio, rows = {}, []

@@ -66,5 +66,6 @@ PcaOpt = Annotated[Path | None, typer.Option(
     "--pca", help="vggish_pca_params.npz (default: $INSTAG_PCA, else the official file, fetched "
                   "once and checksum-verified).")]
 ResamplerOpt = Annotated[Resampler, typer.Option(
-    help="resampy (VGGish's reference, default) or soxr (~90x faster, moves the top two mel "
-         "bands by ~3 dB; see README).")]
+    help="fast (default: resampy's kaiser_best, VGGish's reference, as a polyphase filter "
+         "bank; 1e-6 from resampy), resampy (the library itself, ~50x slower) or soxr (moves "
+         "the top two mel bands by ~3 dB; see README).")]

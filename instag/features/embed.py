@@ -73,7 +73,8 @@ class Embedder:
         self.pca_path = locations.pca_params(pca)
         self.eigen_vectors, self.means = load_pca(self.pca_path)
         self.resampler = Resampler(resampler)
-        self.identity = "|".join([self.handle, file_digest(self.pca_path), self.resampler.value])
+        self.identity = "|".join([self.handle, file_digest(self.pca_path),
+                                  self.resampler.identity])
         self._model = None
 
     def fetch_if_missing(self) -> None:

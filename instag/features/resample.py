@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from instag.features import polyphase
 from instag.features.decode import open_audio
 
 TARGET_SR = 16000
@@ -22,27 +23,39 @@ CONTEXT_SECONDS = 0.05  # neighbours on each side; both filters reach < 5 ms at 
 
 
 class Resampler(str, Enum):
-    # resampy (kaiser_best) is what VGGish's reference, and so OpenMIC, used. soxr is ~85x
-    # faster but rolls off later (resampy is -2 dB at 7.2 kHz, -14 dB at 7.5 kHz relative to
-    # it), moving VGGish's top two mel bands by ~3 dB (99.9th pct) where 16-bit requantisation
-    # moves them 0.1-0.6 dB: not small enough to be the default (bench/resampler_fidelity.py).
+    # resampy (kaiser_best) is what VGGish's reference, and so OpenMIC, used: `fast` computes
+    # that same function as a polyphase filter bank (features.polyphase; 1e-6 from resampy,
+    # ~50x faster), `resampy` calls the library. soxr is faster still but rolls off later
+    # (resampy is -2 dB at 7.2 kHz, -14 dB at 7.5 kHz relative to it), moving VGGish's top two
+    # mel bands by ~3 dB (99.9th pct) where 16-bit requantisation moves them 0.1-0.6 dB
+    # (bench/resampler_fidelity.py): a choice, not the default.
+    FAST = "fast"
     RESAMPY = "resampy"
     SOXR = "soxr"
 
     def __str__(self) -> str:
         return self.value
 
+    @property
+    def identity(self) -> str:
+        """The function computed, for the cache: `fast` is resampy's, so features made with
+        either are the same features (an upgrade re-decodes nothing)."""
+        return Resampler.RESAMPY.value if self is Resampler.FAST else self.value
 
-DEFAULT_RESAMPLER = Resampler.RESAMPY
+
+DEFAULT_RESAMPLER = Resampler.FAST
 
 
 def resample(x: np.ndarray, sr_in: int, resampler: Resampler | str) -> np.ndarray:
     """One signal from `sr_in` to 16 kHz, float32."""
-    if Resampler(resampler) is Resampler.SOXR:
+    resampler = Resampler(resampler)
+    if resampler is Resampler.SOXR:
         import soxr
 
         return soxr.resample(x, sr_in, TARGET_SR, quality="HQ").astype(np.float32, copy=False)
-    import resampy
+    if resampler is Resampler.FAST and sr_in in polyphase.RATES:
+        return polyphase.resample(np.asarray(x, np.float32), sr_in, TARGET_SR)
+    import resampy  # any other rate: resampy itself
 
     return resampy.resample(x, sr_in, TARGET_SR, filter="kaiser_best").astype(np.float32)
 

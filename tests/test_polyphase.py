@@ -1,0 +1,58 @@
+"""The fast default resampler is resampy's kaiser_best, only fast: the same samples at every
+rate music comes in, the same uint8 features, the same cache entries."""
+
+import numpy as np
+import pytest
+import resampy
+import soundfile as sf
+import soxr
+
+from instag.features import polyphase
+from instag.features.embed import Embedder
+from instag.features.resample import Resampler, resample
+
+
+def generated_music(sr: int, seconds: float = 1.3, seed: int = 0) -> np.ndarray:
+    """Harmonics up to near Nyquist and noise: every part of the filter matters."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(sr * seconds)) / sr
+    top = min(0.45 * sr, 20000)
+    x = sum(np.sin(2 * np.pi * f * t + rng.uniform(0, 6)) for f in
+            (110, 440 * 1.5, 2500, 7300, 7500, top)) * 0.12
+    return (x + 0.05 * rng.standard_normal(len(t))).astype(np.float32)
+
+
+def reference(x, sr):
+    return resampy.resample(x, sr, 16000, filter="kaiser_best").astype(np.float32)
+
+
+@pytest.mark.parametrize("sr", [r for r in polyphase.RATES if r != 16000])
+def test_every_covered_rate_equals_resampy(sr):
+    x = generated_music(sr)
+    got, want = resample(x, sr, Resampler.FAST), reference(x, sr)
+    assert got.shape == want.shape
+    assert np.abs(got - want).max() <= 1e-5
+
+
+@pytest.mark.parametrize("sr", [8000, 22050, 44100, 48000, 96000, 192000])
+def test_real_music_at_covered_rates_equals_resampy(shared_audio, sr):
+    clip, rate = sf.read(shared_audio / "000046_3840.ogg", dtype="float32")
+    x = soxr.resample(clip.mean(axis=1), rate, sr).astype(np.float32)[: sr * 3]
+    assert np.abs(resample(x, sr, Resampler.FAST) - reference(x, sr)).max() <= 1e-5
+
+
+def test_a_rate_outside_the_bank_goes_to_resampy_itself(monkeypatch):
+    monkeypatch.setattr(polyphase, "resample", lambda *a: pytest.fail("not a covered rate"))
+    x = generated_music(37800)
+    np.testing.assert_array_equal(resample(x, 37800, Resampler.FAST), reference(x, 37800))
+
+
+def test_the_features_are_resampys_and_so_is_the_cache_identity(standin_vggish, standin_pca,
+                                                               shared_audio):
+    fast = Embedder(str(standin_vggish), standin_pca, Resampler.FAST)
+    slow = Embedder(str(standin_vggish), standin_pca, Resampler.RESAMPY)
+    assert fast.identity == slow.identity  # an upgrade re-decodes nothing
+    for name in ("000046_3840.ogg", "6457__dobroide__sunday-02.mp3"):
+        a = fast.embed_file(shared_audio / name).values.astype(int)
+        b = slow.embed_file(shared_audio / name).values.astype(int)
+        assert np.abs(a - b).max() <= 1 and (a == b).mean() >= 0.999
