@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-from enum import Enum
-
+from instag.common.enums import TextEnum
 from instag.common.errors import InstagError
 
 
-class Device(str, Enum):
+class Device(TextEnum):
     AUTO = "auto"  # CUDA when it really works here, else CPU
     CUDA = "cuda"  # CUDA or an error: never a silent CPU run
     CPU = "cpu"
 
-    def __str__(self) -> str:
-        return self.value
 
     @classmethod
     def parse(cls, text: str | Device) -> Device:

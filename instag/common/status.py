@@ -3,10 +3,10 @@ outputs."""
 
 from __future__ import annotations
 
-from enum import Enum
+from instag.common.enums import TextEnum
 
 
-class Status(str, Enum):
+class Status(TextEnum):
     """A file's outcome. A str, so it is written as its value in CSV and JSON."""
 
     OK = "ok"
@@ -19,8 +19,6 @@ class Status(str, Enum):
     CRASHED = "crashed"  # the decoder died on it (may be the machine's fault, not the file's)
     TIMEOUT = "timeout"  # the decoder made no progress (a hung mount, a stuck ffmpeg)
 
-    def __str__(self) -> str:
-        return self.value
 
     @property
     def permanent(self) -> bool:

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from enum import Enum
 from pathlib import Path
 
 import numpy as np
 
+from instag.common.enums import TextEnum
 from instag.features import polyphase
 from instag.features.decode import open_audio
 
@@ -22,7 +22,7 @@ BLOCK_SECONDS = 30.0  # input decoded and resampled per step: memory ~ a few MB,
 CONTEXT_SECONDS = 0.05  # neighbours on each side; both filters reach < 5 ms at 16 kHz
 
 
-class Resampler(str, Enum):
+class Resampler(TextEnum):
     # resampy (kaiser_best) is what VGGish's reference, and so OpenMIC, used: `fast` computes
     # that same function as a polyphase filter bank (features.polyphase; 1e-6 from resampy,
     # ~50x faster), `resampy` calls the library. soxr is faster still but rolls off later
@@ -33,8 +33,6 @@ class Resampler(str, Enum):
     RESAMPY = "resampy"
     SOXR = "soxr"
 
-    def __str__(self) -> str:
-        return self.value
 
     @property
     def identity(self) -> str:

@@ -24,10 +24,10 @@ import shutil
 import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
-from enum import Enum
 from pathlib import Path
 
 from instag.common.atomic import atomic_path
+from instag.common.enums import TextEnum
 from instag.tagging.cache import Cache, FileKey, lock
 from instag.tagging.results import audio_path
 
@@ -36,7 +36,7 @@ SCORE_PREFIX = "INSTAG_"
 MP4_FREEFORM = "----:com.apple.iTunes:"
 
 
-class Outcome(str, Enum):
+class Outcome(TextEnum):
     """What became of one file's tags."""
 
     WRITTEN = "written"
@@ -45,8 +45,6 @@ class Outcome(str, Enum):
     UNSUPPORTED = "unsupported"  # a format mutagen cannot tag safely (raw AAC, Matroska, ...)
     FAILED = "failed"
 
-    def __str__(self) -> str:
-        return self.value
 
 
 @dataclass(frozen=True)

@@ -16,23 +16,21 @@ import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from enum import Enum
 from pathlib import Path
 from typing import IO
 
 from instag.common import VERSION
 from instag.common.atomic import atomic_write
+from instag.common.enums import TextEnum
 from instag.common.errors import InstagError
 from instag.tagging.results import CSV_FIELDS, FileResult, csv_rows, file_document
 
 
-class Format(str, Enum):
+class Format(TextEnum):
     CSV = "csv"
     JSON = "json"
     JSONL = "jsonl"
 
-    def __str__(self) -> str:
-        return self.value
 
 
 STDOUT = Path("-")
