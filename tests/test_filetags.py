@@ -209,3 +209,25 @@ def test_a_write_killed_at_any_instant_leaves_a_whole_file(tmp_path):
             break
     write_tags(path, {"INSTRUMENTS": ["violin"]}, TagWriting())
     assert sorted(p.name for p in tmp_path.iterdir()) == ["big.flac"]  # no temp copy left
+
+
+def test_in_place_keeps_hard_links(tmp_path):
+    path = tmp_path / "x.flac"
+    sf.write(path, music(2, 1), SR)
+    os.link(path, tmp_path / "link.flac")
+    write_tags(path, {"INSTRUMENTS": ["piano"]}, TagWriting(in_place=True))
+    assert os.path.samefile(path, tmp_path / "link.flac")
+    assert instruments_in(tmp_path / "link.flac") == ["piano"]
+
+
+def test_a_read_only_folder_is_reported_per_file(tmp_path):
+    from test_faults import mounted
+
+    source = tmp_path / "x.flac"
+    sf.write(source, music(2, 1), SR)
+    folder = tmp_path / "ro"
+    with mounted(folder, "size=4m") as m:
+        shutil.copy(source, m / "x.flac")
+        subprocess.run(["mount", "-o", "remount,ro", str(m)], check=True)
+        change = write_tags(m / "x.flac", {"INSTRUMENTS": ["piano"]}, TagWriting())
+        assert change.outcome == "failed" and "Read-only file system" in change.reason
