@@ -103,3 +103,13 @@ def run_tag(scoring_model, standin_vggish, standin_pca, tmp_path):
             str(standin_pca), "--cache", str(tmp_path / "cache.sqlite"), "--jobs", "2",
             *map(str, args)], input=input)
     return run
+
+
+@pytest.fixture(scope="session", autouse=True)
+def shared_hub_cache(tmp_path_factory):
+    """One hub cache for the session, so the stand-in VGGish is converted to ONNX once (a test
+    that needs an empty one sets TFHUB_CACHE_DIR itself)."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("TFHUB_CACHE_DIR", str(tmp_path_factory.mktemp("hub")))
+    yield
+    mp.undo()

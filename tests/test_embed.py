@@ -10,7 +10,7 @@ import pytest
 from instag.common import locations as assets
 from instag.common.errors import InstagError
 from instag.features.decode import AudioError
-from instag.features.embed import postprocess
+from instag.features.pca import postprocess
 from instag.features.vggish import load_vggish
 
 

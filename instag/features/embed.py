@@ -8,15 +8,16 @@ instances (see ``instances``), several files' chunks in one VGGish call.
 
 from __future__ import annotations
 
-import zipfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
 
 from instag.common import locations
+from instag.common.devices import Device
 from instag.common.downloads import file_digest
 from instag.common.errors import InstagError
+from instag.features import vggish_onnx
 from instag.features.instances import (
     INSTANCE_SAMPLES,
     LOOKAHEAD_SAMPLES,
@@ -25,56 +26,36 @@ from instag.features.instances import (
     check_features,
     chunk_instances,
 )
+from instag.features.pca import load_pca, postprocess
 from instag.features.resample import DEFAULT_RESAMPLER, Resampler, stream_16k
 from instag.features.vggish import load_vggish
 
-QUANT_MIN, QUANT_MAX = -2.0, 2.0
 # What a scoring model's input is; exported into every model's metadata.
 FEATURE_SPEC = "VGGish (tfhub google/vggish/1) + ReLU + PCA (vggish_pca_params) + uint8, 0.96 s"
 
 
-def postprocess(raw: np.ndarray, eigen_vectors: np.ndarray, means: np.ndarray) -> np.ndarray:
-    """Raw hub embeddings [N, 128] -> OpenMIC features: ReLU, PCA, clip to [-2, 2], uint8.
-
-    Quantisation truncates (astype) as the reference postprocessor does; it does not round.
-    """
-    x = np.maximum(np.asarray(raw, dtype=np.float64), 0.0)
-    pca = (eigen_vectors @ (x.T - means.reshape(-1, 1))).T
-    clipped = np.clip(pca, QUANT_MIN, QUANT_MAX)
-    return ((clipped - QUANT_MIN) * (255.0 / (QUANT_MAX - QUANT_MIN))).astype(np.uint8)
-
-
-def load_pca(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    if not zipfile.is_zipfile(path):
-        raise InstagError(f"{path}: not a VGGish PCA file (not an .npz archive)",
-                          "pass vggish_pca_params.npz")
-    try:
-        with np.load(path) as npz:
-            vectors, means = npz["pca_eigen_vectors"], npz["pca_means"]
-    except Exception as e:
-        raise InstagError(f"{path}: not a VGGish PCA file ({e})",
-                          "expected vggish_pca_params.npz with pca_eigen_vectors and pca_means"
-                          ) from e
-    if vectors.shape != (128, 128) or means.size != 128:
-        raise InstagError(f"{path}: PCA shapes {vectors.shape}, {means.shape}; expected "
-                          "(128, 128) and 128 values")
-    return vectors.astype(np.float64), means.astype(np.float64).reshape(-1)
-
-
 class Embedder:
-    """VGGish + PCA: turns files, blocks or chunks of 16 kHz audio into OpenMIC features. The
-    hub model is loaded on first use (once per process), so a run that finds everything cached
-    never imports TensorFlow. `identity` names everything the features depend on (the cache's
-    key)."""
+    """VGGish + PCA: turns files, blocks or chunks of 16 kHz audio into OpenMIC features.
+
+    VGGish is loaded on first use (once per process), so a run that finds everything cached
+    loads nothing. It runs on onnxruntime when its converted form is kept (converted now, on
+    first use, if only the SavedModel is here), else on TensorFlow; `runtime` says which, and
+    `note` hears why. `identity` names everything the features depend on (the cache's key): the
+    runtime is not part of it, since a converted model is kept only if it reproduces the hub
+    model's features."""
 
     def __init__(self, vggish: str | None = None, pca: str | Path | None = None,
-                 resampler: Resampler | str = DEFAULT_RESAMPLER) -> None:
+                 resampler: Resampler | str = DEFAULT_RESAMPLER, device: Device | str =
+                 Device.AUTO, note: Callable[[str], None] | None = None) -> None:
         self.handle = locations.vggish_handle(vggish)
         self.pca_path = locations.pca_params(pca)
         self.eigen_vectors, self.means = load_pca(self.pca_path)
         self.resampler = Resampler(resampler)
         self.identity = "|".join([self.handle, file_digest(self.pca_path),
                                   self.resampler.identity])
+        self.device = device
+        self.note = note or (lambda message: None)
+        self.runtime = ""  # which VGGish runs, once loaded
         self._model = None
 
     def fetch_if_missing(self) -> None:
@@ -86,8 +67,26 @@ class Embedder:
     @property
     def model(self):
         if self._model is None:
-            self._model = load_vggish(self.handle)
+            self._model = self._load()
         return self._model
+
+    def _load(self):
+        path = vggish_onnx.find(self.handle)
+        if path is None and (why := vggish_onnx.refused(self.handle)):
+            self.note(f"VGGish stays on TensorFlow: {why} (`instag setup --force` tries again)")
+        elif path is None and locations.hub_cached(self.handle) is not None:
+            try:
+                path, parity = vggish_onnx.convert(self.handle, self.eigen_vectors, self.means)
+                self.note(f"VGGish converted to ONNX once, {path}: raw max |diff| "
+                          f"{parity.raw_max_diff:.1e}, uint8 equal {parity.uint8_equal:.2%}")
+            except InstagError as e:
+                self.note(f"VGGish stays on TensorFlow: {e.message}")
+        if path is None:
+            self.runtime = "tensorflow"
+            return load_vggish(self.handle)
+        model = vggish_onnx.OnnxVggish(path, self.device)
+        self.runtime = f"onnxruntime ({model.provider})"
+        return model
 
     def raw(self, wave: np.ndarray) -> np.ndarray:
         """The hub model's raw embeddings [N, 128] for 16 kHz samples."""

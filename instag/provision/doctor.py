@@ -13,7 +13,8 @@ from instag.common.devices import Device
 from instag.common.downloads import file_digest
 from instag.common.errors import InstagError
 from instag.common.quiet import native_stderr_silenced
-from instag.features.embed import load_pca
+from instag.features import vggish_onnx
+from instag.features.pca import load_pca
 from instag.learning.data import OPENMIC_CLASSES
 from instag.tagging.scoring import CUDA, Scorer
 
@@ -68,6 +69,17 @@ def _disk(path: Path) -> str:
     while not probe.exists() and probe != probe.parent:
         probe = probe.parent
     return f"{path} ({shutil.disk_usage(probe).free / 1e9:.1f} GB free)"
+
+
+def _vggish_runtime(handle: str) -> str:
+    path = vggish_onnx.find(handle)
+    if path is None:
+        return ("tensorflow for now: converted to ONNX on first use or by `instag setup` (then "
+                "tagging never imports TensorFlow)")
+    parity = vggish_onnx.parity_of(path)
+    checked = (f"; raw max |diff| {parity.raw_max_diff:.1e}, uint8 equal "
+               f"{parity.uint8_equal:.2%} against the hub model") if parity else ""
+    return f"onnxruntime: {path}{checked}"
 
 
 def _pca(pca: str | None) -> Check:
@@ -131,6 +143,7 @@ def diagnose(model: str | None = None, vggish: str | None = None,
     checks.append(Check("models", "VGGish", f"{handle}: " + (f"present ({local})" if local else
                         "not downloaded (run `instag setup`)"), bool(local),
                         blocks_tagging=not local))
+    checks.append(Check("models", "VGGish runtime", _vggish_runtime(handle)))
     checks.append(_pca(pca))
     checks.append(model_check)
     return checks

@@ -27,7 +27,9 @@ from instag.common.atomic import atomic_write, umask
 from instag.common.devices import Device
 from instag.common.downloads import download, file_digest
 from instag.common.errors import InstagError
-from instag.features.embed import Embedder, load_pca
+from instag.features import vggish_onnx
+from instag.features.embed import Embedder
+from instag.features.pca import load_pca
 from instag.features.vggish import load_vggish
 from instag.learning.data import load_openmic
 from instag.learning.export import export_run
@@ -305,7 +307,12 @@ def step_verify(data_root: Path, opts: SetupOptions, say: Say,
                 model: Path) -> verify.FeatureCheck | None:
     """Re-embed the sample of OpenMIC clips here and compare with the released features; the
     figure goes into the installed model's card. Below 99 % within one step, a loud warning."""
-    embedder = Embedder(opts.vggish, opts.pca)
+    embedder = Embedder(opts.vggish, opts.pca, device=opts.device,
+                        note=lambda m: say(f"[5/5] {m}"))
+    if opts.force and (path := vggish_onnx.converted_path(embedder.handle)) is not None:
+        path.with_suffix(".refused").unlink(missing_ok=True)  # try the conversion again
+    embedder.model  # noqa: B018 - loads it: converted to ONNX here, once, if it can be
+    say(f"[5/5] VGGish runs on {embedder.runtime}")
     card = model.with_suffix(".json")
     doc = json.loads(card.read_text()) if card.is_file() else {}
     done = doc.get("feature_check") or {}

@@ -366,7 +366,8 @@ class TagRun:
         self.summary.total = len(files)
         with lock(cache_path, opts.wait):
             scoring = _Scoring(opts) if self.scoring else None
-            embedder = Embedder(opts.vggish, opts.pca, opts.resampler)
+            embedder = Embedder(opts.vggish, opts.pca, opts.resampler, opts.device,
+                                note=self.reporter.note)
             embedder.fetch_if_missing()
             cache = Cache(cache_path)
             if cache.moved_aside:

@@ -17,12 +17,8 @@ from instag.common import modelmeta
 from instag.common.devices import Device, cuda_unavailable
 from instag.common.errors import InstagError
 from instag.common.modelmeta import ModelMeta
-from instag.common.quiet import native_stderr_silenced
+from instag.common.onnxsession import CUDA, choose_providers, open_session
 
-CUDA, CPU = "CUDAExecutionProvider", "CPUExecutionProvider"
-# TF32 matrix products (CUDA's default on Ampere and later) move probabilities by ~1e-4; this
-# model is far too small for TF32 to pay, so keep full fp32.
-PROVIDER_OPTIONS = {CUDA: {"use_tf32": "0"}}
 MAX_BATCH_INSTANCES = 1 << 17  # 16 MB of uint8 features per call
 
 
@@ -31,51 +27,6 @@ class BagScores:
     bag: np.ndarray  # [C] bag probabilities
     instance: np.ndarray  # [T, C] instance probabilities
     attention: np.ndarray  # [T, C] attention weights, summing to 1 over T
-
-
-def choose_providers(device: Device | str) -> list[str]:
-    """Providers for --device: auto = CUDA when onnxruntime offers it, else CPU."""
-    import onnxruntime as ort
-
-    device = Device.parse(device)
-    available = ort.get_available_providers()
-    if device is Device.CPU:
-        return [CPU]
-    if device is Device.CUDA and CUDA not in available:
-        raise cuda_unavailable("onnxruntime", f"its providers: {', '.join(available)}; "
-                               "install onnxruntime-gpu")
-    return [CUDA, CPU] if CUDA in available else [CPU]
-
-
-def preload_cuda_libraries(ort) -> None:
-    """Let onnxruntime find CUDA/cuDNN in the nvidia-* pip packages (instag's `cuda` extra, or a
-    CUDA build of torch), so no system-wide CUDA is needed (onnxruntime >= 1.21)."""
-    import contextlib
-    import importlib.util
-    import io
-
-    if hasattr(ort, "preload_dlls") and importlib.util.find_spec("nvidia") is not None:
-        with contextlib.redirect_stdout(io.StringIO()):  # it prints each library it misses
-            try:
-                ort.preload_dlls()
-            except Exception:
-                pass  # then the session falls back to CPU and `provider` says so
-
-
-def open_session(model: str | Path | bytes, providers: list[str]):
-    """An onnxruntime session on the first of `providers` that loads. A CUDA provider that
-    cannot load (no GPU, no CUDA libraries) logs to the process's stderr before onnxruntime falls
-    back to CPU; that is kept off stderr here, and the session's providers say what was taken."""
-    import onnxruntime as ort
-
-    if CUDA in providers:
-        preload_cuda_libraries(ort)
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    with native_stderr_silenced():
-        return ort.InferenceSession(
-            model if isinstance(model, bytes) else str(model), opts,
-            providers=[(p, PROVIDER_OPTIONS.get(p, {})) for p in providers])
 
 
 class Scorer:

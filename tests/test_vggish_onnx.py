@@ -1,0 +1,88 @@
+"""VGGish on onnxruntime: converted once, kept only if it reproduces the hub model, and then a
+tagging run needs no TensorFlow."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from instag.features import vggish_onnx
+from instag.features.embed import Embedder
+
+
+@pytest.fixture
+def fresh_hub(tmp_path, monkeypatch):
+    monkeypatch.setenv("TFHUB_CACHE_DIR", str(tmp_path / "hub"))
+
+
+def test_first_use_converts_and_then_runs_on_onnxruntime(fresh_hub, standin_vggish, standin_pca):
+    notes = []
+    embedder = Embedder(str(standin_vggish), standin_pca, note=notes.append)
+    assert vggish_onnx.find(str(standin_vggish)) is None
+    embedder.embed_blocks([np.zeros(16000 * 2, np.float32)])
+    assert embedder.runtime.startswith("onnxruntime") and "converted to ONNX" in notes[0]
+    path = vggish_onnx.find(str(standin_vggish))
+    parity = vggish_onnx.parity_of(path)
+    assert parity.raw_max_diff <= 1e-4 and parity.uint8_equal >= 0.999
+
+
+def test_a_converter_that_fails_leaves_vggish_on_tensorflow(fresh_hub, standin_vggish,
+                                                            standin_pca, monkeypatch):
+    import tf2onnx
+
+    def broken(*args, **kwargs):
+        raise ValueError("unsupported op: SomethingNew")
+
+    monkeypatch.setattr(tf2onnx.convert, "from_function", broken)
+    notes = []
+    embedder = Embedder(str(standin_vggish), standin_pca, note=notes.append)
+    embedder.embed_blocks([np.zeros(16000 * 2, np.float32)])
+    assert embedder.runtime == "tensorflow"
+    assert notes == ["VGGish stays on TensorFlow: tf2onnx could not convert VGGish "
+                     "(ValueError: unsupported op: SomethingNew)"]
+    assert vggish_onnx.find(str(standin_vggish)) is None
+    again = []
+    Embedder(str(standin_vggish), standin_pca, note=again.append).model  # noqa: B018
+    assert again[0].startswith("VGGish stays on TensorFlow: tf2onnx could not convert")
+    assert "setup --force" in again[0]  # not tried again on every run
+
+
+def test_a_conversion_that_does_not_reproduce_the_hub_model_is_refused(
+        fresh_hub, standin_vggish, standin_pca, monkeypatch):
+    real = vggish_onnx.OnnxVggish.__call__
+    monkeypatch.setattr(vggish_onnx.OnnxVggish, "__call__",
+                        lambda self, wave: real(self, wave) + 0.05)  # a subtly wrong graph
+    notes = []
+    embedder = Embedder(str(standin_vggish), standin_pca, note=notes.append)
+    embedder.embed_blocks([np.zeros(16000 * 2, np.float32)])
+    assert embedder.runtime == "tensorflow" and "does not reproduce the hub model" in notes[0]
+    assert vggish_onnx.find(str(standin_vggish)) is None
+
+
+def test_the_real_architecture_converts_within_parity(fresh_hub, tmp_path, standin_pca):
+    from standins import build_standin_vggish
+
+    vggish = build_standin_vggish(tmp_path / "vggish", "vggish")
+    from instag.features.pca import load_pca
+
+    path, parity = vggish_onnx.convert(str(vggish), *load_pca(standin_pca))
+    assert path.is_file() and parity.passed
+    assert json.loads(path.with_suffix(".json").read_text())["raw_max_diff"] <= 1e-4
+
+
+def test_tagging_with_a_converted_vggish_never_imports_tensorflow(
+        fresh_hub, standin_vggish, standin_pca, scoring_model, tmp_path):
+    Embedder(str(standin_vggish), standin_pca).model  # noqa: B018 - converts it
+    sf.write(tmp_path / "song.wav", np.random.default_rng(0).uniform(-.3, .3, 44100 * 4), 44100)
+    code = ("import sys, instag; from pathlib import Path; "
+            f"opts = instag.TagOptions(model=Path({str(scoring_model)!r}), "
+            f"vggish={str(standin_vggish)!r}, pca=Path({str(standin_pca)!r}), "
+            f"cache=Path({str(tmp_path / 'c.sqlite')!r}), jobs=1); "
+            f"(r,) = instag.tag([Path({str(tmp_path / 'song.wav')!r})], opts); "
+            "print(r.status, 'tensorflow' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=300)
+    assert out.stdout.strip() == "ok False", out.stderr[-2000:]
