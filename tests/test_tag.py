@@ -311,3 +311,29 @@ def test_a_vggish_folder_that_does_not_exist_is_named_not_blamed_on_the_network(
     result = run_tag(library / "other", "--out", tmp_path / "t.csv", "--vggish", "./no-such-dir")
     assert result.exit_code == 2 and "not a SavedModel folder" in result.output
     assert "internet" not in result.output
+
+
+def test_progress_counts_audio_as_it_is_embedded_not_only_finished_files(
+        scoring_model, standin_vggish, standin_pca, tmp_path):
+    import instag
+    from instag.tagging.run import Reporter
+
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    for i in range(3):
+        sf.write(lib / f"{i}.wav", music(70, i), SR)  # two VGGish chunks each
+    seen = []
+
+    class Recorder(Reporter):
+        def embedded(self, summary):
+            seen.append(("embedded", summary.embedded_s, summary.done))
+
+        def file_done(self, result, summary):
+            seen.append(("done", summary.embedded_s, summary.done))
+
+    opts = instag.TagOptions(model=scoring_model, vggish=str(standin_vggish), pca=standin_pca,
+                             cache=tmp_path / "c.sqlite", jobs=1)
+    list(instag.tag([lib], opts, Recorder()))
+    first_done = next(i for i, e in enumerate(seen) if e[0] == "done")
+    assert any(e[0] == "embedded" and e[1] > 0 for e in seen[:first_done])  # before any file
+    assert seen[-1][1] == pytest.approx(3 * 72 * 0.96)  # every instance, as it happened

@@ -72,11 +72,15 @@ class LogReporter:
                            markup=False)
         self.show_progress(summary)
 
+    def embedded(self, summary: Summary) -> None:
+        self.show_progress(summary)
+
     def show_progress(self, summary: Summary) -> None:
         if not self.quiet and self.clock() - self.last > 30:
             self.last = self.clock()
-            self.err.print(f"{summary.done}/{summary.total} files, "
-                           f"{summary.audio_s / 3600:.2f} h of audio", markup=False)
+            self.err.print(f"{summary.done}/{summary.total} files done, "
+                           f"{summary.embedded_s / 3600:.2f} h of audio embedded so far",
+                           markup=False)
 
     def note(self, message: str) -> None:
         self.err.print(f"note: {message}", markup=False)
@@ -100,15 +104,15 @@ class RichReporter(LogReporter):
         super().started(summary, provider)
         self.progress = Progress(
             TextColumn(f"[bold]{self.verb}"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("{task.fields[hours]:.2f} h audio"), TextColumn("{task.fields[rate]}"),
+            TextColumn("{task.fields[hours]:.2f} h embedded"), TextColumn("{task.fields[rate]}"),
             TimeRemainingColumn(), console=self.err)
         self.task = self.progress.add_task(self.verb, total=summary.total, hours=0.0, rate="")
         self.progress.start()
 
     def show_progress(self, summary: Summary) -> None:
-        rate = summary.done / max(self.clock() - self.start, 1e-9)
-        self.progress.update(self.task, completed=summary.done, hours=summary.audio_s / 3600,
-                             rate=f"{rate:.1f} files/s")
+        rate = summary.embedded_s / max(self.clock() - self.start, 1e-9)
+        self.progress.update(self.task, completed=summary.done,
+                             hours=summary.embedded_s / 3600, rate=f"{rate:.0f}x real time")
 
     def close(self) -> None:
         if hasattr(self, "progress"):

@@ -89,7 +89,8 @@ class Summary:
     total: int = 0
     done: int = 0
     from_cache: int = 0  # files for which nothing was decoded in this run
-    audio_s: float = 0.0
+    audio_s: float = 0.0  # of the files finished
+    embedded_s: float = 0.0  # audio embedded in this run so far, as it happens
     failed: dict[Status, int] = field(default_factory=dict)  # status -> count
     tags_failed: int = 0  # files whose own tags could not be written
 
@@ -112,6 +113,9 @@ class Reporter:
         """`provider`: where scoring runs (None when the run only embeds)."""
 
     def file_done(self, result: FileResult, summary: Summary) -> None: ...
+
+    def embedded(self, summary: Summary) -> None:
+        """More audio was embedded (`summary.embedded_s`): progress between finished files."""
 
     def note(self, message: str) -> None:
         """Something the user should know that is not about one file."""
@@ -292,6 +296,9 @@ class _Run:
                              strict=True):
             self.parts[i].append(f)
         self.ready.clear()
+        if live:
+            self.summary.embedded_s += sum(chunk_instances(c) for _, c in live) * INSTANCE_SECONDS
+            self.reporter.embedded(self.summary)
         for i in sorted(self.decoded & set(self.chunkers)):
             feats = Features.from_parts(self.parts[i], self.chunkers[i].samples)
             self._drop(i)
