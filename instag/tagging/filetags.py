@@ -197,8 +197,6 @@ def write_tags(path: Path, fields: dict[str, list[str]] | None, writing: TagWrit
     import mutagen
 
     try:
-        if not os.stat(path).st_mode & stat.S_IWUSR:
-            return TagChange(Outcome.FAILED, {}, {}, "read-only file: left as it is")
         audio = mutagen.File(path)
         family = _family(audio) if audio is not None else None
         if family is None:
@@ -212,8 +210,12 @@ def write_tags(path: Path, fields: dict[str, list[str]] | None, writing: TagWrit
         after = {} if fields is None else {**before, **fields}  # other scores stay as they are
         if after == before:
             return TagChange(Outcome.UNCHANGED, before, after)
+        read_only = not os.stat(path).st_mode & stat.S_IWUSR
         if writing.dry_run:
-            return TagChange(Outcome.WOULD_CHANGE, before, after)
+            return TagChange(Outcome.WOULD_CHANGE, before, after,
+                             "read-only file: would be left as it is" if read_only else "")
+        if read_only:
+            return TagChange(Outcome.FAILED, before, before, "read-only file: left as it is")
         if writing.in_place:
             _apply(audio, family, before, after)
         else:
