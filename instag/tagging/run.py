@@ -36,7 +36,7 @@ from instag.features.instances import (
     chunk_instances,
 )
 from instag.features.resample import DEFAULT_RESAMPLER, Resampler
-from instag.tagging.bags import check_bag_setting, make_bags
+from instag.tagging.bags import Bag, check_bag_setting, make_bags
 from instag.tagging.cache import CACHE_FILE, Cache, FileKey, lock
 from instag.tagging.filetags import Outcome, TagWriting, wanted, write_tags
 from instag.tagging.pool import STALL_TIMEOUT, DecodePool, Event, Kind
@@ -138,7 +138,7 @@ class _Scoring:
         self.bag_size, self.hop = opts.bag_size, opts.hop
         self.bag_setting = f"{opts.bag_size or 'full'}/{opts.hop or opts.bag_size or ''}"
 
-    def bags(self, feats: Features):
+    def bags(self, feats: Features) -> list[Bag]:
         return make_bags(len(feats.values), self.bag_size, self.hop, exact=bool(self.exact))
 
     def too_short(self, path: Path, feats: Features) -> FileResult:
@@ -148,8 +148,8 @@ class _Scoring:
                           f"{self.scorer.model_name} scores exactly {need}",
                           duration=feats.duration, features=feats)
 
-    def result(self, path: Path, feats: Features, bag, instance, attention) -> FileResult:
-        bags = self.bags(feats)
+    def result(self, path: Path, feats: Features, bags: list[Bag], bag, instance,
+               attention) -> FileResult:
         rows = np.cumsum([0] + [b.length for b in bags])
         return FileResult(path, Status.OK, duration=feats.duration, features=feats, bags=[
             bag_result(b, self.classes, bag[j], instance[rows[j] : rows[j + 1]],
@@ -178,7 +178,9 @@ class _Run:
         self.parts: dict[int, list[np.ndarray]] = {}  # their embedded chunks so far
         self.decoded: set[int] = set()  # ... of which every block has arrived
         self.ready: list[tuple[int, np.ndarray]] = []  # chunks waiting for a VGGish call
-        self.pending_scores: list[tuple[int, Features, bool]] = []  # (file, features, cached)
+        # (file, features, from cache, its bags), and how many bags they hold together
+        self.pending_scores: list[tuple[int, Features, bool, list[Bag]]] = []
+        self.pending_bags = 0
 
     def results(self) -> Iterator[FileResult]:
         """Walk the files in order: finish what the cache knows, send the rest to the decode
@@ -263,7 +265,7 @@ class _Run:
         s = self.scoring
         scores = self.cache.get_scores(key, self.embedder.identity, s.model_id, s.bag_setting)
         if scores is not None:
-            self.finish(idx, s.result(path, feats, *scores), from_cache=True)
+            self.finish(idx, s.result(path, feats, s.bags(feats), *scores), from_cache=True)
         else:
             self.add_for_scoring(idx, feats, from_cache=True)
         return True
@@ -322,18 +324,16 @@ class _Run:
 
     # -- scoring -------------------------------------------------------------------------------
     def add_for_scoring(self, idx: int, feats: Features, from_cache: bool = False) -> None:
-        self.pending_scores.append((idx, feats, from_cache))
+        bags = self.scoring.bags(feats)
+        self.pending_scores.append((idx, feats, from_cache, bags))
+        self.pending_bags += len(bags)
         self.score(flush=False)
 
     def score(self, flush: bool) -> None:
         """Score the pending files' bags in batched ONNX calls once enough have gathered."""
-        s = self.scoring
-        if s is None:
-            return
-        work = [(idx, feats, cached, s.bags(feats)) for idx, feats, cached in self.pending_scores]
-        n_bags = sum(len(bags) for *_, bags in work)
-        if not work or not (flush or n_bags >= SCORE_BATCH_BAGS
-                            or len(work) >= SCORE_BATCH_FILES):
+        s, work = self.scoring, self.pending_scores
+        if s is None or not work or not (flush or self.pending_bags >= SCORE_BATCH_BAGS
+                                         or len(work) >= SCORE_BATCH_FILES):
             return
         flat = [feats.values[b.first : b.stop] for _, feats, _, bags in work for b in bags]
         scored = iter(s.scorer.score(flat))
@@ -347,8 +347,9 @@ class _Run:
             attention = np.concatenate([x.attention for x in bs])
             self.cache.put_scores(self.keys[idx], self.embedder.identity, s.model_id,
                                   s.bag_setting, bag, instance, attention)
-            self.finish(idx, s.result(self.files[idx], feats, bag, instance, attention), cached)
-        self.pending_scores = []
+            self.finish(idx, s.result(self.files[idx], feats, bags, bag, instance, attention),
+                        cached)
+        self.pending_scores, self.pending_bags = [], 0
 
 
 class TagRun:
