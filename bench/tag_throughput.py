@@ -7,21 +7,25 @@ model, then prints audio seconds processed per wall second and peak RSS for:
   - VGGish alone (the network on 16 kHz audio already in memory),
   - `instag tag` (decode pool + batching + cache), with each resampler (fast = the default),
   - a re-run over the unchanged library (everything from the cache),
-  - a naive loop (one file at a time: decode, resample, embed, score).
-Each measured run is a fresh process, so peak RSS is its own.
+  - a naive loop (one file at a time: decode, resample, embed, score),
+  - a library of many short files (default 500 one-second clips): files per second and the
+    share of the cores kept busy (CPU seconds of the run and its workers / wall / cores).
+Each measured run is a fresh process; peak RSS is that of the run and its decode workers together.
 
-    python bench/tag_throughput.py [--files 40] [--jobs 2]
+    python bench/tag_throughput.py [--files 40] [--short 500] [--jobs 2]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import resource
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -32,10 +36,51 @@ FORMATS = [("wav", {"subtype": "PCM_16"}), ("flac", {}), ("ogg", {"format": "OGG
            ("mp3", {"format": "MP3"})]
 
 
-def peak_rss_mb() -> float:
-    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return max(own, kids) / 1024
+def cpu_seconds() -> float:
+    """CPU time of this process and its finished children (the decode workers)."""
+    own, kids = (resource.getrusage(who) for who in (resource.RUSAGE_SELF,
+                                                       resource.RUSAGE_CHILDREN))
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+class PeakRss:
+    """Peak resident memory of this process and its children (the decode workers) together,
+    sampled every 50 ms. (getrusage's ru_maxrss would not do: a child started by fork+exec
+    inherits its parent's peak, here the bench's own, TensorFlow included.)"""
+
+    def __init__(self) -> None:
+        self.peak_kb = 0
+        threading.Thread(target=self._sample, daemon=True).start()
+
+    @staticmethod
+    def _tree(pid: int) -> list[int]:
+        kids = []
+        for task in Path(f"/proc/{pid}/task").glob("*/children"):
+            with contextlib.suppress(OSError):
+                kids += [int(k) for k in task.read_text().split()]
+        return [pid] + [p for k in kids for p in PeakRss._tree(k)]
+
+    @staticmethod
+    def _rss_kb(pid: int) -> int:
+        with contextlib.suppress(OSError, StopIteration):
+            status = Path(f"/proc/{pid}/status").read_text().splitlines()
+            return int(next(x for x in status if x.startswith("VmRSS:")).split()[1])
+        return 0
+
+    def _sample(self) -> None:
+        while True:
+            self.peak_kb = max(self.peak_kb, sum(map(self._rss_kb, self._tree(os.getpid()))))
+            time.sleep(0.05)
+
+    @property
+    def mb(self) -> float:
+        return self.peak_kb / 1024
+
+    @staticmethod
+    def main_mb() -> float:
+        """This process's own peak (VmHWM starts afresh at exec)."""
+        status = Path("/proc/self/status").read_text().splitlines()
+        return int(next(x for x in status if x.startswith("VmHWM:")).split()[1]) / 1024
 
 
 def child(mode: str, cfg: dict) -> None:
@@ -44,7 +89,9 @@ def child(mode: str, cfg: dict) -> None:
 
     from instag.features.embed import Embedder
 
-    t0 = time.perf_counter()
+    rss = PeakRss()
+    t0, cpu0 = time.perf_counter(), cpu_seconds()
+    files = 0  # counted by tagging runs
     if mode == "convert":  # once, before anything is measured: VGGish to ONNX, as setup does
         emb = Embedder(cfg["vggish"], cfg["pca"])
         emb.model  # noqa: B018
@@ -80,9 +127,12 @@ def child(mode: str, cfg: dict) -> None:
         run = tag([cfg["library"]], opts)
         for _ in run:
             pass
-        audio = run.summary.audio_s
+        audio, files = run.summary.audio_s, run.summary.done
     wall = time.perf_counter() - t0
-    print(json.dumps({"audio_s": audio, "wall_s": wall, "rss_mb": peak_rss_mb()}))
+    print(json.dumps({"audio_s": audio, "wall_s": wall, "rss_mb": rss.mb,
+                      "main_mb": rss.main_mb(),
+                      "files": files,
+                      "cpu": (cpu_seconds() - cpu0) / wall / (os.cpu_count() or 1)}))
 
 
 def measure(mode: str, cfg: dict) -> dict:
@@ -94,6 +144,7 @@ def measure(mode: str, cfg: dict) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--files", type=int, default=40)
+    ap.add_argument("--short", type=int, default=500, help="one-second files (0: skip)")
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -135,14 +186,35 @@ def main() -> None:
             rows.append(("  re-run, unchanged library", measure("tag", run_cfg)))
             rows.append((f"naive loop, {resampler}", measure("naive", run_cfg)))
         base = rows[0][1]["audio_s"] / rows[0][1]["wall_s"]
-        print(f"{'':34s} {'x real time':>11s} {'of VGGish':>9s} {'wall s':>8s} {'peak RSS':>9s}")
+        print(f"{'':34s} {'x real time':>11s} {'of VGGish':>9s} {'wall s':>8s} {'peak RSS':>9s} "
+              f"{'of which main':>13s}")
         for name, r in rows:
             speed = r["audio_s"] / r["wall_s"]
             print(f"{name:34s} {speed:11.1f} {speed / base:9.0%} {r['wall_s']:8.1f} "
-                  f"{r['rss_mb']:7.0f} MB")
+                  f"{r['rss_mb']:7.0f} MB {r['main_mb']:10.0f} MB")
         for i in range(1, len(rows), 3):  # each resampler: first run, re-run, naive loop
             print(f"re-run took {rows[i + 1][1]['wall_s'] / rows[i][1]['wall_s']:.1%} of the "
                   f"first run ({rows[i][0].split(', ')[1]})")
+        if args.short:
+            short_files(tmp, cfg, args.short)
+
+
+def short_files(tmp: Path, cfg: dict, count: int) -> None:
+    """Many one-second files: per-file overheads, not the network, set the pace here."""
+    from music import write_music
+
+    lib = tmp / "short"
+    lib.mkdir()
+    for i in range(count):
+        write_music(lib / f"{i:04d}.wav", 1.0, 44100, seed=i, subtype="PCM_16")
+    print(f"\n{count} one-second wav files")
+    print(f"{'':34s} {'files/s':>11s} {'CPU busy':>9s} {'wall s':>8s} {'peak RSS':>9s}")
+    for jobs in (cfg["jobs"], 4 * cfg["jobs"]):
+        run_cfg = {**cfg, "library": str(lib), "resampler": "fast", "jobs": jobs,
+                   "cache": str(tmp / f"short-{jobs}.sqlite")}
+        r = measure("tag", run_cfg)
+        print(f"{f'instag tag, --jobs {jobs}':34s} {r['files'] / r['wall_s']:11.1f} "
+              f"{r['cpu']:9.0%} {r['wall_s']:8.1f} {r['rss_mb']:7.0f} MB")
 
 
 if __name__ == "__main__":

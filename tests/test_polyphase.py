@@ -56,3 +56,26 @@ def test_the_features_are_resampys_and_so_is_the_cache_identity(standin_vggish, 
         a = fast.embed_file(shared_audio / name).values.astype(int)
         b = slow.embed_file(shared_audio / name).values.astype(int)
         assert np.abs(a - b).max() <= 1 and (a == b).mean() >= 0.999
+
+
+def test_the_bank_reads_resampys_own_table():
+    from resampy.filters import get_filter
+
+    win, precision, _ = get_filter("kaiser_best")
+    ours, our_precision = polyphase.kaiser_best()
+    np.testing.assert_array_equal(ours, win)
+    assert our_precision == precision
+
+
+def test_decoding_at_a_covered_rate_does_not_load_resampy(tmp_path):
+    """resampy imports numba: ~80 MB in each decode worker that the fast path does not need."""
+    import subprocess
+    import sys
+
+    sf.write(tmp_path / "a.wav", generated_music(44100), 44100)
+    code = ("import sys; from instag.features.resample import load_16k; "
+            f"load_16k({str(tmp_path / 'a.wav')!r}); "
+            "print(sorted({'resampy', 'numba'} & set(sys.modules)))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == "[]"

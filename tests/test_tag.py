@@ -337,3 +337,28 @@ def test_progress_counts_audio_as_it_is_embedded_not_only_finished_files(
     first_done = next(i for i, e in enumerate(seen) if e[0] == "done")
     assert any(e[0] == "embedded" and e[1] > 0 for e in seen[:first_done])  # before any file
     assert seen[-1][1] == pytest.approx(3 * 72 * 0.96)  # every instance, as it happened
+
+
+def test_short_files_are_embedded_many_per_vggish_call(scoring_model, standin_vggish,
+                                                       standin_pca, tmp_path):
+    """A decoded file waiting for VGGish does not hold back the next file's decoding: a library
+    of one-second clips is embedded in a few large calls, not two files at a time."""
+    import instag
+    from instag.tagging.run import Reporter
+
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    for i in range(40):
+        sf.write(lib / f"{i:02d}.wav", music(1, i), SR)
+    calls = []
+
+    class Recorder(Reporter):
+        def embedded(self, summary):
+            calls.append(summary.embedded_s)
+
+    opts = instag.TagOptions(model=scoring_model, vggish=str(standin_vggish), pca=standin_pca,
+                             cache=tmp_path / "c.sqlite", jobs=1)
+    results = list(instag.tag([lib], opts, Recorder()))
+    assert [r.status for r in results] == [instag.Status.OK] * 40
+    assert calls[-1] == pytest.approx(40 * 0.96)
+    assert len(calls) <= 8  # one file's decoding per call would be 20 calls or more

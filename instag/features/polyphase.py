@@ -19,7 +19,9 @@ the order of 1e-7.
 from __future__ import annotations
 
 import functools
+import importlib.util
 import math
+from pathlib import Path
 
 import numpy as np
 
@@ -29,12 +31,20 @@ MIN_PHASES = 64  # outputs per matrix row: rows of a 48k -> 16k bank (1 phase) w
 # almost wholly, and copying them would cost more than the product
 
 
+def kaiser_best() -> tuple[np.ndarray, int]:
+    """resampy's kaiser_best table (right wing, samples per zero crossing), read from resampy's
+    own data file without importing resampy, whose numba would add ~80 MB to every decode
+    worker."""
+    spec = importlib.util.find_spec("resampy")
+    folder = Path(next(iter(spec.submodule_search_locations or [])))
+    with np.load(folder / "data" / "kaiser_best.npz") as data:
+        return data["half_window"], int(data["precision"])
+
+
 @functools.lru_cache(maxsize=len(RATES))
 def bank(sr_in: int, sr_out: int) -> tuple[np.ndarray, int, int, int]:
     """(H float32 [S, L], P, M, L): output kL + j = x[kM - P : kM - P + S] @ H[:, j]."""
-    from resampy.filters import get_filter
-
-    win, num_table, _ = get_filter("kaiser_best")
+    win, num_table = kaiser_best()
     ratio = float(sr_out) / sr_in
     if ratio < 1:
         win = ratio * win

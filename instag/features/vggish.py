@@ -3,27 +3,13 @@ or a local SavedModel), once per process, with TensorFlow's start-up chatter kep
 
 from __future__ import annotations
 
-import contextlib
-import os
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 
 from instag.common import locations
+from instag.common.environment import environment
 from instag.common.errors import InstagError
 from instag.common.quiet import native_stderr_silenced
-
-
-@contextlib.contextmanager
-def _environment(**values: str) -> Iterator[None]:
-    """Set environment variables for a block (only those the user has not set), then restore."""
-    added = {k: v for k, v in values.items() if k not in os.environ}
-    os.environ.update(added)
-    try:
-        yield
-    finally:
-        for k in added:
-            os.environ.pop(k, None)
 
 
 def load_vggish(handle: str):
@@ -35,7 +21,7 @@ def load_vggish(handle: str):
         raise InstagError(f"{handle}: not a SavedModel folder (no saved_model.pb in it)",
                           "pass --vggish a folder holding VGGish's saved_model.pb, or a hub URL")
     try:
-        with _environment(TFHUB_CACHE_DIR=str(locations.tfhub_cache_dir()),
+        with environment(TFHUB_CACHE_DIR=str(locations.tfhub_cache_dir()),
                           TF_CPP_MIN_LOG_LEVEL="2"), \
                 native_stderr_silenced(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # tensorflow_hub 0.16 warns about pkg_resources

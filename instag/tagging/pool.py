@@ -11,10 +11,11 @@ even half-way through sending a block, is seen at once (its pipe ends), and its 
 `crashed`; a worker that hangs (a stuck network mount, a stuck ffmpeg) is killed and its file
 reported `timeout`; files queued behind either go to another worker.
 
-Workers are spawn-started, so nothing of TensorFlow or onnxruntime is forked into them. Each
-sends through a small bounded buffer (memory stays bounded for any file length) and ignores
-Ctrl-C, which is the main process's to handle; a worker exits by itself as soon as its pipe to
-the main process breaks.
+Workers are spawn-started, so nothing of TensorFlow or onnxruntime is forked into them, and
+single-threaded (numpy's BLAS included): there is one worker per core already, and a BLAS
+thread pool in each would take cores from VGGish. Each sends through a small bounded buffer
+(memory stays bounded for any file length) and ignores Ctrl-C, which is the main process's to
+handle; a worker exits by itself as soon as its pipe to the main process breaks.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
+from instag.common.environment import environment
 from instag.common.status import Status
 from instag.features.decode import AudioError
 from instag.features.resample import Resampler
@@ -42,6 +44,8 @@ from instag.features.resample import Resampler
 READY = "ready"  # a worker's first message
 BLOCKS_BUFFERED = 4  # decoded blocks a worker may hold while the main process is busy
 FILES_PER_WORKER = 2  # files assigned to a worker at once: the next is ready when one ends
+# read by the BLAS and OpenMP libraries when numpy loads in a worker (user settings win)
+ONE_THREAD = {v: "1" for v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
 STALL_TIMEOUT = 300.0  # seconds without progress before a worker is stopped
 
 
@@ -147,7 +151,8 @@ class DecodePool:
         mine, theirs = self.ctx.Pipe()
         process = self.ctx.Process(target=_decode_worker, args=(theirs, self.resampler),
                                    daemon=True)
-        with _sigint_ignored():  # inherited: a Ctrl-C during its start-up prints nothing
+        # both inherited: a Ctrl-C during its start-up prints nothing; one thread
+        with _sigint_ignored(), environment(**ONE_THREAD):
             process.start()
         theirs.close()  # only the worker holds its end: its death ends the pipe
         return _Worker(process, mine)
