@@ -100,15 +100,36 @@ def child(mode: str, cfg: dict) -> None:
     if mode == "vggish":
         from instag.features.instances import Chunker
 
-        emb = Embedder(cfg["vggish"], cfg["pca"])
+        emb = Embedder(cfg["vggish"], cfg["pca"], device=cfg.get("device", "auto"))
         wave = np.random.default_rng(1).uniform(-0.3, 0.3, 16000 * 900).astype(np.float32)
         chunker = Chunker()
         chunks = chunker.push(wave) + chunker.finish()
-        emb.embed_chunks(chunks[:2])  # load, and warm up on the shapes measured below
+        emb.embed_chunks(chunks[:1])  # load, and warm up on the shape measured below
         t0 = time.perf_counter()
-        for i in range(0, len(chunks), 2):  # 128 instances a call, as the tagger batches
-            emb.embed_chunks(chunks[i : i + 2])
+        for chunk in chunks:  # 64 instances a call, as the tagger batches
+            emb.embed_chunks([chunk])
         audio = 900.0
+    elif mode in ("decode", "decode+resample"):  # one process: CPU cost per audio second
+        from instag.features.decode import open_audio
+        from instag.features.resample import stream_16k
+
+        audio = 0.0
+        for path in sorted(Path(cfg["library"]).iterdir()):
+            if mode == "decode":
+                sr, blocks = open_audio(path)
+                audio += sum(len(b) for b in blocks(sr * 30)) / sr
+            else:
+                audio += sum(len(b) for b in stream_16k(path, cfg["resampler"])) / 16000
+    elif mode == "score":
+        from instag.tagging.scoring import Scorer
+
+        scorer = Scorer(cfg["model"], cfg.get("device", "auto"))
+        bags = [np.random.default_rng(0).integers(0, 256, (250, 128), np.uint8)] * 16
+        scorer.score(bags)
+        t0 = time.perf_counter()
+        for _ in range(20):
+            scorer.score(bags)
+        audio = 20 * 16 * 250 * 0.96
     elif mode == "naive":
         from instag.tagging.bags import make_bags
         from instag.tagging.scoring import Scorer
@@ -119,11 +140,22 @@ def child(mode: str, cfg: dict) -> None:
             feats = emb.embed_file(path)
             scorer.score([feats.values[b.first : b.stop] for b in make_bags(len(feats.values))])
             audio += feats.duration
+    elif mode == "ray":
+        from instag.tagging.ray_engine import tag_on_ray
+        from instag.tagging.run import TagOptions
+
+        opts = TagOptions(model=Path(cfg["model"]), vggish=cfg["vggish"], pca=cfg["pca"],
+                          resampler=cfg["resampler"], device=cfg.get("device", "auto"))
+        run = tag_on_ray([cfg["library"]], opts)
+        for _ in run:
+            pass
+        audio, files = run.summary.audio_s, run.summary.done
     else:
         from instag.tagging.run import TagOptions, tag
 
         opts = TagOptions(model=Path(cfg["model"]), vggish=cfg["vggish"], pca=cfg["pca"],
-                          resampler=cfg["resampler"], jobs=cfg["jobs"], cache=Path(cfg["cache"]))
+                          resampler=cfg["resampler"], jobs=cfg["jobs"], cache=Path(cfg["cache"]),
+                          device=cfg.get("device", "auto"))
         run = tag([cfg["library"]], opts)
         for _ in run:
             pass
@@ -141,6 +173,42 @@ def measure(mode: str, cfg: dict) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def make_library(lib: Path, count: int) -> dict:
+    """`count` generated songs of 30 s to 6 min in four formats."""
+    import numpy as np
+    from music import write_music
+
+    lib.mkdir()
+    lengths = np.random.default_rng(0).uniform(30, 360, count)
+    t = time.perf_counter()
+    for i, seconds in enumerate(lengths):
+        ext, kw = FORMATS[i % len(FORMATS)]
+        write_music(lib / f"{i:03d}.{ext}", float(seconds), 44100, seed=i, **kw)
+    print(f"library: {count} files, {lengths.sum() / 60:.0f} min of audio (wav/flac/ogg/mp3), "
+          f"written in {time.perf_counter() - t:.0f} s")
+    return {"library": str(lib)}
+
+
+def make_models(tmp: Path) -> dict:
+    """The real-architecture VGGish stand-in, converted to ONNX once (the children find it in
+    the hub cache set here), its PCA, and an attention model."""
+    from standins import build_standin_vggish, write_standin_pca
+
+    from instag.learning.export import export_model
+    from instag.learning.models import build_model
+
+    cfg = {"vggish": str(build_standin_vggish(tmp / "vggish", "vggish")),
+           "pca": str(write_standin_pca(tmp / "pca.npz")),
+           "model": str(export_model(build_model("att").eval(),
+                                     {"model": "att", "in_dim": 128,
+                                      "classes": [f"c{i}" for i in range(20)]},
+                                     tmp / "att.onnx"))}
+    os.environ["TFHUB_CACHE_DIR"] = str(tmp / "hub")
+    converted = measure("convert", cfg)
+    print(f"VGGish runs on {converted['runtime']} (converted in {converted['seconds']:.0f} s)")
+    return cfg
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--files", type=int, default=40)
@@ -151,34 +219,11 @@ def main() -> None:
     if args.child:
         child(args.child[0], json.loads(args.child[1]))
         return
-    import numpy as np
-    from music import write_music
-    from standins import build_standin_vggish, write_standin_pca
-
-    from instag.learning.export import export_model
-    from instag.learning.models import build_model
-
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        lib = tmp / "library"
-        lib.mkdir()
-        lengths = np.random.default_rng(0).uniform(30, 360, args.files)
-        t = time.perf_counter()
-        for i, seconds in enumerate(lengths):
-            ext, kw = FORMATS[i % len(FORMATS)]
-            write_music(lib / f"{i:03d}.{ext}", float(seconds), 44100, seed=i, **kw)
-        print(f"library: {args.files} files, {lengths.sum() / 60:.0f} min of audio "
-              f"(wav/flac/ogg/mp3), written in {time.perf_counter() - t:.0f} s; jobs={args.jobs}")
-        cfg = {"library": str(lib), "jobs": args.jobs,
-               "vggish": str(build_standin_vggish(tmp / "vggish", "vggish")),
-               "pca": str(write_standin_pca(tmp / "pca.npz")),
-               "model": str(export_model(build_model("att").eval(),
-                                         {"model": "att", "in_dim": 128,
-                                          "classes": [f"c{i}" for i in range(20)]},
-                                         tmp / "att.onnx"))}
-        os.environ["TFHUB_CACHE_DIR"] = str(tmp / "hub")  # the children's: converted once here
-        converted = measure("convert", cfg)
-        print(f"VGGish runs on {converted['runtime']} (converted in {converted['seconds']:.0f} s)")
+        cfg = {**make_library(tmp / "library", args.files), **make_models(tmp),
+               "jobs": args.jobs}
+        print(f"jobs={args.jobs}")
         rows = [("VGGish alone (audio in memory)", measure("vggish", cfg))]
         for resampler in ("fast", "resampy", "soxr"):
             run_cfg = {**cfg, "resampler": resampler, "cache": str(tmp / f"{resampler}.sqlite")}

@@ -10,6 +10,8 @@ tagging API, never imports torch or TensorFlow)::
 
 - ``tag(paths, options)``: iterate FileResults in walk order; ``embed(paths, options)``: the
   same run, each result carrying its uint8 VGGish ``features``.
+- ``tag_on_ray(paths, options, address=..., previous=...)``: the same run on a Ray cluster
+  (the ``ray`` extra), resuming from a previous Parquet output.
 - ``Embedder``: VGGish + PCA on waveforms or files in this process.
 - ``load_openmic``, ``Recipe``, ``train_run``, ``export_run``: the paper's learning half
   (the ``train`` extra).
@@ -28,6 +30,8 @@ _API = {
     "embed": "instag.tagging.run",
     "TagOptions": "instag.tagging.run",
     "TagRun": "instag.tagging.run",
+    "tag_on_ray": "instag.tagging.ray_engine",
+    "RayRun": "instag.tagging.ray_engine",
     "FileResult": "instag.tagging.results",
     "TagWriting": "instag.tagging.filetags",
     "write_tags": "instag.tagging.filetags",

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from instag.cli import app
 
 ROOT = Path(__file__).resolve().parents[1]
-HEAVY = ("torch", "tensorflow", "onnxruntime", "sklearn", "matplotlib")
+HEAVY = ("torch", "tensorflow", "onnxruntime", "sklearn", "matplotlib", "ray", "pyarrow")
 
 
 def test_the_import_contracts_in_pyproject_hold():
@@ -34,7 +34,8 @@ def test_no_module_takes_part_in_an_import_cycle():
 
 
 def test_importing_the_tagging_api_imports_no_heavy_library():
-    code = ("import sys, instag; instag.tag, instag.TagOptions, instag.Embedder, instag.FileResult;"
+    code = ("import sys, instag; instag.tag, instag.TagOptions, instag.Embedder, instag.FileResult,"
+            " instag.tag_on_ray;"
             f"print(sorted(m for m in {HEAVY!r} if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

@@ -86,3 +86,49 @@ def test_tagging_with_a_converted_vggish_never_imports_tensorflow(
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=300)
     assert out.stdout.strip() == "ok False", out.stderr[-2000:]
+
+
+LEAN = "import sys; sys.modules.update(tensorflow=None, tensorflow_hub=None, tf2onnx=None); "
+
+
+def test_a_lean_install_without_tensorflow_tags_with_the_converted_vggish(
+        fresh_hub, standin_vggish, standin_pca, scoring_model, tmp_path):
+    Embedder(str(standin_vggish), standin_pca).model  # noqa: B018 - converted where TF is
+    sf.write(tmp_path / "song.wav", np.random.default_rng(0).uniform(-.3, .3, 44100 * 4), 44100)
+    code = (LEAN + "import instag; from pathlib import Path; "
+            f"opts = instag.TagOptions(model=Path({str(scoring_model)!r}), "
+            f"vggish={str(standin_vggish)!r}, pca=Path({str(standin_pca)!r}), "
+            f"cache=Path({str(tmp_path / 'c.sqlite')!r}), jobs=1); "
+            f"(r,) = instag.tag([Path({str(tmp_path / 'song.wav')!r})], opts); "
+            "print(r.status, len(r.features.values))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=300)
+    assert out.stdout.strip() == "ok 4", out.stderr[-2000:]
+
+
+def test_without_tensorflow_an_unconverted_vggish_is_refused_before_the_run(
+        fresh_hub, standin_vggish, standin_pca, scoring_model, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from instag.cli import app
+
+    for name in ("tensorflow", "tensorflow_hub", "tf2onnx"):
+        monkeypatch.setitem(sys.modules, name, None)
+    sf.write(tmp_path / "song.wav", np.zeros(44100 * 2), 44100)
+    result = CliRunner().invoke(app, [
+        "tag", str(tmp_path / "song.wav"), "--model", str(scoring_model), "--vggish",
+        str(standin_vggish), "--pca", str(standin_pca), "--out", str(tmp_path / "t.csv")])
+    assert result.exit_code == 2, result.output
+    assert "not been converted to ONNX" in result.output
+    assert "pip install 'instag[setup]'" in result.output
+    assert not (tmp_path / "t.csv").exists()
+
+
+def test_doctor_says_tagging_needs_the_setup_extra_when_nothing_can_run_vggish(
+        fresh_hub, standin_vggish, monkeypatch):
+    from instag.provision.doctor import diagnose
+
+    for name in ("tensorflow", "tensorflow_hub", "tf2onnx"):
+        monkeypatch.setitem(sys.modules, name, None)
+    (row,) = [c for c in diagnose(vggish=str(standin_vggish)) if c.item == "VGGish runtime"]
+    assert row.blocks_tagging and "pip install 'instag[setup]'" in row.value

@@ -32,6 +32,7 @@ from instag.tagging.bags import check_bag_setting, parse_bag_mode
 from instag.tagging.filetags import DEFAULT_FIELD, Outcome, TagWriting, retag
 from instag.tagging.plot import load_file_doc, plot_file
 from instag.tagging.pool import STALL_TIMEOUT
+from instag.tagging.ray_engine import Engine, RayRun, tag_on_ray
 from instag.tagging.results import FileResult, file_document, read_documents
 from instag.tagging.run import Summary, TagOptions, TagRun
 from instag.tagging.run import embed as embed_run
@@ -154,7 +155,7 @@ class Terminated(Exception):
 
 
 @contextlib.contextmanager
-def _stoppable(run: TagRun, kept: str) -> Iterator[None]:
+def _stoppable(run: TagRun | RayRun, kept: str) -> Iterator[None]:
     """Ctrl-C (exit 130) and SIGTERM (exit 143) end a run with one line saying what is kept;
     any temp file is gone by then, workers are stopped, the cache is consistent."""
 
@@ -202,10 +203,18 @@ QuietOpt = Annotated[bool, typer.Option(help="No progress bar or progress lines;
 def tag(
     paths: Annotated[list[Path], typer.Argument(
         help="Music files or folders (recursive); '-' reads paths from stdin, one a line.")],
-    out: Annotated[Path, typer.Option(help="Output file: .csv, .json or .jsonl; '-' writes to "
-                                           "standard output (CSV unless --format).")],
+    out: Annotated[Path, typer.Option(help="Output file: .csv, .json, .jsonl or .parquet, or a "
+                                           "folder for a Parquet dataset (with --format "
+                                           "parquet); '-' writes to standard output (CSV "
+                                           "unless --format).")],
     format: Annotated[Format | None, typer.Option(
-        help="csv, json or jsonl (default: from --out's extension).")] = None,
+        help="csv, json, jsonl or parquet (default: from --out's extension).")] = None,
+    engine: Annotated[Engine, typer.Option(
+        help="local: this machine (decode pool + cache); ray: a Ray cluster (see README: "
+             "Beyond one machine).")] = Engine.LOCAL,
+    ray_address: Annotated[str | None, typer.Option(
+        help="With --engine ray: the cluster to use (auto, ray://HOST:10001); default "
+             "$RAY_ADDRESS, else a Ray started on this machine for the run.")] = None,
     model: Annotated[Path | None, typer.Option(
         help="Scoring model (.onnx). Default: $INSTAG_MODEL, else the one `instag setup` "
              "installed.")] = None,
@@ -260,12 +269,21 @@ def tag(
         write_tags=TagWriting(tag_field, write_scores, in_place, dry_run) if write_tags else None,
     )
     paths = read_paths(paths)
-    check_output(out, paths, opts.protected_paths(), opts.extensions)
+    check_output(out, paths, opts.protected_paths(), opts.extensions, fmt)
     if plot is not None:
         if plot.exists() and not plot.is_dir():
             raise InstagError(f"--plot {plot}: is a file", "name a folder for the figures")
         check_writable(plot, f"--plot {plot}")
-    run = tag_run(paths, opts, reporter_for(quiet, "tagging"))
+    if engine is Engine.RAY:
+        if write_tags:
+            raise InstagError("--write-tags runs with the local engine only",
+                              "tag with --engine ray into a .jsonl, then run `instag "
+                              "write-tags` on it where the files are")
+        resume = fmt is Format.PARQUET and out.exists() and not force
+        run = tag_on_ray(paths, opts, reporter_for(quiet, "tagging"), ray_address,
+                         previous=out if resume else None)
+    else:
+        run = tag_run(paths, opts, reporter_for(quiet, "tagging"))
     run_info = {"model": str(opts.model), "bag": bag,
                 "threshold": "tuned" if threshold is None else threshold}
     plotted = 0

@@ -4,6 +4,7 @@ brings it, in one line, instead of a ModuleNotFoundError traceback."""
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from types import ModuleType
 
 from instag.common.errors import InstagError
@@ -16,7 +17,20 @@ EXTRAS = {
     "onnx": ("train", "exporting models to ONNX"),
     "tqdm": ("train", "training progress"),
     "matplotlib": ("plot", "drawing figures"),
+    "tensorflow": ("setup", "loading VGGish from its SavedModel (to convert it to ONNX)"),
+    "tensorflow_hub": ("setup", "fetching VGGish from tfhub.dev"),
+    "tf2onnx": ("setup", "converting VGGish to ONNX"),
+    "pyarrow": ("parquet", "Parquet output"),
+    "ray": ("ray", "--engine ray"),
 }
+
+
+def installed(module: str) -> bool:
+    """Whether `module` can be imported, without importing it (TensorFlow takes seconds)."""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # ValueError: blocked in sys.modules
+        return False
 
 
 def require(module: str) -> ModuleType:

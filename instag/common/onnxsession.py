@@ -43,16 +43,19 @@ def preload_cuda_libraries(ort) -> None:
                 pass  # then the session falls back to CPU and `provider` says so
 
 
-def open_session(model: str | Path | bytes, providers: list[str]):
+def open_session(model: str | Path | bytes, providers: list[str], threads: int | None = None):
     """An onnxruntime session on the first of `providers` that loads. A CUDA provider that
     cannot load (no GPU, no CUDA libraries) logs to the process's stderr before onnxruntime falls
-    back to CPU; that is kept off stderr here, and the session's providers say what was taken."""
+    back to CPU; that is kept off stderr here, and the session's providers say what was taken.
+    `threads`: CPU threads for one call (default: onnxruntime's, one per core)."""
     import onnxruntime as ort
 
     if CUDA in providers:
         preload_cuda_libraries(ort)
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
+    if threads:
+        opts.intra_op_num_threads = threads
     with native_stderr_silenced():
         return ort.InferenceSession(
             model if isinstance(model, bytes) else str(model), opts,

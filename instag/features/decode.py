@@ -132,8 +132,13 @@ def _open_ffmpeg(path: Path) -> tuple[int, Blocks]:
         cmd = [ffmpeg, "-v", "error", "-nostdin", "-i", str(path), "-map", "0:a:0", "-ac", "1",
                "-f", "f32le", "-acodec", "pcm_f32le", "-"]
         with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
-            while chunk := proc.stdout.read(4 * n):
-                yield np.frombuffer(chunk[: len(chunk) // 4 * 4], dtype="<f4").astype(np.float32)
+            try:
+                while chunk := proc.stdout.read(4 * n):
+                    yield np.frombuffer(chunk[: len(chunk) // 4 * 4],
+                                        dtype="<f4").astype(np.float32)
+            except BaseException:  # stopped (a stall, an abandoned file): do not wait for it
+                proc.kill()
+                raise
             err = proc.stderr.read().decode(errors="replace").strip()
             if proc.wait() != 0:
                 raise AudioError(path, f"ffmpeg failed to decode ({err.splitlines()[-1:]})")

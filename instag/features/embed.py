@@ -28,7 +28,7 @@ from instag.features.instances import (
 )
 from instag.features.pca import load_pca, postprocess
 from instag.features.resample import DEFAULT_RESAMPLER, Resampler, stream_16k
-from instag.features.vggish import load_vggish
+from instag.features.vggish import load_vggish, tensorflow_installed
 
 # What a scoring model's input is; exported into every model's metadata.
 FEATURE_SPEC = "VGGish (tfhub google/vggish/1) + ReLU + PCA (vggish_pca_params) + uint8, 0.96 s"
@@ -59,8 +59,15 @@ class Embedder:
         self._model = None
 
     def fetch_if_missing(self) -> None:
-        """VGGish loads on first use (a cached re-run never needs it), but one that is not on
-        this machine is fetched now: a run that cannot get it fails before it starts."""
+        """VGGish loads on first use (a cached re-run never needs it), but one that cannot be
+        had is known now: one not on this machine is fetched, and a run that cannot load it
+        (not converted to ONNX, and no TensorFlow to convert it) fails before it starts."""
+        if vggish_onnx.find(self.handle) is None and not tensorflow_installed():
+            raise InstagError(
+                f"VGGish ({self.handle}) has not been converted to ONNX on this machine, and "
+                "TensorFlow, which fetches and converts it, is not installed",
+                "pip install 'instag[setup]' and run `instag setup`, or copy the hub cache "
+                f"(with its onnx/ folder) of a set-up machine to {locations.tfhub_cache_dir()}")
         if locations.hub_cached(self.handle) is None:
             self.model  # noqa: B018 - loads it
 
@@ -97,24 +104,8 @@ class Embedder:
         return out
 
     def embed_chunks(self, chunks: list[np.ndarray]) -> list[np.ndarray]:
-        """Features of several chunks (from any files) in one VGGish call. Each chunk is padded
-        to whole windows so the next one starts on a window boundary; the one window per chunk
-        that straddles the padding is computed and dropped."""
-        if not chunks:
-            return []
-        counts = [chunk_instances(c) for c in chunks]
-        if len(chunks) == 1:
-            raw = self.raw(chunks[0])
-        else:
-            pad = INSTANCE_SAMPLES - LOOKAHEAD_SAMPLES
-            wave = np.concatenate([np.pad(c, (0, pad)) for c in chunks] +
-                                  [np.zeros(LOOKAHEAD_SAMPLES, np.float32)])
-            raw = self.raw(wave)
-        feats, row = [], 0
-        for n in counts:
-            feats.append(postprocess(raw[row : row + n], self.eigen_vectors, self.means))
-            row += n + (len(chunks) > 1)
-        return feats
+        """Features of several chunks (from any files) in one VGGish call."""
+        return embed_chunks(self.raw, chunks, self.eigen_vectors, self.means) if chunks else []
 
     def embed_blocks(self, blocks: Iterable[np.ndarray]) -> Features:
         """Features of consecutive 16 kHz blocks (a waveform is one block)."""
@@ -129,3 +120,22 @@ class Embedder:
         """Decode, resample and embed one file in this process. A bad, empty or too short file
         raises AudioError with its status, for the caller to report and move on."""
         return check_features(path, self.embed_blocks(stream_16k(path, self.resampler)))
+
+
+def embed_chunks(raw: Callable[[np.ndarray], np.ndarray], chunks: list[np.ndarray],
+                 eigen_vectors: np.ndarray, means: np.ndarray) -> list[np.ndarray]:
+    """uint8 features of each chunk, from one call of `raw` (16 kHz samples -> raw [N, 128]).
+    Each chunk is padded to whole windows so the next one starts on a window boundary; the one
+    window per chunk that straddles the padding is computed and dropped."""
+    counts = [chunk_instances(c) for c in chunks]
+    if len(chunks) == 1:
+        out = raw(chunks[0])
+    else:
+        pad = INSTANCE_SAMPLES - LOOKAHEAD_SAMPLES
+        out = raw(np.concatenate([np.pad(c, (0, pad)) for c in chunks] +
+                                 [np.zeros(LOOKAHEAD_SAMPLES, np.float32)]))
+    feats, row = [], 0
+    for n in counts:
+        feats.append(postprocess(out[row : row + n], eigen_vectors, means))
+        row += n + (len(chunks) > 1)
+    return feats

@@ -1,5 +1,8 @@
 """Loading Google's VGGish with tensorflow_hub (``https://tfhub.dev/google/vggish/1`` by default,
-or a local SavedModel), once per process, with TensorFlow's start-up chatter kept off stderr."""
+or a local SavedModel), once per process, with TensorFlow's start-up chatter kept off stderr.
+
+TensorFlow is the `setup` extra: it fetches VGGish and converts it to ONNX once
+(``vggish_onnx``); a machine that only tags, with the converted model, does without it."""
 
 from __future__ import annotations
 
@@ -9,6 +12,7 @@ from pathlib import Path
 from instag.common import locations
 from instag.common.environment import environment
 from instag.common.errors import InstagError
+from instag.common.extras import installed, require
 from instag.common.quiet import native_stderr_silenced
 
 
@@ -20,6 +24,8 @@ def load_vggish(handle: str):
     if not locations.is_url(handle) and not (local / "saved_model.pb").is_file():
         raise InstagError(f"{handle}: not a SavedModel folder (no saved_model.pb in it)",
                           "pass --vggish a folder holding VGGish's saved_model.pb, or a hub URL")
+    require("tensorflow")
+    require("tensorflow_hub")
     try:
         with environment(TFHUB_CACHE_DIR=str(locations.tfhub_cache_dir()),
                           TF_CPP_MIN_LOG_LEVEL="2"), \
@@ -41,3 +47,7 @@ def load_vggish(handle: str):
             "run `instag setup` once on a machine with internet (it fills the cache in "
             f"{locations.tfhub_cache_dir()}), or pass --vggish DIR with a local SavedModel",
         ) from e
+
+
+def tensorflow_installed() -> bool:
+    return installed("tensorflow") and installed("tensorflow_hub")

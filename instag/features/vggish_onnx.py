@@ -25,6 +25,7 @@ from instag.common.atomic import atomic_path
 from instag.common.devices import Device
 from instag.common.downloads import file_digest
 from instag.common.errors import InstagError
+from instag.common.extras import require
 from instag.common.onnxsession import choose_providers, open_session
 from instag.common.quiet import native_stderr_silenced
 from instag.features.instances import INSTANCE_SAMPLES, LOOKAHEAD_SAMPLES
@@ -101,6 +102,7 @@ def convert(handle: str, eigen_vectors: np.ndarray, means: np.ndarray) -> tuple[
 def _convert(handle: str, eigen_vectors: np.ndarray, means: np.ndarray,
              path: Path) -> tuple[Path, Parity]:
     hub_model = load_vggish(handle)
+    require("tf2onnx")
     try:
         with native_stderr_silenced(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -144,8 +146,9 @@ def parity_of(path: Path) -> Parity | None:
 class OnnxVggish:
     """The converted model, called like the hub model: 16 kHz samples -> raw [N, 128]."""
 
-    def __init__(self, model: Path | bytes, device: Device | str = Device.AUTO) -> None:
-        self.session = open_session(model, choose_providers(device))
+    def __init__(self, model: Path | bytes, device: Device | str = Device.AUTO,
+                 threads: int | None = None) -> None:
+        self.session = open_session(model, choose_providers(device), threads)
         self.provider = self.session.get_providers()[0]
 
     def __call__(self, wave: np.ndarray) -> np.ndarray:

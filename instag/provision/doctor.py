@@ -15,11 +15,13 @@ from instag.common.errors import InstagError
 from instag.common.quiet import native_stderr_silenced
 from instag.features import vggish_onnx
 from instag.features.pca import load_pca
+from instag.features.vggish import tensorflow_installed
 from instag.learning.data import OPENMIC_CLASSES
 from instag.tagging.scoring import CUDA, Scorer
 
-NEEDED_TO_TAG = ("numpy", "tensorflow", "tensorflow-hub", "soundfile", "resampy", "soxr")
-OPTIONAL = ("instag", "torch", "typer")  # torch trains and exports (the `train` extra)
+NEEDED_TO_TAG = ("numpy", "soundfile", "resampy", "soxr")
+# torch trains and exports (the `train` extra); TensorFlow fetches and converts VGGish (`setup`)
+OPTIONAL = ("instag", "typer", "torch", "tensorflow", "tensorflow-hub", "tf2onnx")
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,9 @@ def _cuda_usable(model: Path | None) -> tuple[bool | None, str]:
 
 
 def _tf_gpus() -> str:
+    if not tensorflow_installed():
+        return "TensorFlow is not installed (the `setup` extra; tagging with a converted VGGish " \
+               "does not need it)"
     try:
         with native_stderr_silenced():
             import tensorflow as tf
@@ -71,15 +76,19 @@ def _disk(path: Path) -> str:
     return f"{path} ({shutil.disk_usage(probe).free / 1e9:.1f} GB free)"
 
 
-def _vggish_runtime(handle: str) -> str:
+def _vggish_runtime(handle: str) -> Check:
     path = vggish_onnx.find(handle)
+    if path is None and not tensorflow_installed():
+        return Check("models", "VGGish runtime", "none: not converted to ONNX here, and "
+                     "TensorFlow (which converts it) is not installed; pip install "
+                     "'instag[setup]' and run `instag setup`", False, blocks_tagging=True)
     if path is None:
-        return ("tensorflow for now: converted to ONNX on first use or by `instag setup` (then "
-                "tagging never imports TensorFlow)")
+        return Check("models", "VGGish runtime", "tensorflow for now: converted to ONNX on "
+                     "first use or by `instag setup` (then tagging never imports TensorFlow)")
     parity = vggish_onnx.parity_of(path)
     checked = (f"; raw max |diff| {parity.raw_max_diff:.1e}, uint8 equal "
                f"{parity.uint8_equal:.2%} against the hub model") if parity else ""
-    return f"onnxruntime: {path}{checked}"
+    return Check("models", "VGGish runtime", f"onnxruntime: {path}{checked}")
 
 
 def _pca(pca: str | None) -> Check:
@@ -143,7 +152,7 @@ def diagnose(model: str | None = None, vggish: str | None = None,
     checks.append(Check("models", "VGGish", f"{handle}: " + (f"present ({local})" if local else
                         "not downloaded (run `instag setup`)"), bool(local),
                         blocks_tagging=not local))
-    checks.append(Check("models", "VGGish runtime", _vggish_runtime(handle)))
+    checks.append(_vggish_runtime(handle))
     checks.append(_pca(pca))
     checks.append(model_check)
     return checks

@@ -1,8 +1,13 @@
 """What tagging produces for each file: a FileResult (failed files too, with status and reason)
-of BagResults, and its two written forms: a JSON document and CSV rows."""
+of BagResults, and its written forms: a JSON document, CSV rows, Parquet rows.
+
+Every form carries what a later run needs to tell whether the result still holds: the file's
+size and modification time when it was read, and the identity of the models and settings that
+made it (`model_id`)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -18,7 +23,7 @@ from instag.tagging.bags import Bag
 from instag.tagging.segments import attention_segments, format_segments, merge_segments
 
 CSV_FIELDS = ("path", "status", "reason", "duration_s", "bag_start_s", "bag_end_s", "instrument",
-              "probability", "present", "segments", "file_tags")
+              "probability", "present", "segments", "file_tags", "size", "mtime_ns", "model_id")
 DECIMALS = 4
 
 
@@ -41,6 +46,10 @@ class FileResult:
     bags: list[BagResult] = field(default_factory=list)
     features: Features | None = None  # the file's instances (ok files), not written out
     file_tags: str = ""  # what writing the file's own tags did (with --write-tags)
+    size: int | None = None  # bytes, when the file was read (None: it could not be)
+    mtime_ns: int | None = None
+    model_id: str = ""  # the models and settings that made this result (see run.Scoring)
+    rows: list[dict] | None = None  # its Parquet rows, carried over from a previous output
 
     @property
     def ok(self) -> bool:
@@ -48,8 +57,7 @@ class FileResult:
 
     @property
     def display_path(self) -> str:
-        """The path as text; bytes that are not UTF-8 appear as \\xNN escapes."""
-        return os.fsencode(self.path).decode("utf-8", "backslashreplace")
+        return display_path(self.path)
 
     def instruments(self) -> list[str]:
         seen = {name for b in self.bags for name in b.present}
@@ -63,6 +71,16 @@ class FileResult:
     def segments(self) -> dict[str, list[tuple[float, float]]]:
         return {c: merge_segments([s for b in self.bags for s in b.segments.get(c, [])])
                 for c in self.instruments()}
+
+
+def display_path(path: Path) -> str:
+    """A path as text; bytes that are not UTF-8 appear as \\xNN escapes."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def result_identity(*parts: str) -> str:
+    """A short digest of everything a result depends on besides the file itself."""
+    return hashlib.sha1("|".join(parts).encode()).hexdigest()[:16]
 
 
 def bag_result(bag: Bag, classes, bag_probs, instance_probs, attention, thresholds) -> BagResult:
@@ -90,6 +108,7 @@ def file_document(r: FileResult) -> dict:
     doc["duration_s"] = None if r.duration is None else round(r.duration, 3)
     if r.file_tags:
         doc["file_tags"] = r.file_tags
+    doc.update(size=r.size, mtime_ns=r.mtime_ns, model_id=r.model_id)
     if not r.ok:
         return doc
     doc["instruments"] = r.instruments()
@@ -111,7 +130,8 @@ def file_document(r: FileResult) -> dict:
 def csv_rows(r: FileResult):
     base = {"path": r.display_path, "status": r.status, "reason": r.reason,
             "duration_s": "" if r.duration is None else f"{r.duration:.3f}",
-            "file_tags": r.file_tags}
+            "file_tags": r.file_tags, "size": "" if r.size is None else r.size,
+            "mtime_ns": "" if r.mtime_ns is None else r.mtime_ns, "model_id": r.model_id}
     if not r.ok or not r.bags:
         yield {**base, **{k: "" for k in CSV_FIELDS if k not in base}}
         return

@@ -13,6 +13,7 @@ without the scoring: its results carry the features only.
 
 from __future__ import annotations
 
+import json
 import os
 from collections import deque
 from collections.abc import Iterable, Iterator
@@ -40,7 +41,7 @@ from instag.tagging.bags import Bag, check_bag_setting, make_bags
 from instag.tagging.cache import CACHE_FILE, Cache, FileKey, lock
 from instag.tagging.filetags import Outcome, TagWriting, wanted, write_tags
 from instag.tagging.pool import STALL_TIMEOUT, DecodePool, Event, Kind
-from instag.tagging.results import FileResult, bag_result
+from instag.tagging.results import FileResult, bag_result, result_identity
 from instag.tagging.scoring import Scorer
 from instag.tagging.thresholds import load_thresholds
 from instag.tagging.walk import walk
@@ -121,8 +122,9 @@ class Reporter:
         """Something the user should know that is not about one file."""
 
 
-class _Scoring:
-    """The scoring stage: bags of several files per ONNX call, scores into the cache."""
+class Scoring:
+    """The scoring model with the run's bag and threshold settings: bags of a file's features
+    and its result from their scores (shared by the engines)."""
 
     def __init__(self, opts: TagOptions) -> None:
         check_bag_setting(opts.bag_size, opts.hop)
@@ -134,9 +136,15 @@ class _Scoring:
         self.classes = self.scorer.classes
         self.thresholds = load_thresholds(self.classes, opts.threshold, opts.thresholds_file,
                                           self.scorer.meta.thresholds)
-        self.model_id = file_digest(self.scorer.path)
+        self.model_digest = file_digest(self.scorer.path)
         self.bag_size, self.hop = opts.bag_size, opts.hop
         self.bag_setting = f"{opts.bag_size or 'full'}/{opts.hop or opts.bag_size or ''}"
+
+    def identity(self, features: str) -> str:
+        """What a result depends on besides the file: the features' identity (VGGish, PCA,
+        resampler), the scoring model's digest, the bags and the thresholds."""
+        return result_identity(features, self.model_digest, self.bag_setting,
+                               json.dumps(self.thresholds, sort_keys=True))
 
     def bags(self, feats: Features) -> list[Bag]:
         return make_bags(len(feats.values), self.bag_size, self.hop, exact=bool(self.exact))
@@ -147,6 +155,23 @@ class _Scoring:
         return FileResult(path, Status.TOO_SHORT, f"{feats.duration:.2f} s; "
                           f"{self.scorer.model_name} scores exactly {need}",
                           duration=feats.duration, features=feats)
+
+    def score_many(self, work: list[tuple[Path, Features, list[Bag]]]
+                   ) -> list[tuple[FileResult, tuple[np.ndarray, ...] | None]]:
+        """Each file's result, and its raw scores (bag, instance, attention) for the cache,
+        from one round of ONNX calls over every file's bags (no scores: too short)."""
+        flat = [feats.values[b.first : b.stop] for _, feats, bags in work for b in bags]
+        scored = iter(self.scorer.score(flat))
+        out = []
+        for path, feats, bags in work:
+            if not bags:
+                out.append((self.too_short(path, feats), None))
+                continue
+            bs = [next(scored) for _ in bags]
+            scores = (np.stack([x.bag for x in bs]), np.concatenate([x.instance for x in bs]),
+                      np.concatenate([x.attention for x in bs]))
+            out.append((self.result(path, feats, bags, *scores), scores))
+        return out
 
     def result(self, path: Path, feats: Features, bags: list[Bag], bag, instance,
                attention) -> FileResult:
@@ -161,7 +186,7 @@ class _Run:
     """State of one run over a list of files, with the cache open and its lock held."""
 
     def __init__(self, files: list[Path], opts: TagOptions, cache: Cache, embedder: Embedder,
-                 scoring: _Scoring | None, reporter: Reporter, summary: Summary) -> None:
+                 scoring: Scoring | None, reporter: Reporter, summary: Summary) -> None:
         self.files = files
         self.opts = opts
         self.cache = cache
@@ -170,6 +195,8 @@ class _Run:
         self.reporter = reporter
         self.summary = summary
         self.jobs = max(1, min(opts.jobs or os.cpu_count() or 1, len(files)))
+        self.identity = (scoring.identity(embedder.identity) if scoring else
+                         result_identity(embedder.identity))
         self.keys: dict[int, FileKey] = {}
         self.waiting: dict[int, FileResult] = {}  # finished, held until their turn
         self.next_out = 0
@@ -218,6 +245,9 @@ class _Run:
     def finish(self, idx: int, result: FileResult, from_cache: bool = False) -> None:
         if result.ok and self.opts.write_tags is not None:
             self.write_file_tags(idx, result, self.opts.write_tags)
+        if (key := self.keys.get(idx)) is not None:  # as the file is now, tags written
+            result.size, result.mtime_ns = key.size, key.mtime_ns
+        result.model_id = self.identity
         self.summary.add(result, from_cache)
         self.reporter.file_done(result, self.summary)
         self.waiting[idx] = result
@@ -234,7 +264,8 @@ class _Run:
         if change.outcome is Outcome.FAILED:
             self.summary.tags_failed += 1
         elif change.outcome is Outcome.WRITTEN and old is not None:
-            self.cache.rekey(old, FileKey.of(result.path))
+            self.keys[idx] = FileKey.of(result.path)
+            self.cache.rekey(old, self.keys[idx])
 
     def fail(self, idx: int, status: Status, reason: str) -> None:
         if idx in self.keys:
@@ -266,7 +297,7 @@ class _Run:
                                         features=feats), from_cache=True)
             return True
         s = self.scoring
-        scores = self.cache.get_scores(key, self.embedder.identity, s.model_id, s.bag_setting)
+        scores = self.cache.get_scores(key, self.embedder.identity, s.model_digest, s.bag_setting)
         if scores is not None:
             self.finish(idx, s.result(path, feats, s.bags(feats), *scores), from_cache=True)
         else:
@@ -342,20 +373,12 @@ class _Run:
         if s is None or not work or not (flush or self.pending_bags >= SCORE_BATCH_BAGS
                                          or len(work) >= SCORE_BATCH_FILES):
             return
-        flat = [feats.values[b.first : b.stop] for _, feats, _, bags in work for b in bags]
-        scored = iter(s.scorer.score(flat))
-        for idx, feats, cached, bags in work:
-            if not bags:
-                self.finish(idx, s.too_short(self.files[idx], feats), cached)
-                continue
-            bs = [next(scored) for _ in bags]
-            bag = np.stack([x.bag for x in bs])
-            instance = np.concatenate([x.instance for x in bs])
-            attention = np.concatenate([x.attention for x in bs])
-            self.cache.put_scores(self.keys[idx], self.embedder.identity, s.model_id,
-                                  s.bag_setting, bag, instance, attention)
-            self.finish(idx, s.result(self.files[idx], feats, bags, bag, instance, attention),
-                        cached)
+        results = s.score_many([(self.files[idx], feats, bags) for idx, feats, _, bags in work])
+        for (idx, _, cached, _), (result, scores) in zip(work, results, strict=True):
+            if scores is not None:
+                self.cache.put_scores(self.keys[idx], self.embedder.identity, s.model_digest,
+                                      s.bag_setting, *scores)
+            self.finish(idx, result, cached)
         self.pending_scores, self.pending_bags = [], 0
 
 
@@ -380,7 +403,7 @@ class TagRun:
                           on_error=lambda p, why: folder_errors.append((p, why))))
         self.summary.total = len(files)
         with lock(cache_path, opts.wait):
-            scoring = _Scoring(opts) if self.scoring else None
+            scoring = Scoring(opts) if self.scoring else None
             embedder = Embedder(opts.vggish, opts.pca, opts.resampler, opts.device,
                                 note=self.reporter.note)
             embedder.fetch_if_missing()

@@ -1,9 +1,10 @@
-"""The output files: CSV, JSON, JSONL, streamed in walk order into a temp file beside the output
-that replaces it only when the run completes: a killed run leaves the previous output untouched,
-and memory does not grow with the size of the library.
+"""The output files: CSV, JSON, JSONL, Parquet, streamed in walk order into a temp file beside the
+output that replaces it only when the run completes: a killed run leaves the previous output
+untouched, and memory does not grow with the size of the library.
 
 CSV: one row per file, bag and instrument, with a header; a failed file is one row with its
 status and reason. JSON: one document with a ``files`` list; JSONL: one file per line.
+Parquet (``parquet``): one row per file and bag, as a file or a dataset directory.
 """
 
 from __future__ import annotations
@@ -20,9 +21,10 @@ from pathlib import Path
 from typing import IO
 
 from instag.common import VERSION
-from instag.common.atomic import atomic_write
+from instag.common.atomic import SUCCESS, atomic_write
 from instag.common.enums import TextEnum
 from instag.common.errors import InstagError
+from instag.tagging.parquet import parquet_writer
 from instag.tagging.results import CSV_FIELDS, FileResult, csv_rows, file_document
 
 
@@ -30,7 +32,7 @@ class Format(TextEnum):
     CSV = "csv"
     JSON = "json"
     JSONL = "jsonl"
-
+    PARQUET = "parquet"
 
 
 STDOUT = Path("-")
@@ -38,7 +40,11 @@ MIN_FREE_BYTES = 64 << 10  # an output location with less free space than this i
 
 
 def format_for(path: Path, fmt: Format | str | None) -> Format:
-    """--format, else from the extension (.csv, .json, .jsonl); CSV for standard output."""
+    """--format, else from the extension (.csv, .json, .jsonl, .parquet); CSV for standard
+    output."""
+    if fmt and Format(fmt) is Format.PARQUET and path == STDOUT:
+        raise InstagError("--out -: Parquet cannot be streamed to standard output",
+                          "name a .parquet file or a dataset folder")
     if fmt:
         return Format(fmt)
     if path == STDOUT:
@@ -46,19 +52,24 @@ def format_for(path: Path, fmt: Format | str | None) -> Format:
     ext = path.suffix.lower().lstrip(".")
     if ext not in Format._value2member_map_:
         raise InstagError(f"--out {path}: unknown output extension {path.suffix!r}",
-                          "name it .csv, .json or .jsonl, or pass --format")
+                          "name it .csv, .json, .jsonl or .parquet, or pass --format")
     return Format(ext)
 
 
 def check_output(out: Path, inputs: list[Path], protected: list[Path],
-                 extensions: tuple[str, ...]) -> None:
+                 extensions: tuple[str, ...], fmt: Format = Format.CSV) -> None:
     """Refuse, before any work is done, an output that would destroy an input or instag's own
-    files (`protected`: the cache and its lock), or that cannot be written: a folder, a
-    read-only place, a full disk. Standard output is always fine."""
+    files (`protected`: the cache and its lock), or that cannot be written: a folder (unless a
+    Parquet dataset is asked for: then a folder that holds anything but one), a read-only
+    place, a full disk. Standard output is always fine."""
     if out == STDOUT:
         return
     target = out.resolve()
-    if out.is_dir():
+    if fmt is Format.PARQUET and out.is_dir():
+        if any(out.iterdir()) and not (out / SUCCESS).is_file():
+            raise InstagError(f"--out {out}: is a folder that is not a Parquet dataset of "
+                              f"instag (no {SUCCESS} in it)", "name a new or empty folder")
+    elif out.is_dir():
         raise InstagError(f"--out {out}: is a folder", f"name a file, e.g. {out / 'tags.csv'}")
     if target in {p.resolve() for p in protected}:
         raise InstagError(f"--out {out}: is instag's cache", "write the output elsewhere")
@@ -66,6 +77,9 @@ def check_output(out: Path, inputs: list[Path], protected: list[Path],
         root = root.resolve()
         if root == target:
             raise InstagError(f"--out {out}: is an input file", "write the output elsewhere")
+        if root.is_dir() and (target == root or root.is_relative_to(target)):
+            raise InstagError(f"--out {out}: holds the library {root}",
+                              "write the output elsewhere")
         if (root.is_dir() and target.is_relative_to(root)
                 and target.suffix.lower() in extensions):
             raise InstagError(f"--out {out}: has an audio extension inside the library "
@@ -94,6 +108,10 @@ def result_writer(path: Path, fmt: Format,
     """Yield a function that appends one FileResult to `path`'s temp file; the file replaces
     `path` when the block ends without an exception, and is discarded otherwise. `-` is
     standard output, written as results come."""
+    if fmt is Format.PARQUET:
+        with parquet_writer(path) as write:
+            yield write
+        return
     newline = "" if fmt is Format.CSV else None
     with (_stdout(newline) if path == STDOUT else
           atomic_write(path, "w", newline=newline, encoding="utf-8")) as f:

@@ -1,0 +1,340 @@
+"""The Ray engine: the same run as the local engine (`run`), as a Ray Data pipeline over a
+cluster, for catalogues one machine cannot tag in time.
+
+    paths ─▶ decode tasks (one file each, CPU): the file's 16 kHz audio as rows of whole
+             instances, at most 31 (29.76 s) plus VGGish's 15 ms lookahead, the last row marked
+          ─▶ embedding actors (VGGish on onnxruntime, loaded once per actor; GPU actors where
+             the cluster has GPUs): uint8 features per row, rows of several files per call
+          ─▶ the driver: a file's rows, in order, make its features; bags, scoring (the
+             attention model is tiny), thresholds and segments as the local engine does them
+          ─▶ the writers
+
+What crosses stages stays small: at most ~2 MB of audio per row, never a whole file, and
+uint8 features after VGGish. Rows keep the file order (Ray Data's `preserve_order`), so the
+driver reassembles a file's rows without a shuffle. The per-file functions are the local
+engine's: `stream_16k`, `Chunker`, `embed_chunks`, `Scoring`.
+
+Failures: a file that fails is a result with its status, as locally. A task or actor whose
+worker dies is retried by Ray (`MAX_RETRIES`); a file whose every retry died (a decoder that
+crashes the process on it) is given up on - Ray Data skips its block - and reported
+`crashed`. The SQLite cache is not used (it is per machine); instead a run resumes from its
+previous Parquet output (`parquet.previous_results`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import warnings
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import numpy as np
+
+from instag.common.enums import TextEnum
+from instag.common.errors import InstagError
+from instag.common.extras import require
+from instag.common.status import Status
+from instag.features import vggish_onnx
+from instag.features.decode import AudioError
+from instag.features.embed import Embedder, embed_chunks
+from instag.features.instances import INSTANCE_SECONDS, Chunker, Features, check_features
+from instag.tagging.parquet import previous_results
+from instag.tagging.results import FileResult, display_path
+from instag.tagging.run import Reporter, Scoring, Summary, TagOptions
+from instag.tagging.walk import walk
+
+
+class Engine(TextEnum):
+    LOCAL = "local"  # this machine: the decode pool, the cache (tagging.run)
+    RAY = "ray"  # a Ray cluster: this module
+
+
+BLOCK_INSTANCES = 31  # instances per row between stages: 29.76 s of 16 kHz audio, ~2 MB
+ROWS_PER_CALL = {False: 2, True: 16}  # rows per VGGish call, by whether actors have a GPU
+MAX_RETRIES = 3  # a task or actor call whose worker died is tried this many more times
+SCORE_BATCH_FILES = 32
+
+
+def decode_file(row: dict, resampler: str, stall_timeout: float) -> Iterator[dict]:
+    """Ray task: one file as rows of 16 kHz audio (whole instances plus the lookahead), in
+    order, the last one marked and carrying the file's sample count; a failure is a last row
+    with the file's status (rows sent before it are then discarded by the driver). A decoder
+    that makes no progress for `stall_timeout` seconds ends the file as `timeout`."""
+    from instag.features.resample import stream_16k
+
+    path = Path(os.fsdecode(row["path"]))
+    base = {"idx": row["idx"], "status": Status.OK.value, "reason": "", "samples": 0,
+            "size": -1, "mtime_ns": -1}
+    block = 0
+
+    def out(audio: np.ndarray, last: bool, **extra) -> dict:
+        return {**base, **extra, "block": block, "last": last, "audio": audio}
+
+    try:
+        st = os.stat(path)
+        base.update(size=st.st_size, mtime_ns=st.st_mtime_ns)
+        chunker, held = Chunker(BLOCK_INSTANCES), None
+        for piece in _watched(stream_16k(path, resampler), stall_timeout):
+            for chunk in chunker.push(piece):
+                if held is not None:
+                    yield out(held, False)
+                    block += 1
+                held = chunk
+        for chunk in chunker.finish():
+            if held is not None:
+                yield out(held, False)
+                block += 1
+            held = chunk
+        empty = np.zeros(0, np.float32)
+        yield out(empty if held is None else held, True, samples=chunker.samples)
+    except FileNotFoundError:
+        yield out(np.zeros(0, np.float32), True, status=Status.MISSING.value,
+                  reason="file vanished")
+    except TimeoutError:
+        yield out(np.zeros(0, np.float32), True, status=Status.TIMEOUT.value,
+                  reason=f"no progress for {stall_timeout:g} s (a hung mount or decoder?); "
+                  "stopped, retried next run")
+    except AudioError as e:
+        yield out(np.zeros(0, np.float32), True, status=e.status.value, reason=e.reason)
+    except OSError as e:
+        yield out(np.zeros(0, np.float32), True, status=Status.UNREADABLE.value,
+                  reason=e.strerror or str(e))
+    except Exception as e:  # a decoder bug costs one file, not the run
+        yield out(np.zeros(0, np.float32), True, status=Status.ERROR.value,
+                  reason=f"{type(e).__name__}: {e}")
+
+
+def _watched(items: Iterator[np.ndarray], seconds: float) -> Iterator[np.ndarray]:
+    """`items`, each step bounded by `seconds` (SIGALRM, so only where the task runs in the
+    main thread, as Ray runs them): a stuck decoder raises TimeoutError instead of holding the
+    task forever. The clock stops while the caller holds an item (Ray may be busy with it)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield from items
+        return
+
+    def stalled(signum, frame):
+        raise TimeoutError
+
+    previous = signal.signal(signal.SIGALRM, stalled)
+    try:
+        while True:
+            signal.setitimer(signal.ITIMER_REAL, seconds)
+            try:
+                item = next(items)
+            except StopIteration:
+                return
+            finally:
+                signal.setitimer(signal.ITIMER_REAL, 0)
+            yield item
+    finally:
+        signal.signal(signal.SIGALRM, previous)
+
+
+class EmbedActor:
+    """Ray actor: VGGish and the PCA, shipped by the driver through the object store (the
+    converted ONNX model's bytes: every actor runs the very model the driver checked) and
+    loaded once; turns rows of audio into rows of uint8 features."""
+
+    def __init__(self, models: list, device: str, threads: int | None) -> None:
+        import ray
+
+        shipped = ray.get(models[0])  # {"vggish": ONNX bytes, "eigen_vectors", "means"}
+        self.model = vggish_onnx.OnnxVggish(shipped["vggish"], device, threads)
+        self.eigen_vectors, self.means = shipped["eigen_vectors"], shipped["means"]
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        audio = list(batch.pop("audio"))
+        todo = [i for i, a in enumerate(audio) if len(a)]
+        feats = [np.zeros((0, 128), np.uint8) for _ in audio]
+        done = embed_chunks(self.model, [audio[i] for i in todo], self.eigen_vectors,
+                            self.means) if todo else []
+        for i, f in zip(todo, done, strict=True):
+            feats[i] = f
+        batch["feats"] = np.array(feats + [None], dtype=object)[:-1]  # ragged: one per row
+        return batch
+
+
+class RayRun:
+    """A run over `paths` on a Ray cluster; iterate it for FileResults like a `TagRun`: first
+    those carried over from `previous` (a Parquet output of an earlier run), then the others
+    in walk order. `address`: a running cluster (`auto`, `ray://host:10001`), else Ray's own
+    choice ($RAY_ADDRESS, or a local cluster started for this run)."""
+
+    def __init__(self, paths: Iterable[str | Path], opts: TagOptions,
+                 reporter: Reporter | None = None, address: str | None = None,
+                 previous: Path | None = None) -> None:
+        self.paths = list(paths)
+        self.opts = opts
+        self.reporter = reporter or Reporter()
+        self.address = address
+        self.previous = previous
+        self.summary = Summary()
+
+    def __iter__(self) -> Iterator[FileResult]:
+        opts = self.opts
+        ray = require("ray")
+        folder_errors: list[tuple[Path, str]] = []
+        files = list(walk(self.paths, opts.extensions, opts.include_hidden,
+                          on_error=lambda p, why: folder_errors.append((p, why))))
+        self.summary.total = len(files) + len(folder_errors)
+        scoring = Scoring(opts)
+        embedder = Embedder(opts.vggish, opts.pca, opts.resampler, opts.device,
+                            note=self.reporter.note)
+        embedder.fetch_if_missing()
+        onnx = vggish_onnx.find(embedder.handle)
+        if onnx is None:
+            embedder.model  # noqa: B018 - converts it now, or says why it cannot
+            if (onnx := vggish_onnx.find(embedder.handle)) is None:
+                raise InstagError("the Ray engine runs VGGish on onnxruntime, and VGGish "
+                                  "could not be converted here", "see `instag doctor`")
+        identity = scoring.identity(embedder.identity)
+        carried = previous_results(self.previous, identity) if self.previous else {}
+        started = not ray.is_initialized()
+        if started:
+            ray.init(address=self.address, include_dashboard=False, log_to_driver=False,
+                     logging_level="ERROR")
+        try:
+            self.reporter.started(self.summary, scoring.scorer.provider)
+            todo = []
+            for idx, path in enumerate(files):
+                if (result := _carried(path, carried.get(display_path(path)))) is not None:
+                    yield self._done(result, from_cache=True)
+                else:
+                    todo.append((idx, path))
+            if todo:
+                pipeline = _pipeline(ray, todo, opts, onnx, embedder)
+                for result in _results(pipeline, todo, scoring, identity, self):
+                    yield self._done(result)
+        finally:
+            if started:
+                ray.shutdown()
+        for p, why in folder_errors:
+            yield self._done(FileResult(p, Status.UNREADABLE, why))
+
+    def _done(self, result: FileResult, from_cache: bool = False) -> FileResult:
+        self.summary.add(result, from_cache)
+        self.reporter.file_done(result, self.summary)
+        return result
+
+
+def _carried(path: Path, rows: list[dict] | None) -> FileResult | None:
+    """The previous output's result for `path`, if the file is unchanged since."""
+    if not rows:
+        return None
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    first = rows[0]
+    if (first["size"], first["mtime_ns"]) != (st.st_size, st.st_mtime_ns):
+        return None
+    return FileResult(path, Status(first["status"]), first["reason"] or "",
+                      duration=first["duration_s"], size=first["size"],
+                      mtime_ns=first["mtime_ns"], model_id=first["model_id"], rows=rows)
+
+
+def _pipeline(ray, todo: list[tuple[int, Path]], opts: TagOptions, onnx: Path,
+              embedder: Embedder):
+    """The Ray Data pipeline over the files to do: decode tasks, then embedding actors."""
+    import ray.data
+
+    for handler in logging.getLogger("ray.data").handlers:  # its progress lines on stderr
+        if handler.name == "console":
+            handler.setLevel(logging.ERROR)
+    ctx = ray.data.DataContext.get_current()
+    ctx.execution_options.preserve_order = True  # the driver reassembles files in order
+    ctx.max_errored_blocks = -1  # a file whose every retry died is reported, not fatal
+    ctx.enable_progress_bars = False
+    resources = ray.cluster_resources()
+    cpus, gpus = int(resources.get("CPU", 1)), int(resources.get("GPU", 0))
+    on_gpu = gpus > 0 and opts.device != "cpu"
+    models = ray.put({"vggish": onnx.read_bytes(), "eigen_vectors": embedder.eigen_vectors,
+                      "means": embedder.means})
+    items = [{"idx": idx, "path": os.fsencode(path)} for idx, path in todo]
+    actors = gpus if on_gpu else max(1, cpus * 3 // 4)  # VGGish is ~95 % of the CPU work
+    with warnings.catch_warnings():
+        # Ray's defaults retry a dying task forever: one file that kills its worker would hang
+        # the run. Bounded retries are still remote args in the pinned range (named ones may
+        # replace them from Ray 2.64).
+        warnings.simplefilter("ignore", DeprecationWarning)
+        ds = ray.data.from_items(items, override_num_blocks=max(1, len(items)))
+        ds = ds.flat_map(decode_file, fn_kwargs={"resampler": opts.resampler.value,
+                                                 "stall_timeout": opts.stall_timeout},
+                         num_cpus=1, max_retries=MAX_RETRIES)
+        return ds.map_batches(
+            EmbedActor, batch_size=ROWS_PER_CALL[on_gpu], batch_format="numpy",
+            fn_constructor_kwargs={"models": [models], "device": opts.device.value,
+                                   "threads": None if on_gpu else 1},
+            compute=ray.data.ActorPoolStrategy(min_size=1, max_size=actors), num_cpus=1,
+            num_gpus=1 if on_gpu else 0, max_restarts=-1, max_task_retries=MAX_RETRIES)
+
+
+def _results(pipeline, todo: list[tuple[int, Path]], scoring: Scoring, identity: str,
+             run: RayRun) -> Iterator[FileResult]:
+    """Reassemble each file's rows into features, score files in small batches, and yield
+    results in walk order; a file whose rows never came (every retry died) is `crashed`."""
+    path_of = dict(todo)
+    order = iter(todo)
+    parts: list[np.ndarray] = []
+    ready: list[tuple[Path, Features, dict]] = []
+
+    def flush() -> Iterator[FileResult]:
+        work = [(path, feats, scoring.bags(feats)) for path, feats, _ in ready]
+        for (_, _, row), (result, _) in zip(ready, scoring.score_many(work), strict=True):
+            yield _stamp(result, row, identity)
+        ready.clear()
+
+    def lost_until(idx: int | None) -> Iterator[FileResult]:
+        """Files before `idx` (all, for None) whose rows never arrived."""
+        for skipped, path in order:
+            if skipped == idx:
+                return
+            yield from flush()
+            yield FileResult(path, Status.CRASHED, "its worker died on every retry; retried "
+                             "next run", model_id=identity)
+
+    for row in pipeline.iter_rows():
+        idx = int(row["idx"])
+        if row["block"] == 0:
+            yield from lost_until(idx)
+            parts = []
+        parts.append(row["feats"])
+        run.summary.embedded_s += len(row["feats"]) * INSTANCE_SECONDS
+        run.reporter.embedded(run.summary)
+        if not row["last"]:
+            continue
+        path = path_of[idx]
+        if row["status"] != Status.OK.value:
+            yield from flush()
+            yield _stamp(FileResult(path, Status(row["status"]), row["reason"]), row, identity)
+            continue
+        try:
+            feats = check_features(path, Features.from_parts(parts, int(row["samples"])))
+        except AudioError as e:
+            yield from flush()
+            yield _stamp(FileResult(path, e.status, e.reason), row, identity)
+            continue
+        ready.append((path, feats, row))
+        if len(ready) >= SCORE_BATCH_FILES:
+            yield from flush()
+    yield from flush()
+    yield from lost_until(None)
+
+
+def _stamp(result: FileResult, row: dict, identity: str) -> FileResult:
+    """The file's size and mtime as the decode task saw them, and the run's identity."""
+    if row["size"] >= 0:
+        result.size, result.mtime_ns = int(row["size"]), int(row["mtime_ns"])
+    result.model_id = identity
+    return result
+
+
+def tag_on_ray(paths: Iterable[str | Path], options: TagOptions | None = None,
+               reporter: Reporter | None = None, address: str | None = None,
+               previous: Path | None = None) -> RayRun:
+    """`tag`, on a Ray cluster: iterate the result for FileResults. `previous`: a Parquet output
+    of an earlier run, whose results for unchanged files are carried over."""
+    return RayRun(paths, options or TagOptions(), reporter, address, previous)

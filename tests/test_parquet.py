@@ -1,0 +1,114 @@
+"""Parquet output: one row per file and bag, as a file or a dataset directory that is complete
+or absent; and the identity (size, mtime, models) every output format now carries."""
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import soundfile as sf
+from builders import SR, music, read_csv
+
+pq = pytest.importorskip("pyarrow.parquet")
+
+
+def rows(path):
+    return pq.read_table(path).to_pylist()
+
+
+def test_a_parquet_file_has_a_row_per_file_and_bag_and_failed_files_with_their_status(
+        library, run_tag, tmp_path):
+    result = run_tag(library / "album", library / "blip.wav", "--out", tmp_path / "t.parquet",
+                     "--bag", "10")
+    assert result.exit_code == 1, result.output
+    table = rows(tmp_path / "t.parquet")
+    per_file = {}
+    for r in table:
+        per_file.setdefault(Path(r["path"]).name, []).append(r)
+    assert {n: rs[0]["status"] for n, rs in per_file.items()} == {
+        "01 intro.wav": "ok", "02-song.flac": "ok", "corrupt.flac": "error",
+        "blip.wav": "too_short"}
+    assert len(per_file["01 intro.wav"]) == 2  # 12 instances: bags 0-10 and 2-12
+    assert len(per_file["02-song.flac"]) == 3  # 26 instances: three bags of 10
+    assert per_file["corrupt.flac"][0]["probabilities"] is None
+    assert per_file["corrupt.flac"][0]["reason"]
+
+
+def test_parquet_holds_what_the_json_output_says(library, run_tag, tmp_path):
+    run_tag(library / "album", "--out", tmp_path / "t.parquet")
+    run_tag(library / "album", "--out", tmp_path / "t.json")
+    docs = {Path(d["path"]).name: d for d in json.loads((tmp_path / "t.json").read_text())["files"]}
+    for r in rows(tmp_path / "t.parquet"):
+        doc = docs[Path(r["path"]).name]
+        assert (r["size"], r["mtime_ns"], r["model_id"]) == (doc["size"], doc["mtime_ns"],
+                                                             doc["model_id"])
+        if r["status"] != "ok":
+            continue
+        (bag,) = doc["bags"]
+        assert dict(r["probabilities"]) == pytest.approx(bag["probabilities"], abs=5e-5)
+        assert r["present"] == bag["present"]
+        assert [(s["instrument"], [s["start_s"], s["end_s"]]) for s in r["segments"]] == [
+            (c, seg) for c, segs in bag["segments"].items() for seg in segs]
+
+
+def test_a_dataset_directory_is_marked_complete_and_replaced_whole(library, run_tag, tmp_path):
+    out = tmp_path / "tags"
+    assert run_tag(library / "other", "--out", out, "--format", "parquet").exit_code == 0
+    assert sorted(p.name for p in out.iterdir()) == ["_SUCCESS", "part-00000.parquet"]
+    assert len({r["path"] for r in rows(out)}) == 2
+    assert run_tag(library / "album" / "01 intro.wav", "--out", out, "--format",
+                   "parquet").exit_code == 0
+    assert [Path(r["path"]).name for r in rows(out)] == ["01 intro.wav"]
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+
+
+def test_a_dataset_that_fails_midway_leaves_the_previous_one(tmp_path):
+    from instag.common.status import Status
+    from instag.tagging.parquet import parquet_writer
+    from instag.tagging.results import FileResult
+
+    out = tmp_path / "tags"
+    with parquet_writer(out) as write:
+        write(FileResult(Path("a.wav"), Status.ERROR, "old"))
+    with pytest.raises(KeyboardInterrupt), parquet_writer(out) as write:
+        write(FileResult(Path("b.wav"), Status.ERROR, "new"))
+        raise KeyboardInterrupt
+    assert [r["path"] for r in rows(out)] == ["a.wav"]
+    assert [p.name for p in tmp_path.iterdir()] == ["tags"]  # no temp directory left
+
+
+def test_a_folder_that_is_not_a_dataset_is_refused_as_output(library, run_tag, tmp_path):
+    other = tmp_path / "mine"
+    other.mkdir()
+    (other / "notes.txt").write_text("keep me")
+    result = run_tag(library / "other", "--out", other, "--format", "parquet")
+    assert result.exit_code == 2 and "not a Parquet dataset" in result.output
+    assert (other / "notes.txt").read_text() == "keep me"
+    into_library = run_tag(library, "--out", library, "--format", "parquet")
+    assert into_library.exit_code == 2 and (library / "album").is_dir()
+
+
+def test_parquet_cannot_go_to_standard_output(library, run_tag):
+    result = run_tag(library / "other", "--out", "-", "--format", "parquet")
+    assert result.exit_code == 2 and "standard output" in result.output
+
+
+def test_every_output_names_the_files_size_mtime_and_the_models(library, run_tag, tmp_path):
+    run_tag(library / "other", "--out", tmp_path / "a.csv")
+    run_tag(library / "other", "--out", tmp_path / "b.csv", "--threshold", "0.3")
+    a, b = read_csv(tmp_path / "a.csv"), read_csv(tmp_path / "b.csv")
+    st = os.stat(library / "other" / "take.ogg")
+    take = next(r for r in a if r["path"].endswith("take.ogg"))
+    assert (int(take["size"]), int(take["mtime_ns"])) == (st.st_size, st.st_mtime_ns)
+    assert len({r["model_id"] for r in a}) == 1  # one run, one identity
+    assert {r["model_id"] for r in a} != {r["model_id"] for r in b}  # other thresholds
+
+
+def test_written_tags_leave_the_output_with_the_files_new_size_and_mtime(
+        library, run_tag, tmp_path):
+    sf.write(tmp_path / "song.flac", music(4, 1), SR)
+    result = run_tag(tmp_path / "song.flac", "--out", tmp_path / "t.csv", "--write-tags")
+    assert result.exit_code == 0, result.output
+    (row, *_) = read_csv(tmp_path / "t.csv")
+    st = os.stat(tmp_path / "song.flac")
+    assert (int(row["size"]), int(row["mtime_ns"])) == (st.st_size, st.st_mtime_ns)

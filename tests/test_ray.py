@@ -1,0 +1,197 @@
+"""The Ray engine: the local engine's answers, file by file, from a Ray cluster (a local one of
+two CPUs, shared by the module); resuming from its previous Parquet output; surviving the death
+of its workers."""
+
+import os
+import signal
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+from builders import SR, music
+from typer.testing import CliRunner
+
+import instag
+from instag.cli import app
+from instag.tagging.run import Reporter
+
+ray = pytest.importorskip("ray")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def cluster():
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture
+def options(scoring_model, standin_vggish, standin_pca, tmp_path):
+    return instag.TagOptions(model=scoring_model, vggish=str(standin_vggish), pca=standin_pca,
+                             cache=tmp_path / "cache.sqlite", jobs=2)
+
+
+def by_path(results):
+    return {r.display_path: r for r in results}
+
+
+def test_every_file_gets_the_local_engines_answer(library, options):
+    local = by_path(instag.tag([library], options))
+    remote = by_path(instag.tag_on_ray([library], options))
+    assert remote.keys() == local.keys()
+    assert {p: r.status for p, r in remote.items()} == {p: r.status for p, r in local.items()}
+    assert {p: r.reason for p, r in remote.items()} == {p: r.reason for p, r in local.items()}
+    for p, want in local.items():
+        got = remote[p]
+        assert (got.size, got.mtime_ns, got.model_id) == (want.size, want.mtime_ns,
+                                                           want.model_id)
+        assert len(got.bags) == len(want.bags)
+        for g, w in zip(got.bags, want.bags, strict=True):
+            diff = max(abs(g.probabilities[c] - w.probabilities[c]) for c in w.probabilities)
+            assert diff <= 1e-5
+            assert g.segments == w.segments and g.present == w.present
+
+
+def test_a_file_longer_than_a_block_is_reassembled_in_order(tmp_path, options):
+    """71 s: three rows of audio between the stages (29.76 s each at most)."""
+    sf.write(tmp_path / "long.wav", music(71, 3), SR)
+    (local,) = instag.tag([tmp_path / "long.wav"], options)
+    (remote,) = instag.tag_on_ray([tmp_path / "long.wav"], options)
+    assert len(remote.features.values) == len(local.features.values) == 73
+    np.testing.assert_array_equal(remote.features.values, local.features.values)
+
+
+def run_ray(options, *args):
+    return CliRunner().invoke(app, [
+        "tag", "--engine", "ray", "--model", str(options.model), "--vggish", options.vggish,
+        "--pca", str(options.pca), *map(str, args)])
+
+
+def test_a_rerun_does_only_the_new_and_the_changed_files(tmp_path, options):
+    import pyarrow.parquet as pq
+
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    for i in range(3):
+        sf.write(lib / f"{i}.wav", music(3, i), SR)
+    out = tmp_path / "tags"
+    first = run_ray(options, lib, "--out", out, "--format", "parquet")
+    assert first.exit_code == 0, first.output
+    assert (out / "_SUCCESS").is_file()
+    sf.write(lib / "1.wav", music(4, 9), SR)  # changed
+    sf.write(lib / "3.wav", music(3, 3), SR)  # new
+    again = run_ray(options, lib, "--out", out, "--format", "parquet")
+    assert again.exit_code == 0, again.output
+    assert "4 of 4 files tagged (2 from cache" in again.output
+    table = pq.read_table(out).to_pylist()
+    assert sorted(Path(r["path"]).name for r in table) == ["0.wav", "1.wav", "2.wav", "3.wav"]
+    changed = next(r for r in table if r["path"].endswith("1.wav"))
+    assert changed["duration_s"] == pytest.approx(4.0)
+    assert changed["size"] == os.stat(lib / "1.wav").st_size
+
+
+def test_a_rerun_with_another_model_setting_recomputes_everything(tmp_path, options):
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    sf.write(lib / "a.wav", music(3, 1), SR)
+    out = tmp_path / "tags.parquet"
+    assert run_ray(options, lib, "--out", out).exit_code == 0
+    again = run_ray(options, lib, "--out", out, "--threshold", "0.3")
+    assert again.exit_code == 0 and "(0 from cache" in again.output
+
+
+def test_killed_workers_cost_only_time(tmp_path, options):
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    for i in range(8):
+        sf.write(lib / f"{i}.wav", music(35, i), SR)  # two rows each
+    killed = []
+
+    class Killer(Reporter):
+        def embedded(self, summary):
+            if not killed:  # the first rows are embedded: kill every worker of the run
+                for pid in ray_workers():
+                    os.kill(pid, signal.SIGKILL)
+                    killed.append(pid)
+
+    results = list(instag.tag_on_ray([lib], options, Killer()))
+    assert killed
+    assert [r.status for r in results] == [instag.Status.OK] * 8
+    assert all(len(r.features.values) == 36 for r in results)
+
+
+def ray_workers() -> list[int]:
+    """Processes of Ray workers running this run's tasks and actors."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        try:
+            cmd = (proc / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if cmd.startswith(b"ray::") and any(k in cmd for k in (b"MapWorker", b"FlatMap",
+                                                                 b"decode_file")):
+            pids.append(int(proc.name))
+    return pids
+
+
+def test_without_ray_the_engine_says_how_to_get_it(tmp_path, options, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)
+    sf.write(tmp_path / "a.wav", music(2, 1), SR)
+    result = run_ray(options, tmp_path / "a.wav", "--out", tmp_path / "t.csv")
+    assert result.exit_code == 2
+    assert "pip install 'instag[ray]'" in result.output
+
+
+def fake_ffmpeg(tmp_path, body: str) -> dict:
+    """An environment whose ffmpeg runs `body` (ffprobe says 44.1 kHz), for a run in a fresh
+    process: Ray's workers take their environment from the process that starts Ray."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "ffprobe").write_text("#!/bin/sh\necho 44100\n")
+    (bin_dir / "ffmpeg").write_text(f"#!/bin/sh\n{body}\n")
+    for tool in ("ffprobe", "ffmpeg"):
+        os.chmod(bin_dir / tool, 0o755)
+    return {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+
+
+def ray_cli(env: dict, options, *args):
+    """`instag tag --engine ray` in a fresh process, which starts its own local Ray."""
+    import subprocess
+
+    return subprocess.run(
+        [sys.executable, "-c", "from instag.cli import app; app()", "tag", "--engine", "ray",
+         "--model", str(options.model), "--vggish", options.vggish, "--pca",
+         str(options.pca), *map(str, args)], env=env, capture_output=True, text=True,
+        timeout=300)
+
+
+@pytest.fixture
+def with_m4a(tmp_path):
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    sf.write(lib / "good.wav", music(3, 1), SR)
+    (lib / "bad.m4a").write_bytes(b"\x00\x00\x00\x18ftypM4A " + bytes(100))
+    return lib
+
+
+def test_a_file_that_kills_its_worker_every_time_is_crashed_not_a_hang(
+        tmp_path, options, with_m4a):
+    from builders import read_csv
+
+    env = fake_ffmpeg(tmp_path, "kill -9 $PPID")  # the decoding worker dies on this file
+    result = ray_cli(env, options, with_m4a, "--out", tmp_path / "t.csv")
+    assert result.returncode == 1, result.stderr[-3000:]
+    status = {Path(r["path"]).name: r["status"] for r in read_csv(tmp_path / "t.csv")}
+    assert status == {"bad.m4a": "crashed", "good.wav": "ok"}
+
+
+def test_a_decoder_that_makes_no_progress_is_stopped(tmp_path, options, with_m4a):
+    from builders import read_csv
+
+    env = fake_ffmpeg(tmp_path, "exec sleep 600")
+    result = ray_cli(env, options, with_m4a, "--out", tmp_path / "t.csv", "--file-timeout", "2")
+    assert result.returncode == 1, result.stderr[-3000:]
+    status = {Path(r["path"]).name: r["status"] for r in read_csv(tmp_path / "t.csv")}
+    assert status == {"bad.m4a": "timeout", "good.wav": "ok"}
