@@ -112,3 +112,29 @@ def test_written_tags_leave_the_output_with_the_files_new_size_and_mtime(
     (row, *_) = read_csv(tmp_path / "t.csv")
     st = os.stat(tmp_path / "song.flac")
     assert (int(row["size"]), int(row["mtime_ns"])) == (st.st_size, st.st_mtime_ns)
+
+
+def test_the_files_can_come_from_a_parquet_list_of_paths(library, run_tag, tmp_path):
+    import pyarrow as pa
+
+    listed = [str(library / "other" / "take.ogg"), str(library / "gone.wav")]
+    pq.write_table(pa.table({"path": listed}), tmp_path / "paths.parquet")
+    result = run_tag("--paths-from", tmp_path / "paths.parquet", "--out", tmp_path / "t.csv")
+    assert result.exit_code == 1, result.output
+    status = {Path(r["path"]).name: r["status"] for r in read_csv(tmp_path / "t.csv")}
+    assert status == {"take.ogg": "ok", "gone.wav": "missing"}
+
+
+def test_the_files_can_come_from_a_text_list_of_paths(library, run_tag, tmp_path):
+    (tmp_path / "paths.txt").write_text(f"{library / 'other' / 'take.ogg'}\n\n")
+    result = run_tag("--paths-from", tmp_path / "paths.txt", "--out", tmp_path / "t.csv")
+    assert result.exit_code == 0, result.output
+    assert {Path(r["path"]).name for r in read_csv(tmp_path / "t.csv")} == {"take.ogg"}
+
+
+def test_paths_and_a_list_of_paths_are_one_or_the_other(library, run_tag, tmp_path):
+    (tmp_path / "paths.txt").write_text(f"{library / 'other' / 'take.ogg'}\n")
+    both = run_tag(library, "--paths-from", tmp_path / "paths.txt", "--out", tmp_path / "t.csv")
+    neither = run_tag("--out", tmp_path / "t.csv")
+    assert both.exit_code == neither.exit_code == 2
+    assert "one of them" in both.output and not (tmp_path / "t.csv").exists()

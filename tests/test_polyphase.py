@@ -79,3 +79,26 @@ def test_decoding_at_a_covered_rate_does_not_load_resampy(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_a_library_tagged_with_the_default_matches_resampy(library, scoring_model,
+                                                            standin_vggish, standin_pca,
+                                                            tmp_path):
+    import instag
+
+    def tagged(resampler):
+        opts = instag.TagOptions(model=scoring_model, vggish=str(standin_vggish),
+                                 pca=standin_pca, resampler=resampler, jobs=2,
+                                 cache=tmp_path / f"{resampler}.sqlite")
+        return {r.display_path: r for r in instag.tag([library], opts)}
+
+    fast, slow = tagged(Resampler.FAST), tagged(Resampler.RESAMPY)
+    assert {p: r.status for p, r in fast.items()} == {p: r.status for p, r in slow.items()}
+    for path, r in fast.items():
+        if not r.ok:
+            continue
+        a, b = r.features.values.astype(int), slow[path].features.values.astype(int)
+        assert np.abs(a - b).max() <= 1
+        for x, y in zip(r.bags, slow[path].bags, strict=True):
+            assert max(abs(x.probabilities[c] - y.probabilities[c])
+                       for c in x.probabilities) <= 1e-3

@@ -195,3 +195,21 @@ def test_a_decoder_that_makes_no_progress_is_stopped(tmp_path, options, with_m4a
     assert result.returncode == 1, result.stderr[-3000:]
     status = {Path(r["path"]).name: r["status"] for r in read_csv(tmp_path / "t.csv")}
     assert status == {"bad.m4a": "timeout", "good.wav": "ok"}
+
+
+def test_a_cluster_address_that_nothing_answers_at_is_one_line(tmp_path, options):
+    sf.write(tmp_path / "a.wav", music(2, 1), SR)
+    result = run_ray(options, tmp_path / "a.wav", "--out", tmp_path / "t.csv",
+                     "--ray-address", "127.0.0.1:1")
+    assert result.exit_code == 2
+    assert "--ray-address 127.0.0.1:1: nothing answers there" in result.output
+    assert not (tmp_path / "t.csv").exists()
+
+
+def test_options_given_as_text_work_as_they_do_locally(tmp_path, options):
+    from dataclasses import replace
+
+    sf.write(tmp_path / "a.wav", music(3, 1), SR)
+    opts = replace(options, resampler="fast", device="cpu")
+    (result,) = instag.tag_on_ray([tmp_path / "a.wav"], opts)
+    assert result.status == instag.Status.OK and len(result.features.values) == 3

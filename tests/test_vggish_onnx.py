@@ -73,37 +73,35 @@ def test_the_real_architecture_converts_within_parity(fresh_hub, tmp_path, stand
     assert json.loads(path.with_suffix(".json").read_text())["raw_max_diff"] <= 1e-4
 
 
-def test_tagging_with_a_converted_vggish_never_imports_tensorflow(
-        fresh_hub, standin_vggish, standin_pca, scoring_model, tmp_path):
+def tag_song_in_a_fresh_process(standin_vggish, standin_pca, scoring_model, tmp_path,
+                                prelude: str, report: str) -> str:
+    """Convert VGGish here, then tag a 4 s song in a new process that first runs `prelude`;
+    what it prints of the result (`r`) with `report`."""
     Embedder(str(standin_vggish), standin_pca).model  # noqa: B018 - converts it
     sf.write(tmp_path / "song.wav", np.random.default_rng(0).uniform(-.3, .3, 44100 * 4), 44100)
-    code = ("import sys, instag; from pathlib import Path; "
+    code = (prelude + "import sys, instag; from pathlib import Path; "
             f"opts = instag.TagOptions(model=Path({str(scoring_model)!r}), "
             f"vggish={str(standin_vggish)!r}, pca=Path({str(standin_pca)!r}), "
             f"cache=Path({str(tmp_path / 'c.sqlite')!r}), jobs=1); "
             f"(r,) = instag.tag([Path({str(tmp_path / 'song.wav')!r})], opts); "
-            "print(r.status, 'tensorflow' in sys.modules)")
+            f"print({report})")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=300)
-    assert out.stdout.strip() == "ok False", out.stderr[-2000:]
+    assert out.returncode == 0, out.stderr[-2000:]
+    return out.stdout.strip()
 
 
-LEAN = "import sys; sys.modules.update(tensorflow=None, tensorflow_hub=None, tf2onnx=None); "
+def test_tagging_with_a_converted_vggish_never_imports_tensorflow(
+        fresh_hub, standin_vggish, standin_pca, scoring_model, tmp_path):
+    assert tag_song_in_a_fresh_process(standin_vggish, standin_pca, scoring_model, tmp_path,
+                                       "", "r.status, 'tensorflow' in sys.modules") == "ok False"
 
 
 def test_a_lean_install_without_tensorflow_tags_with_the_converted_vggish(
         fresh_hub, standin_vggish, standin_pca, scoring_model, tmp_path):
-    Embedder(str(standin_vggish), standin_pca).model  # noqa: B018 - converted where TF is
-    sf.write(tmp_path / "song.wav", np.random.default_rng(0).uniform(-.3, .3, 44100 * 4), 44100)
-    code = (LEAN + "import instag; from pathlib import Path; "
-            f"opts = instag.TagOptions(model=Path({str(scoring_model)!r}), "
-            f"vggish={str(standin_vggish)!r}, pca=Path({str(standin_pca)!r}), "
-            f"cache=Path({str(tmp_path / 'c.sqlite')!r}), jobs=1); "
-            f"(r,) = instag.tag([Path({str(tmp_path / 'song.wav')!r})], opts); "
-            "print(r.status, len(r.features.values))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=300)
-    assert out.stdout.strip() == "ok 4", out.stderr[-2000:]
+    lean = "import sys; sys.modules.update(tensorflow=None, tensorflow_hub=None, tf2onnx=None); "
+    assert tag_song_in_a_fresh_process(standin_vggish, standin_pca, scoring_model, tmp_path,
+                                       lean, "r.status, len(r.features.values)") == "ok 4"
 
 
 def test_without_tensorflow_an_unconverted_vggish_is_refused_before_the_run(

@@ -38,7 +38,7 @@ from instag.tagging.run import Summary, TagOptions, TagRun
 from instag.tagging.run import embed as embed_run
 from instag.tagging.run import tag as tag_run
 from instag.tagging.thresholds import check_threshold
-from instag.tagging.walk import check_roots, parse_extensions
+from instag.tagging.walk import check_roots, parse_extensions, read_path_list
 from instag.tagging.writers import (
     STDOUT,
     Format,
@@ -201,14 +201,18 @@ QuietOpt = Annotated[bool, typer.Option(help="No progress bar or progress lines;
 
 @expected_errors
 def tag(
-    paths: Annotated[list[Path], typer.Argument(
-        help="Music files or folders (recursive); '-' reads paths from stdin, one a line.")],
     out: Annotated[Path, typer.Option(help="Output file: .csv, .json, .jsonl or .parquet, or a "
                                            "folder for a Parquet dataset (with --format "
                                            "parquet); '-' writes to standard output (CSV "
                                            "unless --format).")],
+    paths: Annotated[list[Path] | None, typer.Argument(
+        help="Music files or folders (recursive); '-' reads paths from stdin, one a "
+             "line.")] = None,
     format: Annotated[Format | None, typer.Option(
         help="csv, json, jsonl or parquet (default: from --out's extension).")] = None,
+    paths_from: Annotated[Path | None, typer.Option(
+        help="The files to tag, listed: a text file with one path a line, or a Parquet file "
+             "with a `path` column (catalogues too large to walk from one machine).")] = None,
     engine: Annotated[Engine, typer.Option(
         help="local: this machine (decode pool + cache); ray: a Ray cluster (see README: "
              "Beyond one machine).")] = Engine.LOCAL,
@@ -268,7 +272,10 @@ def tag(
         extensions=parse_extensions(ext), include_hidden=hidden, wait=wait,
         write_tags=TagWriting(tag_field, write_scores, in_place, dry_run) if write_tags else None,
     )
-    paths = read_paths(paths)
+    if bool(paths) == bool(paths_from):
+        raise InstagError("give the music as PATHS or as --paths-from FILE (one of them)",
+                          "see instag tag --help")
+    paths = read_path_list(paths_from) if paths_from else read_paths(paths)
     check_output(out, paths, opts.protected_paths(), opts.extensions, fmt)
     if plot is not None:
         if plot.exists() and not plot.is_dir():

@@ -16,9 +16,11 @@ engine's: `stream_16k`, `Chunker`, `embed_chunks`, `Scoring`.
 
 Failures: a file that fails is a result with its status, as locally. A task or actor whose
 worker dies is retried by Ray (`MAX_RETRIES`); a file whose every retry died (a decoder that
-crashes the process on it) is given up on - Ray Data skips its block - and reported
-`crashed`. The SQLite cache is not used (it is per machine); instead a run resumes from its
-previous Parquet output (`parquet.previous_results`).
+crashes the process on it) is given up on - Ray Data skips its block (one file, or a few in
+catalogues of more than `MAX_BLOCKS` files) - and reported `crashed`. A decoder that makes
+no progress for --file-timeout seconds ends its file as `timeout`. The SQLite cache is not
+used (it is per machine); instead a run resumes from its previous Parquet output
+(`parquet.previous_results`).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
 import threading
 import warnings
 from collections.abc import Iterable, Iterator
@@ -33,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
+from instag.common.devices import Device
 from instag.common.enums import TextEnum
 from instag.common.errors import InstagError
 from instag.common.extras import require
@@ -41,6 +45,7 @@ from instag.features import vggish_onnx
 from instag.features.decode import AudioError
 from instag.features.embed import Embedder, embed_chunks
 from instag.features.instances import INSTANCE_SECONDS, Chunker, Features, check_features
+from instag.features.resample import Resampler
 from instag.tagging.parquet import previous_results
 from instag.tagging.results import FileResult, display_path
 from instag.tagging.run import Reporter, Scoring, Summary, TagOptions
@@ -55,6 +60,9 @@ class Engine(TextEnum):
 BLOCK_INSTANCES = 31  # instances per row between stages: 29.76 s of 16 kHz audio, ~2 MB
 ROWS_PER_CALL = {False: 2, True: 16}  # rows per VGGish call, by whether actors have a GPU
 MAX_RETRIES = 3  # a task or actor call whose worker died is tried this many more times
+# decode tasks take one file each up to this many files, then several: a task is the unit of
+# retry (a file that kills its worker every time costs its task's files, reported `crashed`)
+MAX_BLOCKS = 20_000
 SCORE_BATCH_FILES = 32
 
 
@@ -192,10 +200,18 @@ class RayRun:
                                   "could not be converted here", "see `instag doctor`")
         identity = scoring.identity(embedder.identity)
         carried = previous_results(self.previous, identity) if self.previous else {}
+        if self.address:
+            _check_reachable(self.address)
         started = not ray.is_initialized()
         if started:
-            ray.init(address=self.address, include_dashboard=False, log_to_driver=False,
-                     logging_level="ERROR")
+            try:
+                ray.init(address=self.address, include_dashboard=False, log_to_driver=False,
+                         logging_level="ERROR")
+            except (ConnectionError, RuntimeError, ValueError) as e:
+                where = self.address or os.environ.get("RAY_ADDRESS") or "a local Ray"
+                raise InstagError(f"cannot start or reach the Ray cluster ({where}): "
+                                  f"{str(e).splitlines()[0][:200]}",
+                                  "start it (`ray start --head`) or check --ray-address") from None
         try:
             self.reporter.started(self.summary, scoring.scorer.provider)
             todo = []
@@ -218,6 +234,20 @@ class RayRun:
         self.summary.add(result, from_cache)
         self.reporter.file_done(result, self.summary)
         return result
+
+
+def _check_reachable(address: str) -> None:
+    """A cluster address (`host:port`, `ray://host:port`) that nothing answers at is one line
+    now; Ray itself would retry it for minutes."""
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        return  # `auto`, `local`: Ray's own lookup
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except OSError as e:
+        raise InstagError(f"--ray-address {address}: nothing answers there "
+                          f"({e.strerror or e})",
+                          "start the cluster (`ray start --head`) or fix the address") from None
 
 
 def _carried(path: Path, rows: list[dict] | None) -> FileResult | None:
@@ -250,24 +280,31 @@ def _pipeline(ray, todo: list[tuple[int, Path]], opts: TagOptions, onnx: Path,
     ctx.enable_progress_bars = False
     resources = ray.cluster_resources()
     cpus, gpus = int(resources.get("CPU", 1)), int(resources.get("GPU", 0))
-    on_gpu = gpus > 0 and opts.device != "cpu"
+    device = Device.parse(opts.device)
+    if device is Device.CUDA and not gpus:
+        raise InstagError("--device cuda: the Ray cluster has no GPUs",
+                          "use --device auto, or add GPU nodes")
+    on_gpu = gpus > 0 and device is not Device.CPU
     models = ray.put({"vggish": onnx.read_bytes(), "eigen_vectors": embedder.eigen_vectors,
                       "means": embedder.means})
     items = [{"idx": idx, "path": os.fsencode(path)} for idx, path in todo]
-    actors = gpus if on_gpu else max(1, cpus * 3 // 4)  # VGGish is ~95 % of the CPU work
+    # VGGish is ~90 % of the CPU work: on CPUs, actors take 3/4 of the cores, each with its
+    # share of threads (decode tasks, light, fill the gaps)
+    actors = gpus if on_gpu else max(1, cpus * 3 // 4)
+    threads = None if on_gpu else max(1, cpus // actors)
     with warnings.catch_warnings():
         # Ray's defaults retry a dying task forever: one file that kills its worker would hang
         # the run. Bounded retries are still remote args in the pinned range (named ones may
         # replace them from Ray 2.64).
         warnings.simplefilter("ignore", DeprecationWarning)
-        ds = ray.data.from_items(items, override_num_blocks=max(1, len(items)))
-        ds = ds.flat_map(decode_file, fn_kwargs={"resampler": opts.resampler.value,
+        ds = ray.data.from_items(items, override_num_blocks=min(len(items), MAX_BLOCKS))
+        ds = ds.flat_map(decode_file, fn_kwargs={"resampler": Resampler(opts.resampler).value,
                                                  "stall_timeout": opts.stall_timeout},
                          num_cpus=1, max_retries=MAX_RETRIES)
         return ds.map_batches(
             EmbedActor, batch_size=ROWS_PER_CALL[on_gpu], batch_format="numpy",
-            fn_constructor_kwargs={"models": [models], "device": opts.device.value,
-                                   "threads": None if on_gpu else 1},
+            fn_constructor_kwargs={"models": [models], "device": device.value,
+                                   "threads": threads},
             compute=ray.data.ActorPoolStrategy(min_size=1, max_size=actors), num_cpus=1,
             num_gpus=1 if on_gpu else 0, max_restarts=-1, max_task_retries=MAX_RETRIES)
 

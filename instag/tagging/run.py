@@ -46,7 +46,9 @@ from instag.tagging.scoring import Scorer
 from instag.tagging.thresholds import load_thresholds
 from instag.tagging.walk import walk
 
-EMBED_BATCH_INSTANCES = 64  # per VGGish call: as fast per instance as 128, half the memory
+# VGGish windows per call (its activations are most of a run's memory): as fast per window as
+# 128, with half the memory; a chunk of 64 instances (CHUNK_INSTANCES) is one call
+EMBED_BATCH_WINDOWS = 64
 SCORE_BATCH_BAGS = 1024  # bags gathered before one round of ONNX calls ...
 SCORE_BATCH_FILES = 32  # ... or files, so results reach the cache as the run goes
 MAX_WAITING_RESULTS = 256  # finished results held back until an earlier file is done
@@ -205,7 +207,7 @@ class _Run:
         self.parts: dict[int, list[np.ndarray]] = {}  # their embedded chunks so far
         self.decoded: set[int] = set()  # ... of which every block has arrived
         self.ready: list[tuple[int, np.ndarray]] = []  # chunks waiting for a VGGish call
-        self.ready_instances = 0  # ... and the instances they hold
+        self.ready_windows = 0  # ... and the VGGish windows they take
         # (file, features, from cache, its bags), and how many bags they hold together
         self.pending_scores: list[tuple[int, Features, bool, list[Bag]]] = []
         self.pending_bags = 0
@@ -313,19 +315,25 @@ class _Run:
         idx = event.idx
         if idx not in self.chunkers:
             return  # a file already given up on
-        chunks = []
         if event.kind is Kind.BLOCK:
-            chunks = self.chunkers[idx].push(event.block)
+            self.add_ready(idx, self.chunkers[idx].push(event.block))
         elif event.kind is Kind.DONE:
-            chunks = self.chunkers[idx].finish()
-            self.decoded.add(idx)
+            self.add_ready(idx, self.chunkers[idx].finish())
+            self.decoded.add(idx)  # after its chunks: the file is complete once they are in
         else:  # FAILED, CRASHED, STALLED
             self._drop(idx)
             self.fail(idx, event.status, event.reason)
-        self.ready.extend((idx, c) for c in chunks)
-        self.ready_instances += sum(chunk_instances(c) for c in chunks)
-        if self.ready_instances >= EMBED_BATCH_INSTANCES:
+        if self.ready_windows >= EMBED_BATCH_WINDOWS:
             self.embed_ready()
+
+    def add_ready(self, idx: int, chunks: list[np.ndarray]) -> None:
+        """Queue chunks for VGGish; a call never exceeds EMBED_BATCH_WINDOWS (its memory)."""
+        for chunk in chunks:
+            windows = chunk_instances(chunk) + 1  # + the window straddling its padding
+            if self.ready and self.ready_windows + windows > EMBED_BATCH_WINDOWS:
+                self.embed_ready()
+            self.ready.append((idx, chunk))
+            self.ready_windows += windows
 
     def embed_ready(self) -> None:
         """Embed the ready chunks in one VGGish call; cache every file that is now complete
@@ -335,7 +343,7 @@ class _Run:
                              strict=True):
             self.parts[i].append(f)
         self.ready.clear()
-        self.ready_instances = 0
+        self.ready_windows = 0
         if live:
             self.summary.embedded_s += sum(chunk_instances(c) for _, c in live) * INSTANCE_SECONDS
             self.reporter.embedded(self.summary)
