@@ -213,3 +213,51 @@ def test_options_given_as_text_work_as_they_do_locally(tmp_path, options):
     opts = replace(options, resampler="fast", device="cpu")
     (result,) = instag.tag_on_ray([tmp_path / "a.wav"], opts)
     assert result.status == instag.Status.OK and len(result.features.values) == 3
+
+
+def descendants(pid: int) -> list[tuple[int, bytes]]:
+    """(pid, command line) of every process below `pid`."""
+    parent = {}
+    for proc in Path("/proc").iterdir():
+        try:
+            stat = (proc / "stat").read_text()
+            parent[int(proc.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError):
+            continue
+    below, frontier = [], {pid}
+    while frontier:
+        frontier = {p for p, pp in parent.items() if pp in frontier}
+        below += frontier
+    out = []
+    for p in below:
+        try:
+            out.append((p, (Path("/proc") / str(p) / "cmdline").read_bytes()))
+        except OSError:
+            continue
+    return out
+
+
+def test_a_terminated_ray_run_says_one_line_and_keeps_the_previous_output(
+        tmp_path, options, with_m4a):
+    import subprocess
+    import time
+
+    env = fake_ffmpeg(tmp_path, "exec sleep 600")  # the run is still going when signalled
+    out = tmp_path / "t.csv"
+    out.write_text("previous\n")
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "from instag.cli import app; app()", "tag", "--engine", "ray",
+         "--model", str(options.model), "--vggish", options.vggish, "--pca", str(options.pca),
+         str(with_m4a), "--out", str(out), "--file-timeout", "120"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not any(cmd.startswith(b"ray::MapWorker") for _, cmd in descendants(proc.pid)):
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.5)
+    proc.terminate()
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err[-3000:]
+    assert "terminated:" in err and "previous output kept" in err
+    assert "Traceback" not in err and "SIGTERM received" not in err
+    assert out.read_text() == "previous\n"
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".t.csv")] == []

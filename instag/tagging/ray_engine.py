@@ -25,6 +25,7 @@ used (it is per machine); instead a run resumes from its previous Parquet output
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -205,8 +206,9 @@ class RayRun:
         started = not ray.is_initialized()
         if started:
             try:
-                ray.init(address=self.address, include_dashboard=False, log_to_driver=False,
-                         logging_level="ERROR")
+                with _signal_handlers_kept():
+                    ray.init(address=self.address, include_dashboard=False,
+                             log_to_driver=False, logging_level="ERROR")
             except (ConnectionError, RuntimeError, ValueError) as e:
                 where = self.address or os.environ.get("RAY_ADDRESS") or "a local Ray"
                 raise InstagError(f"cannot start or reach the Ray cluster ({where}): "
@@ -234,6 +236,21 @@ class RayRun:
         self.summary.add(result, from_cache)
         self.reporter.file_done(result, self.summary)
         return result
+
+
+@contextlib.contextmanager
+def _signal_handlers_kept() -> Iterator[None]:
+    """Ray's driver installs its own SIGTERM handler (a stack dump, exit 15); the caller's
+    (instag's: one line, exit 143, the previous output kept) are put back after it."""
+    signals = (signal.SIGINT, signal.SIGTERM)
+    kept = {s: signal.getsignal(s) for s in signals}
+    try:
+        yield
+    finally:
+        if threading.current_thread() is threading.main_thread():
+            for s, handler in kept.items():
+                if handler is not None:
+                    signal.signal(s, handler)
 
 
 def _check_reachable(address: str) -> None:
@@ -271,9 +288,12 @@ def _pipeline(ray, todo: list[tuple[int, Path]], opts: TagOptions, onnx: Path,
     """The Ray Data pipeline over the files to do: decode tasks, then embedding actors."""
     import ray.data
 
-    for handler in logging.getLogger("ray.data").handlers:  # its progress lines on stderr
+    # Ray Data's console: progress lines, and a traceback of its own for any exception that
+    # passes through it (a Ctrl-C included), which then reaches instag anyway; its log files
+    # keep everything.
+    for handler in logging.getLogger("ray.data").handlers:
         if handler.name == "console":
-            handler.setLevel(logging.ERROR)
+            handler.setLevel(logging.CRITICAL)
     ctx = ray.data.DataContext.get_current()
     ctx.execution_options.preserve_order = True  # the driver reassembles files in order
     ctx.max_errored_blocks = -1  # a file whose every retry died is reported, not fatal
