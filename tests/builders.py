@@ -78,3 +78,21 @@ def read_csv(path):
 
     with open(path, newline="", encoding="utf-8") as f:
         return list(csv.DictReader(f))
+
+
+def wait_until_cached(proc, cache: Path, files: int, timeout: float = 120) -> bool:
+    """Wait while `proc` runs until its SQLite cache holds features of `files` files; False if
+    it ended (or the time ran out) first."""
+    import sqlite3
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+        try:
+            with sqlite3.connect(cache) as db:
+                if db.execute("SELECT COUNT(*) FROM features").fetchone()[0] >= files:
+                    return True
+        except sqlite3.Error:
+            pass
+    return False

@@ -4,7 +4,6 @@ import json
 import os
 import shutil
 import signal
-import sqlite3
 import stat
 import subprocess
 import sys
@@ -15,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-from builders import SR, music, read_csv
+from builders import SR, music, read_csv, wait_until_cached
 from typer.testing import CliRunner
 
 from instag.cli import app
@@ -139,15 +138,8 @@ def start_tag(tmp_path, scoring_model, standin_vggish, standin_pca, out, files=8
            "--cache", str(cache), "--jobs", "2", "--resampler", "resampy"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)  # its own process group, like a terminal's
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and proc.poll() is None:
-        time.sleep(0.2)
-        try:
-            with sqlite3.connect(cache) as db:
-                if db.execute("SELECT COUNT(*) FROM features").fetchone()[0] >= 1:
-                    return proc, cmd
-        except sqlite3.Error:
-            pass
+    if wait_until_cached(proc, cache, 1):
+        return proc, cmd
     pytest.fail(f"the run ended or stalled before it could be signalled: {proc.poll()}")
 
 

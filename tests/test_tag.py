@@ -3,7 +3,6 @@ import os
 import re
 import shutil
 import signal
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -13,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-from builders import SR, music, read_csv  # noqa: E402
+from builders import SR, music, read_csv, wait_until_cached  # noqa: E402
 from typer.testing import CliRunner
 
 from instag.cli import app
@@ -183,16 +182,7 @@ def test_a_killed_run_leaves_the_old_output_and_the_next_run_resumes(
            str(scoring_model), "--vggish", str(standin_vggish), "--pca", str(standin_pca),
            "--cache", str(cache), "--jobs", "1", "--resampler", "resampy"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and proc.poll() is None:
-        time.sleep(0.2)
-        try:
-            with sqlite3.connect(cache) as db:
-                if db.execute("SELECT COUNT(*) FROM features").fetchone()[0] >= 2:
-                    break
-        except sqlite3.Error:
-            pass
-    assert proc.poll() is None, "the run finished before it could be killed"
+    assert wait_until_cached(proc, cache, 2), "the run finished before it could be killed"
     workers = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()

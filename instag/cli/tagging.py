@@ -33,7 +33,7 @@ from instag.tagging.filetags import DEFAULT_FIELD, Outcome, TagWriting, retag
 from instag.tagging.plot import load_file_doc, plot_file
 from instag.tagging.pool import STALL_TIMEOUT
 from instag.tagging.ray_engine import Engine, RayRun, tag_on_ray
-from instag.tagging.results import FileResult, file_document, read_documents
+from instag.tagging.results import FileResult, display_path, file_document, read_documents
 from instag.tagging.run import Summary, TagOptions, TagRun
 from instag.tagging.run import embed as embed_run
 from instag.tagging.run import tag as tag_run
@@ -406,8 +406,7 @@ def write_tags(
     for path, change in retag(docs, writing, remove, TagOptions(cache=cache).cache_path(), wait):
         counts[change.outcome] = counts.get(change.outcome, 0) + 1
         if change.outcome is not Outcome.UNCHANGED:
-            shown = os.fsencode(path).decode("utf-8", "backslashreplace")
-            err.print(f"{shown}: {change.describe()}", markup=False)
+            err.print(f"{display_path(path)}: {change.describe()}", markup=False)
     err.print(", ".join(f"{plural(n, 'file')} {o}" for o, n in counts.items()) or "no tagged "
               "files in it", markup=False)
     if counts.get(Outcome.FAILED):

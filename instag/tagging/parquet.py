@@ -71,7 +71,7 @@ class _Rows:
     """Buffers rows into row groups of one Parquet file, or into part files of a directory."""
 
     def __init__(self, target: Path, dataset: bool) -> None:
-        self.pq = require("pyarrow.parquet")
+        self.pa, self.pq = require("pyarrow"), require("pyarrow.parquet")
         self.target, self.dataset = target, dataset
         self.schema = schema()
         self.buffer: list[dict] = []
@@ -92,8 +92,7 @@ class _Rows:
             self.writer = self.pq.ParquetWriter(path, self.schema)
             self.parts, self.part_rows = self.parts + 1, 0
         if self.buffer:
-            self.writer.write_table(require("pyarrow").Table.from_pylist(self.buffer,
-                                                                         self.schema))
+            self.writer.write_table(self.pa.Table.from_pylist(self.buffer, self.schema))
             self.part_rows += len(self.buffer)
             self.buffer = []
 
