@@ -55,3 +55,17 @@ def test_a_killed_writers_temp_file_is_removed_by_the_next_write(tmp_path):
     with atomic_write(tmp_path / "tags.csv") as f:
         f.write("new\n")
     assert sorted(os.listdir(tmp_path)) == sorted(["tags.csv", other.name])
+
+
+def test_a_new_dataset_folder_gets_the_umask_and_a_replaced_one_keeps_its_mode(tmp_path,
+                                                                                 umask_022):
+    from instag.common.atomic import SUCCESS, atomic_dir
+
+    with atomic_dir(tmp_path / "ds") as d:
+        (d / "part-0").write_text("a")
+    assert mode(tmp_path / "ds") == 0o755 and (tmp_path / "ds" / SUCCESS).is_file()
+    os.chmod(tmp_path / "ds", 0o750)
+    with atomic_dir(tmp_path / "ds") as d:
+        (d / "part-0").write_text("b")
+    assert mode(tmp_path / "ds") == 0o750
+    assert (tmp_path / "ds" / "part-0").read_text() == "b"

@@ -103,7 +103,8 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp",
                                 dir=path.parent))
     try:
-        os.chmod(tmp, 0o777 & ~umask())
+        os.chmod(tmp, stat.S_IMODE(os.stat(path).st_mode) if path.is_dir() else
+                 0o777 & ~umask())  # the replaced folder's mode, else the umask's
         yield tmp
         (tmp / SUCCESS).touch()
         old = None
