@@ -7,7 +7,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated
 
@@ -68,7 +68,8 @@ class LogReporter:
         if not result.ok:
             self.err.print(f"{result.status}: {result.display_path}: {result.reason}",
                            markup=False)
-        elif result.file_tags.startswith((str(Outcome.FAILED), str(Outcome.WOULD_CHANGE))):
+        elif result.file_tags.startswith((str(Outcome.FAILED), str(Outcome.WOULD_CHANGE),
+                                          str(Outcome.UNSUPPORTED))):
             self.err.print(f"file tags of {result.display_path}: {result.file_tags}",
                            markup=False)
         self.show_progress(summary)
@@ -145,19 +146,22 @@ def summary_line(summary: Summary, verb: str) -> str:
         "from cache)"
     if summary.failed:
         text += "; failed: " + ", ".join(f"{n} {s}" for s, n in sorted(summary.failed.items()))
-    if summary.tags_failed:
-        text += f"; file tags not written: {plural(summary.tags_failed, 'file')}"
+    if summary.tags_failed or summary.tags_unsupported:
+        text += f"; file tags not written: {plural(summary.tags_failed, 'file')} failed, " \
+            f"{summary.tags_unsupported} unsupported"
     return text
 
 
-class Terminated(Exception):
-    """SIGTERM, turned into an exception so that a run unwinds as it does on Ctrl-C."""
+class Terminated(BaseException):
+    """SIGTERM, turned into an exception so that a run unwinds as it does on Ctrl-C (a
+    BaseException, like KeyboardInterrupt: no per-file `except Exception` swallows it)."""
 
 
 @contextlib.contextmanager
-def _stoppable(run: TagRun | RayRun, kept: str) -> Iterator[None]:
-    """Ctrl-C (exit 130) and SIGTERM (exit 143) end a run with one line saying what is kept;
-    any temp file is gone by then, workers are stopped, the cache is consistent."""
+def _signals(say: Callable[[], str], before: Callable[[], None] = lambda: None
+             ) -> Iterator[None]:
+    """Ctrl-C (exit 130) and SIGTERM (exit 143) unwind the command (temp files removed on the
+    way out) and end it with one line: `say()` tells what was done and what is kept."""
 
     def terminate(signum, frame):
         raise Terminated
@@ -166,20 +170,39 @@ def _stoppable(run: TagRun | RayRun, kept: str) -> Iterator[None]:
     try:
         yield
     except (KeyboardInterrupt, Terminated) as e:
-        run.reporter.close()  # the progress bar goes before the last line
+        before()
         word, code = ("terminated", 143) if isinstance(e, Terminated) else ("interrupted", 130)
-        console(stderr=True).print(f"{word}: {run.summary.done} of {run.summary.total} files "
-                                   f"finished and cached, {kept}", markup=False)
+        console(stderr=True).print(f"{word}: {say()}", markup=False)
         raise typer.Exit(code) from None
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
+def _stoppable(run: TagRun | RayRun, kept: str) -> Iterator[None]:
+    """A run stopped by a signal: workers are stopped, the cache is consistent, and the line
+    says how many files were finished."""
+    try:
+        with _signals(lambda: f"{run.summary.done} of {run.summary.total} files finished and "
+                              f"cached, {kept}", before=run.reporter.close):  # the bar first
+            yield
+    finally:
         run.reporter.close()
 
 
 WriteScoresOpt = Annotated[bool, typer.Option(
     help="With the instruments, one INSTAG_<INSTRUMENT> field per instrument: its highest bag "
          "probability, two decimals.")]
-TagFieldOpt = Annotated[str, typer.Option(help="The file-tag field that holds the instruments.")]
+TagFieldOpt = Annotated[str, typer.Option(
+    help="The file-tag field that holds the instruments; instag's own: standard fields (TITLE, "
+         "GENRE, COMMENT, ...) are refused.")]
+TagSeparatorOpt = Annotated[str | None, typer.Option(
+    help='Join the instruments into one value with this, e.g. "; " (for ffprobe, exiftool and '
+         "mediainfo, which show only a field's first value). Default: the format's own "
+         "multi-value form.")]
+FollowLinksOpt = Annotated[bool, typer.Option(
+    help="Tag a symlinked file's target (the link stays a link); --no-follow-links reports "
+         "linked files `unsupported` instead.")]
 InPlaceOpt = Annotated[bool, typer.Option(
     help="Save tags in place (mutagen) instead of tagging a copy and renaming it: keeps hard "
          "links and needs no free space, but a crash mid-save can corrupt the file.")]
@@ -252,6 +275,8 @@ def tag(
              "Into your library). Atomic: a copy is tagged and renamed over the file.")] = False,
     write_scores: WriteScoresOpt = False,
     tag_field: TagFieldOpt = DEFAULT_FIELD,
+    tag_separator: TagSeparatorOpt = None,
+    follow_links: FollowLinksOpt = True,
     in_place: InPlaceOpt = False,
     dry_run: DryRunOpt = False,
     quiet: QuietOpt = False,
@@ -270,7 +295,8 @@ def tag(
         bag_size=parse_bag_mode(bag), hop=hop, threshold=threshold, thresholds_file=thresholds,
         device=device, jobs=jobs, stall_timeout=file_timeout, cache=cache, force=force,
         extensions=parse_extensions(ext), include_hidden=hidden, wait=wait,
-        write_tags=TagWriting(tag_field, write_scores, in_place, dry_run) if write_tags else None,
+        write_tags=TagWriting(tag_field, write_scores, in_place, dry_run, tag_separator,
+                              follow_links) if write_tags else None,
     )
     if bool(paths) == bool(paths_from):
         raise InstagError("give the music as PATHS or as --paths-from FILE (one of them)",
@@ -393,20 +419,35 @@ def write_tags(
                                               "and INSTAG_* scores) instead.")] = False,
     write_scores: WriteScoresOpt = False,
     tag_field: TagFieldOpt = DEFAULT_FIELD,
+    tag_separator: TagSeparatorOpt = None,
+    follow_links: FollowLinksOpt = True,
     in_place: InPlaceOpt = False,
     dry_run: DryRunOpt = False,
     cache: CacheOpt = None,
     wait: WaitOpt = False,
 ) -> None:
-    """Write a finished run's instruments into the files' own tags (or --remove them)."""
-    writing = TagWriting(tag_field, write_scores, in_place, dry_run)
+    """Write a finished run's instruments into the files' own tags (or --remove them).
+
+    A file is written only while it is what was tagged (the size and mtime in the document,
+    or what instag's own tag writes made of them); one that changed since is `failed`.
+    Exit codes: 0 done, 1 some files failed, 2 usage error, 130/143 interrupted (files not
+    reached are left as they were)."""
+    writing = TagWriting(tag_field, write_scores, in_place, dry_run, tag_separator,
+                         follow_links)
     docs = read_documents(tags_file)
     counts: dict[Outcome, int] = {}
     err = console(stderr=True)
-    for path, change in retag(docs, writing, remove, TagOptions(cache=cache).cache_path(), wait):
-        counts[change.outcome] = counts.get(change.outcome, 0) + 1
-        if change.outcome is not Outcome.UNCHANGED:
-            err.print(f"{display_path(path)}: {change.describe()}", markup=False)
+
+    def written() -> str:
+        return f"{plural(counts.get(Outcome.WRITTEN, 0), 'file')} written, the rest left as " \
+            "they were"
+
+    with _signals(written):
+        for path, change in retag(docs, writing, remove, TagOptions(cache=cache).cache_path(),
+                                  wait):
+            counts[change.outcome] = counts.get(change.outcome, 0) + 1
+            if change.outcome is not Outcome.UNCHANGED:
+                err.print(f"{display_path(path)}: {change.describe()}", markup=False)
     err.print(", ".join(f"{plural(n, 'file')} {o}" for o, n in counts.items()) or "no tagged "
               "files in it", markup=False)
     if counts.get(Outcome.FAILED):

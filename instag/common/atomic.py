@@ -1,22 +1,58 @@
 """Write files so that readers see the old content or the new one, never half of either.
 
 A new file gets the mode the user's umask gives; a replaced file keeps its mode (a tags.csv a
-media server reads stays readable). Temp files are named ``.NAME.PID.XXXX.tmp`` beside the
-target; one left by a process that was killed is removed by the next write of the same target.
+media server reads stays readable). A write can be told what it replaces (`Stamp`): just before
+the rename it checks that the target is still that file, so an edit saved meanwhile by another
+program is never silently discarded.
+
+Temp files are named ``.instag.PID.XXXXXXXX.tmp`` beside the target: a fixed length, so any
+name that exists can be replaced (a long name plus a suffix would pass the file system's
+255-byte limit). Those of a process that was killed are removed by the next process that writes
+into that folder: each folder is listed once per process, not on every write (a 20,000-file
+album folder is listed once, not 20,000 times).
 """
 
 from __future__ import annotations
 
 import contextlib
-import glob
 import os
+import re
+import secrets
 import shutil
 import stat
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
+
+TEMP_PREFIX = ".instag."
+_OURS = re.compile(r"\.instag\.(\d+)\.[0-9a-f]{8}\.(tmp|old)")
+# what instag wrote before fixed-length names: .NAME.PID.XXXXXXXX.tmp (tempfile's 8 characters)
+_LEGACY = re.compile(r"\..+\.(\d+)\.[a-z0-9_]{8}\.tmp")
+_swept: set[tuple[int, int]] = set()  # folders (device, inode) this process has swept
+
+
+@dataclass(frozen=True)
+class Stamp:
+    """What a file is, as far as a stat can tell: the same inode, size, mtime and ctime mean
+    nobody has written to it or replaced it since (ctime moves on any change, even one that
+    puts the mtime back)."""
+
+    dev: int
+    ino: int
+    size: int
+    mtime_ns: int
+    ctime_ns: int
+
+    @classmethod
+    def of(cls, path: str | os.PathLike) -> Stamp:
+        st = os.stat(path)
+        return cls(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+class Changed(Exception):
+    """The file a write was to replace is no longer the one it read: nothing was replaced."""
 
 
 def umask() -> int:
@@ -34,15 +70,37 @@ def mode_for(path: Path) -> int:
         return 0o666 & ~umask()
 
 
-def _remove_stale_temps(path: Path) -> None:
-    prefix = f".{path.name}."
-    for tmp in path.parent.glob(f"{glob.escape(prefix)}*.tmp"):
-        pid = tmp.name[len(prefix):].split(".")[0]
-        if pid.isdigit() and not _alive(int(pid)):
-            if tmp.is_dir():  # an unfinished dataset directory (atomic_dir)
-                shutil.rmtree(tmp, ignore_errors=True)
+def _sweep(folder: Path) -> None:
+    """Remove the temp files and folders that dead instag processes left in `folder`, the
+    first time this process writes there."""
+    try:
+        st = os.stat(folder)
+    except OSError:
+        return
+    if (st.st_dev, st.st_ino) in _swept:
+        return
+    _swept.add((st.st_dev, st.st_ino))
+    with contextlib.suppress(OSError), os.scandir(folder) as entries:
+        for entry in entries:
+            m = _OURS.fullmatch(entry.name) or _LEGACY.fullmatch(entry.name)
+            if m is None or _alive(int(m.group(1))):
+                continue
+            if entry.is_dir(follow_symlinks=False):  # an unfinished dataset folder
+                shutil.rmtree(entry.path, ignore_errors=True)
             else:
-                tmp.unlink(missing_ok=True)
+                with contextlib.suppress(OSError):
+                    os.unlink(entry.path)
+
+
+def _temp_name(folder: Path, kind: str = "tmp") -> Path:
+    return folder / f"{TEMP_PREFIX}{os.getpid()}.{secrets.token_hex(4)}.{kind}"
+
+
+def _stamp_or_none(path: Path) -> Stamp | None:
+    try:
+        return Stamp.of(path)
+    except FileNotFoundError:
+        return None
 
 
 def _alive(pid: int) -> bool:
@@ -56,20 +114,22 @@ def _alive(pid: int) -> bool:
 
 
 @contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temp path beside `path`; on success it replaces `path` in one rename."""
+def atomic_path(path: str | os.PathLike, replaces: Stamp | None = None) -> Iterator[Path]:
+    """Yield a temp path beside `path`; on success it replaces `path` in one rename. With
+    `replaces`, `path` must still be that file just before the rename, else `Changed` is
+    raised and nothing is replaced."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale_temps(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp",
-                               dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
+    _sweep(path.parent)
+    tmp_path = _temp_name(path.parent)
+    os.close(os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
     try:
         yield tmp_path
         with open(tmp_path, "rb") as f:
             os.fsync(f.fileno())
         os.chmod(tmp_path, mode_for(path))
+        if replaces is not None and _stamp_or_none(path) != replaces:
+            raise Changed(f"{path}: changed while being written")
         os.replace(tmp_path, path)
         with contextlib.suppress(OSError):  # make the rename itself durable where possible
             dir_fd = os.open(path.parent, os.O_RDONLY)
@@ -99,9 +159,9 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     two renames `path` is briefly absent, never incomplete)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale_temps(path)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp",
-                                dir=path.parent))
+    _sweep(path.parent)
+    tmp = _temp_name(path.parent)
+    tmp.mkdir(mode=0o700)
     try:
         os.chmod(tmp, stat.S_IMODE(os.stat(path).st_mode) if path.is_dir() else
                  0o777 & ~umask())  # the replaced folder's mode, else the umask's
@@ -109,7 +169,7 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
         (tmp / SUCCESS).touch()
         old = None
         if path.exists():
-            old = path.parent / f".{path.name}.{os.getpid()}.old"
+            old = _temp_name(path.parent, "old")
             os.replace(path, old)
         os.replace(tmp, path)
         if old is not None:

@@ -37,7 +37,12 @@ CREATE TABLE IF NOT EXISTS features (
 CREATE TABLE IF NOT EXISTS scores (
     path BLOB, vggish TEXT, model TEXT, bags TEXT, size INTEGER, mtime_ns INTEGER, data BLOB,
     PRIMARY KEY (path, vggish, model, bags));
+CREATE TABLE IF NOT EXISTS rewrites (
+    path BLOB, from_size INTEGER, from_mtime_ns INTEGER, to_size INTEGER, to_mtime_ns INTEGER,
+    PRIMARY KEY (path, from_size, from_mtime_ns));
 """
+REWRITES_KEPT = 8  # instag's own tag writes remembered per file (a document older than that
+#                    many rewrites is refused by write-tags, safely: re-run instag tag)
 
 
 @dataclass(frozen=True)
@@ -191,13 +196,34 @@ class Cache:
 
     def rekey(self, old: FileKey, new: FileKey) -> None:
         """A file whose tags instag rewrote keeps its features and scores: the audio is the same
-        (only its size and mtime changed), so nothing must be decoded again."""
+        (only its size and mtime changed), so nothing must be decoded again. The rewrite is
+        remembered too (`same_audio`), for the documents that name the file as it was."""
         with self._sql():
             for table in ("features", "scores"):
                 self.db.execute(f"UPDATE {table} SET size=?, mtime_ns=? WHERE path=? AND size=? "
                                 "AND mtime_ns=?", (new.size, new.mtime_ns, old.path, old.size,
                                                   old.mtime_ns))
+            self.db.execute("INSERT OR REPLACE INTO rewrites VALUES (?,?,?,?,?)",
+                            (old.path, old.size, old.mtime_ns, new.size, new.mtime_ns))
+            self.db.execute("DELETE FROM rewrites WHERE path=? AND rowid NOT IN (SELECT rowid "
+                            "FROM rewrites WHERE path=? ORDER BY rowid DESC LIMIT ?)",
+                            (old.path, old.path, REWRITES_KEPT))
             self.db.commit()
+
+    def same_audio(self, was: FileKey, now: FileKey) -> bool:
+        """Whether the file `was` names became `now` through instag's own tag writes only."""
+        key = (was.size, was.mtime_ns)
+        with self._sql():
+            for _ in range(REWRITES_KEPT):
+                row = self.db.execute("SELECT to_size, to_mtime_ns FROM rewrites WHERE path=? "
+                                      "AND from_size=? AND from_mtime_ns=?",
+                                      (was.path, *key)).fetchone()
+                if row is None:
+                    return False
+                key = tuple(row)
+                if key == (now.size, now.mtime_ns):
+                    return True
+        return False
 
     def get_scores(self, key: FileKey, vggish: str, model: str, bags: str):
         with self._sql():

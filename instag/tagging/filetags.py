@@ -2,32 +2,45 @@
 taggers look, without ever risking the music (mutagen).
 
 One multi-valued text field, ``INSTRUMENTS`` by default, holds the instruments present (in any
-bag), in each format's own form: ID3 ``TXXX:INSTRUMENTS`` (MP3, AIFF, WAV; a v2.3 file stays
-v2.3, its values joined with "/" as v2.3 readers expect; a file without ID3 gets v2.4), a Vorbis
-comment (FLAC, Ogg Vorbis, Opus: one entry per value), an MP4 freeform atom
-``----:com.apple.iTunes:INSTRUMENTS`` (UTF-8, one value per entry), an ASF attribute (WMA) or an
-APEv2 item (Monkey's Audio, WavPack). Optionally one ``INSTAG_<INSTRUMENT>`` field per instrument
-with its highest bag probability, two decimals. Nothing else in the file is touched.
+bag), in each format's own multi-value form, the one mutagen and TagLib (what Navidrome,
+Strawberry and Clementine read with) both read as several values: ID3 ``TXXX:INSTRUMENTS`` (MP3,
+AIFF, WAV) with null-separated values (a v2.3 file stays v2.3: "/"-joined values would read as
+one string in TagLib, and mutagen's "/" joining would also rewrite other taggers' multi-valued
+frames), a Vorbis comment (FLAC, Ogg Vorbis, Opus: one entry per value), an MP4 freeform atom
+``----:com.apple.iTunes:INSTRUMENTS`` (one value per entry), an ASF attribute (WMA) or an APEv2
+item (Monkey's Audio, WavPack). With a `separator` the values are joined into one string
+instead, for tools that show only the first value (ffprobe, exiftool, mediainfo). Optionally one
+``INSTAG_<INSTRUMENT>`` field per instrument with its highest bag probability, two decimals.
+The field must be instag's own: every standard field (title, artist, genre, ... in every
+family's spelling, from mediafile's and mutagen's mappings) is refused. Nothing else in the
+file is touched.
 
-Safety: by default the file is copied beside itself, the copy's tags saved, the copy fsynced and
-renamed over the original (``common.atomic``): a crash at any instant leaves the old file or the
-new one, never a broken one. The mode is kept, and the owner and group where this process may
-set them; the mtime becomes the time of the write, so media servers rescan. ``in_place`` uses
-mutagen's own in-place save instead: hard links survive and no space is needed, but an
-interrupted save can leave a broken file. A file whose tags are already right is not rewritten.
+Safety: by default the file is copied beside itself (owner, mode, xattrs and ACLs kept), the
+copy opened as the same format as the original (a temp name tells mutagen nothing), its tags
+saved, fsynced and renamed over the original (``common.atomic``), but only if the original is
+still the file that was copied (same inode, size, mtime, ctime): an edit saved meanwhile by
+another tagger is never discarded. A crash at any instant leaves the old file or the new one,
+never a broken one. The mtime becomes the time of the write, so media servers rescan. A
+symlink is written through (its target is tagged, the link stays a link); a file with several
+hard links is not split from its other names by a copy: ``in_place`` (mutagen's own in-place
+save, which keeps hard links and needs no space, but an interrupted save can leave a broken
+file) is the way to tag it. A file whose tags are already right is not rewritten.
 """
 
 from __future__ import annotations
 
+import functools
 import os
+import re
 import shutil
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from instag.common.atomic import atomic_path
+from instag.common.atomic import Changed, Stamp, atomic_path
 from instag.common.enums import TextEnum
+from instag.common.errors import InstagError
 from instag.tagging.cache import Cache, FileKey, lock
 from instag.tagging.results import audio_path
 
@@ -49,12 +62,60 @@ class Outcome(TextEnum):
 
 @dataclass(frozen=True)
 class TagWriting:
-    """How tags are written: which field, with scores or not, how, or only shown."""
+    """How tags are written: which field, with scores or not, how, or only shown. Checked when
+    made, so the CLI, the Python API and the beets plugin refuse the same settings."""
 
     field: str = DEFAULT_FIELD
     scores: bool = False
     in_place: bool = False
     dry_run: bool = False
+    separator: str | None = None  # None: the format's own multi-value form
+    follow_links: bool = True  # False: a linked file is `unsupported: a link`
+
+    def __post_init__(self) -> None:
+        check_field(self.field)
+        if self.separator is not None and not self.separator.strip():
+            raise InstagError(f"--tag-separator {self.separator!r}: needs a visible character",
+                              'e.g. --tag-separator "; "')
+
+
+_FIELD_CHARS = re.compile(r"[A-Za-z0-9][A-Za-z0-9 _.-]*")  # a Vorbis name, readable anywhere
+
+
+def _spelling(name: str) -> str:
+    """A field name with case, spaces and punctuation folded: ALBUM ARTIST = album_artist."""
+    return re.sub(r"[^0-9a-z]", "", name.lower())
+
+
+@functools.cache
+def standard_fields() -> frozenset[str]:
+    """Every field name that players and taggers give a meaning, folded (`_spelling`): the
+    names and storage keys of mediafile (beets' own mapping, every family's spelling), mutagen's
+    EasyID3 and EasyMP4 names and the ID3 frame ids."""
+    import mutagen.id3
+    from mediafile import MediaFile
+    from mutagen.easyid3 import EasyID3
+    from mutagen.easymp4 import EasyMP4Tags
+
+    names = set(EasyID3.valid_keys) | set(EasyMP4Tags.Get) | set(mutagen.id3.Frames)
+    for name in MediaFile.fields():
+        names.add(name)
+        for style in getattr(MediaFile.__dict__.get(name), "_styles", None) or ():
+            for key in (style.key, getattr(style, "description", "")):
+                names.add(key.removeprefix(MP4_FREEFORM).removeprefix("WM/"))
+    return frozenset(f for f in map(_spelling, names) if f)
+
+
+def check_field(field: str) -> None:
+    """instag writes (and removes) only a field of its own: never one with a standard meaning
+    (`--tag-field TITLE --remove` would delete every title)."""
+    if not _FIELD_CHARS.fullmatch(field):
+        raise InstagError(f"--tag-field {field!r}: letters, digits, spaces, '_', '.' and '-' "
+                          "only", f"e.g. --tag-field {DEFAULT_FIELD}")
+    if _spelling(field) in standard_fields() or field.upper().startswith(SCORE_PREFIX):
+        raise InstagError(f"--tag-field {field}: a standard tag (or instag's scores): instag "
+                          "writes only a field of its own", f"use the default {DEFAULT_FIELD} "
+                          "or a name no tagger uses")
 
 
 @dataclass(frozen=True)
@@ -75,10 +136,20 @@ class TagChange:
             if self.before.get(k) != self.after.get(k))
 
 
+CHANGED_WHILE_TAGGING = "changed while being tagged (nothing written; the next run retries)"
+
+
+def failed(reason: str) -> TagChange:
+    return TagChange(Outcome.FAILED, {}, {}, reason)
+
+
 def wanted(instruments: list[str], best: dict[str, float], writing: TagWriting
            ) -> dict[str, list[str]]:
     """The fields instag writes for a file: its instruments, and its scores if asked."""
-    fields = {writing.field: list(instruments)}
+    values = list(instruments)
+    if writing.separator is not None and values:
+        values = [writing.separator.join(values)]
+    fields = {writing.field: values}
     if writing.scores:
         fields.update({f"{SCORE_PREFIX}{name.upper()}": [f"{p:.2f}"] for name, p in best.items()})
     return fields
@@ -89,7 +160,7 @@ class _ID3:
     @staticmethod
     def get(tags, key: str) -> list[str] | None:
         values = [str(t) for f in tags.getall(f"TXXX:{key}") for t in f.text]
-        if tags.version[:2] == (2, 3):  # v2.3 has one text per frame: values joined with "/"
+        if tags.version[:2] == (2, 3):  # "/"-joined, as earlier instag and mediafile write
             values = [v for joined in values for v in joined.split("/")]
         return values or None
 
@@ -111,7 +182,7 @@ class _ID3:
     @staticmethod
     def save(audio) -> None:
         version = 3 if audio.tags.version[:2] == (2, 3) else 4  # keep what the file had
-        audio.save(v2_version=version, v23_sep="/")
+        audio.save(v2_version=version, v23_sep=None)  # None: null-separated, as v2.4
 
 
 class _Mapping:
@@ -190,55 +261,86 @@ def _family(audio):
 
 
 # -- writing ------------------------------------------------------------------------------------
-def write_tags(path: Path, fields: dict[str, list[str]] | None, writing: TagWriting
-               ) -> TagChange:
+def write_tags(path: Path, fields: dict[str, list[str]] | None, writing: TagWriting,
+               expect: FileKey | None = None) -> TagChange:
     """Give `path` instag's `fields` (None: remove every field of instag's: the field and the
-    scores), atomically unless `writing.in_place`. Never raises for one file's problem."""
+    scores), atomically unless `writing.in_place`; with `expect`, only while the file is still
+    the one `expect` names (its size and mtime). Never raises for one file's problem: whatever
+    goes wrong with one file is that file's `failed`."""
+    try:
+        return _write(Path(path), fields, writing, expect)
+    except Changed:
+        return failed(CHANGED_WHILE_TAGGING)
+    except OSError as e:
+        return failed(e.strerror or str(e))
+    except Exception as e:  # mutagen's errors, and whatever a damaged file makes it raise
+        return failed(f"{type(e).__name__}: {e}" if not str(e) else str(e))
+
+
+def _write(path: Path, fields: dict[str, list[str]] | None, writing: TagWriting,
+           expect: FileKey | None) -> TagChange:
     import mutagen
 
-    try:
-        audio = mutagen.File(path)
-        family = _family(audio) if audio is not None else None
-        if family is None:
-            return TagChange(Outcome.UNSUPPORTED, {}, {}, "no tag format instag writes safely "
-                             "(e.g. raw AAC, Matroska)")
-        tags = audio.tags
-        ours = [k for k in (family.keys(tags) if tags is not None else [])
-                if k.upper() == writing.field.upper() or k.upper().startswith(SCORE_PREFIX)]
-        before = {k: family.get(tags, k) for k in ours}
-        before = {k: v for k, v in before.items() if v is not None}
-        after = {} if fields is None else {**before, **fields}  # other scores stay as they are
-        if after == before:
-            return TagChange(Outcome.UNCHANGED, before, after)
-        read_only = not os.stat(path).st_mode & stat.S_IWUSR
-        if writing.dry_run:
-            return TagChange(Outcome.WOULD_CHANGE, before, after,
-                             "read-only file: would be left as it is" if read_only else "")
-        if read_only:
-            return TagChange(Outcome.FAILED, before, before, "read-only file: left as it is")
-        if writing.in_place:
-            _apply(audio, family, before, after)
-        else:
-            with atomic_path(path) as tmp:
-                shutil.copyfile(path, tmp)
-                _keep_owner(path, tmp)
-                _apply(mutagen.File(tmp), family, before, after)
+    real = Path(os.path.realpath(path))
+    if real != Path(os.path.abspath(path)) and not writing.follow_links:
+        return TagChange(Outcome.UNSUPPORTED, {}, {}, "a link (--no-follow-links)")
+    stamp = Stamp.of(real)
+    if expect is not None and (stamp.size, stamp.mtime_ns) != (expect.size, expect.mtime_ns):
+        return failed(CHANGED_WHILE_TAGGING)
+    audio = mutagen.File(real)
+    family = _family(audio) if audio is not None else None
+    if family is None:
+        return TagChange(Outcome.UNSUPPORTED, {}, {}, "no tag format instag writes safely "
+                         "(e.g. raw AAC, Matroska)")
+    tags = audio.tags
+    ours = [k for k in (family.keys(tags) if tags is not None else [])
+            if k.upper() == writing.field.upper() or k.upper().startswith(SCORE_PREFIX)]
+    before = {k: v for k in ours if (v := family.get(tags, k)) is not None}
+    after = {} if fields is None else {**before, **fields}  # other scores stay as they are
+    if after == before:
+        return TagChange(Outcome.UNCHANGED, before, after)
+    read_only = not os.stat(real).st_mode & stat.S_IWUSR
+    if writing.dry_run:
+        return TagChange(Outcome.WOULD_CHANGE, before, after,
+                         "read-only file: would be left as it is" if read_only else "")
+    if read_only:
+        return TagChange(Outcome.FAILED, before, before, "read-only file: left as it is")
+    if writing.in_place:
+        _apply(audio, family, before, after, check=lambda: _unchanged(real, stamp))
         return TagChange(Outcome.WRITTEN, before, after)
-    except (OSError, mutagen.MutagenError, ValueError) as e:
-        return TagChange(Outcome.FAILED, {}, {}, getattr(e, "strerror", None) or str(e))
+    links = os.stat(real).st_nlink
+    if links > 1:
+        return TagChange(Outcome.UNSUPPORTED, before, before,
+                         f"{links} hard links; --in-place keeps them")
+    with atomic_path(real, replaces=stamp) as tmp:
+        _copy(real, tmp)
+        _apply(type(audio)(tmp), family, before, after)  # the original's format, not a guess
+    return TagChange(Outcome.WRITTEN, before, after)
 
 
-def _apply(audio, family, before: dict, after: dict) -> None:
+def _apply(audio, family, before: dict, after: dict,
+           check: Callable[[], None] = lambda: None) -> None:
+    """Set instag's fields on an opened file and save it, `check` just before the save."""
     if audio.tags is None:
         audio.add_tags()  # ID3: v2.4
     for key in set(before) - set(after):
         family.delete(audio.tags, key)
     for key, values in after.items():
         family.set(audio.tags, key, values)
+    check()
     family.save(audio)
 
 
-def _keep_owner(original: Path, copy: Path) -> None:
+def _unchanged(path: Path, stamp: Stamp) -> None:
+    if Stamp.of(path) != stamp:
+        raise Changed(str(path))
+
+
+def _copy(original: Path, copy: Path) -> None:
+    """The file's bytes with its mode, xattrs and ACLs (copystat; ACLs are xattrs on Linux),
+    and its owner and group where this process may set them."""
+    shutil.copyfile(original, copy)
+    shutil.copystat(original, copy)  # the mtime too, but the save that follows moves it on
     st = os.stat(original)
     try:
         os.chown(copy, st.st_uid, st.st_gid)
@@ -246,11 +348,16 @@ def _keep_owner(original: Path, copy: Path) -> None:
         pass  # not ours to give: the copy stays ours, as any file we write
 
 
-def retag(docs: list[dict], writing: TagWriting, remove: bool, cache_path: Path,
+CHANGED_SINCE_TAGGED = "changed since it was tagged (re-run instag tag)"
+
+
+def retag(docs: Iterator[dict], writing: TagWriting, remove: bool, cache_path: Path,
           wait: bool = False) -> Iterator[tuple[Path, TagChange]]:
     """`instag write-tags`: write (or with `remove`, take out) the tags of a finished run's
-    files, from its JSON documents. Holds the cache's lock and moves each rewritten file's
-    cache entry along, so that the next run does not decode it again."""
+    files, from its JSON documents. A file is written only while it holds the audio that was
+    tagged: the size and mtime the document recorded, or what instag's own tag writes made of
+    them since (the cache remembers those). Holds the cache's lock and moves each rewritten
+    file's cache entry along, so that the next run does not decode it again."""
     with lock(cache_path, wait):
         cache = Cache(cache_path)
         try:
@@ -258,17 +365,26 @@ def retag(docs: list[dict], writing: TagWriting, remove: bool, cache_path: Path,
                 if doc.get("status") != "ok":
                     continue
                 path = audio_path(doc["path"])
-                best = {c: max(b["probabilities"][c] for b in doc["bags"])
-                        for c in (doc["bags"][0]["probabilities"] if doc["bags"] else {})}
-                try:
-                    old = FileKey.of(path)
-                except OSError as e:
-                    yield path, TagChange(Outcome.FAILED, {}, {}, e.strerror or str(e))
-                    continue
-                change = write_tags(path, None if remove else
-                                    wanted(doc["instruments"], best, writing), writing)
-                if change.outcome is Outcome.WRITTEN:
-                    cache.rekey(old, FileKey.of(path))
-                yield path, change
+                yield path, _retag_one(path, doc, writing, remove, cache)
         finally:
             cache.close()
+
+
+def _retag_one(path: Path, doc: dict, writing: TagWriting, remove: bool, cache: Cache
+               ) -> TagChange:
+    try:
+        now = FileKey.of(path)
+    except OSError as e:
+        return failed(e.strerror or str(e))
+    if "size" not in doc or "mtime_ns" not in doc:
+        return failed("the document records no size and mtime (re-run instag tag)")
+    tagged = FileKey(now.path, doc["size"], doc["mtime_ns"])
+    if now != tagged and not cache.same_audio(tagged, now):
+        return failed(CHANGED_SINCE_TAGGED)
+    best = {c: max(b["probabilities"][c] for b in doc["bags"])
+            for c in (doc["bags"][0]["probabilities"] if doc["bags"] else {})}
+    change = write_tags(path, None if remove else wanted(doc["instruments"], best, writing),
+                        writing, expect=now)
+    if change.outcome is Outcome.WRITTEN:
+        cache.rekey(now, FileKey.of(path))
+    return change

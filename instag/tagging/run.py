@@ -39,7 +39,15 @@ from instag.features.instances import (
 from instag.features.resample import DEFAULT_RESAMPLER, Resampler
 from instag.tagging.bags import Bag, check_bag_setting, make_bags
 from instag.tagging.cache import CACHE_FILE, Cache, FileKey, lock
-from instag.tagging.filetags import Outcome, TagWriting, wanted, write_tags
+from instag.tagging.filetags import (
+    CHANGED_WHILE_TAGGING,
+    Outcome,
+    TagChange,
+    TagWriting,
+    failed,
+    wanted,
+    write_tags,
+)
 from instag.tagging.pool import STALL_TIMEOUT, DecodePool, Event, Kind
 from instag.tagging.results import FileResult, bag_result, result_identity
 from instag.tagging.scoring import Scorer
@@ -96,6 +104,7 @@ class Summary:
     embedded_s: float = 0.0  # audio embedded in this run so far, as it happens
     failed: dict[Status, int] = field(default_factory=dict)  # status -> count
     tags_failed: int = 0  # files whose own tags could not be written
+    tags_unsupported: int = 0  # ... or that instag does not write (a format, hard links)
 
     def add(self, result: FileResult, from_cache: bool) -> None:
         self.done += 1
@@ -258,16 +267,31 @@ class _Run:
             self.next_out += 1
 
     def write_file_tags(self, idx: int, result: FileResult, writing: TagWriting) -> None:
-        """Write the file's own tags; keep its cache entry (the audio did not change)."""
-        old = self.keys.get(idx)
-        change = write_tags(result.path, wanted(result.instruments(), result.best(), writing),
-                            writing)
+        """Write the file's own tags, only while it is the file that was decoded (or what
+        instag's own tag writes made of it: a second link to a file already tagged); its cache
+        entry moves along (the audio did not change)."""
+        change = self._write_if_unchanged(idx, result, writing)
         result.file_tags = change.describe()
-        if change.outcome is Outcome.FAILED:
-            self.summary.tags_failed += 1
-        elif change.outcome is Outcome.WRITTEN and old is not None:
-            self.keys[idx] = FileKey.of(result.path)
-            self.cache.rekey(old, self.keys[idx])
+        self.summary.tags_failed += change.outcome is Outcome.FAILED
+        self.summary.tags_unsupported += change.outcome is Outcome.UNSUPPORTED
+
+    def _write_if_unchanged(self, idx: int, result: FileResult, writing: TagWriting
+                            ) -> TagChange:
+        decoded = self.keys[idx]
+        try:
+            now = FileKey.of(result.path)
+        except OSError as e:
+            return failed(e.strerror or str(e))
+        if now != decoded and not self.cache.same_audio(decoded, now):
+            return failed(CHANGED_WHILE_TAGGING)
+        change = write_tags(result.path, wanted(result.instruments(), result.best(), writing),
+                            writing, expect=now)
+        if change.outcome is Outcome.WRITTEN:
+            written = FileKey.of(result.path)
+            self.cache.rekey(now, written)
+            now = written
+        self.keys[idx] = now  # the output records the file as it is now
+        return change
 
     def fail(self, idx: int, status: Status, reason: str) -> None:
         if idx in self.keys:
