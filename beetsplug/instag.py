@@ -1,13 +1,16 @@
 """beets plugin: instrument recognition with instag, stored on the library's items.
 
 ``beet instag [QUERY]`` tags the matching items through instag's Python API (the same cache,
-models and decode pool as ``instag tag``) and stores flexible attributes: ``instruments`` (the
-instruments present) and one float per instrument, ``instag_<instrument>`` (its highest bag
-probability), so that ``beet ls instruments:violin`` and ``beet ls instag_violin:0.5..`` work.
-The float fields are declared when the plugin loads, from the model card beside the ONNX model
-(no model runs for that). ``-w/--write`` also writes the files' own tags with instag's atomic
-writer and records each file's new mtime, so beets does not take it for an outside change.
-``auto: yes`` runs it on every ``beet import``. Set up::
+models and decode pool as ``instag tag``). ``instruments`` is a real media field, stored in the
+files as instag's ``--write-tags`` stores it (ID3 ``TXXX:INSTRUMENTS``, a Vorbis/APE comment,
+an MP4 freeform atom, an ASF attribute), so ``beet write``, ``import.write`` and ``beet update``
+carry it between the library and the files; ``instag_<instrument>`` (the highest bag
+probability) are typed flexible attributes, declared from the model card when the plugin loads,
+so that ``beet ls instruments:violin`` and ``beet ls instag_violin:0.5..`` work.
+
+Files are written the beets way: by beets (``item.try_write()``, after an import has copied or
+moved them, so the source of a copy import is never touched), with beets' own guarantees
+(mediafile's in-place save, ``id3v23``). Set up::
 
     pip install 'instag[beets]'
     # config.yaml
@@ -24,6 +27,14 @@ from pathlib import Path
 from beets import ui
 from beets.dbcore import types
 from beets.plugins import BeetsPlugin
+from mediafile import (
+    ASFStorageStyle,
+    ListMediaField,
+    ListStorageStyle,
+    MediaFile,
+    MP3ListDescStorageStyle,
+    MP4ListStorageStyle,
+)
 
 import instag  # its public API only: loaded lazily, so beets starts as fast as before
 
@@ -31,16 +42,41 @@ INSTRUMENTS = "instruments"
 PREFIX = "instag_"
 
 
+def tagged(item) -> bool:
+    """Whether instag has tagged the item (its scores are there; `instruments` alone may be
+    an empty list read from the file's own tags)."""
+    return any(key.startswith(PREFIX) for key in item.keys())
+
+
+def instruments_field(field: str) -> ListMediaField:
+    """The field as `instag tag --write-tags` stores it, in every family mediafile knows."""
+    return ListMediaField(
+        MP3ListDescStorageStyle(desc=field, split_v23=True),  # beets' id3v23: "/"-joined
+        MP4ListStorageStyle(f"----:com.apple.iTunes:{field}"),
+        ListStorageStyle(field),  # Vorbis comments, APEv2
+        ASFStorageStyle(field),
+    )
+
+
 class InstagPlugin(BeetsPlugin):
     def __init__(self) -> None:
         super().__init__()
-        self.config.add({"auto": False, "force": False, "write": False, "model": None,
-                         "vggish": None, "pca": None, "threshold": None, "device": "auto",
-                         "jobs": None})
+        self.config.add({"auto": False, "write": None, "field": instag.TagWriting().field,
+                         "model": None, "vggish": None, "pca": None, "threshold": None,
+                         "device": "auto", "jobs": None})
+        field = instag.TagWriting(field=self.config["field"].as_str()).field  # instag's own
+        if INSTRUMENTS not in vars(MediaFile):  # a plugin loaded again in one process
+            self.add_media_field(INSTRUMENTS, instruments_field(field))
         self.item_types = {INSTRUMENTS: types.MULTI_VALUE_DSV,
                            **{PREFIX + c: types.FLOAT for c in self.vocabulary()}}
+        self.session: instag.TagSession | None = None  # one for a whole import
+        self.tagged_on_import: list = []  # items whose files are written once moved
         if self.config["auto"].get(bool):
             self.import_stages = [self.imported]
+            self.register_listener("import_begin", self.import_begin)
+            self.register_listener("import_task_files", self.import_task_files)
+            self.register_listener("import", self.import_end)
+            self.register_listener("cli_exit", self.import_end)
 
     def _option(self, key: str):
         return self.config[key].get() or None
@@ -54,52 +90,109 @@ class InstagPlugin(BeetsPlugin):
         except (instag.InstagError, OSError, ValueError, KeyError):
             return []
 
-    def commands(self) -> list[ui.Subcommand]:
-        cmd = ui.Subcommand("instag", help="recognise the instruments in items (instag)")
-        cmd.parser.add_option("-f", "--force", action="store_true", default=False,
-                              help="tag items that have instruments already, and recompute")
-        cmd.parser.add_option("-w", "--write", action="store_true", default=False,
-                              help="also write the instruments into the files' own tags")
-        cmd.func = lambda lib, opts, args: self.tag_items(
-            lib.items(args), force=opts.force or self.config["force"].get(bool),
-            write=opts.write or self.config["write"].get(bool))
-        return [cmd]
+    def should_write(self, flag: bool | None = None) -> bool:
+        """-w/-W, else `instag.write`, else beets' own `import.write`."""
+        if flag is None and self.config["write"].get() is not None:
+            flag = self.config["write"].get(bool)
+        return ui.should_write(flag)
 
-    def imported(self, session, task) -> None:
-        self.tag_items(task.imported_items(), force=False, write=self.config["write"].get(bool))
-
-    def tag_items(self, items, force: bool, write: bool) -> None:
-        """Tag the items (all of them with `force`, else those without instruments); an item
-        that fails is logged with its reason and skipped."""
-        todo = {bytes(it.path): it for it in items if force or INSTRUMENTS not in it}
-        if not todo:
-            return
+    def options(self, recompute: bool = False) -> instag.TagOptions:
         threshold = self.config["threshold"].get()
         jobs = self.config["jobs"].get()
-        options = instag.TagOptions(
+        return instag.TagOptions(
             model=Path(m) if (m := self._option("model")) else None,
             vggish=self._option("vggish"),
             pca=Path(p) if (p := self._option("pca")) else None,
             threshold=None if threshold is None else float(threshold),
             device=self.config["device"].as_str(), jobs=None if jobs is None else int(jobs),
-            force=force, write_tags=instag.TagWriting() if write else None)
-        paths = [Path(os.fsdecode(p)) for p in todo]
+            force=recompute)
+
+    # -- beet instag ----------------------------------------------------------------------------
+    def commands(self) -> list[ui.Subcommand]:
+        cmd = ui.Subcommand("instag", help="recognise the instruments in items (instag)")
+        cmd.parser.add_option("-f", "--force", action="store_true", default=False,
+                              help="also items that have instruments already (instag's cache "
+                                   "spares decoding files it knows)")
+        cmd.parser.add_option("--recompute", action="store_true", default=False,
+                              help="decode and embed again, ignoring instag's cache")
+        cmd.parser.add_option("-w", "--write", action="store_true", default=None,
+                              help="write the instruments into the files (default: "
+                                   "instag.write, else import.write)")
+        cmd.parser.add_option("-W", "--nowrite", action="store_false", dest="write",
+                              help="do not write the files' tags")
+        cmd.func = self.command
+        return [cmd]
+
+    def command(self, lib, opts, args) -> None:
+        items = list(lib.items(args))
+        todo = [it for it in items if opts.force or opts.recompute or not tagged(it)]
+        if todo:
+            try:
+                with instag.TagSession(self.options(opts.recompute)) as session:
+                    self.tag_items(session, todo)
+            except instag.InstagError as e:
+                raise ui.UserError(f"instag: {e}") from None
+        if self.should_write(opts.write):
+            for item in items:  # already tagged or just now: nothing is decoded to write
+                if tagged(item):
+                    item.try_write()
+                    item.store()
+
+    def tag_items(self, session: instag.TagSession, items) -> list:
+        """Store instruments and scores on the items; an item that fails is logged with its
+        reason and skipped. Returns the items tagged."""
+        by_path = {bytes(it.path): it for it in items}
+        tagged = []
+        for result in session.tag([Path(os.fsdecode(p)) for p in by_path]):
+            item = by_path[os.fsencode(result.path)]
+            if not result.ok:
+                self._log.warning("{}: {} ({})", result.display_path, result.status,
+                                  result.reason)
+                continue
+            item[INSTRUMENTS] = result.instruments()
+            for name, p in result.best().items():
+                item[PREFIX + name] = round(p, 4)
+            item.store()
+            tagged.append(item)
+            self._log.info("{}: {}", result.display_path,
+                           ", ".join(result.instruments()) or "no instrument")
+        return tagged
+
+    # -- auto: yes ------------------------------------------------------------------------------
+    def import_begin(self, session) -> None:
+        """One instag session (lock, models, decode pool) for the whole import."""
         try:
-            for result in instag.tag(paths, options):
-                item = todo[os.fsencode(result.path)]
-                if not result.ok:
-                    self._log.warning("{}: {} ({})", result.display_path, result.status,
-                                      result.reason)
-                    continue
-                item[INSTRUMENTS] = result.instruments()
-                for name, p in result.best().items():
-                    item[PREFIX + name] = round(p, 4)
-                if result.file_tags.startswith("written"):
-                    item.mtime = item.current_mtime()  # instag's write, not an outside change
-                elif result.file_tags.startswith("failed"):
-                    self._log.warning("{}: file tags {}", result.display_path, result.file_tags)
-                item.store()
-                self._log.info("{}: {}", result.display_path,
-                               ", ".join(result.instruments()) or "no instrument")
+            self.session = instag.TagSession(self.options()).__enter__()
         except instag.InstagError as e:
-            raise ui.UserError(f"instag: {e}") from None
+            self.session = None
+            self._log.warning("instag: not tagging this import: {}", e)
+
+    def imported(self, session, task) -> None:
+        """The import stage: tags what the import brings in, reading the files where they
+        are; nothing is written here (beets has not copied or moved them yet)."""
+        if self.session is None:
+            self.import_begin(session)  # an importer that sent no import_begin
+        if self.session is None:
+            return
+        items = [it for it in task.imported_items() if not tagged(it)]
+        try:
+            self.tagged_on_import.extend(self.tag_items(self.session, items))
+        except instag.InstagError as e:
+            self._log.warning("instag: {} items not tagged: {}", len(items), e)
+
+    def import_task_files(self, session, task) -> None:
+        """The files are in the library now (copied, moved or left in place): write the
+        instruments into them, the beets way, if instag should write."""
+        done = {it.id for it in task.imported_items()}
+        mine = [it for it in self.tagged_on_import if it.id in done]
+        self.tagged_on_import = [it for it in self.tagged_on_import if it.id not in done]
+        if mine and self.should_write():
+            for item in mine:
+                item.load()  # its path in the library
+                item.try_write()
+                item.store()
+
+    def import_end(self, *args, **kwargs) -> None:
+        if self.session is not None:
+            self.session.__exit__(None, None, None)
+            self.session = None

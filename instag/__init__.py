@@ -30,6 +30,7 @@ _API = {
     "embed": "instag.tagging.run",
     "TagOptions": "instag.tagging.run",
     "TagRun": "instag.tagging.run",
+    "TagSession": "instag.tagging.run",
     "tag_on_ray": "instag.tagging.ray_engine",
     "RayRun": "instag.tagging.ray_engine",
     "FileResult": "instag.tagging.results",

@@ -1,5 +1,7 @@
-"""The beets plugin: `beet instag`, typed fields that queries understand, the import stage."""
+"""The beets plugin: `beet instag`, typed fields that queries understand, a real media field,
+the import stage, and writes made the beets way (after an import has copied or moved)."""
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -10,6 +12,10 @@ from builders import SR, music
 
 beets_helper = pytest.importorskip("beets.test.helper")
 from beets.library import Item  # noqa: E402
+
+import instag  # noqa: E402
+from instag.tagging.bags import Bag  # noqa: E402
+from instag.tagging.results import BagResult, FileResult  # noqa: E402
 
 
 class Beets(beets_helper.PluginMixin, beets_helper.ImportHelper):
@@ -28,6 +34,35 @@ def beets(monkeypatch, scoring_model, standin_vggish, standin_pca):
     helper.teardown_beets()
 
 
+class FakeSession:
+    """instag's session replaced (the fast tier): every file gets piano and voice."""
+
+    entered = 0
+
+    def __init__(self, options=None, reporter=None):
+        self.options = options
+
+    def __enter__(self):
+        FakeSession.entered += 1
+        return self
+
+    def __exit__(self, *exc):
+        pass
+
+    def tag(self, paths):
+        for p in paths:
+            bag = BagResult(Bag(0, 1), {"piano": 0.9, "voice": 0.8, "c2": 0.1}, None, None,
+                            ["piano", "voice"], {})
+            yield FileResult(Path(p), instag.Status.OK, bags=[bag])
+
+
+@pytest.fixture
+def fake_instag(monkeypatch):
+    FakeSession.entered = 0
+    monkeypatch.setattr(instag, "TagSession", FakeSession, raising=False)
+    return FakeSession
+
+
 def add_items(helper, tmp_path, names):
     items = []
     for i, name in enumerate(names):
@@ -38,11 +73,29 @@ def add_items(helper, tmp_path, names):
         else:
             sf.write(path, music(4 + 3 * i, i), SR)
             item = Item.from_path(os.fsencode(path))
+            item.title = name
         helper.lib.add(item)
         items.append(item)
     return items
 
 
+def md5(path) -> str:
+    return hashlib.md5(Path(os.fsdecode(path)).read_bytes()).hexdigest()
+
+
+def album_to_import(helper, name="album", n=2):
+    folder = helper.import_path / name
+    folder.mkdir()
+    for i in range(n):
+        sf.write(folder / f"{i:02d}.flac", music(3, i), SR)
+    return {p: md5(p) for p in sorted(folder.iterdir())}
+
+
+def in_file(item) -> list[str]:
+    return list(mutagen.File(os.fsdecode(item.path)).get("INSTRUMENTS", []))
+
+
+# -- the real tier: instag's own models (stand-ins) ---------------------------------------------
 def test_beet_instag_stores_instruments_and_typed_scores_that_queries_use(beets, tmp_path):
     beets.load_plugins("instag")
     add_items(beets, tmp_path, ["a.flac", "b.flac", "c.flac", "corrupt.flac"])
@@ -75,15 +128,134 @@ def test_write_records_the_new_mtime_so_beets_sees_no_outside_change(beets, tmp_
     (item,) = add_items(beets, tmp_path, ["a.flac"])
     beets.run_command("instag", "-w")
     item.load()
-    assert list(mutagen.File(os.fsdecode(item.path))["INSTRUMENTS"]) == ["c0", "c1", "c2"]
+    assert in_file(item) == ["c0", "c1", "c2"]
     assert item.mtime == item.current_mtime()
 
 
-def test_auto_tags_what_beet_import_brings_in(beets, tmp_path):
+def test_force_retags_through_instags_cache_and_recompute_decodes_again(beets, tmp_path,
+                                                                        monkeypatch):
+    from instag.tagging.pool import DecodePool
+
+    beets.load_plugins("instag")
+    add_items(beets, tmp_path, ["a.flac"])
+    beets.run_command("instag", "-W")  # a write by beets is not instag's: it would re-decode
+    submitted = []
+    submit = DecodePool.submit
+    monkeypatch.setattr(DecodePool, "submit",
+                        lambda self, i, p: (submitted.append(p), submit(self, i, p))[1])
+    beets.run_command("instag", "-f", "-W")
+    assert submitted == []  # the cache knew it
+    beets.run_command("instag", "--recompute", "-W")
+    assert len(submitted) == 1
+
+
+# -- the fast tier: instag replaced -------------------------------------------------------------
+def test_write_defaults_to_beets_import_write(beets, tmp_path, fake_instag):
+    beets.config["import"]["write"] = True
+    beets.load_plugins("instag")
+    a, b = add_items(beets, tmp_path, ["a.flac", "b.flac"])
+    beets.run_command("instag", "-W", "a.flac")
+    assert in_file(a) == []
+    beets.run_command("instag", "b.flac")
+    assert in_file(b) == ["piano", "voice"]
+
+
+def test_write_on_items_already_tagged_decodes_nothing(beets, tmp_path, fake_instag):
+    beets.config["import"]["write"] = False
+    beets.load_plugins("instag")
+    (item,) = add_items(beets, tmp_path, ["a.flac"])
+    beets.run_command("instag")  # stored, not written: import.write is off
+    assert fake_instag.entered == 1 and in_file(item) == []
+    beets.run_command("instag", "-w")
+    item.load()
+    assert fake_instag.entered == 1 and in_file(item) == ["piano", "voice"]
+
+
+def test_instruments_is_a_media_field_that_beet_update_reads_from_the_file(beets, tmp_path,
+                                                                            fake_instag):
+    from instag.tagging.filetags import TagWriting, write_tags
+
+    beets.load_plugins("instag")
+    (item,) = add_items(beets, tmp_path, ["a.flac"])
+    write_tags(Path(os.fsdecode(item.path)), {"INSTRUMENTS": ["cello", "harp"]}, TagWriting())
+    beets.run_command("update")
+    item.load()
+    assert item["instruments"] == ["cello", "harp"]
+    item["instruments"] = ["organ"]
+    item.store()
+    beets.run_command("write", "-f")  # beets compares only its own fields without -f
+    assert in_file(item) == ["organ"]
+
+
+@pytest.mark.parametrize("mode", ["copy", "move"])
+def test_an_import_writes_the_library_files_never_the_source(beets, fake_instag, mode):
+    beets.config["instag"].set({"auto": True, "write": True})
+    beets.load_plugins("instag")
+    source = album_to_import(beets)
+    beets.setup_importer(autotag=False, copy=mode == "copy", move=mode == "move")
+    beets.importer.run()
+    items = list(beets.lib.items())
+    assert len(items) == 2
+    for item in items:
+        assert not os.fsdecode(item.path).startswith(str(beets.import_path))
+        assert in_file(item) == ["piano", "voice"] and item["instruments"] == ["piano", "voice"]
+    if mode == "copy":
+        assert {p: md5(p) for p in source} == source  # the user's originals, byte for byte
+    else:
+        assert not any(p.exists() for p in source)
+
+
+def test_an_import_follows_import_write_and_writes_after_the_copy(beets, fake_instag):
+    beets.config["import"]["write"] = True
     beets.config["instag"]["auto"] = True
     beets.load_plugins("instag")
-    sf.write(beets.import_path / "new.flac", music(5, 9), SR)
+    source = album_to_import(beets)
+    beets.setup_importer(autotag=False, copy=True, write=True)
+    beets.importer.run()
+    assert all(in_file(item) == ["piano", "voice"] for item in beets.lib.items())
+    assert {p: md5(p) for p in source} == source
+
+
+def test_one_instag_session_serves_a_whole_import(beets, fake_instag):
+    beets.config["instag"]["auto"] = True
+    beets.load_plugins("instag")
+    album_to_import(beets, "one")
+    album_to_import(beets, "two")
+    from beets import plugins
+
     beets.setup_importer(autotag=False, copy=False)
     beets.importer.run()
-    (item,) = beets.lib.items()
-    assert "instruments" in item and isinstance(item["instag_c1"], float)
+    plugins.send("import", lib=beets.lib, paths=[])
+    assert len(list(beets.lib.albums())) == 2 and fake_instag.entered == 1
+
+
+def test_a_locked_cache_is_logged_and_the_import_goes_on(beets, monkeypatch, tmp_path):
+    beets.config["instag"]["auto"] = True
+    beets.load_plugins("instag")
+    album_to_import(beets)
+
+    def locked(self):
+        raise instag.InstagError("tags.sqlite: another `instag tag` run (pid 1) is using this "
+                                 "cache", "wait for it")
+
+    monkeypatch.setattr(instag.TagSession, "__enter__", locked)
+    beets.setup_importer(autotag=False, copy=False)
+    beets.importer.run()
+    items = list(beets.lib.items())
+    assert len(items) == 2 and not any(it.get("instruments") for it in items)
+
+
+@pytest.mark.parametrize("id3v23", [False, True])
+def test_beets_own_mp3_writes_read_back_as_several_values(beets, tmp_path, fake_instag, id3v23):
+    from test_filetags import instruments_in
+
+    beets.config["id3v23"] = id3v23
+    beets.load_plugins("instag")
+    path = tmp_path / "a.mp3"
+    sf.write(path, music(2, 1), SR, format="MP3")
+    item = Item.from_path(os.fsencode(path))
+    beets.lib.add(item)
+    beets.run_command("instag", "-w")
+    assert mutagen.File(path).tags.version[:2] == ((2, 3) if id3v23 else (2, 4))
+    assert instruments_in(path) == ["piano", "voice"]
+    assert Item.from_path(os.fsencode(path))["instruments"] == ["piano", "voice"]

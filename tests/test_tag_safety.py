@@ -280,3 +280,63 @@ def test_a_file_with_a_name_at_the_file_systems_limit_is_tagged(tmp_path):
     path = flac(tmp_path / name)
     assert write_tags(path, {"INSTRUMENTS": ["piano"]}, TagWriting()).outcome == "written"
     assert list(mutagen.File(path)["INSTRUMENTS"]) == ["piano"]
+
+
+# -- 6. multi-values players can read ------------------------------------------------------------
+needs_ffmpeg = pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg not installed")
+ENCODED = {"m4a": "aac", "opus": "libopus", "wma": "wmav2"}  # made by ffmpeg
+
+
+def a_file(tmp_path: Path, kind: str) -> Path:
+    from builders import write_ogg
+
+    if kind in ENCODED:
+        if shutil.which("ffmpeg") is None:
+            pytest.skip("ffmpeg not installed")
+        sf.write(tmp_path / "src.wav", music(2, 1), SR)
+        path = tmp_path / f"a.{kind}"
+        subprocess.run(["ffmpeg", "-v", "error", "-i", str(tmp_path / "src.wav"), "-c:a",
+                        ENCODED[kind], str(path)], check=True)
+        return path
+    path = tmp_path / f"a.{kind.removesuffix('-v23')}"
+    if kind == "ogg":
+        write_ogg(path, music(2, 1))
+    else:
+        sf.write(path, music(2, 1), SR, format={"mp3": "MP3", "mp3-v23": "MP3"}.get(kind))
+    if kind == "mp3-v23":
+        tags = ID3()
+        tags.add(TIT2(encoding=3, text="a v2.3 file"))
+        tags.save(path, v2_version=3)
+    return path
+
+
+KINDS = ["mp3", "mp3-v23", "flac", "ogg", "opus", "m4a", "wav", "aiff", "wma"]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_every_instrument_reads_back_as_its_own_value_in_mutagen_and_taglib(tmp_path, kind):
+    from test_filetags import instruments_in
+
+    taglib = pytest.importorskip("taglib")
+    path = a_file(tmp_path, kind)
+    write_tags(path, {"INSTRUMENTS": ["piano", "voice", "drums"]}, TagWriting())
+    assert instruments_in(path) == ["piano", "voice", "drums"]
+    if kind == "mp3-v23":
+        assert ID3(path).version[:2] == (2, 3)
+    if kind == "wma":
+        pytest.skip("TagLib maps no custom ASF attribute (it lists INSTRUMENTS as unsupported)")
+    with taglib.File(str(path)) as f:
+        assert f.tags["INSTRUMENTS"] == ["piano", "voice", "drums"]
+
+
+@needs_ffmpeg
+@pytest.mark.parametrize("kind", KINDS)
+def test_with_a_tag_separator_ffprobe_shows_every_instrument(tmp_path, kind):
+    path = a_file(tmp_path, kind)
+    writing = TagWriting(separator="; ")
+    write_tags(path, filetags.wanted(["piano", "voice"], {}, writing), writing)
+    probe = json.loads(subprocess.run(
+        ["ffprobe", "-v", "error", "-show_entries", "format_tags:stream_tags", "-of", "json",
+         str(path)], capture_output=True, text=True, check=True).stdout)
+    tags = {**probe["format"].get("tags", {}), **probe["streams"][0].get("tags", {})}
+    assert {k.upper(): v for k, v in tags.items()}["INSTRUMENTS"] == "piano; voice"

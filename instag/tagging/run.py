@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 from collections import deque
+from contextlib import ExitStack
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -194,18 +195,21 @@ class Scoring:
 
 
 class _Run:
-    """State of one run over a list of files, with the cache open and its lock held."""
+    """State of one run over a list of files, in a session (the cache open, its lock held)."""
 
-    def __init__(self, files: list[Path], opts: TagOptions, cache: Cache, embedder: Embedder,
-                 scoring: Scoring | None, reporter: Reporter, summary: Summary) -> None:
+    def __init__(self, files: list[Path], session: TagSession, summary: Summary,
+                 private: bool) -> None:
         self.files = files
-        self.opts = opts
-        self.cache = cache
-        self.embedder = embedder
-        self.scoring = scoring
-        self.reporter = reporter
+        self.session = session
+        self.opts = opts = session.opts
+        self.cache = session.cache
+        self.embedder = embedder = session.embedder
+        self.scoring = scoring = session.scoring
+        self.reporter = session.reporter
         self.summary = summary
-        self.jobs = max(1, min(opts.jobs or os.cpu_count() or 1, len(files)))
+        # never more workers than files, unless the pool outlives this run
+        jobs = opts.jobs or os.cpu_count() or 1
+        self.jobs = max(1, min(jobs, len(files)) if private else jobs)
         self.identity = (scoring.identity(embedder.identity) if scoring else
                          result_identity(embedder.identity))
         self.keys: dict[int, FileKey] = {}
@@ -228,6 +232,7 @@ class _Run:
                               self.scoring.scorer.provider if self.scoring else None)
         pool = None
         next_in = 0
+        finished = False
         try:
             while self.next_out < len(self.files):
                 # files in the pool, not files awaiting VGGish: a decoded short file must not
@@ -235,8 +240,7 @@ class _Run:
                 while (next_in < len(self.files) and len(self.waiting) < MAX_WAITING_RESULTS
                        and (pool.in_flight if pool else 0) < 2 * self.jobs):
                     if not self.from_cache(next_in):
-                        pool = pool or DecodePool(self.jobs, self.embedder.resampler,
-                                                  self.opts.stall_timeout)
+                        pool = pool or self.session.pool(self.jobs)
                         self.chunkers[next_in], self.parts[next_in] = Chunker(), []
                         pool.submit(next_in, self.files[next_in])
                     next_in += 1
@@ -248,9 +252,10 @@ class _Run:
                     self.score(flush=True)
                 while self.outbox:
                     yield self.outbox.popleft()
+            finished = True
         finally:
-            if pool is not None:
-                pool.close()
+            if pool is not None and not finished:
+                self.session.drop_pool()  # a run cut short: its workers' files are stale
 
     # -- bookkeeping ---------------------------------------------------------------------------
     def finish(self, idx: int, result: FileResult, from_cache: bool = False) -> None:
@@ -414,40 +419,82 @@ class _Run:
         self.pending_scores, self.pending_bags = [], 0
 
 
+class TagSession:
+    """What a run sets up once, kept for several runs: the cache's lock and connection, VGGish,
+    the scoring model and the decode pool (the beets plugin holds one for a whole import, not
+    one per album). Use it as a context manager; `tag` (or `embed`) in it runs over paths."""
+
+    def __init__(self, opts: TagOptions | None = None, reporter: Reporter | None = None,
+                 scoring: bool = True) -> None:
+        self.opts = opts or TagOptions()
+        self.reporter = reporter or Reporter()
+        self.with_scoring = scoring
+        self._pool: DecodePool | None = None
+        self._stack: ExitStack | None = None
+
+    def __enter__(self) -> TagSession:
+        cache_path = self.opts.cache_path()
+        with ExitStack() as stack:
+            stack.enter_context(lock(cache_path, self.opts.wait))
+            self.scoring = Scoring(self.opts) if self.with_scoring else None
+            self.embedder = Embedder(self.opts.vggish, self.opts.pca, self.opts.resampler,
+                                     self.opts.device, note=self.reporter.note)
+            self.embedder.fetch_if_missing()
+            self.cache = Cache(cache_path)
+            stack.callback(self.cache.close)
+            stack.callback(self.drop_pool)
+            if self.cache.moved_aside:
+                self.reporter.note(f"{cache_path} was damaged: moved aside to "
+                                   f"{self.cache.moved_aside}; starting a fresh cache")
+            self._stack = stack.pop_all()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._stack is not None:
+            self._stack.close()
+            self._stack = None
+
+    def pool(self, jobs: int) -> DecodePool:
+        """The session's decode workers, started on first need."""
+        if self._pool is None:
+            self._pool = DecodePool(jobs, self.embedder.resampler, self.opts.stall_timeout)
+        return self._pool
+
+    def drop_pool(self) -> None:
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
+
+    def tag(self, paths: Iterable[str | Path]) -> TagRun:
+        """A run over `paths` in this session (its results, as `instag.tag`'s)."""
+        return TagRun(paths, self.opts, self.reporter, self.with_scoring, session=self)
+
+
 class TagRun:
     """A run over `paths`: iterate it for one FileResult per audio file in walk order (then one
     per unreadable folder); `summary` counts them as they come. The cache's lock is held while
-    iterating. Build it with `tag` or `embed`."""
+    iterating (by its own session, or by the `TagSession` it was made in). Build it with `tag`,
+    `embed` or `TagSession.tag`."""
 
     def __init__(self, paths: Iterable[str | Path], opts: TagOptions, reporter: Reporter | None,
-                 scoring: bool) -> None:
+                 scoring: bool, session: TagSession | None = None) -> None:
         self.paths = list(paths)
         self.opts = opts
         self.reporter = reporter or Reporter()
         self.scoring = scoring
+        self.session = session
         self.summary = Summary()
 
     def __iter__(self) -> Iterator[FileResult]:
         opts = self.opts
-        cache_path = opts.cache_path()
         folder_errors: list[tuple[Path, str]] = []
         files = list(walk(self.paths, opts.extensions, opts.include_hidden,
                           on_error=lambda p, why: folder_errors.append((p, why))))
         self.summary.total = len(files)
-        with lock(cache_path, opts.wait):
-            scoring = Scoring(opts) if self.scoring else None
-            embedder = Embedder(opts.vggish, opts.pca, opts.resampler, opts.device,
-                                note=self.reporter.note)
-            embedder.fetch_if_missing()
-            cache = Cache(cache_path)
-            if cache.moved_aside:
-                self.reporter.note(f"{cache_path} was damaged: moved aside to "
-                                   f"{cache.moved_aside}; starting a fresh cache")
-            try:
-                yield from _Run(files, opts, cache, embedder, scoring, self.reporter,
-                                self.summary).results()
-            finally:
-                cache.close()
+        with ExitStack() as stack:
+            session = self.session or stack.enter_context(
+                TagSession(opts, self.reporter, self.scoring))
+            yield from _Run(files, session, self.summary, self.session is None).results()
         for p, why in folder_errors:
             result = FileResult(p, Status.UNREADABLE, why)
             self.summary.total += 1
