@@ -16,8 +16,8 @@ from __future__ import annotations
 import json
 import os
 from collections import deque
-from contextlib import ExitStack
 from collections.abc import Iterable, Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
