@@ -261,3 +261,11 @@ def test_a_terminated_ray_run_says_one_line_and_keeps_the_previous_output(
     assert "Traceback" not in err and "SIGTERM received" not in err
     assert out.read_text() == "previous\n"
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".t.csv")] == []
+
+
+def test_a_relative_path_is_the_same_file_on_ray_as_locally(library, options, monkeypatch):
+    monkeypatch.chdir(library / "other")
+    (local,) = instag.tag([Path("take.ogg")], options)
+    (remote,) = instag.tag_on_ray([Path("take.ogg")], options)
+    assert (local.status, remote.status) == ("ok", "ok"), remote.reason
+    assert remote.display_path == local.display_path == "take.ogg"

@@ -12,6 +12,8 @@ import os
 import shutil
 import stat
 import subprocess
+import threading
+from collections import deque
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -129,9 +131,15 @@ def _open_ffmpeg(path: Path) -> tuple[int, Blocks]:
 
     def blocks(n: int) -> Iterator[np.ndarray]:
         # ffmpeg mixes to mono itself (-ac 1 averages channels) and converts to float32.
-        cmd = [ffmpeg, "-v", "error", "-nostdin", "-i", str(path), "-map", "0:a:0", "-ac", "1",
-               "-f", "f32le", "-acodec", "pcm_f32le", "-"]
+        cmd = [ffmpeg, "-v", "error", "-nostdin", "-i", ffmpeg_url(path), "-map", "0:a:0",
+               "-ac", "1", "-f", "f32le", "-acodec", "pcm_f32le", "-"]
         with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
+            # drained as it comes: a damaged file's errors would otherwise fill the pipe and
+            # block ffmpeg until the stall timeout; the last lines are the reason
+            last: deque[str] = deque(maxlen=3)
+            drain = threading.Thread(target=_keep_last_lines, args=(proc.stderr, last),
+                                     daemon=True)
+            drain.start()
             try:
                 while chunk := proc.stdout.read(4 * n):
                     yield np.frombuffer(chunk[: len(chunk) // 4 * 4],
@@ -139,18 +147,31 @@ def _open_ffmpeg(path: Path) -> tuple[int, Blocks]:
             except BaseException:  # stopped (a stall, an abandoned file): do not wait for it
                 proc.kill()
                 raise
-            err = proc.stderr.read().decode(errors="replace").strip()
+            drain.join()
             if proc.wait() != 0:
-                raise AudioError(path, f"ffmpeg failed to decode ({err.splitlines()[-1:]})")
+                raise AudioError(path, f"ffmpeg failed to decode ({list(last)[-1:]})")
 
     return rate, blocks
+
+
+def _keep_last_lines(stream, last: deque[str]) -> None:
+    for line in stream:
+        if text := line.decode(errors="replace").strip():
+            last.append(text)
+
+
+def ffmpeg_url(path: Path) -> str:
+    """A path as ffmpeg and ffprobe take it, never as an option or a protocol: `-dash.m4a`,
+    `-` and `pipe:x.mp3` are file names (`file:` and an absolute path; a path after `--` would
+    be ffmpeg's output)."""
+    return "file:" + os.path.abspath(path)
 
 
 def _ffmpeg_rate(path: Path, ffmpeg: str) -> int | None:
     ffprobe = shutil.which("ffprobe") or str(Path(ffmpeg).with_name("ffprobe"))
     out = subprocess.run(
         [ffprobe, "-v", "error", "-select_streams", "a:0", "-show_entries", "stream=sample_rate",
-         "-of", "default=nw=1:nk=1", str(path)], capture_output=True, text=True,
+         "-of", "default=nw=1:nk=1", ffmpeg_url(path)], capture_output=True, text=True,
     )
     try:
         return int(out.stdout.split()[0])

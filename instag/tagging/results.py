@@ -127,10 +127,25 @@ def file_document(r: FileResult) -> dict:
     return doc
 
 
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")  # what a spreadsheet runs as a formula
+
+
+def csv_cell(text: str) -> str:
+    """A CSV cell that no spreadsheet runs as a formula (OWASP's leading "'"); reversibly: a
+    cell that starts with "'" gets one more, and `csv_value` undoes both."""
+    return "'" + text if text.startswith(FORMULA_STARTS + ("'",)) else text
+
+
+def csv_value(cell: str) -> str:
+    """What `csv_cell` was given."""
+    return cell[1:] if cell.startswith("'") and cell[1:].startswith(FORMULA_STARTS + ("'",)) \
+        else cell
+
+
 def csv_rows(r: FileResult):
-    base = {"path": r.display_path, "status": r.status, "reason": r.reason,
+    base = {"path": csv_cell(r.display_path), "status": r.status, "reason": csv_cell(r.reason),
             "duration_s": "" if r.duration is None else f"{r.duration:.3f}",
-            "file_tags": r.file_tags, "size": "" if r.size is None else r.size,
+            "file_tags": csv_cell(r.file_tags), "size": "" if r.size is None else r.size,
             "mtime_ns": "" if r.mtime_ns is None else r.mtime_ns, "model_id": r.model_id}
     if not r.ok or not r.bags:
         yield {**base, **{k: "" for k in CSV_FIELDS if k not in base}}
@@ -147,7 +162,9 @@ def read_documents(tags_file: Path) -> list[dict]:
     """The per-file documents of a .json or .jsonl that `instag tag` wrote."""
     try:
         text = Path(tags_file).read_text(encoding="utf-8")
-        return ([json.loads(line) for line in text.splitlines() if line.strip()]
+        # "\n" only: names may hold U+2028, U+0085 and the other characters splitlines() takes
+        # for line ends (JSON writes them raw)
+        return ([json.loads(line) for line in text.split("\n") if line.strip()]
                 if Path(tags_file).suffix == ".jsonl" else json.loads(text)["files"])
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise InstagError(f"{tags_file}: not a tags file from `instag tag` ({e})",

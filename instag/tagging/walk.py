@@ -87,8 +87,11 @@ def _entries(folder: Path, seen_dirs: set[tuple[int, int]],
 
 def read_path_list(source: Path) -> list[Path]:
     """The files a list names, for catalogues too large to walk from one machine: a Parquet
-    file's `path` column (strings or bytes), else a text file with one path a line (bytes kept
-    as they are). Listed files may vanish: each is then its own `missing` result."""
+    file's `path` column (strings or bytes), a CSV's `path` column (an instag CSV: its
+    formula-safe cells read back as the names they are), else a text file with one path a line
+    (bytes kept as they are). Listed files may vanish: each is then its own `missing` result."""
+    if source.suffix.lower() == ".csv":
+        return _csv_paths(source)
     if source.suffix.lower() == ".parquet":
         pq = require("pyarrow.parquet")
         try:
@@ -104,3 +107,21 @@ def read_path_list(source: Path) -> list[Path]:
         raise InstagError(f"--paths-from {source}: {e.strerror or e}",
                           "give a readable list of paths") from None
     return [Path(os.fsdecode(line.rstrip(b"\r"))) for line in lines if line.strip()]
+
+
+def _csv_paths(source: Path) -> list[Path]:
+    import csv
+
+    from instag.tagging.results import audio_path, csv_value
+
+    try:
+        with open(source, newline="", encoding="utf-8") as f:
+            rows = csv.DictReader(f)
+            if "path" not in (rows.fieldnames or ()):
+                raise InstagError(f"--paths-from {source}: no `path` column",
+                                  "give a CSV with a `path` column (as `instag tag` writes)")
+            paths = dict.fromkeys(csv_value(row["path"]) for row in rows if row["path"])
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise InstagError(f"--paths-from {source}: cannot read it ({e})",
+                          "give a readable CSV with a `path` column") from None
+    return [audio_path(p) for p in paths]  # one per file, though its CSV has a row per class

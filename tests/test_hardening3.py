@@ -1,0 +1,113 @@
+"""Hardening III: no hang, no blow-up, no wrong "ok": hostile audio, frozen workers, hostile
+models and settings, names that are not what they seem."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import mutagen
+import numpy as np
+import pytest
+import soundfile as sf
+from builders import SR, music, read_csv
+from typer.testing import CliRunner
+
+from instag.cli import app
+
+needs_ffmpeg = pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg not installed")
+
+
+def statuses(csv_path: Path) -> dict[str, str]:
+    return {Path(r["path"]).name: r["status"] for r in read_csv(csv_path)}
+
+
+# -- 2. ffmpeg's stderr never fills its pipe ----------------------------------------------------
+@pytest.fixture
+def chatty_ffmpeg(tmp_path, monkeypatch):
+    """An ffmpeg that writes 400 kB of errors before its audio (a damaged 10-minute m4a)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "ffprobe").write_text("#!/bin/sh\necho 16000\n")
+    (bin_dir / "ffmpeg").write_text(
+        f"#!{sys.executable}\nimport sys, numpy as np\n"
+        "for i in range(4000):\n"
+        "    sys.stderr.write(f'[aac @ 0x55] Number of bands ({i}) exceeds limit (45).' + 'x' * 50 + '\\n')\n"
+        "sys.stderr.flush()\n"
+        "t = np.arange(16000 * 5) / 16000\n"
+        "sys.stdout.buffer.write((0.3 * np.sin(2 * np.pi * 440 * t)).astype('<f4').tobytes())\n")
+    for tool in ("ffprobe", "ffmpeg"):
+        os.chmod(bin_dir / tool, 0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+
+
+def test_an_ffmpeg_that_writes_many_errors_is_not_a_timeout(chatty_ffmpeg, run_tag, tmp_path):
+    song = tmp_path / "damaged.m4a"
+    song.write_bytes(b"\x00\x00\x00\x18ftypM4A " + bytes(100))
+    t = time.monotonic()
+    result = run_tag(song, "--out", tmp_path / "t.csv", "--file-timeout", "3")
+    assert time.monotonic() - t < 60
+    assert statuses(tmp_path / "t.csv") == {"damaged.m4a": "ok"}, result.output
+
+
+# -- 10. names with Unicode line separators -----------------------------------------------------
+SEPARATORS = ["\x0b", "\x0c", "\x1c", "\x1d", "\x1e", "\x85", "\u2028", "\u2029"]
+
+
+def test_jsonl_names_with_every_unicode_line_separator_reach_write_tags(run_tag, tmp_path):
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    for i, sep in enumerate(SEPARATORS):
+        sf.write(lib / f"a{sep}{i}.flac", music(2, i), SR)
+    run_tag(lib, "--out", tmp_path / "t.jsonl", "--threshold", "0")
+    result = CliRunner().invoke(app, ["write-tags", str(tmp_path / "t.jsonl"), "--cache",
+                                      str(tmp_path / "cache.sqlite")])
+    assert result.exit_code == 0, result.output
+    for i, sep in enumerate(SEPARATORS):
+        assert list(mutagen.File(lib / f"a{sep}{i}.flac")["INSTRUMENTS"]) == ["c0", "c1", "c2"]
+
+
+# -- 11. names that ffmpeg would take for options or protocols -----------------------------------
+@needs_ffmpeg
+@pytest.mark.parametrize("name", ["-dash.m4a", "-", "pipe:x.mp3"])
+def test_a_name_that_looks_like_an_option_or_a_protocol_is_a_file_to_ffmpeg(
+        tmp_path, monkeypatch, name):
+    from instag.features.resample import load_16k
+
+    sf.write(tmp_path / "src.wav", music(2, 1), SR)
+    subprocess.run(["ffmpeg", "-v", "error", "-i", str(tmp_path / "src.wav"), "-c:a", "aac",
+                    "-f", "mp4", str(tmp_path / "plain.m4a")], check=True)
+    shutil.copy(tmp_path / "plain.m4a", tmp_path / name)
+    monkeypatch.chdir(tmp_path)
+    np.testing.assert_array_equal(load_16k(Path(name)), load_16k(tmp_path / "plain.m4a"))
+
+
+# -- 13. CSV cells no spreadsheet runs -----------------------------------------------------------
+FORMULA_NAMES = ["=HYPERLINK(1).wav", "+1.wav", "-2+3.wav", "@SUM(1).wav", "\ttab.wav",
+                 "\rcr.wav", "'quoted.wav", "''twice.wav"]
+
+
+def test_csv_neutralises_formulas_and_paths_from_reads_the_names_back(run_tag, tmp_path,
+                                                                      monkeypatch):
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    for i, name in enumerate(FORMULA_NAMES):
+        sf.write(lib / name, music(2, i), SR)
+    monkeypatch.chdir(lib)
+    run_tag("--out", tmp_path / "t.csv", "--", *FORMULA_NAMES)  # "--": names, not options
+    cells = [r["path"] for r in read_csv(tmp_path / "t.csv")]
+    assert set(cells) == {"'" + n for n in FORMULA_NAMES}  # each one: text, not a formula
+    again = run_tag("--paths-from", tmp_path / "t.csv", "--out", tmp_path / "again.json")
+    assert again.exit_code == 0, again.output
+    docs = json.loads((tmp_path / "again.json").read_text())["files"]
+    assert [d["path"] for d in docs] == FORMULA_NAMES and {d["status"] for d in docs} == {"ok"}
+
+
+def test_json_keeps_a_formula_like_name_exactly(run_tag, tmp_path, monkeypatch):
+    sf.write(tmp_path / "=1+1.wav", music(2, 1), SR)
+    monkeypatch.chdir(tmp_path)
+    run_tag("=1+1.wav", "--out", tmp_path / "t.json")
+    assert json.loads((tmp_path / "t.json").read_text())["files"][0]["path"] == "=1+1.wav"
