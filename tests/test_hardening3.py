@@ -35,7 +35,8 @@ def chatty_ffmpeg(tmp_path, monkeypatch):
     (bin_dir / "ffmpeg").write_text(
         f"#!{sys.executable}\nimport sys, numpy as np\n"
         "for i in range(4000):\n"
-        "    sys.stderr.write(f'[aac @ 0x55] Number of bands ({i}) exceeds limit (45).' + 'x' * 50 + '\\n')\n"
+        "    sys.stderr.write(f'[aac @ 0x55] Number of bands ({i}) exceeds limit.' + 'x' * 50)\n"
+        "    sys.stderr.write('\\n')\n"
         "sys.stderr.flush()\n"
         "t = np.arange(16000 * 5) / 16000\n"
         "sys.stdout.buffer.write((0.3 * np.sin(2 * np.pi * 440 * t)).astype('<f4').tobytes())\n")
@@ -111,3 +112,52 @@ def test_json_keeps_a_formula_like_name_exactly(run_tag, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     run_tag("=1+1.wav", "--out", tmp_path / "t.json")
     assert json.loads((tmp_path / "t.json").read_text())["files"][0]["path"] == "=1+1.wav"
+
+
+# -- 9. thresholds files as people write them -----------------------------------------------------
+def test_a_threshold_of_400_digits_is_one_line(run_tag, tmp_path):
+    sf.write(tmp_path / "a.wav", music(2, 1), SR)
+    (tmp_path / "t.json").write_text('{"c0": 1' + "0" * 400 + "}")
+    result = run_tag(tmp_path / "a.wav", "--out", tmp_path / "t.csv", "--thresholds",
+                     tmp_path / "t.json")
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert result.output.startswith("error: ") and "outside [0, 1]" in result.output
+
+
+@pytest.mark.parametrize("text", ['{"c0": 0.3}', "c0,0.3\n"], ids=["json", "csv"])
+def test_a_thresholds_file_with_a_utf8_bom_is_read(tmp_path, text):
+    from instag.tagging.thresholds import load_thresholds
+
+    (tmp_path / "t.txt").write_bytes("\ufeff".encode() + text.encode())
+    assert load_thresholds(("c0", "c1"), None, tmp_path / "t.txt") == {"c0": 0.3, "c1": 0.5}
+
+
+# -- 14. signals: a run's exit code once its output is in place ---------------------------------
+def test_a_sigterm_after_the_output_is_in_place_keeps_the_runs_exit_code(
+        scoring_model, standin_vggish, standin_pca, tmp_path):
+    sf.write(tmp_path / "a.wav", music(2, 1), SR)
+    (tmp_path / "t.csv").write_text("path,status\nprevious,ok\n")
+    code = ("import os, signal, sys; from instag.cli import app, tagging; "
+            "line = tagging.summary_line; "
+            "tagging.summary_line = lambda *a: (os.kill(os.getpid(), signal.SIGTERM), "
+            "line(*a))[1]; sys.argv = ['instag'] + sys.argv[1:]; app()")
+    done = subprocess.run(
+        [sys.executable, "-c", code, "tag", str(tmp_path / "a.wav"), "--out",
+         str(tmp_path / "t.csv"), "--model", str(scoring_model), "--vggish", str(standin_vggish),
+         "--pca", str(standin_pca), "--cache", str(tmp_path / "c.sqlite")],
+        capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "1 of 1 file tagged" in done.stderr and "terminated" not in done.stderr
+    assert "previous" not in (tmp_path / "t.csv").read_text()
+
+
+def test_ctrl_c_before_a_run_starts_is_one_line(run_tag, tmp_path, monkeypatch):
+    from instag.cli import tagging
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt  # as while the models load
+
+    monkeypatch.setattr(tagging, "tag_run", interrupted)
+    sf.write(tmp_path / "a.wav", music(2, 1), SR)
+    result = run_tag(tmp_path / "a.wav", "--out", tmp_path / "t.csv")
+    assert (result.exit_code, result.output.strip()) == (130, "interrupted: nothing written")

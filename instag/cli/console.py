@@ -13,6 +13,7 @@ from instag.common.errors import InstagError
 from instag.features.resample import Resampler
 
 EXIT_SOME_FAILED, EXIT_USAGE = 1, 2  # 0: everything worked
+EXIT_INTERRUPTED, EXIT_TERMINATED = 130, 143  # 128 + SIGINT, 128 + SIGTERM
 
 
 def console(stderr: bool = False, width: int | None = None):
@@ -35,7 +36,9 @@ def print_table(table) -> None:
 
 
 def expected_errors(fn):
-    """Turn an InstagError into one clear message and exit code 2, never a traceback."""
+    """Turn an InstagError into one clear message and exit code 2, and a Ctrl-C the command
+    did not handle itself (loading models, before anything is written) into one line and exit
+    code 130: never a traceback."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -46,6 +49,9 @@ def expected_errors(fn):
 
             console(stderr=True).print(f"[bold red]error:[/] {escape(str(e))}", markup=True)
             raise typer.Exit(EXIT_USAGE) from None
+        except KeyboardInterrupt:
+            console(stderr=True).print("interrupted: nothing written", markup=False)
+            raise typer.Exit(EXIT_INTERRUPTED) from None
 
     return wrapper
 

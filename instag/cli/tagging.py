@@ -14,7 +14,9 @@ from typing import Annotated
 import typer
 
 from instag.cli.console import (
+    EXIT_INTERRUPTED,
     EXIT_SOME_FAILED,
+    EXIT_TERMINATED,
     DeviceOpt,
     PcaOpt,
     ResamplerOpt,
@@ -157,35 +159,54 @@ class Terminated(BaseException):
     BaseException, like KeyboardInterrupt: no per-file `except Exception` swallows it)."""
 
 
+class Stop:
+    """Ctrl-C and SIGTERM while a command runs: they stop it, until `hold()` says that what it
+    does now (putting its output in place, its last line) is to stand whatever comes."""
+
+    def __init__(self) -> None:
+        self.held = False
+
+    def hold(self) -> None:
+        self.held = True
+
+    def handler(self, error: type[BaseException]):
+        def raise_unless_held(signum, frame):
+            if not self.held:
+                raise error
+
+        return raise_unless_held
+
+
 @contextlib.contextmanager
 def _signals(say: Callable[[], str], before: Callable[[], None] = lambda: None
-             ) -> Iterator[None]:
+             ) -> Iterator[Stop]:
     """Ctrl-C (exit 130) and SIGTERM (exit 143) unwind the command (temp files removed on the
-    way out) and end it with one line: `say()` tells what was done and what is kept."""
-
-    def terminate(signum, frame):
-        raise Terminated
-
-    previous = signal.signal(signal.SIGTERM, terminate)
+    way out) and end it with one line: `say()` tells what was done and what is kept. Once the
+    command holds (its output renamed into place), its exit code is its own."""
+    stop = Stop()
+    previous = {sig: signal.signal(sig, stop.handler(error)) for sig, error in
+                ((signal.SIGTERM, Terminated), (signal.SIGINT, KeyboardInterrupt))}
     try:
-        yield
+        yield stop
     except (KeyboardInterrupt, Terminated) as e:
         before()
-        word, code = ("terminated", 143) if isinstance(e, Terminated) else ("interrupted", 130)
+        word, code = (("terminated", EXIT_TERMINATED) if isinstance(e, Terminated) else
+                      ("interrupted", EXIT_INTERRUPTED))
         console(stderr=True).print(f"{word}: {say()}", markup=False)
         raise typer.Exit(code) from None
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 @contextlib.contextmanager
-def _stoppable(run: TagRun | RayRun, kept: str) -> Iterator[None]:
+def _stoppable(run: TagRun | RayRun, kept: str) -> Iterator[Stop]:
     """A run stopped by a signal: workers are stopped, the cache is consistent, and the line
     says how many files were finished."""
     try:
         with _signals(lambda: f"{run.summary.done} of {run.summary.total} files finished and "
-                              f"cached, {kept}", before=run.reporter.close):  # the bar first
-            yield
+                              f"cached, {kept}", before=run.reporter.close) as stop:  # bar first
+            yield stop
     finally:
         run.reporter.close()
 
@@ -321,20 +342,21 @@ def tag(
                 "threshold": "tuned" if threshold is None else threshold}
     plotted = 0
     try:
-        with _stoppable(run, "previous output kept"), \
-                result_writer(out, fmt, run_info) as write:
-            for result in run:
-                write(result)
-                if plot is not None and result.ok:
-                    plotted += _plot_one(result, plot / f"{plotted:05d}-"
-                                         f"{Path(result.display_path).stem}.png")
+        with _stoppable(run, "previous output kept") as stop:
+            with result_writer(out, fmt, run_info) as write:
+                for result in run:
+                    write(result)
+                    if plot is not None and result.ok:
+                        plotted += _plot_one(result, plot / f"{plotted:05d}-"
+                                             f"{Path(result.display_path).stem}.png")
+                stop.hold()  # the output goes into place now: the run's exit code stands
+            where = "standard output" if out == STDOUT else out
+            console(stderr=True).print(f"{summary_line(run.summary, 'tagged')}. Wrote "
+                                       f"{where}", markup=False)
     except OSError as e:  # the output itself: a full disk, a disk gone read-only
         raise InstagError(f"--out {out}: cannot write ({e.strerror or e})",
                           "free some space or write elsewhere; the previous output is "
                           "untouched") from None
-    where = "standard output" if out == STDOUT else out
-    console(stderr=True).print(f"{summary_line(run.summary, 'tagged')}. Wrote {where}",
-                               markup=False)
     if run.summary.failed or run.summary.tags_failed:
         raise typer.Exit(EXIT_SOME_FAILED)
 

@@ -23,6 +23,9 @@ def check_threshold(value: object, where: str) -> float:
         raise InstagError(f"{where}: threshold {value!r} is not a number", FIX)
     try:
         t = float(value)
+    except OverflowError:  # an integer of hundreds of digits
+        raise InstagError(f"{where}: threshold {str(value)[:20]}... is outside [0, 1]",
+                          FIX) from None
     except ValueError:
         raise InstagError(f"{where}: threshold {value!r} is not a number", FIX) from None
     if not (math.isfinite(t) and 0.0 <= t <= 1.0):
@@ -42,7 +45,7 @@ def load_thresholds(classes: tuple[str, ...], default: float | None, path: Path 
     if path is None:
         return out
     try:
-        text = Path(path).read_text()
+        text = Path(path).read_text(encoding="utf-8-sig")  # a BOM, as Excel writes, is read
     except (OSError, UnicodeDecodeError) as e:
         raise InstagError(f"{path}: unreadable thresholds ({e})", FIX) from e
     given = _from_json(path, text) if text.lstrip().startswith("{") else _from_csv(path, text)
