@@ -161,3 +161,39 @@ def test_ctrl_c_before_a_run_starts_is_one_line(run_tag, tmp_path, monkeypatch):
     sf.write(tmp_path / "a.wav", music(2, 1), SR)
     result = run_tag(tmp_path / "a.wav", "--out", tmp_path / "t.csv")
     assert (result.exit_code, result.output.strip()) == (130, "interrupted: nothing written")
+
+
+# -- 15. the cache and its lock, vanished under a run ---------------------------------------------
+def vanish_after_the_first_commit(monkeypatch, do):
+    from instag.tagging.cache import Cache
+
+    put = Cache.put_features
+    calls = []
+
+    def put_then(self, *args, **kwargs):
+        put(self, *args, **kwargs)
+        if not calls:
+            do(self.path)
+        calls.append(1)
+
+    monkeypatch.setattr(Cache, "put_features", put_then)
+
+
+@pytest.mark.parametrize("what", ["lock deleted", "cache deleted", "cache truncated"])
+def test_a_cache_or_lock_that_vanishes_mid_run_stops_it_with_one_line(
+        run_tag, tmp_path, monkeypatch, what):
+    for i in range(3):
+        sf.write(tmp_path / f"{i}.wav", music(2, i), SR)
+    (tmp_path / "t.csv").write_text("path,status\nprevious,ok\n")
+    action = {"lock deleted": lambda db: os.unlink(f"{db}.lock"),
+              "cache deleted": lambda db: os.unlink(db),
+              "cache truncated": lambda db: os.truncate(db, 0)}[what]
+    vanish_after_the_first_commit(monkeypatch, action)
+    result = run_tag(*(tmp_path / f"{i}.wav" for i in range(3)), "--out", tmp_path / "t.csv",
+                     "--jobs", "1")
+    assert result.exit_code == 2, result.output
+    word = "lock file vanished" if what == "lock deleted" else (
+        "vanished" if what == "cache deleted" else "replaced or truncated")
+    (error,) = [line for line in result.output.splitlines() if line.startswith("error: ")]
+    assert word in error and "Traceback" not in result.output
+    assert (tmp_path / "t.csv").read_text() == "path,status\nprevious,ok\n"

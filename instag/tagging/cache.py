@@ -66,33 +66,66 @@ class CachedFeatures:
     feats: np.ndarray | None
 
 
+class HeldLock:
+    """The run lock as held: `check` says whether it is still the lock others see (someone may
+    delete or replace ``<cache>.lock`` mid-run, and a second run would then take a new one)."""
+
+    def __init__(self, path: Path, f) -> None:
+        self.path = path
+        self.file = f
+
+    def current(self) -> bool:
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            return False
+        mine = os.fstat(self.file.fileno())
+        return (st.st_dev, st.st_ino) == (mine.st_dev, mine.st_ino)
+
+    def check(self) -> None:
+        if not self.current():
+            raise InstagError(f"{self.path}: the cache's lock file vanished or was replaced "
+                              "during the run, so another run may be using the cache; stopped, "
+                              "the previous output kept", "run again once no other instag run "
+                              "uses this cache")
+
+
 @contextmanager
-def lock(cache_path: Path, wait: bool = False) -> Iterator[None]:
+def lock(cache_path: Path, wait: bool = False) -> Iterator[HeldLock]:
     """Hold the cache's run lock; without `wait`, a second run exits with a clear message.
     The lock belongs to the database itself: the same file reached through a symlink or
-    another relative path is the same lock."""
+    another relative path is the same lock. A sidecar file's flock, not a lock on the database:
+    SQLite's own POSIX locks are dropped by any close() of another descriptor on it."""
     cache_path = Path(cache_path).resolve()
     lock_path = cache_path.with_name(cache_path.name + ".lock")
-    try:
-        lock_path.parent.mkdir(parents=True, exist_ok=True)
-        f = open(lock_path, "a+")
-    except OSError as e:
-        raise _unwritable(cache_path, e) from None
-    with f:
+    for _ in range(10):  # the file may be deleted between our open and our flock
+        try:
+            lock_path.parent.mkdir(parents=True, exist_ok=True)
+            f = open(lock_path, "a+")
+        except OSError as e:
+            raise _unwritable(cache_path, e) from None
         try:
             fcntl.flock(f, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
         except BlockingIOError:
             f.seek(0)
             holder = f.read().strip() or "another process"
+            f.close()
             raise InstagError(f"{cache_path}: another `instag tag` run (pid {holder}) is using "
                               "this cache", "wait for it, pass --wait to queue behind it, or "
                               "use another --cache") from None
+        held = HeldLock(lock_path, f)
+        if held.current():
+            break
+        f.close()
+    else:
+        raise InstagError(f"{lock_path}: the lock file keeps vanishing", "check what deletes it")
+    with f:
         f.seek(0)
         f.truncate()
         f.write(str(os.getpid()))
         f.flush()
         try:
-            yield
+            yield held
         finally:
             f.truncate(0)
             fcntl.flock(f, fcntl.LOCK_UN)
@@ -120,8 +153,9 @@ class Cache:
     `moved_aside`; found during a run, with an error that says the next run starts afresh. A
     file that is not SQLite at all is never touched: it may be someone's data."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, held: HeldLock | None = None) -> None:
         self.path = Path(path)
+        self.held = held
         self.moved_aside: Path | None = None
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -142,6 +176,25 @@ class Cache:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.executescript(SCHEMA)
+        st = os.stat(self.path)
+        self._identity, self._size = (st.st_dev, st.st_ino), st.st_size
+
+    def _commit(self) -> None:
+        """Commit, once the lock is still ours and the database still the one opened: deleted,
+        replaced or truncated under the run, the cache would silently lose everything."""
+        if self.held is not None:
+            self.held.check()
+        try:
+            st = os.stat(self.path)
+            gone = None if (st.st_dev, st.st_ino) == self._identity and \
+                st.st_size >= self._size else "was replaced or truncated"
+        except FileNotFoundError:
+            gone = "vanished"
+        if gone:
+            raise InstagError(f"{self.path}: the cache {gone} during the run; stopped, the "
+                              "previous output kept", "run again: a fresh cache is made")
+        self.db.commit()
+        self._size = os.stat(self.path).st_size
 
     def _move_aside(self) -> Path:
         """Rename the database and its WAL files to ``NAME.damaged-TIME`` (a stale WAL next to
@@ -192,7 +245,7 @@ class Cache:
                 (key.path, vggish, key.size, key.mtime_ns, status.value, reason, duration,
                  0 if feats is None else len(feats),
                  None if feats is None else np.ascontiguousarray(feats, np.uint8).tobytes()))
-            self.db.commit()
+            self._commit()
 
     def rekey(self, old: FileKey, new: FileKey) -> None:
         """A file whose tags instag rewrote keeps its features and scores: the audio is the same
@@ -208,7 +261,7 @@ class Cache:
             self.db.execute("DELETE FROM rewrites WHERE path=? AND rowid NOT IN (SELECT rowid "
                             "FROM rewrites WHERE path=? ORDER BY rowid DESC LIMIT ?)",
                             (old.path, old.path, REWRITES_KEPT))
-            self.db.commit()
+            self._commit()
 
     def same_audio(self, was: FileKey, now: FileKey) -> bool:
         """Whether the file `was` names became `now` through instag's own tag writes only."""
@@ -243,4 +296,4 @@ class Cache:
                 "INSERT OR REPLACE INTO scores VALUES (?,?,?,?,?,?,?)",
                 (key.path, vggish, model, bags, key.size, key.mtime_ns,
                  _blob({"bag": bag, "instance": instance, "attention": attention})))
-            self.db.commit()
+            self._commit()

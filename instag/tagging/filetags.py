@@ -358,8 +358,8 @@ def retag(docs: Iterator[dict], writing: TagWriting, remove: bool, cache_path: P
     tagged: the size and mtime the document recorded, or what instag's own tag writes made of
     them since (the cache remembers those). Holds the cache's lock and moves each rewritten
     file's cache entry along, so that the next run does not decode it again."""
-    with lock(cache_path, wait):
-        cache = Cache(cache_path)
+    with lock(cache_path, wait) as held:
+        cache = Cache(cache_path, held)
         try:
             for doc in docs:
                 if doc.get("status") != "ok":

@@ -435,12 +435,12 @@ class TagSession:
     def __enter__(self) -> TagSession:
         cache_path = self.opts.cache_path()
         with ExitStack() as stack:
-            stack.enter_context(lock(cache_path, self.opts.wait))
+            held = stack.enter_context(lock(cache_path, self.opts.wait))
             self.scoring = Scoring(self.opts) if self.with_scoring else None
             self.embedder = Embedder(self.opts.vggish, self.opts.pca, self.opts.resampler,
                                      self.opts.device, note=self.reporter.note)
             self.embedder.fetch_if_missing()
-            self.cache = Cache(cache_path)
+            self.cache = Cache(cache_path, held)
             stack.callback(self.cache.close)
             stack.callback(self.drop_pool)
             if self.cache.moved_aside:
