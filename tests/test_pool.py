@@ -2,17 +2,22 @@
 
 import os
 import sys
+import threading
+import time
 
 import pytest
 
 from instag.features.resample import Resampler
-from instag.tagging.pool import ONE_THREAD, DecodePool
+from instag.tagging.pool import ONE_THREAD, DecodePool, Kind
 
 
 def started_worker_environ(pool: DecodePool) -> bytes:
     """The first worker's environment, read once it has started (its first message)."""
     worker = pool.workers[0]
-    assert worker.conn.poll(60)
+    deadline = time.monotonic() + 60
+    while not worker.ready and time.monotonic() < deadline:
+        pool.next_event(0.1)
+    assert worker.ready
     with open(f"/proc/{worker.process.pid}/environ", "rb") as f:
         return f.read()
 
@@ -43,3 +48,39 @@ def test_a_users_thread_setting_is_kept_for_the_workers(monkeypatch):
         assert b"OMP_NUM_THREADS=3\0" in started_worker_environ(pool)
     finally:
         pool.close()
+
+
+def half_message_worker(conn, resampler) -> None:
+    """A decode worker frozen half-way through sending a block: it announces 1.7 MB and sends
+    100 bytes of them (what a SIGSTOP mid-send leaves in the pipe)."""
+    import struct
+
+    conn.send(("ready", -1, None))
+    conn.recv()
+    os.write(conn.fileno(), struct.pack("!i", 1_700_000) + bytes(100))
+    time.sleep(120)
+
+
+def test_a_worker_frozen_half_way_through_a_message_is_stopped_not_waited_for(
+        tmp_path, monkeypatch):
+    from instag.tagging import pool as pool_module
+
+    monkeypatch.setattr(pool_module, "_decode_worker", half_message_worker)
+    pool = DecodePool(1, Resampler.FAST, stall_timeout=2)
+    outcome = []
+
+    def drive():
+        pool.submit(0, tmp_path / "any.wav")
+        while (event := pool.next_event()) is None:
+            pass
+        outcome.append(event)
+
+    thread = threading.Thread(target=drive, daemon=True)
+    thread.start()
+    thread.join(60)
+    try:
+        assert not thread.is_alive(), "the pool hung in a read of half a message"
+        assert outcome[0].kind is Kind.STALLED and outcome[0].status == "timeout"
+    finally:
+        for w in pool.workers:
+            w.process.kill()

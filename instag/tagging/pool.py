@@ -5,10 +5,12 @@ file done, the file failed (with its status), the worker decoding it crashed, or
 progress for `stall_timeout` seconds and was stopped. What becomes of them (chunking, embedding,
 caching, ordering, progress) is the run's business.
 
-Every file ends in an event whatever a worker does. Each worker has its own pipe, and the main
-process waits on all pipes and process sentinels at once with a timeout: a worker that dies,
+Every file ends in an event whatever a worker does. Each worker has its own pipe, read by a
+thread of the main process into a small bounded inbox, whole messages only; the main process
+waits on the inboxes with a timeout, so nothing a worker does can block it: a worker that dies,
 even half-way through sending a block, is seen at once (its pipe ends), and its file is reported
-`crashed`; a worker that hangs (a stuck network mount, a stuck ffmpeg) is killed and its file
+`crashed`; a worker that hangs or is frozen (a stuck network mount, a stuck ffmpeg, a SIGSTOP
+half-way through a message) makes no progress, is killed after `stall_timeout` and its file
 reported `timeout`; files queued behind either go to another worker.
 
 Workers are spawn-started, so nothing of TensorFlow or onnxruntime is forked into them, and
@@ -31,7 +33,7 @@ from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from enum import Enum
-from multiprocessing.connection import Connection, wait
+from multiprocessing.connection import Connection
 from pathlib import Path
 
 import numpy as np
@@ -106,10 +108,13 @@ def _decode_worker(conn: Connection, resampler: Resampler) -> None:
 @dataclass
 class _Worker:
     process: mp.process.BaseProcess
-    conn: Connection
+    conn: Connection  # read by its reader thread only; the main thread sends on it
     files: deque[tuple[int, Path]] = field(default_factory=deque)  # first: being decoded
     since: float = field(default_factory=time.monotonic)  # last progress
     ready: bool = False  # has started (spawning is not "no progress")
+    # whole messages its reader thread has received; None: the pipe ended
+    inbox: queue.Queue = field(default_factory=lambda: queue.Queue(maxsize=BLOCKS_BUFFERED))
+    gone: threading.Event = field(default_factory=threading.Event)  # replaced or closed
 
     @property
     def current(self) -> int | None:
@@ -141,6 +146,7 @@ class DecodePool:
         self.waiting: deque[tuple[int, Path]] = deque()  # submitted, not yet given to a worker
         self.events: deque[Event] = deque()
         self.open: set[int] = set()  # submitted files whose last event is not yet handed out
+        self.wake = threading.Event()  # a reader thread put something in an inbox
         self.workers = [self._start_worker() for _ in range(self.jobs)]
 
     @property
@@ -155,7 +161,30 @@ class DecodePool:
         with _sigint_ignored(), environment(**ONE_THREAD):
             process.start()
         theirs.close()  # only the worker holds its end: its death ends the pipe
-        return _Worker(process, mine)
+        w = _Worker(process, mine)
+        threading.Thread(target=self._read, args=(w,), daemon=True).start()
+        return w
+
+    def _read(self, w: _Worker) -> None:
+        """Reader thread: worker `w`'s messages into its inbox, whole. A message half sent by
+        a frozen worker blocks this thread, never the run; the pipe is closed here, once it
+        has ended (closing it under a blocked read could hand its number to another pipe)."""
+        with w.conn:
+            while True:
+                try:
+                    message = w.conn.recv()
+                except (EOFError, OSError):
+                    message = None
+                while True:  # the inbox is bounded: a busy main process holds the worker back
+                    try:
+                        w.inbox.put(message, timeout=0.5)
+                        break
+                    except queue.Full:
+                        if w.gone.is_set():
+                            return
+                self.wake.set()
+                if message is None:
+                    return
 
     def submit(self, idx: int, path: Path) -> None:
         self.open.add(idx)
@@ -178,11 +207,10 @@ class DecodePool:
         """The next event, or None when none came within `timeout` (then the caller may use
         the lull, e.g. to embed what it has)."""
         if not self.events:
-            busy = [w for w in self.workers if w.files]
-            ready = wait([w.conn for w in busy] + [w.process.sentinel for w in busy], timeout)
-            for w in busy:
-                if w.conn in ready or w.process.sentinel in ready:
-                    self._receive(w)
+            self.wake.wait(timeout)
+            self.wake.clear()
+            for w in list(self.workers):
+                self._receive(w)
             self._stop_stalled()
             self._assign()
         if not self.events:
@@ -193,33 +221,33 @@ class DecodePool:
         return event
 
     def _receive(self, w: _Worker) -> None:
-        """Everything worker `w` has sent; if its pipe has ended, it died."""
-        try:
-            while w.conn.poll():
-                kind, idx, payload = w.conn.recv()
+        """Everything worker `w`'s reader has received; if its pipe has ended, it died."""
+        while True:
+            try:
+                message = w.inbox.get_nowait()
+            except queue.Empty:
+                return
+            if message is None:
+                w.process.join(1)
+                self._replace(w, Kind.CRASHED, Status.CRASHED,
+                              f"decoder crashed (exit {w.process.exitcode})")
+                return
+            kind, idx, payload = message
+            w.since = time.monotonic()
+            if kind == READY:
+                w.ready = True
+                continue
+            if kind == Kind.BLOCK.value:
+                self.events.append(Event(Kind.BLOCK, idx, block=payload))
+                continue
+            w.files.popleft()
+            if kind == Kind.DONE.value:
+                self.events.append(Event(Kind.DONE, idx))
+            else:
+                self.events.append(Event(Kind.FAILED, idx, status=Status(payload[0]),
+                                         reason=payload[1]))
+            if w.files:
                 w.since = time.monotonic()
-                if kind == READY:
-                    w.ready = True
-                    continue
-                if kind == Kind.BLOCK.value:
-                    self.events.append(Event(Kind.BLOCK, idx, block=payload))
-                    continue
-                w.files.popleft()
-                if kind == Kind.DONE.value:
-                    self.events.append(Event(Kind.DONE, idx))
-                else:
-                    self.events.append(Event(Kind.FAILED, idx, status=Status(payload[0]),
-                                             reason=payload[1]))
-                if w.files:
-                    w.since = time.monotonic()
-        except (EOFError, OSError):
-            w.process.join(1)
-            self._replace(w, Kind.CRASHED, Status.CRASHED,
-                          f"decoder crashed (exit {w.process.exitcode})")
-            return
-        if not w.process.is_alive():
-            self._replace(w, Kind.CRASHED, Status.CRASHED,
-                          f"decoder crashed (exit {w.process.exitcode})")
 
     def _stop_stalled(self) -> None:
         now = time.monotonic()
@@ -235,7 +263,9 @@ class DecodePool:
         go back to the front of the queue; a new worker takes its place."""
         lost = w.files.popleft() if w.files else None
         self.waiting.extendleft(reversed(w.files))
-        w.conn.close()
+        w.gone.set()
+        if w.process.is_alive():
+            w.process.kill()  # its pipe ends with it, and its reader thread
         self.workers[self.workers.index(w)] = self._start_worker()
         if lost is not None:
             self.events.append(Event(kind, lost[0], status=status, reason=reason))
@@ -251,7 +281,7 @@ class DecodePool:
             except OSError:
                 pass
         for w in self.workers:
+            w.gone.set()
             w.process.join(timeout=2)
             if w.process.is_alive():
                 w.process.kill()
-            w.conn.close()
