@@ -197,3 +197,105 @@ def test_a_cache_or_lock_that_vanishes_mid_run_stops_it_with_one_line(
     (error,) = [line for line in result.output.splitlines() if line.startswith("error: ")]
     assert word in error and "Traceback" not in result.output
     assert (tmp_path / "t.csv").read_text() == "path,status\nprevious,ok\n"
+
+
+# -- 3. memory bounded per worker, whatever the channel count -----------------------------------
+def sparse_wav(path: Path, channels: int, rate: int, seconds: float) -> Path:
+    """A WAV whose header says `channels` x `seconds` of 16-bit audio at `rate`: the data are
+    a hole in the file (a few kB on disk, gigabytes to decode)."""
+    sf.write(path, np.zeros((1, channels), np.int16), rate, subtype="PCM_16")
+    head = bytearray(path.read_bytes())
+    data = head.index(b"data")
+    size = int(seconds * rate) * channels * 2
+    head[data + 4 : data + 8] = size.to_bytes(4, "little")
+    head[4:8] = (data + 8 + size - 8).to_bytes(4, "little")
+    path.write_bytes(bytes(head[: data + 8]))
+    os.truncate(path, data + 8 + size)
+    return path
+
+
+def test_a_255_channel_96_khz_file_decodes_in_bounded_memory(tmp_path):
+    path = sparse_wav(tmp_path / "many.wav", 255, 96000, 20)  # 1.96 GB as float32 at once
+    code = ("import resource, sys; from instag.features.resample import stream_16k; "
+            "n = sum(len(b) for b in stream_16k(sys.argv[1])); "
+            "print(n, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)")
+    done = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True,
+                          text=True, timeout=600, check=True)
+    samples, peak_mb = map(int, done.stdout.split())
+    assert samples == 20 * 16000
+    assert peak_mb < 250, f"peak {peak_mb} MB"
+
+
+# -- 4. claims the file cannot back --------------------------------------------------------------
+def test_a_sample_rate_outside_what_audio_uses_is_an_error(tmp_path):
+    from instag.features.decode import AudioError
+    from instag.features.resample import load_16k
+
+    sf.write(tmp_path / "one-hz.wav", np.zeros(1800, np.int16), 1, subtype="PCM_16")
+    with pytest.raises(AudioError, match="sample rate of 1 Hz, outside what audio uses") as e:
+        load_16k(tmp_path / "one-hz.wav")
+    assert e.value.status == "error"
+
+
+def test_a_file_over_max_duration_is_too_long_and_not_remembered(run_tag, tmp_path):
+    sf.write(tmp_path / "long.wav", music(20, 1), SR)
+    first = run_tag(tmp_path / "long.wav", "--out", tmp_path / "t.csv", "--max-duration", "10")
+    assert first.exit_code == 1
+    (row,) = read_csv(tmp_path / "t.csv")
+    assert row["status"] == "too_long" and "over --max-duration" in row["reason"]
+    again = run_tag(tmp_path / "long.wav", "--out", tmp_path / "t.csv", "--max-duration", "1m")
+    assert again.exit_code == 0 and statuses(tmp_path / "t.csv") == {"long.wav": "ok"}
+
+
+@pytest.mark.parametrize("bad", ["0", "-1", "soon", "nanh"])
+def test_a_bad_max_duration_is_one_line(run_tag, tmp_path, bad):
+    sf.write(tmp_path / "a.wav", music(2, 1), SR)
+    result = run_tag(tmp_path / "a.wav", "--out", tmp_path / "t.csv", "--max-duration", bad)
+    assert result.exit_code == 2 and "not a duration" in result.output
+
+
+@needs_ffmpeg
+def test_a_flac_whose_header_claims_2_to_the_36_samples_is_decoded_by_ffmpeg(tmp_path):
+    from instag.features.resample import load_16k
+
+    sf.write(tmp_path / "ok.flac", music(3, 1), SR)
+    data = bytearray((tmp_path / "ok.flac").read_bytes())
+    fields = int.from_bytes(data[18:26], "big")  # STREAMINFO: ..., total samples (36 bits)
+    data[18:26] = (fields | (1 << 36) - 1).to_bytes(8, "big")
+    (tmp_path / "huge.flac").write_bytes(bytes(data))
+    assert sf.info(tmp_path / "huge.flac").frames == (1 << 36) - 1
+    audio = load_16k(tmp_path / "huge.flac")
+    assert len(audio) == pytest.approx(3 * 16000, abs=16)
+
+
+# -- 5. samples that are not audio ---------------------------------------------------------------
+def test_a_float_file_with_absurd_samples_is_an_error_not_ok(run_tag, tmp_path):
+    x = music(3, 1)
+    x[SR : SR + 10] = 1e19
+    sf.write(tmp_path / "loud.wav", x, SR, subtype="FLOAT")
+    run_tag(tmp_path / "loud.wav", "--out", tmp_path / "t.csv")
+    (row, *_) = read_csv(tmp_path / "t.csv")
+    assert row["status"] == "error" and "samples out of range (1e+19)" in row["reason"]
+
+
+def test_non_finite_embeddings_fail_only_their_file(run_tag, tmp_path, monkeypatch):
+    from instag.features.embed import Embedder
+
+    for name, seed in (("good.wav", 1), ("bad.wav", 2)):
+        sf.write(tmp_path / name, music(3, seed), SR)
+    embed = Embedder.embed_chunks
+
+    def nan_for_bad(self, chunks):
+        out = embed(self, chunks)
+        return [None if abs(float(c[SR]) - float(bad[SR])) < 1e-6 else f
+                for c, f in zip(chunks, out, strict=True)]
+
+    from instag.features.resample import load_16k
+
+    bad = load_16k(tmp_path / "bad.wav")
+    monkeypatch.setattr(Embedder, "embed_chunks", nan_for_bad)
+    result = run_tag(tmp_path, "--out", tmp_path / "t.csv", "--jobs", "1")
+    assert result.exit_code == 1
+    assert statuses(tmp_path / "t.csv") == {"bad.wav": "error", "good.wav": "ok"}
+    assert "non-finite embeddings" in {r["path"][-7:]: r for r in
+                                       read_csv(tmp_path / "t.csv")}["bad.wav"]["reason"]

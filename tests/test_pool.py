@@ -50,7 +50,7 @@ def test_a_users_thread_setting_is_kept_for_the_workers(monkeypatch):
         pool.close()
 
 
-def half_message_worker(conn, resampler) -> None:
+def half_message_worker(conn, *settings) -> None:
     """A decode worker frozen half-way through sending a block: it announces 1.7 MB and sends
     100 bytes of them (what a SIGSTOP mid-send leaves in the pipe)."""
     import struct

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import signal
 import sys
@@ -143,6 +144,20 @@ def read_paths(paths: list[Path]) -> list[Path]:
     return paths
 
 
+def parse_duration(text: str, option: str) -> float:
+    """'12h', '90m', '45s' or a number of seconds, as seconds."""
+    units = {"h": 3600.0, "m": 60.0, "s": 1.0}
+    number, unit = (text[:-1], units[text[-1]]) if text[-1:] in units else (text, 1.0)
+    try:
+        seconds = float(number) * unit
+    except ValueError:
+        seconds = float("nan")
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise InstagError(f"{option} {text!r}: not a duration", f"e.g. {option} 12h, 90m or "
+                          "600 (seconds)")
+    return seconds
+
+
 def summary_line(summary: Summary, verb: str) -> str:
     text = f"{summary.ok} of {plural(summary.done, 'file')} {verb} ({summary.from_cache} " \
         "from cache)"
@@ -235,6 +250,9 @@ FileTimeoutOpt = Annotated[float, typer.Option(
     min=1, help="Seconds a decoder may make no progress on a file (a hung network mount, a "
                 "stuck ffmpeg) before it is stopped and the file reported `timeout`; "
                 "retried by the next run.")]
+MaxDurationOpt = Annotated[str, typer.Option(
+    help="Longest file to tag, e.g. 12h, 90m or 600 (seconds); longer files are `too_long` "
+         "(not remembered: a later run with a longer limit tags them).")]
 CacheOpt = Annotated[Path | None, typer.Option(
     help="SQLite cache of features and scores (default: tags.sqlite in the user cache dir).")]
 WaitOpt = Annotated[bool, typer.Option(help="If another run holds the cache, wait for it "
@@ -281,6 +299,7 @@ def tag(
     device: DeviceOpt = Device.AUTO,
     jobs: JobsOpt = None,
     file_timeout: FileTimeoutOpt = STALL_TIMEOUT,
+    max_duration: MaxDurationOpt = "12h",
     cache: CacheOpt = None,
     force: Annotated[bool, typer.Option(help="Recompute everything, ignoring the cache.")] = False,
     wait: WaitOpt = False,
@@ -314,7 +333,8 @@ def tag(
     opts = TagOptions(
         model=locations.resolve_model(model), vggish=vggish, pca=pca, resampler=resampler,
         bag_size=parse_bag_mode(bag), hop=hop, threshold=threshold, thresholds_file=thresholds,
-        device=device, jobs=jobs, stall_timeout=file_timeout, cache=cache, force=force,
+        device=device, jobs=jobs, stall_timeout=file_timeout,
+        max_duration=parse_duration(max_duration, "--max-duration"), cache=cache, force=force,
         extensions=parse_extensions(ext), include_hidden=hidden, wait=wait,
         write_tags=TagWriting(tag_field, write_scores, in_place, dry_run, tag_separator,
                               follow_links) if write_tags else None,
@@ -405,13 +425,16 @@ def embed(
     resampler: ResamplerOpt = DEFAULT_RESAMPLER,
     jobs: JobsOpt = None,
     file_timeout: FileTimeoutOpt = STALL_TIMEOUT,
+    max_duration: MaxDurationOpt = "12h",
     cache: CacheOpt = None,
     wait: WaitOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
     """Turn audio files into OpenMIC-style VGGish features (uint8, 0.96 s instances)."""
     opts = TagOptions(vggish=vggish, pca=pca, resampler=resampler, jobs=jobs,
-                      stall_timeout=file_timeout, cache=cache, wait=wait)
+                      stall_timeout=file_timeout,
+                      max_duration=parse_duration(max_duration, "--max-duration"), cache=cache,
+                      wait=wait)
     paths = read_paths(paths)
     check_output(out, paths, opts.protected_paths(), opts.extensions)
     run = embed_run(paths, opts, reporter_for(quiet, "embedding"))

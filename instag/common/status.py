@@ -13,6 +13,7 @@ class Status(TextEnum):
     ERROR = "error"  # not audio, corrupt or truncated: will not change by itself
     EMPTY = "empty"  # zero samples
     TOO_SHORT = "too_short"  # less than one 0.96 s instance
+    TOO_LONG = "too_long"  # over --max-duration (not remembered: the limit may change)
     UNSUPPORTED = "unsupported"  # no decoder here for it (e.g. ffmpeg missing)
     MISSING = "missing"  # vanished between the walk and the decoding
     UNREADABLE = "unreadable"  # permission denied, folder unreadable

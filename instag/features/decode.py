@@ -8,6 +8,7 @@ caller to report for that file alone.
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import stat
@@ -27,8 +28,14 @@ AUDIO_EXTENSIONS = (
     ".m4a", ".mp4", ".aac", ".wma", ".webm", ".mka", ".alac", ".ape", ".wv",
 )
 
-MAX_RATE = 1_000_000  # above any real audio rate: a header claiming more is damaged
+MIN_RATE, MAX_RATE = 1_000, 768_000  # what real audio uses: a header claiming more is damaged
+READ_BYTES = 8 << 20  # one read of all channels: memory bounded whatever the channel count
+# a header whose duration leaves fewer bytes than this per second is not believed (no real
+# encoding is that small): its duration is then counted while decoding, not trusted
+PLAUSIBLE_BYTES_PER_SECOND = 16
+MAX_SAMPLE = 1e8  # |sample| beyond this is not audio (full scale is 1.0; 24-bit ints 8.4e6)
 Blocks = Callable[[int], Iterator[np.ndarray]]  # frames per block -> mono float32 blocks
+Opened = tuple[int, Blocks, int | None]  # rate, blocks, frames the decoder claims (None: unknown)
 
 
 class AudioError(Exception):
@@ -41,10 +48,12 @@ class AudioError(Exception):
         self.status = status
 
 
-def open_audio(path: Path) -> tuple[int, Blocks]:
+def open_audio(path: Path, max_seconds: float | None = None) -> tuple[int, Blocks]:
     """(sample rate, block reader) of a file; OS problems become statuses, not tracebacks.
-    Nothing a decoder reports is trusted unchecked: a rate or channel count that is not
-    positive is a per-file error, never a division by zero further on."""
+    Nothing a decoder reports is trusted unchecked: a rate outside what audio uses, a channel
+    count that is not positive, samples that are not finite or absurdly large are per-file
+    errors; a file longer than `max_seconds` is `too_long` (from a plausible header at once,
+    else when its decoded samples pass the limit)."""
     try:
         st = path.stat()
         if not stat.S_ISREG(st.st_mode):  # opening a FIFO or a device would block forever
@@ -53,31 +62,46 @@ def open_audio(path: Path) -> tuple[int, Blocks]:
         _ensure_readable(path)  # a permission problem is transient: say so, not "corrupt"
         if st.st_size == 0:
             raise AudioError(path, "empty file (0 bytes)", status=Status.EMPTY)
-        opened = _open_soundfile(path)
-        rate, blocks = opened or _open_ffmpeg(path)
+        rate, blocks, frames = _open_soundfile(path) or _open_ffmpeg(path)
     except FileNotFoundError:
         raise AudioError(path, "file vanished", status=Status.MISSING) from None
     except PermissionError:
         raise AudioError(path, "permission denied", status=Status.UNREADABLE) from None
     except OSError as e:
         raise AudioError(path, f"cannot open ({e})", status=Status.UNREADABLE) from e
-    if not 0 < rate <= MAX_RATE:
-        raise AudioError(path, f"the decoder reports a sample rate of {rate} Hz: not audio, "
-                         "or a damaged header")
-    return rate, _finite(path, rate, blocks)
+    if not MIN_RATE <= rate <= MAX_RATE:
+        raise AudioError(path, f"the decoder reports a sample rate of {rate} Hz, outside what "
+                         f"audio uses ({MIN_RATE // 1000} kHz to {MAX_RATE // 1000} kHz): not "
+                         "audio, or a damaged header")
+    if max_seconds is not None and frames and frames / rate > max_seconds and \
+            st.st_size / (frames / rate) >= PLAUSIBLE_BYTES_PER_SECOND:
+        raise _too_long(path, frames / rate, max_seconds)
+    return rate, _checked(path, rate, blocks, max_seconds)
 
 
-def _finite(path: Path, rate: int, blocks: Blocks) -> Blocks:
-    """The same blocks, or an AudioError at the first NaN or infinite sample: such a file has
-    no meaningful features, and must not get confident tags from zeroed ones."""
+def _too_long(path: Path, seconds: float, max_seconds: float) -> AudioError:
+    return AudioError(path, f"{seconds / 3600:.2f} h long, over --max-duration "
+                      f"({max_seconds / 3600:g} h)", status=Status.TOO_LONG)
+
+
+def _checked(path: Path, rate: int, blocks: Blocks, max_seconds: float | None) -> Blocks:
+    """The same blocks, or an AudioError at the first NaN, infinite or absurdly large sample
+    (beyond even a float file written at 24-bit integer scale: such a file has no meaningful
+    features, and must not get confident tags from overflowed ones), or once more than
+    `max_seconds` have been decoded."""
 
     def checked(n: int) -> Iterator[np.ndarray]:
         done = 0
         for block in blocks(n):
-            bad = np.flatnonzero(~np.isfinite(block))
+            if max_seconds is not None and done + len(block) > max_seconds * rate:
+                raise _too_long(path, (done + len(block)) / rate, max_seconds)
+            bad = np.flatnonzero(~(np.abs(block) <= MAX_SAMPLE))  # NaN compares False
             if bad.size:
-                raise AudioError(path, "non-finite samples (NaN or infinity) from "
-                                 f"{(done + bad[0]) / rate:.2f} s: a damaged float file")
+                x = block[bad[0]]
+                what = "non-finite samples (NaN or infinity)" if not np.isfinite(x) else \
+                    f"samples out of range ({x:.3g})"
+                raise AudioError(path, f"{what} from {(done + bad[0]) / rate:.2f} s: a "
+                                 "damaged float file")
             done += len(block)
             yield block
 
@@ -89,8 +113,10 @@ def _ensure_readable(path: Path) -> None:
     os.close(os.open(path, os.O_RDONLY))
 
 
-def _open_soundfile(path: Path) -> tuple[int, Blocks] | None:
-    """libsndfile's reader, or None when the format is not one it knows."""
+def _open_soundfile(path: Path) -> Opened | None:
+    """libsndfile's reader, or None when the format is not one it knows. A file it opens but
+    cannot read from the start (a FLAC whose header claims 2**36 samples fails a seek) is
+    given to ffmpeg, where ffmpeg is installed."""
     import soundfile as sf
 
     try:
@@ -101,22 +127,52 @@ def _open_soundfile(path: Path) -> tuple[int, Blocks] | None:
     if f.channels < 1:
         f.close()
         raise AudioError(path, f"the decoder reports {f.channels} channels: a damaged header")
+    per_read = max(1, READ_BYTES // (4 * f.channels))
+
+    def mono(n: int) -> np.ndarray:
+        """Up to `n` frames mixed to mono, read a bounded number of frames at a time."""
+        parts, got = [], 0
+        while got < n:
+            data = f.read(min(per_read, n - got), dtype="float32", always_2d=True)
+            if len(data) == 0:
+                break
+            parts.append(data.mean(axis=1, dtype=np.float32) if data.shape[1] > 1
+                         else data[:, 0].copy())
+            got += len(data)
+        return np.concatenate(parts) if parts else np.zeros(0, np.float32)
 
     def blocks(n: int) -> Iterator[np.ndarray]:
         with f:
+            started = False
             while True:
                 try:
-                    data = f.read(n, dtype="float32", always_2d=True)
+                    data = mono(n)
                 except sf.LibsndfileError as e:
+                    if not started and (other := _ffmpeg_instead(path, f.samplerate)):
+                        yield from other(n)
+                        return
                     raise AudioError(path, f"corrupt or truncated audio ({e})") from e
                 if len(data) == 0:
                     return
-                yield data.mean(axis=1, dtype=np.float32) if data.shape[1] > 1 else data[:, 0]
+                started = True
+                yield data
 
-    return f.samplerate, blocks
+    return f.samplerate, blocks, f.frames
 
 
-def _open_ffmpeg(path: Path) -> tuple[int, Blocks]:
+def _ffmpeg_instead(path: Path, rate: int) -> Blocks | None:
+    """ffmpeg's reader of a file libsndfile could not read, if ffmpeg is here and reads it at
+    the rate libsndfile reported (that rate was already checked and given out)."""
+    if shutil.which("ffmpeg") is None:
+        return None
+    try:
+        other_rate, blocks, _ = _open_ffmpeg(path)
+    except AudioError:
+        return None
+    return blocks if other_rate == rate else None
+
+
+def _open_ffmpeg(path: Path) -> Opened:
     ffmpeg = shutil.which("ffmpeg")
     if ffmpeg is None:
         # libsndfile says "File does not exist or is not a regular file" of a format it does
@@ -125,7 +181,7 @@ def _open_ffmpeg(path: Path) -> tuple[int, Blocks]:
             path, "not a format libsndfile reads, and ffmpeg is not on PATH (install ffmpeg "
             "to decode m4a/aac, wma and other formats)", status=Status.UNSUPPORTED,
         )
-    rate = _ffmpeg_rate(path, ffmpeg)  # None: no audio stream ffmpeg can read
+    rate, seconds = _ffprobe(path, ffmpeg)  # None: no audio stream ffmpeg can read
     if rate is None:
         raise AudioError(path, "not audio: neither libsndfile nor ffmpeg recognises it")
 
@@ -151,7 +207,7 @@ def _open_ffmpeg(path: Path) -> tuple[int, Blocks]:
             if proc.wait() != 0:
                 raise AudioError(path, f"ffmpeg failed to decode ({list(last)[-1:]})")
 
-    return rate, blocks
+    return rate, blocks, None if seconds is None else int(seconds * rate)
 
 
 def _keep_last_lines(stream, last: deque[str]) -> None:
@@ -167,13 +223,22 @@ def ffmpeg_url(path: Path) -> str:
     return "file:" + os.path.abspath(path)
 
 
-def _ffmpeg_rate(path: Path, ffmpeg: str) -> int | None:
+def _ffprobe(path: Path, ffmpeg: str) -> tuple[int | None, float | None]:
+    """The first audio stream's sample rate and the file's duration, as ffprobe reports them
+    (None where it reports none): one value a line, the rate first."""
     ffprobe = shutil.which("ffprobe") or str(Path(ffmpeg).with_name("ffprobe"))
     out = subprocess.run(
-        [ffprobe, "-v", "error", "-select_streams", "a:0", "-show_entries", "stream=sample_rate",
-         "-of", "default=nw=1:nk=1", ffmpeg_url(path)], capture_output=True, text=True,
+        [ffprobe, "-v", "error", "-select_streams", "a:0", "-show_entries",
+         "stream=sample_rate:format=duration", "-of", "default=nw=1:nk=1", ffmpeg_url(path)],
+        capture_output=True, text=True,
     )
+    values = out.stdout.split()
     try:
-        return int(out.stdout.split()[0])
+        rate = int(values[0])
     except (IndexError, ValueError):
-        return None
+        return None, None
+    try:
+        seconds = float(values[1])
+    except (IndexError, ValueError):
+        seconds = None
+    return rate, seconds if seconds is not None and math.isfinite(seconds) else None

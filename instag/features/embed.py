@@ -18,6 +18,7 @@ from instag.common.devices import Device
 from instag.common.downloads import file_digest
 from instag.common.errors import InstagError
 from instag.features import vggish_onnx
+from instag.features.decode import AudioError
 from instag.features.instances import (
     INSTANCE_SAMPLES,
     LOOKAHEAD_SAMPLES,
@@ -103,7 +104,7 @@ class Embedder:
                               "pass the VGGish hub model")
         return out
 
-    def embed_chunks(self, chunks: list[np.ndarray]) -> list[np.ndarray]:
+    def embed_chunks(self, chunks: list[np.ndarray]) -> list[np.ndarray | None]:
         """Features of several chunks (from any files) in one VGGish call."""
         return embed_chunks(self.raw, chunks, self.eigen_vectors, self.means) if chunks else []
 
@@ -114,19 +115,30 @@ class Embedder:
         for block in blocks:
             feats += self.embed_chunks(chunker.push(np.asarray(block, np.float32)))
         feats += self.embed_chunks(chunker.finish())
+        if any(f is None for f in feats):
+            raise AudioError("audio", NON_FINITE)
         return Features.from_parts(feats, chunker.samples)
 
     def embed_file(self, path: str | Path) -> Features:
         """Decode, resample and embed one file in this process. A bad, empty or too short file
         raises AudioError with its status, for the caller to report and move on."""
-        return check_features(path, self.embed_blocks(stream_16k(path, self.resampler)))
+        try:
+            feats = self.embed_blocks(stream_16k(path, self.resampler))
+        except AudioError as e:
+            raise AudioError(path, e.reason, e.status) from None
+        return check_features(path, feats)
+
+
+NON_FINITE = "VGGish gave non-finite embeddings (NaN or infinity) for it"
 
 
 def embed_chunks(raw: Callable[[np.ndarray], np.ndarray], chunks: list[np.ndarray],
-                 eigen_vectors: np.ndarray, means: np.ndarray) -> list[np.ndarray]:
-    """uint8 features of each chunk, from one call of `raw` (16 kHz samples -> raw [N, 128]).
-    Each chunk is padded to whole windows so the next one starts on a window boundary; the one
-    window per chunk that straddles the padding is computed and dropped."""
+                 eigen_vectors: np.ndarray, means: np.ndarray) -> list[np.ndarray | None]:
+    """uint8 features of each chunk, from one call of `raw` (16 kHz samples -> raw [N, 128]);
+    None for a chunk whose embeddings are not finite (quantised, NaN would become confident
+    features: the caller fails that chunk's file, only it). Each chunk is padded to whole
+    windows so the next one starts on a window boundary; the one window per chunk that
+    straddles the padding is computed and dropped."""
     counts = [chunk_instances(c) for c in chunks]
     if len(chunks) == 1:
         out = raw(chunks[0])
@@ -134,8 +146,11 @@ def embed_chunks(raw: Callable[[np.ndarray], np.ndarray], chunks: list[np.ndarra
         pad = INSTANCE_SAMPLES - LOOKAHEAD_SAMPLES
         out = raw(np.concatenate([np.pad(c, (0, pad)) for c in chunks] +
                                  [np.zeros(LOOKAHEAD_SAMPLES, np.float32)]))
-    feats, row = [], 0
+    feats: list[np.ndarray | None] = []
+    row = 0
     for n in counts:
-        feats.append(postprocess(out[row : row + n], eigen_vectors, means))
+        mine = out[row : row + n]
+        feats.append(postprocess(mine, eigen_vectors, means) if np.isfinite(mine).all()
+                     else None)
         row += n + (len(chunks) > 1)
     return feats

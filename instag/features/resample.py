@@ -19,6 +19,7 @@ from instag.features.decode import open_audio
 
 TARGET_SR = 16000
 BLOCK_SECONDS = 30.0  # input decoded and resampled per step: memory ~ a few MB, not the file
+MAX_BLOCK_FRAMES = 1 << 22  # ... and at most this many frames (16 MB), whatever the rate
 CONTEXT_SECONDS = 0.05  # neighbours on each side; both filters reach < 5 ms at 16 kHz
 
 
@@ -60,11 +61,14 @@ def resample(x: np.ndarray, sr_in: int, resampler: Resampler | str) -> np.ndarra
 
 def stream_16k(
     path: str | Path, resampler: Resampler | str = DEFAULT_RESAMPLER,
-    block_seconds: float = BLOCK_SECONDS,
+    block_seconds: float = BLOCK_SECONDS, max_seconds: float | None = None,
 ) -> Iterator[np.ndarray]:
-    """Yield consecutive 16 kHz mono float32 blocks of a file; memory stays O(block)."""
+    """Yield consecutive 16 kHz mono float32 blocks of a file; memory stays O(block), a block
+    being at most MAX_BLOCK_FRAMES at the file's rate. A file longer than `max_seconds` ends
+    in AudioError (`too_long`)."""
     path = Path(path)
-    sr, blocks = open_audio(path)
+    sr, blocks = open_audio(path, max_seconds)
+    block_seconds = min(block_seconds, MAX_BLOCK_FRAMES / sr)
     if sr == TARGET_SR:
         yield from blocks(int(block_seconds * sr))
         return

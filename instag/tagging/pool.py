@@ -68,7 +68,7 @@ class Event:
     reason: str = ""
 
 
-def _decode_worker(conn: Connection, resampler: Resampler) -> None:
+def _decode_worker(conn: Connection, resampler: Resampler, max_seconds: float | None) -> None:
     """Worker process: decode each assigned file, streaming its blocks to the main process."""
     from instag.features.resample import stream_16k
 
@@ -96,7 +96,7 @@ def _decode_worker(conn: Connection, resampler: Resampler) -> None:
             return
         idx, path = task
         try:
-            for block in stream_16k(path, resampler):
+            for block in stream_16k(path, resampler, max_seconds=max_seconds):
                 out.put((Kind.BLOCK.value, idx, block))
             out.put((Kind.DONE.value, idx, None))
         except AudioError as e:
@@ -138,10 +138,11 @@ class DecodePool:
     """`jobs` decode workers; a worker that crashes or stalls is replaced, costing its file."""
 
     def __init__(self, jobs: int, resampler: Resampler,
-                 stall_timeout: float = STALL_TIMEOUT) -> None:
+                 stall_timeout: float = STALL_TIMEOUT, max_seconds: float | None = None) -> None:
         self.jobs = max(1, jobs)
         self.resampler = resampler
         self.stall_timeout = stall_timeout
+        self.max_seconds = max_seconds
         self.ctx = mp.get_context("spawn")
         self.waiting: deque[tuple[int, Path]] = deque()  # submitted, not yet given to a worker
         self.events: deque[Event] = deque()
@@ -155,8 +156,8 @@ class DecodePool:
 
     def _start_worker(self) -> _Worker:
         mine, theirs = self.ctx.Pipe()
-        process = self.ctx.Process(target=_decode_worker, args=(theirs, self.resampler),
-                                   daemon=True)
+        process = self.ctx.Process(target=_decode_worker,
+                                   args=(theirs, self.resampler, self.max_seconds), daemon=True)
         # both inherited: a Ctrl-C during its start-up prints nothing; one thread
         with _sigint_ignored(), environment(**ONE_THREAD):
             process.start()

@@ -44,7 +44,7 @@ from instag.common.extras import require
 from instag.common.status import Status
 from instag.features import vggish_onnx
 from instag.features.decode import AudioError
-from instag.features.embed import Embedder, embed_chunks
+from instag.features.embed import NON_FINITE, Embedder, embed_chunks
 from instag.features.instances import INSTANCE_SECONDS, Chunker, Features, check_features
 from instag.features.resample import Resampler
 from instag.tagging.parquet import previous_results
@@ -67,7 +67,8 @@ MAX_BLOCKS = 20_000
 SCORE_BATCH_FILES = 32
 
 
-def decode_file(row: dict, resampler: str, stall_timeout: float) -> Iterator[dict]:
+def decode_file(row: dict, resampler: str, stall_timeout: float,
+                max_seconds: float | None = None) -> Iterator[dict]:
     """Ray task: one file as rows of 16 kHz audio (whole instances plus the lookahead), in
     order, the last one marked and carrying the file's sample count; a failure is a last row
     with the file's status (rows sent before it are then discarded by the driver). A decoder
@@ -86,7 +87,8 @@ def decode_file(row: dict, resampler: str, stall_timeout: float) -> Iterator[dic
         st = os.stat(path)
         base.update(size=st.st_size, mtime_ns=st.st_mtime_ns)
         chunker, held = Chunker(BLOCK_INSTANCES), None
-        for piece in _watched(stream_16k(path, resampler), stall_timeout):
+        for piece in _watched(stream_16k(path, resampler, max_seconds=max_seconds),
+                              stall_timeout):
             for chunk in chunker.push(piece):
                 if held is not None:
                     yield out(held, False)
@@ -158,11 +160,16 @@ class EmbedActor:
         audio = list(batch.pop("audio"))
         todo = [i for i, a in enumerate(audio) if len(a)]
         feats = [np.zeros((0, 128), np.uint8) for _ in audio]
+        finite = np.ones(len(audio), bool)
         done = embed_chunks(self.model, [audio[i] for i in todo], self.eigen_vectors,
                             self.means) if todo else []
         for i, f in zip(todo, done, strict=True):
-            feats[i] = f
+            if f is None:
+                finite[i] = False
+            else:
+                feats[i] = f
         batch["feats"] = np.array(feats + [None], dtype=object)[:-1]  # ragged: one per row
+        batch["finite"] = finite
         return batch
 
 
@@ -320,7 +327,8 @@ def _pipeline(ray, todo: list[tuple[int, Path]], opts: TagOptions, onnx: Path,
         warnings.simplefilter("ignore", DeprecationWarning)
         ds = ray.data.from_items(items, override_num_blocks=min(len(items), MAX_BLOCKS))
         ds = ds.flat_map(decode_file, fn_kwargs={"resampler": Resampler(opts.resampler).value,
-                                                 "stall_timeout": opts.stall_timeout},
+                                                 "stall_timeout": opts.stall_timeout,
+                                                 "max_seconds": opts.max_duration},
                          num_cpus=1, max_retries=MAX_RETRIES)
         return ds.map_batches(
             EmbedActor, batch_size=ROWS_PER_CALL[on_gpu], batch_format="numpy",
@@ -358,16 +366,19 @@ def _results(pipeline, todo: list[tuple[int, Path]], scoring: Scoring, identity:
         idx = int(row["idx"])
         if row["block"] == 0:
             yield from lost_until(idx)
-            parts = []
+            parts, finite = [], True
         parts.append(row["feats"])
+        finite = finite and bool(row["finite"])
         run.summary.embedded_s += len(row["feats"]) * INSTANCE_SECONDS
         run.reporter.embedded(run.summary)
         if not row["last"]:
             continue
         path = path_of[idx]
-        if row["status"] != Status.OK.value:
+        if row["status"] != Status.OK.value or not finite:
+            status, reason = ((Status.ERROR, NON_FINITE) if row["status"] == Status.OK.value
+                              else (Status(row["status"]), row["reason"]))
             yield from flush()
-            yield _stamp(FileResult(path, Status(row["status"]), row["reason"]), row, identity)
+            yield _stamp(FileResult(path, status, reason), row, identity)
             continue
         try:
             feats = check_features(path, Features.from_parts(parts, int(row["samples"])))

@@ -29,7 +29,7 @@ from instag.common.downloads import file_digest
 from instag.common.errors import InstagError
 from instag.common.status import Status
 from instag.features.decode import AUDIO_EXTENSIONS, AudioError
-from instag.features.embed import Embedder
+from instag.features.embed import NON_FINITE, Embedder
 from instag.features.instances import (
     INSTANCE_SECONDS,
     Chunker,
@@ -61,6 +61,7 @@ EMBED_BATCH_WINDOWS = 64
 SCORE_BATCH_BAGS = 1024  # bags gathered before one round of ONNX calls ...
 SCORE_BATCH_FILES = 32  # ... or files, so results reach the cache as the run goes
 MAX_WAITING_RESULTS = 256  # finished results held back until an earlier file is done
+MAX_DURATION = 12 * 3600.0  # seconds: longer than any album side, shorter than a runaway header
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,7 @@ class TagOptions:
     device: Device = Device.AUTO
     jobs: int | None = None  # decoding processes; None: one per CPU (never more than files)
     stall_timeout: float = STALL_TIMEOUT  # seconds a decoder may make no progress on a file
+    max_duration: float | None = MAX_DURATION  # seconds; longer files are `too_long`
     cache: Path | None = None  # None: tags.sqlite in the user cache directory
     force: bool = False
     extensions: tuple[str, ...] = AUDIO_EXTENSIONS
@@ -370,6 +372,12 @@ class _Run:
         live = [(i, c) for i, c in self.ready if i in self.chunkers]
         for (i, _), f in zip(live, self.embedder.embed_chunks([c for _, c in live]),
                              strict=True):
+            if i not in self.chunkers:
+                continue  # failed on an earlier chunk of this call
+            if f is None:
+                self._drop(i)
+                self.fail(i, Status.ERROR, NON_FINITE)
+                continue
             self.parts[i].append(f)
         self.ready.clear()
         self.ready_windows = 0
@@ -457,7 +465,8 @@ class TagSession:
     def pool(self, jobs: int) -> DecodePool:
         """The session's decode workers, started on first need."""
         if self._pool is None:
-            self._pool = DecodePool(jobs, self.embedder.resampler, self.opts.stall_timeout)
+            self._pool = DecodePool(jobs, self.embedder.resampler, self.opts.stall_timeout,
+                                    self.opts.max_duration)
         return self._pool
 
     def drop_pool(self) -> None:
