@@ -299,3 +299,74 @@ def test_non_finite_embeddings_fail_only_their_file(run_tag, tmp_path, monkeypat
     assert statuses(tmp_path / "t.csv") == {"bad.wav": "error", "good.wav": "ok"}
     assert "non-finite embeddings" in {r["path"][-7:]: r for r in
                                        read_csv(tmp_path / "t.csv")}["bad.wav"]["reason"]
+
+
+# -- 6, 7. hostile models --------------------------------------------------------------------------
+def hostile(scoring_model: Path, out: Path, kind: str) -> Path:
+    """The test model with its bag output rewired: NaN everywhere, or a shape that grows with
+    the bag's length (right for one instance, wrong for more)."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    m = onnx.load(scoring_model)
+    g = m.graph
+    for node in g.node:
+        node.output[:] = ["orig_bag" if o == "bag_probs" else o for o in node.output]
+    if kind == "nan":
+        g.initializer.append(numpy_helper.from_array(np.array(np.nan, np.float32), "nan_c"))
+        g.node.append(helper.make_node("Mul", ["orig_bag", "nan_c"], ["bag_probs"]))
+    else:
+        g.initializer.extend([numpy_helper.from_array(np.array([1], np.int64), "one"),
+                              numpy_helper.from_array(np.array(1, np.int64), "axis1")])
+        g.node.extend([
+            helper.make_node("Shape", ["features"], ["fshape"]),
+            helper.make_node("Gather", ["fshape", "axis1"], ["t"]),
+            helper.make_node("Unsqueeze", ["t", "zero_axes"], ["t1"]),
+            helper.make_node("Concat", ["one", "t1"], ["reps"], axis=0),
+            helper.make_node("Tile", ["orig_bag", "reps"], ["bag_probs"])])
+        g.initializer.append(numpy_helper.from_array(np.array([0], np.int64), "zero_axes"))
+    g.output[0].type.tensor_type.ClearField("shape")
+    onnx.save(m, out)
+    return out
+
+
+@pytest.mark.parametrize("kind, says", [("nan", "not finite"),
+                                        ("shape", "for 2 bags of 3 instances")])
+def test_a_hostile_model_is_refused_at_load_with_one_line(run_tag, scoring_model, tmp_path,
+                                                          kind, says):
+    sf.write(tmp_path / "a.wav", music(3, 1), SR)
+    (tmp_path / "t.json").write_text("previous")
+    model = hostile(scoring_model, tmp_path / f"{kind}.onnx", kind)
+    result = run_tag(tmp_path / "a.wav", "--out", tmp_path / "t.json", "--model", model)
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    (error,) = [line for line in result.output.splitlines() if line.startswith("error: ")]
+    assert says in error
+    assert (tmp_path / "t.json").read_text() == "previous"
+
+
+def test_a_non_finite_score_in_a_run_is_that_files_error_and_json_holds_no_nan(
+        run_tag, tmp_path, monkeypatch):
+    from instag.tagging.scoring import Scorer
+
+    sf.write(tmp_path / "good.wav", music(3, 1), SR)
+    sf.write(tmp_path / "bad.wav", music(8, 2), SR)  # 8 instances: the longer bag
+    run = Scorer.run
+
+    def nan_for_long_bags(self, features, mask):
+        bag, inst, att = run(self, features, mask)
+        bag = bag.copy()
+        bag[mask.sum(axis=1) >= 8] = np.nan
+        return bag, inst, att
+
+    monkeypatch.setattr(Scorer, "run", nan_for_long_bags)
+    result = run_tag(tmp_path, "--out", tmp_path / "t.json", "--jobs", "1")
+    assert result.exit_code == 1
+    text = (tmp_path / "t.json").read_text()
+
+    def no_bare_nan(token):
+        raise AssertionError(f"{token} in the JSON")
+
+    docs = {Path(d["path"]).name: d
+            for d in json.loads(text, parse_constant=no_bare_nan)["files"]}
+    assert (docs["good.wav"]["status"], docs["bad.wav"]["status"]) == ("ok", "error")
+    assert "non-finite scores" in docs["bad.wav"]["reason"]

@@ -269,3 +269,20 @@ def test_a_relative_path_is_the_same_file_on_ray_as_locally(library, options, mo
     (remote,) = instag.tag_on_ray([Path("take.ogg")], options)
     assert (local.status, remote.status) == ("ok", "ok"), remote.reason
     assert remote.display_path == local.display_path == "take.ogg"
+
+
+def test_hostile_audio_gets_the_same_status_on_ray_as_locally(tmp_path, options):
+    import dataclasses
+
+    sf.write(tmp_path / "one-hz.wav", np.zeros(1800, np.int16), 1, subtype="PCM_16")
+    loud = music(3, 1)
+    loud[SR : SR + 10] = 1e19
+    sf.write(tmp_path / "loud.wav", loud, SR, subtype="FLOAT")
+    sf.write(tmp_path / "long.wav", music(20, 2), SR)
+    sf.write(tmp_path / "fine.wav", music(3, 3), SR)
+    opts = dataclasses.replace(options, max_duration=10.0)
+    local = {r.display_path: (r.status, r.reason) for r in instag.tag([tmp_path], opts)}
+    remote = {r.display_path: (r.status, r.reason) for r in instag.tag_on_ray([tmp_path], opts)}
+    assert remote == local
+    assert {Path(p).name: s for p, (s, _) in local.items()} == {
+        "one-hz.wav": "error", "loud.wav": "error", "long.wav": "too_long", "fine.wav": "ok"}

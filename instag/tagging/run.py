@@ -184,6 +184,11 @@ class Scoring:
             bs = [next(scored) for _ in bags]
             scores = (np.stack([x.bag for x in bs]), np.concatenate([x.instance for x in bs]),
                       np.concatenate([x.attention for x in bs]))
+            if not all(np.isfinite(x).all() for x in scores):  # never cached, never written
+                out.append((FileResult(path, Status.ERROR, "the model gave non-finite scores "
+                                       "(NaN or infinity) for it", duration=feats.duration,
+                                       features=feats), None))
+                continue
             out.append((self.result(path, feats, bags, *scores), scores))
         return out
 

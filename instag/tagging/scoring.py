@@ -77,18 +77,33 @@ class Scorer:
                               "re-export it with `instag export-onnx`")
 
     def _check_outputs(self) -> None:
-        """One bag through the model before any real one: its outputs must have as many
-        instruments as its metadata names, or every score would go to the wrong name."""
-        t, c = self.meta.fixed_instances or 1, len(self.classes)
-        try:
-            bag, inst, att = self.run(np.zeros((1, t, self.in_dim), np.uint8),
-                                      np.ones((1, t), bool))
-        except Exception as e:
-            raise InstagError(f"{self.path}: the model fails on a test bag ({str(e)[:200]})",
-                              "re-export it with `instag export-onnx`") from e
-        if bag.shape != (1, c) or inst.shape != (1, t, c) or att.shape != (1, t, c):
-            raise InstagError(f"{self.path}: its metadata names {c} instruments but the model "
-                              f"outputs {bag.shape[-1]}", "re-export it with `instag export-onnx`")
+        """Bags through the model before any real one: two bag lengths (a model whose outputs
+        change shape with the bag's length, or that fails on a longer bag, is refused now, not
+        after an hour of decoding), outputs with as many instruments as its metadata names (or
+        every score would go to the wrong name), and finite (NaN would read as "absent")."""
+        lengths = (self.meta.fixed_instances,) if self.meta.fixed_instances else (1, 3)
+        for t in lengths:
+            try:
+                bag, inst, att = self.run(np.zeros((2, t, self.in_dim), np.uint8),
+                                          np.ones((2, t), bool))
+            except Exception as e:
+                raise InstagError(f"{self.path}: the model fails on a test bag of {t} "
+                                  f"instances ({str(e)[:200]})",
+                                  "re-export it with `instag export-onnx`") from e
+            self._check_shapes(bag, inst, att, 2, t)
+            if not all(np.isfinite(x).all() for x in (bag, inst, att)):
+                raise InstagError(f"{self.path}: the model's outputs on a test bag are not "
+                                  "finite (NaN or infinity)", "re-export it with `instag "
+                                  "export-onnx` from a run whose training converged")
+
+    def _check_shapes(self, bag, inst, att, b: int, t: int) -> None:
+        c = len(self.classes)
+        if bag.shape != (b, c) or inst.shape != (b, t, c) or att.shape != (b, t, c):
+            raise InstagError(
+                f"{self.path}: for {b} bags of {t} instances the model outputs shapes "
+                f"{bag.shape}, {inst.shape}, {att.shape}; its metadata names {c} instruments, "
+                f"so ({b}, {c}), ({b}, {t}, {c}), ({b}, {t}, {c}) were expected",
+                "re-export it with `instag export-onnx`")
 
     def run(self, features: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, ...]:
         """One call: uint8 [B, T, D] and bool [B, T] -> (bag, instance, attention)."""
@@ -113,7 +128,13 @@ class Scorer:
             for row, i in enumerate(group):
                 feats[row, : len(bags[i])] = bags[i]
                 mask[row, : len(bags[i])] = True
-            bag, inst, att = self.run(feats, mask)
+            try:
+                bag, inst, att = self.run(feats, mask)
+            except Exception as e:  # onnxruntime's own errors: out of memory, a bad graph
+                raise InstagError(f"{self.path}: the model failed on {len(group)} bags of {t} "
+                                  f"instances ({str(e)[:200]})", "re-export it with `instag "
+                                  "export-onnx`, or tag with a smaller --bag") from e
+            self._check_shapes(bag, inst, att, len(group), t)
             for row, i in enumerate(group):
                 n = len(bags[i])
                 results[i] = BagScores(bag[row], inst[row, :n], att[row, :n])
