@@ -71,9 +71,12 @@ def evaluate(
                                                      "(default RUN_DIR/evaluation.json).")] = None,
     device: Annotated[Device, typer.Option(help="cpu (default), cuda or auto (CUDA when "
                                                 "available).")] = Device.CPU,
+    trust_pickle: Annotated[bool, typer.Option(
+        help="Load an old random forest run's model.joblib, a pickle (it can run any code: "
+             "only for runs you made yourself).")] = False,
 ) -> None:
     """Score a trained run on its test split with the paper's metrics and mAP."""
-    doc = evaluate_run(run_dir, openmic, resolve_device(device))
+    doc = evaluate_run(run_dir, openmic, resolve_device(device), trust_pickle)
     tuned = doc.get("tuned")
     table = Table(title=f"{doc['model']} (seed {doc['seed']}) on {doc['data_dir']}: at 0.5 "
                   "(the paper's rule)" + (" and at the tuned thresholds" if tuned else ""))

@@ -13,7 +13,8 @@ from instag.common.errors import InstagError
 EXTRAS = {
     "torch": ("train", "training, evaluating and exporting models"),
     "sklearn": ("train", "the random forest baseline and the paper's metrics"),
-    "joblib": ("train", "saving and loading the random forest baseline"),
+    "joblib": ("train", "loading an old random forest run (model.joblib)"),
+    "skops.io": ("train", "saving and loading the random forest baseline"),
     "onnx": ("train", "exporting models to ONNX"),
     "tqdm": ("train", "training progress"),
     "matplotlib": ("plot", "drawing figures"),

@@ -117,9 +117,11 @@ def export_run(run_dir: Path, out: Path | None = None) -> Path:
     """Export the model of a training run (see ``instag export-onnx``)."""
     run_dir = Path(run_dir)
     if not (run_dir / runs.TORCH_FILE).is_file():
-        info = runs.read_info(run_dir)  # names the problem: missing run, or a random forest
-        raise InstagError(f"{run_dir}: a {info.model} run has no ONNX form",
-                          f"export one of {', '.join(EXPORTABLE)}")
+        if runs.has_rf(run_dir):  # said without loading it (an old one is a pickle)
+            raise InstagError(f"{run_dir}: a random forest run has no ONNX form",
+                              f"export one of {', '.join(EXPORTABLE)}")
+        runs.read_info(run_dir)  # names the problem: a missing run, a parent of runs
+        raise InstagError(f"{run_dir}: no model to export", "train one with `instag train`")
     model, meta = runs.load_torch(run_dir)
     metrics_path = run_dir / runs.METRICS_FILE
     metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else None

@@ -181,6 +181,11 @@ class RandomForest:
         self.seed = seed
         self.forests: list = []
 
+    def params(self) -> dict[str, int]:
+        """What rebuilds this forest around its fitted `forests`."""
+        return {"n_classes": self.n_classes, "n_trees": self.n_trees,
+                "max_depth": self.max_depth, "seed": self.seed}
+
     def fit(self, x, labels, mask) -> np.ndarray:
         """Fit on x: [N, T, D] scaled features, labels and mask [N, C]; return the out-of-bag
         probabilities [N, C] (each clip scored by the trees that did not see it; NaN where

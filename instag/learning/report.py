@@ -18,16 +18,18 @@ from instag.learning.metrics import evaluate_predictions
 SUMMARY_KEYS = ("precision", "recall", "f1", "f1_positive", "map")
 
 
-def evaluate_run(run_dir: Path, openmic: Path | None = None, device: str = "cpu") -> dict:
-    """Metrics of a run's model on the test split of `openmic` (default: its training data)."""
-    info = runs.read_info(run_dir)
+def evaluate_run(run_dir: Path, openmic: Path | None = None, device: str = "cpu",
+                 trust_pickle: bool = False) -> dict:
+    """Metrics of a run's model on the test split of `openmic` (default: its training data);
+    `trust_pickle`: load an old run's pickled random forest (it can run code)."""
+    info = runs.read_info(run_dir, trust_pickle)
     data = load_openmic(openmic or info.data_dir)
     if tuple(data.classes) != tuple(info.classes):
         raise InstagError(
             f"{data.root}: classes {list(data.classes)} differ from the model's "
             f"{list(info.classes)}", "evaluate on the data set the model was trained for",
         )
-    probs = runs.predictor(run_dir, device)(data.test.inputs())
+    probs = runs.predictor(run_dir, device, trust_pickle)(data.test.inputs())
     metrics = evaluate_predictions(probs, data.test.labels, data.test.mask, data.classes)
     doc = {"run": str(run_dir), "model": info.model, "seed": info.seed,
            "data_dir": str(data.root), "data_sha256": data.checksum, **metrics}

@@ -3,7 +3,10 @@
 ``model.pt`` (torch models) holds the weights and everything needed to rebuild and score the
 model without the training data: model name, class names, input size and scaling, seed, the
 recipe and the data's checksum. It loads with ``torch.load(weights_only=True)``: no pickled code.
-The random forest is scikit-learn objects, so it lives in ``model.joblib`` with the same metadata.
+The random forest is scikit-learn objects; they live in ``model.skops`` with the same metadata,
+in skops' format, which loads only the types instag writes (a file holding any other is refused):
+a downloaded run cannot run code on loading, as a pickle would. An old run's pickled
+``model.joblib`` is loaded only when the user says they trust it (`--trust-pickle`).
 """
 
 from __future__ import annotations
@@ -16,10 +19,14 @@ from instag.common import VERSION
 from instag.common.atomic import atomic_path, atomic_write
 from instag.common.errors import InstagError
 from instag.common.extras import require
-from instag.learning.models import build_model, predict
+from instag.learning.models import RandomForest, build_model, predict
 
 TORCH_FILE = "model.pt"
-RF_FILE = "model.joblib"
+RF_FILE = "model.skops"
+PICKLED_RF_FILE = "model.joblib"  # what instag wrote before: a pickle, loaded only if trusted
+# the types in instag's model.skops beyond those skops trusts itself (its defaults)
+RF_TYPES = ["sklearn.tree._tree.Tree", "sklearn.tree._classes.DecisionTreeClassifier",
+            "sklearn.ensemble._forest.RandomForestClassifier"]
 METRICS_FILE = "metrics.json"
 INPUT_SCALE = 1.0 / 255.0  # model input = uint8 feature / 255
 
@@ -44,7 +51,8 @@ class RunInfo:
         return cls(**known)
 
 
-RUN_FILES = (TORCH_FILE, RF_FILE, METRICS_FILE, "history.csv", "evaluation.json")
+RUN_FILES = (TORCH_FILE, RF_FILE, PICKLED_RF_FILE, METRICS_FILE, "history.csv",
+             "evaluation.json")
 
 
 def claim(run_dir: Path, force: bool) -> None:
@@ -87,16 +95,45 @@ def load_torch(run_dir: Path, device: str = "cpu"):
 
 
 def save_rf(run_dir: Path, rf, meta: RunInfo) -> None:
-    joblib = require("joblib")
+    sio = require("skops.io")
 
     with atomic_path(run_dir / RF_FILE) as tmp:
-        joblib.dump({"meta": asdict(meta), "model": rf}, tmp)
+        sio.dump({"meta": asdict(meta), "params": rf.params(), "forests": rf.forests}, tmp)
 
 
-def load_rf(run_dir: Path):
+def has_rf(run_dir: Path) -> bool:
+    return any((Path(run_dir) / name).is_file() for name in (RF_FILE, PICKLED_RF_FILE))
+
+
+def load_rf(run_dir: Path, trust_pickle: bool = False):
+    """(RandomForest, meta) of a run; from model.skops, refusing any type instag does not
+    write, or from an old pickled model.joblib only with `trust_pickle`."""
+    run_dir = Path(run_dir)
+    if not (run_dir / RF_FILE).is_file() and (run_dir / PICKLED_RF_FILE).is_file():
+        return _load_pickled_rf(run_dir / PICKLED_RF_FILE, trust_pickle)
+    sio = require("skops.io")
+    path = run_dir / RF_FILE
+    try:
+        untrusted = set(sio.get_untrusted_types(file=path)) - set(RF_TYPES)
+        if untrusted:
+            raise InstagError(f"{path}: holds types instag never writes ({sorted(untrusted)}); "
+                              "not loaded", "use a run made by `instag train`")
+        blob = sio.load(path, trusted=RF_TYPES)
+        rf = RandomForest(**blob["params"])
+        rf.forests = list(blob["forests"])
+        return rf, blob["meta"]
+    except InstagError:
+        raise
+    except Exception as e:
+        raise InstagError(f"{path}: not a valid instag random forest ({e})") from e
+
+
+def _load_pickled_rf(path: Path, trust_pickle: bool):
+    if not trust_pickle:
+        raise InstagError(f"{path}: a pickle, which runs any code it holds when loaded; not "
+                          "loaded", "pass --trust-pickle if you made this run yourself, or "
+                          "train it again (instag now writes model.skops)")
     joblib = require("joblib")
-
-    path = Path(run_dir) / RF_FILE
     try:
         blob = joblib.load(path)
         return blob["model"], blob["meta"]
@@ -104,13 +141,13 @@ def load_rf(run_dir: Path):
         raise InstagError(f"{path}: not a valid instag random forest ({e})") from e
 
 
-def read_info(run_dir: Path) -> RunInfo:
+def read_info(run_dir: Path, trust_pickle: bool = False) -> RunInfo:
     """The metadata of a run, whichever kind of model it holds."""
     run_dir = Path(run_dir)
     if (run_dir / TORCH_FILE).is_file():
         return RunInfo.from_dict(load_torch(run_dir)[1])
-    if (run_dir / RF_FILE).is_file():
-        return RunInfo.from_dict(load_rf(run_dir)[1])
+    if has_rf(run_dir):
+        return RunInfo.from_dict(load_rf(run_dir, trust_pickle)[1])
     inside = sorted({p.parent for name in (TORCH_FILE, RF_FILE) for p in run_dir.glob(f"*/{name}")})
     if inside:  # a parent of `instag train --seeds` runs
         raise InstagError(f"{run_dir}: holds {len(inside)} runs, one per seed",
@@ -127,11 +164,11 @@ def read_thresholds(run_dir: Path) -> dict[str, float] | None:
     return json.loads(path.read_text()).get("thresholds") if path.is_file() else None
 
 
-def predictor(run_dir: Path, device: str = "cpu"):
+def predictor(run_dir: Path, device: str = "cpu", trust_pickle: bool = False):
     """A function from scaled features [N, T, D] to bag probabilities [N, C], for any run."""
     run_dir = Path(run_dir)
-    if (run_dir / RF_FILE).is_file() and not (run_dir / TORCH_FILE).is_file():
-        rf, _ = load_rf(run_dir)
+    if has_rf(run_dir) and not (run_dir / TORCH_FILE).is_file():
+        rf, _ = load_rf(run_dir, trust_pickle)
         return rf.predict_proba
     model, _ = load_torch(run_dir, device)
     return lambda x: predict(model, x, device)
