@@ -19,7 +19,7 @@ from instag.features.decode import open_audio
 
 TARGET_SR = 16000
 BLOCK_SECONDS = 30.0  # input decoded and resampled per step: memory ~ a few MB, not the file
-MAX_BLOCK_FRAMES = 1 << 22  # ... and at most this many frames (16 MB), whatever the rate
+MAX_BLOCK_FRAMES = 1_500_000  # ... and at most this many frames (6 MB; 30 s up to 48 kHz)
 CONTEXT_SECONDS = 0.05  # neighbours on each side; both filters reach < 5 ms at 16 kHz
 
 
