@@ -40,7 +40,7 @@ for path in sys.argv[3:]:
 
 
 def instruments(path: Path) -> tuple[str, ...]:
-    from instag.tagging.filetags import _family
+    from instag.outputs.filetags import _family
 
     audio = mutagen.File(path)
     return tuple(_family(audio).get(audio.tags, "INSTRUMENTS") or ()) if audio.tags else ()

@@ -141,8 +141,8 @@ def child(mode: str, cfg: dict) -> None:
             scorer.score([feats.values[b.first : b.stop] for b in make_bags(len(feats.values))])
             audio += feats.duration
     elif mode == "ray":
-        from instag.tagging.ray_engine import tag_on_ray
-        from instag.tagging.run import TagOptions
+        from instag.engines.ray.pipeline import tag_on_ray
+        from instag.tagging.options import TagOptions
 
         opts = TagOptions(model=Path(cfg["model"]), vggish=cfg["vggish"], pca=cfg["pca"],
                           resampler=cfg["resampler"], device=cfg.get("device", "auto"))
@@ -151,7 +151,8 @@ def child(mode: str, cfg: dict) -> None:
             pass
         audio, files = run.summary.audio_s, run.summary.done
     else:
-        from instag.tagging.run import TagOptions, tag
+        from instag.engines.local.run import tag
+        from instag.tagging.options import TagOptions
 
         opts = TagOptions(model=Path(cfg["model"]), vggish=cfg["vggish"], pca=cfg["pca"],
                           resampler=cfg["resampler"], jobs=cfg["jobs"], cache=Path(cfg["cache"]),

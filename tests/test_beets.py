@@ -134,7 +134,7 @@ def test_write_records_the_new_mtime_so_beets_sees_no_outside_change(beets, tmp_
 
 def test_force_retags_through_instags_cache_and_recompute_decodes_again(beets, tmp_path,
                                                                         monkeypatch):
-    from instag.tagging.pool import DecodePool
+    from instag.engines.local.pool import DecodePool
 
     beets.load_plugins("instag")
     add_items(beets, tmp_path, ["a.flac"])
@@ -173,7 +173,8 @@ def test_write_on_items_already_tagged_decodes_nothing(beets, tmp_path, fake_ins
 
 def test_instruments_is_a_media_field_that_beet_update_reads_from_the_file(beets, tmp_path,
                                                                             fake_instag):
-    from instag.tagging.filetags import TagWriting, write_tags
+    from instag.outputs.filetags import write_tags
+    from instag.tagging.tagwriting import TagWriting
 
     beets.load_plugins("instag")
     (item,) = add_items(beets, tmp_path, ["a.flac"])

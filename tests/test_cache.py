@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 
 from instag.common.errors import InstagError
-from instag.tagging.cache import Cache, FileKey, lock
+from instag.engines.local.cache import Cache, lock
+from instag.tagging.identity import FileKey
 
 
 @pytest.fixture

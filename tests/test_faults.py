@@ -19,8 +19,8 @@ from typer.testing import CliRunner
 
 from instag.cli import app
 from instag.common.errors import InstagError
-from instag.tagging.pool import DecodePool
-from instag.tagging.writers import MIN_FREE_BYTES
+from instag.engines.local.pool import DecodePool
+from instag.outputs.writers import MIN_FREE_BYTES
 
 
 def no_decoding(monkeypatch):
@@ -119,7 +119,7 @@ def test_plot_of_a_moved_file_says_how_to_point_at_it(run_tag, library, tmp_path
 
 
 def test_the_spectrogram_of_an_hour_is_bounded(monkeypatch):
-    from instag.tagging.plot import MAX_FRAMES, log_mel
+    from instag.outputs.plot import MAX_FRAMES, log_mel
 
     hour = (np.zeros(16000 * 60, np.float32) for _ in range(60))
     hop = -(-3600 * 16000 // MAX_FRAMES)
@@ -298,7 +298,8 @@ def test_a_model_with_more_outputs_than_named_instruments_is_refused_before_scor
                          "classes": ["a", "b", "c"]}, tmp_path / "wrong.onnx")
     result = run_tag(library / "other", "--out", old_output, "--model", wrong)
     assert result.exit_code == 2, result.output
-    assert "outputs shapes (2, 4)" in result.output and "metadata names 3 instruments" in result.output
+    assert "outputs shapes (2, 4)" in result.output
+    assert "metadata names 3 instruments" in result.output
     assert old_output.read_text() == "path,status\nprevious,ok\n"
 
 

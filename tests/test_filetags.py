@@ -20,8 +20,9 @@ from mutagen.mp4 import MP4Cover
 from typer.testing import CliRunner
 
 from instag.cli import app
-from instag.tagging.filetags import TagWriting, wanted, write_tags
-from instag.tagging.pool import DecodePool
+from instag.engines.local.pool import DecodePool
+from instag.outputs.filetags import wanted, write_tags
+from instag.tagging.tagwriting import TagWriting
 
 needs_ffmpeg = pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg not installed")
 COVER = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4  # a picture's bytes, kept as they are
@@ -193,7 +194,7 @@ def test_a_write_killed_at_any_instant_leaves_a_whole_file(tmp_path):
     audio = mutagen.File(path)
     audio["TITLE"] = "Big"
     audio.save()
-    code = ("import sys; from pathlib import Path; from instag.tagging.filetags import *; "
+    code = ("import sys; from pathlib import Path; from instag import TagWriting, write_tags; "
             "w = TagWriting(); write_tags(Path(sys.argv[1]), {'INSTRUMENTS': ['piano']}, w)")
     outcomes = set()
     for delay in (0.3, 0.5, 0.7, 0.9, 1.2, 1.6):

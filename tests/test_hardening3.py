@@ -165,7 +165,7 @@ def test_ctrl_c_before_a_run_starts_is_one_line(run_tag, tmp_path, monkeypatch):
 
 # -- 15. the cache and its lock, vanished under a run ---------------------------------------------
 def vanish_after_the_first_commit(monkeypatch, do):
-    from instag.tagging.cache import Cache
+    from instag.engines.local.cache import Cache
 
     put = Cache.put_features
     calls = []

@@ -64,7 +64,7 @@ def test_a_dataset_directory_is_marked_complete_and_replaced_whole(library, run_
 
 def test_a_dataset_that_fails_midway_leaves_the_previous_one(tmp_path):
     from instag.common.status import Status
-    from instag.tagging.parquet import parquet_writer
+    from instag.outputs.parquet import parquet_writer
     from instag.tagging.results import FileResult
 
     out = tmp_path / "tags"

@@ -7,8 +7,8 @@ import time
 
 import pytest
 
+from instag.engines.local.pool import ONE_THREAD, DecodePool, Kind
 from instag.features.resample import Resampler
-from instag.tagging.pool import ONE_THREAD, DecodePool, Kind
 
 
 def started_worker_environ(pool: DecodePool) -> bytes:
@@ -63,7 +63,7 @@ def half_message_worker(conn, *settings) -> None:
 
 def test_a_worker_frozen_half_way_through_a_message_is_stopped_not_waited_for(
         tmp_path, monkeypatch):
-    from instag.tagging import pool as pool_module
+    from instag.engines.local import pool as pool_module
 
     monkeypatch.setattr(pool_module, "_decode_worker", half_message_worker)
     pool = DecodePool(1, Resampler.FAST, stall_timeout=2)

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 import instag
 from instag.cli import app
-from instag.tagging.run import Reporter
+from instag.tagging.job import Reporter
 
 ray = pytest.importorskip("ray")
 
@@ -286,3 +286,19 @@ def test_hostile_audio_gets_the_same_status_on_ray_as_locally(tmp_path, options)
     assert remote == local
     assert {Path(p).name: s for p, (s, _) in local.items()} == {
         "one-hz.wav": "error", "loud.wav": "error", "long.wav": "too_long", "fine.wav": "ok"}
+
+
+def test_a_decoder_that_dies_after_its_first_row_is_crashed_not_missing_nor_glued(
+        tmp_path, options, with_m4a):
+    """35 s of audio, then the worker is killed: its first row (29.76 s) may have left."""
+    from builders import read_csv
+
+    body = (f"{sys.executable} -c \"import sys, numpy as np; "
+            "sys.stdout.buffer.write(np.zeros(44100 * 35, '<f4').tobytes()); "
+            "sys.stdout.flush()\"; sleep 2; kill -9 $PPID")
+    env = fake_ffmpeg(tmp_path, body)
+    result = ray_cli(env, options, with_m4a, "--out", tmp_path / "t.csv")
+    assert result.returncode == 1, result.stderr[-3000:]
+    rows = read_csv(tmp_path / "t.csv")
+    status = {Path(r["path"]).name: r["status"] for r in rows}
+    assert status == {"bad.m4a": "crashed", "good.wav": "ok"}

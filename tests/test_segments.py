@@ -38,8 +38,9 @@ def test_segments_format_as_start_end_pairs():
 
 
 def test_presence_is_decided_on_the_unrounded_probability():
+    from instag.outputs.forms import file_document
     from instag.tagging.bags import Bag
-    from instag.tagging.results import FileResult, bag_result, file_document
+    from instag.tagging.results import FileResult, bag_result
 
     bag = bag_result(Bag(0, 1), ("piano",), np.array([0.49996]), np.ones((1, 1)),
                      np.ones((1, 1)), {"piano": 0.5})

@@ -16,8 +16,8 @@ from builders import SR, music, read_csv, wait_until_cached  # noqa: E402
 from typer.testing import CliRunner
 
 from instag.cli import app
-from instag.tagging.cache import lock
-from instag.tagging.pool import DecodePool
+from instag.engines.local.cache import lock
+from instag.engines.local.pool import DecodePool
 from instag.tagging.walk import walk
 
 GOOD = ["album/01 intro.wav", "album/02-song.flac", "other/take.ogg", "other/live.mp3",
@@ -306,7 +306,7 @@ def test_a_vggish_folder_that_does_not_exist_is_named_not_blamed_on_the_network(
 def test_progress_counts_audio_as_it_is_embedded_not_only_finished_files(
         scoring_model, standin_vggish, standin_pca, tmp_path):
     import instag
-    from instag.tagging.run import Reporter
+    from instag.tagging.job import Reporter
 
     lib = tmp_path / "lib"
     lib.mkdir()
@@ -334,7 +334,7 @@ def test_short_files_are_embedded_many_per_vggish_call(scoring_model, standin_vg
     """A decoded file waiting for VGGish does not hold back the next file's decoding: a library
     of one-second clips is embedded in a few large calls, not two files at a time."""
     import instag
-    from instag.tagging.run import Reporter
+    from instag.tagging.job import Reporter
 
     lib = tmp_path / "lib"
     lib.mkdir()

@@ -20,9 +20,11 @@ from mutagen.id3 import ID3, TIT2
 from typer.testing import CliRunner
 
 from instag.cli import app
-from instag.tagging import filetags, run
-from instag.tagging.filetags import TagWriting, write_tags
-from instag.tagging.pool import DecodePool
+from instag.engines.local import run
+from instag.engines.local.pool import DecodePool
+from instag.outputs import filetags
+from instag.outputs.filetags import write_tags
+from instag.tagging.tagwriting import TagWriting
 
 
 def flac(path: Path, seconds: float = 2, seed: int = 1, title: str = "Song") -> Path:
@@ -83,7 +85,7 @@ def test_an_unexpected_error_on_one_file_is_that_files_failure(tmp_path, monkeyp
 def test_a_terminated_write_tags_removes_its_copy_and_says_one_line(tmp_path, run_tag):
     path = flac(tmp_path / "a.flac")
     run_tag(path, "--out", tmp_path / "t.json", "--threshold", "0")
-    code = ("import sys, time; from instag.tagging import filetags; "
+    code = ("import sys, time; from instag.outputs import filetags; "
             "filetags._apply = lambda *a: time.sleep(60); "
             "from instag.cli import app; sys.argv = ['instag'] + sys.argv[1:]; app()")
     proc = subprocess.Popen([sys.executable, "-c", code, "write-tags", str(tmp_path / "t.json"),

@@ -28,21 +28,19 @@ from instag.cli.console import (
 from instag.common import locations
 from instag.common.devices import Device
 from instag.common.errors import InstagError
+from instag.engines.local.retag import retag
+from instag.engines.local.run import TagRun
+from instag.engines.local.run import embed as embed_run
+from instag.engines.local.run import tag as tag_run
+from instag.engines.ray.pipeline import Engine, RayRun, tag_on_ray
 from instag.features.decode import AudioError
 from instag.features.featurefile import write_features
 from instag.features.resample import DEFAULT_RESAMPLER
-from instag.tagging.bags import check_bag_setting, parse_bag_mode
-from instag.tagging.filetags import DEFAULT_FIELD, Outcome, TagWriting, retag
-from instag.tagging.plot import load_file_doc, plot_file
-from instag.tagging.pool import STALL_TIMEOUT
-from instag.tagging.ray_engine import Engine, RayRun, tag_on_ray
-from instag.tagging.results import FileResult, display_path, file_document, read_documents
-from instag.tagging.run import Summary, TagOptions, TagRun
-from instag.tagging.run import embed as embed_run
-from instag.tagging.run import tag as tag_run
-from instag.tagging.thresholds import check_threshold
-from instag.tagging.walk import check_roots, parse_extensions, read_path_list
-from instag.tagging.writers import (
+from instag.outputs.filetags import Outcome
+from instag.outputs.forms import file_document, read_documents
+from instag.outputs.pathlists import read_path_list
+from instag.outputs.plot import load_file_doc, plot_file
+from instag.outputs.writers import (
     STDOUT,
     Format,
     check_output,
@@ -50,6 +48,13 @@ from instag.tagging.writers import (
     format_for,
     result_writer,
 )
+from instag.tagging.bags import check_bag_setting, parse_bag_mode
+from instag.tagging.job import Summary
+from instag.tagging.options import STALL_TIMEOUT, TagOptions
+from instag.tagging.results import FileResult, display_path
+from instag.tagging.tagwriting import DEFAULT_FIELD, TagWriting
+from instag.tagging.thresholds import check_threshold
+from instag.tagging.walk import check_roots, parse_extensions
 
 
 class LogReporter:

@@ -1,3 +1,3 @@
-"""The tagging path: walk a library, get each file's features (from the cache or the decode
-pool), group instances into bags, score them with an exported ONNX model, turn attention into
-time segments, and write the results. Needs an exported model, never torch."""
+"""The tagging job, engine-neutral: its options, the identities of files and results, bags,
+scoring with an exported ONNX model, thresholds, attention segments, results, and the per-file
+steps both engines run. Needs an exported model, never torch."""

@@ -13,7 +13,6 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from instag.common.errors import InstagError
-from instag.common.extras import require
 from instag.features.decode import AUDIO_EXTENSIONS
 
 
@@ -83,45 +82,3 @@ def _entries(folder: Path, seen_dirs: set[tuple[int, int]],
         if on_error:
             on_error(folder, f"cannot read folder ({e.strerror})")
         return iter(())
-
-
-def read_path_list(source: Path) -> list[Path]:
-    """The files a list names, for catalogues too large to walk from one machine: a Parquet
-    file's `path` column (strings or bytes), a CSV's `path` column (an instag CSV: its
-    formula-safe cells read back as the names they are), else a text file with one path a line
-    (bytes kept as they are). Listed files may vanish: each is then its own `missing` result."""
-    if source.suffix.lower() == ".csv":
-        return _csv_paths(source)
-    if source.suffix.lower() == ".parquet":
-        pq = require("pyarrow.parquet")
-        try:
-            column = pq.read_table(source, columns=["path"]).column("path").to_pylist()
-        except Exception as e:  # pyarrow's own errors: not a Parquet file, no `path` column
-            raise InstagError(f"--paths-from {source}: cannot read a `path` column ({e})",
-                              "give a Parquet file with a `path` column, or a text file "
-                              "with one path a line") from None
-        return [Path(os.fsdecode(p)) for p in column if p]
-    try:
-        lines = source.read_bytes().splitlines()
-    except OSError as e:
-        raise InstagError(f"--paths-from {source}: {e.strerror or e}",
-                          "give a readable list of paths") from None
-    return [Path(os.fsdecode(line.rstrip(b"\r"))) for line in lines if line.strip()]
-
-
-def _csv_paths(source: Path) -> list[Path]:
-    import csv
-
-    from instag.tagging.results import audio_path, csv_value
-
-    try:
-        with open(source, newline="", encoding="utf-8") as f:
-            rows = csv.DictReader(f)
-            if "path" not in (rows.fieldnames or ()):
-                raise InstagError(f"--paths-from {source}: no `path` column",
-                                  "give a CSV with a `path` column (as `instag tag` writes)")
-            paths = dict.fromkeys(csv_value(row["path"]) for row in rows if row["path"])
-    except (OSError, UnicodeDecodeError, csv.Error) as e:
-        raise InstagError(f"--paths-from {source}: cannot read it ({e})",
-                          "give a readable CSV with a `path` column") from None
-    return [audio_path(p) for p in paths]  # one per file, though its CSV has a row per class

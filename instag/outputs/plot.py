@@ -11,7 +11,8 @@ from instag.common.atomic import atomic_path
 from instag.common.errors import InstagError
 from instag.common.extras import require
 from instag.features.resample import Resampler, stream_16k
-from instag.tagging.results import audio_path, read_documents
+from instag.outputs.forms import read_documents
+from instag.tagging.results import audio_path
 
 SR, N_FFT, HOP, N_MELS = 16000, 512, 160, 64
 MAX_FRAMES = 4000  # spectrogram columns drawn: a figure needs no more, whatever the length

@@ -42,14 +42,16 @@ from instag.common.enums import TextEnum
 from instag.common.errors import InstagError
 from instag.common.extras import require
 from instag.common.status import Status
+from instag.engines.ray import reassembly
 from instag.features import vggish_onnx
 from instag.features.decode import AudioError
 from instag.features.embed import NON_FINITE, Embedder, embed_chunks
 from instag.features.instances import INSTANCE_SECONDS, Chunker, Features, check_features
 from instag.features.resample import Resampler
-from instag.tagging.parquet import previous_results
+from instag.outputs.parquet import previous_results
+from instag.tagging.job import Reporter, Scoring, Summary
+from instag.tagging.options import TagOptions
 from instag.tagging.results import FileResult, display_path
-from instag.tagging.run import Reporter, Scoring, Summary, TagOptions
 from instag.tagging.walk import walk
 
 
@@ -81,7 +83,9 @@ def decode_file(row: dict, resampler: str, stall_timeout: float,
     block = 0
 
     def out(audio: np.ndarray, last: bool, **extra) -> dict:
-        return {**base, **extra, "block": block, "last": last, "audio": audio}
+        """A row: its sequence number in the file; the last one carries the row count."""
+        return {**base, **extra, "block": block, "last": last, "rows": block + 1 if last else -1,
+                "audio": audio}
 
     try:
         st = os.stat(path)
@@ -340,11 +344,10 @@ def _pipeline(ray, todo: list[tuple[int, Path]], opts: TagOptions, onnx: Path,
 
 def _results(pipeline, todo: list[tuple[int, Path]], scoring: Scoring, identity: str,
              run: RayRun) -> Iterator[FileResult]:
-    """Reassemble each file's rows into features, score files in small batches, and yield
-    results in walk order; a file whose rows never came (every retry died) is `crashed`."""
+    """Reassemble each file's rows into features (checked: `reassembly`), score files in small
+    batches, and yield results in walk order; a file whose rows are not all there (every retry
+    of its task died) is `crashed`."""
     path_of = dict(todo)
-    order = iter(todo)
-    parts: list[np.ndarray] = []
     ready: list[tuple[Path, Features, dict]] = []
 
     def flush() -> Iterator[FileResult]:
@@ -353,35 +356,25 @@ def _results(pipeline, todo: list[tuple[int, Path]], scoring: Scoring, identity:
             yield _stamp(result, row, identity)
         ready.clear()
 
-    def lost_until(idx: int | None) -> Iterator[FileResult]:
-        """Files before `idx` (all, for None) whose rows never arrived."""
-        for skipped, path in order:
-            if skipped == idx:
-                return
-            yield from flush()
-            yield FileResult(path, Status.CRASHED, "its worker died on every retry; retried "
-                             "next run", model_id=identity)
-
-    for row in pipeline.iter_rows():
-        idx = int(row["idx"])
-        if row["block"] == 0:
-            yield from lost_until(idx)
-            parts, finite = [], True
-        parts.append(row["feats"])
-        finite = finite and bool(row["finite"])
+    def progress(row: dict) -> None:
         run.summary.embedded_s += len(row["feats"]) * INSTANCE_SECONDS
         run.reporter.embedded(run.summary)
-        if not row["last"]:
+
+    for file in reassembly.files(pipeline.iter_rows(), path_of, progress):
+        path, row = path_of[file.idx], file.last
+        if file.incomplete:
+            yield from flush()
+            yield FileResult(path, Status.CRASHED, f"its worker died on every retry "
+                             f"({file.incomplete}); retried next run", model_id=identity)
             continue
-        path = path_of[idx]
-        if row["status"] != Status.OK.value or not finite:
+        if row["status"] != Status.OK.value or not file.finite:
             status, reason = ((Status.ERROR, NON_FINITE) if row["status"] == Status.OK.value
                               else (Status(row["status"]), row["reason"]))
             yield from flush()
             yield _stamp(FileResult(path, status, reason), row, identity)
             continue
         try:
-            feats = check_features(path, Features.from_parts(parts, int(row["samples"])))
+            feats = check_features(path, Features.from_parts(file.parts, int(row["samples"])))
         except AudioError as e:
             yield from flush()
             yield _stamp(FileResult(path, e.status, e.reason), row, identity)
@@ -390,7 +383,6 @@ def _results(pipeline, todo: list[tuple[int, Path]], scoring: Scoring, identity:
         if len(ready) >= SCORE_BATCH_FILES:
             yield from flush()
     yield from flush()
-    yield from lost_until(None)
 
 
 def _stamp(result: FileResult, row: dict, identity: str) -> FileResult:

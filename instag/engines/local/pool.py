@@ -42,13 +42,13 @@ from instag.common.environment import environment
 from instag.common.status import Status
 from instag.features.decode import AudioError
 from instag.features.resample import Resampler
+from instag.tagging.options import STALL_TIMEOUT
 
 READY = "ready"  # a worker's first message
 BLOCKS_BUFFERED = 4  # decoded blocks a worker may hold while the main process is busy
 FILES_PER_WORKER = 2  # files assigned to a worker at once: the next is ready when one ends
 # read by the BLAS and OpenMP libraries when numpy loads in a worker (user settings win)
 ONE_THREAD = {v: "1" for v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
-STALL_TIMEOUT = 300.0  # seconds without progress before a worker is stopped
 
 
 class Kind(Enum):

@@ -27,8 +27,8 @@ import numpy as np
 
 from instag.common.errors import InstagError
 from instag.common.status import Status
+from instag.tagging.identity import FileKey
 
-CACHE_FILE = "tags.sqlite"
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS features (
     path BLOB, vggish TEXT, size INTEGER, mtime_ns INTEGER,
@@ -43,19 +43,6 @@ CREATE TABLE IF NOT EXISTS rewrites (
 """
 REWRITES_KEPT = 8  # instag's own tag writes remembered per file (a document older than that
 #                    many rewrites is refused by write-tags, safely: re-run instag tag)
-
-
-@dataclass(frozen=True)
-class FileKey:
-    path: bytes  # resolved path as bytes: any file name survives
-    size: int
-    mtime_ns: int
-
-    @classmethod
-    def of(cls, path: Path) -> FileKey:
-        """Raises OSError when the file is gone or cannot be looked at."""
-        st = os.stat(path)
-        return cls(os.fsencode(Path(path).resolve()), st.st_size, st.st_mtime_ns)
 
 
 @dataclass(frozen=True)

@@ -29,24 +29,17 @@ file) is the way to tag it. A file whose tags are already right is not rewritten
 
 from __future__ import annotations
 
-import functools
 import os
-import re
 import shutil
 import stat
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from instag.common.atomic import Changed, Stamp, atomic_path
 from instag.common.enums import TextEnum
-from instag.common.errors import InstagError
-from instag.tagging.cache import Cache, FileKey, lock
-from instag.tagging.results import audio_path
-
-DEFAULT_FIELD = "INSTRUMENTS"
-SCORE_PREFIX = "INSTAG_"
-MP4_FREEFORM = "----:com.apple.iTunes:"
+from instag.tagging.identity import FileKey
+from instag.tagging.tagwriting import MP4_FREEFORM, SCORE_PREFIX, TagWriting
 
 
 class Outcome(TextEnum):
@@ -58,64 +51,6 @@ class Outcome(TextEnum):
     UNSUPPORTED = "unsupported"  # a format mutagen cannot tag safely (raw AAC, Matroska, ...)
     FAILED = "failed"
 
-
-
-@dataclass(frozen=True)
-class TagWriting:
-    """How tags are written: which field, with scores or not, how, or only shown. Checked when
-    made, so the CLI, the Python API and the beets plugin refuse the same settings."""
-
-    field: str = DEFAULT_FIELD
-    scores: bool = False
-    in_place: bool = False
-    dry_run: bool = False
-    separator: str | None = None  # None: the format's own multi-value form
-    follow_links: bool = True  # False: a linked file is `unsupported: a link`
-
-    def __post_init__(self) -> None:
-        check_field(self.field)
-        if self.separator is not None and not self.separator.strip():
-            raise InstagError(f"--tag-separator {self.separator!r}: needs a visible character",
-                              'e.g. --tag-separator "; "')
-
-
-_FIELD_CHARS = re.compile(r"[A-Za-z0-9][A-Za-z0-9 _.-]*")  # a Vorbis name, readable anywhere
-
-
-def _spelling(name: str) -> str:
-    """A field name with case, spaces and punctuation folded: ALBUM ARTIST = album_artist."""
-    return re.sub(r"[^0-9a-z]", "", name.lower())
-
-
-@functools.cache
-def standard_fields() -> frozenset[str]:
-    """Every field name that players and taggers give a meaning, folded (`_spelling`): the
-    names and storage keys of mediafile (beets' own mapping, every family's spelling), mutagen's
-    EasyID3 and EasyMP4 names and the ID3 frame ids."""
-    import mutagen.id3
-    from mediafile import MediaFile
-    from mutagen.easyid3 import EasyID3
-    from mutagen.easymp4 import EasyMP4Tags
-
-    names = set(EasyID3.valid_keys) | set(EasyMP4Tags.Get) | set(mutagen.id3.Frames)
-    for name in MediaFile.fields():
-        names.add(name)
-        for style in getattr(MediaFile.__dict__.get(name), "_styles", None) or ():
-            for key in (style.key, getattr(style, "description", "")):
-                names.add(key.removeprefix(MP4_FREEFORM).removeprefix("WM/"))
-    return frozenset(f for f in map(_spelling, names) if f)
-
-
-def check_field(field: str) -> None:
-    """instag writes (and removes) only a field of its own: never one with a standard meaning
-    (`--tag-field TITLE --remove` would delete every title)."""
-    if not _FIELD_CHARS.fullmatch(field):
-        raise InstagError(f"--tag-field {field!r}: letters, digits, spaces, '_', '.' and '-' "
-                          "only", f"e.g. --tag-field {DEFAULT_FIELD}")
-    if _spelling(field) in standard_fields() or field.upper().startswith(SCORE_PREFIX):
-        raise InstagError(f"--tag-field {field}: a standard tag (or instag's scores): instag "
-                          "writes only a field of its own", f"use the default {DEFAULT_FIELD} "
-                          "or a name no tagger uses")
 
 
 @dataclass(frozen=True)
@@ -346,45 +281,3 @@ def _copy(original: Path, copy: Path) -> None:
         os.chown(copy, st.st_uid, st.st_gid)
     except PermissionError:
         pass  # not ours to give: the copy stays ours, as any file we write
-
-
-CHANGED_SINCE_TAGGED = "changed since it was tagged (re-run instag tag)"
-
-
-def retag(docs: Iterator[dict], writing: TagWriting, remove: bool, cache_path: Path,
-          wait: bool = False) -> Iterator[tuple[Path, TagChange]]:
-    """`instag write-tags`: write (or with `remove`, take out) the tags of a finished run's
-    files, from its JSON documents. A file is written only while it holds the audio that was
-    tagged: the size and mtime the document recorded, or what instag's own tag writes made of
-    them since (the cache remembers those). Holds the cache's lock and moves each rewritten
-    file's cache entry along, so that the next run does not decode it again."""
-    with lock(cache_path, wait) as held:
-        cache = Cache(cache_path, held)
-        try:
-            for doc in docs:
-                if doc.get("status") != "ok":
-                    continue
-                path = audio_path(doc["path"])
-                yield path, _retag_one(path, doc, writing, remove, cache)
-        finally:
-            cache.close()
-
-
-def _retag_one(path: Path, doc: dict, writing: TagWriting, remove: bool, cache: Cache
-               ) -> TagChange:
-    try:
-        now = FileKey.of(path)
-    except OSError as e:
-        return failed(e.strerror or str(e))
-    if "size" not in doc or "mtime_ns" not in doc:
-        return failed("the document records no size and mtime (re-run instag tag)")
-    tagged = FileKey(now.path, doc["size"], doc["mtime_ns"])
-    if now != tagged and not cache.same_audio(tagged, now):
-        return failed(CHANGED_SINCE_TAGGED)
-    best = {c: max(b["probabilities"][c] for b in doc["bags"])
-            for c in (doc["bags"][0]["probabilities"] if doc["bags"] else {})}
-    change = write_tags(path, None if remove else wanted(doc["instruments"], best, writing),
-                        writing, expect=now)
-    if change.outcome is Outcome.WRITTEN:
-        cache.rekey(now, FileKey.of(path))
-    return change

@@ -24,8 +24,9 @@ from instag.common import VERSION
 from instag.common.atomic import SUCCESS, atomic_write
 from instag.common.enums import TextEnum
 from instag.common.errors import InstagError
-from instag.tagging.parquet import parquet_writer
-from instag.tagging.results import CSV_FIELDS, FileResult, csv_rows, file_document
+from instag.outputs.forms import CSV_FIELDS, csv_rows, file_document
+from instag.outputs.parquet import parquet_writer
+from instag.tagging.results import FileResult
 
 
 class Format(TextEnum):

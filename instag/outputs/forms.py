@@ -1,0 +1,84 @@
+"""The forms a result takes in the outputs: a JSON document per file, CSV rows (cells that no
+spreadsheet runs as a formula), and reading instag's JSON and JSONL back."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from instag.common.errors import InstagError
+from instag.features.instances import instance_span
+from instag.tagging.results import DECIMALS, FileResult, _per_class
+from instag.tagging.segments import format_segments
+
+CSV_FIELDS = ("path", "status", "reason", "duration_s", "bag_start_s", "bag_end_s", "instrument",
+              "probability", "present", "segments", "file_tags", "size", "mtime_ns", "model_id")
+
+def file_document(r: FileResult) -> dict:
+    doc: dict = {"path": r.display_path, "status": r.status}
+    if r.reason:
+        doc["reason"] = r.reason
+    doc["duration_s"] = None if r.duration is None else round(r.duration, 3)
+    if r.file_tags:
+        doc["file_tags"] = r.file_tags
+    doc.update(size=r.size, mtime_ns=r.mtime_ns, model_id=r.model_id)
+    if not r.ok:
+        return doc
+    doc["instruments"] = r.instruments()
+    doc["segments"] = {c: [list(s) for s in segs] for c, segs in r.segments().items()}
+    doc["bags"] = [{
+        "start_s": b.bag.start_s, "end_s": b.bag.end_s,
+        "probabilities": {c: round(p, DECIMALS) for c, p in b.probabilities.items()},
+        "present": b.present,
+        "segments": {c: [list(s) for s in segs] for c, segs in b.segments.items()},
+        "timeline": {
+            "start_s": [instance_span(i)[0] for i in range(b.bag.first, b.bag.stop)],
+            "instance_probs": _per_class(b.instance_probs, b.probabilities),
+            "attention": _per_class(b.attention, b.probabilities),
+        },
+    } for b in r.bags]
+    return doc
+
+
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")  # what a spreadsheet runs as a formula
+
+
+def csv_cell(text: str) -> str:
+    """A CSV cell that no spreadsheet runs as a formula (OWASP's leading "'"); reversibly: a
+    cell that starts with "'" gets one more, and `csv_value` undoes both."""
+    return "'" + text if text.startswith(FORMULA_STARTS + ("'",)) else text
+
+
+def csv_value(cell: str) -> str:
+    """What `csv_cell` was given."""
+    return cell[1:] if cell.startswith("'") and cell[1:].startswith(FORMULA_STARTS + ("'",)) \
+        else cell
+
+
+def csv_rows(r: FileResult):
+    base = {"path": csv_cell(r.display_path), "status": r.status, "reason": csv_cell(r.reason),
+            "duration_s": "" if r.duration is None else f"{r.duration:.3f}",
+            "file_tags": csv_cell(r.file_tags), "size": "" if r.size is None else r.size,
+            "mtime_ns": "" if r.mtime_ns is None else r.mtime_ns, "model_id": r.model_id}
+    if not r.ok or not r.bags:
+        yield {**base, **{k: "" for k in CSV_FIELDS if k not in base}}
+        return
+    for b in r.bags:
+        for c, p in b.probabilities.items():
+            yield {**base, "bag_start_s": f"{b.bag.start_s:.2f}", "bag_end_s": f"{b.bag.end_s:.2f}",
+                   "instrument": c, "probability": f"{p:.{DECIMALS}f}",
+                   "present": "1" if c in b.present else "0",
+                   "segments": format_segments(b.segments.get(c, []))}
+
+
+def read_documents(tags_file: Path) -> list[dict]:
+    """The per-file documents of a .json or .jsonl that `instag tag` wrote."""
+    try:
+        text = Path(tags_file).read_text(encoding="utf-8")
+        # "\n" only: names may hold U+2028, U+0085 and the other characters splitlines() takes
+        # for line ends (JSON writes them raw)
+        return ([json.loads(line) for line in text.split("\n") if line.strip()]
+                if Path(tags_file).suffix == ".jsonl" else json.loads(text)["files"])
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise InstagError(f"{tags_file}: not a tags file from `instag tag` ({e})",
+                          "pass the .json or .jsonl that `instag tag --out` wrote") from e

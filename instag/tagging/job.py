@@ -1,0 +1,127 @@
+"""The per-file part of a tagging job that both engines share: a file's features to its result
+(bags, scores, thresholds, segments), and the running summary and reporter of a run."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from instag.common import locations
+from instag.common.downloads import file_digest
+from instag.common.errors import InstagError
+from instag.common.status import Status
+from instag.features.instances import INSTANCE_SECONDS, Features
+from instag.tagging.bags import Bag, check_bag_setting, make_bags
+from instag.tagging.identity import result_identity
+from instag.tagging.options import TagOptions
+from instag.tagging.results import FileResult, bag_result
+from instag.tagging.scoring import Scorer
+from instag.tagging.thresholds import load_thresholds
+
+
+@dataclass
+class Summary:
+    """Running counts of a run."""
+
+    total: int = 0
+    done: int = 0
+    from_cache: int = 0  # files for which nothing was decoded in this run
+    audio_s: float = 0.0  # of the files finished
+    embedded_s: float = 0.0  # audio embedded in this run so far, as it happens
+    failed: dict[Status, int] = field(default_factory=dict)  # status -> count
+    tags_failed: int = 0  # files whose own tags could not be written
+    tags_unsupported: int = 0  # ... or that instag does not write (a format, hard links)
+
+    def add(self, result: FileResult, from_cache: bool) -> None:
+        self.done += 1
+        self.from_cache += from_cache
+        self.audio_s += result.duration or 0.0
+        if not result.ok:
+            self.failed[result.status] = self.failed.get(result.status, 0) + 1
+
+    @property
+    def ok(self) -> int:
+        return self.done - sum(self.failed.values())
+
+
+class Reporter:
+    """What a run tells its caller as it goes; the CLI draws progress from it."""
+
+    def started(self, summary: Summary, provider: str | None) -> None:
+        """`provider`: where scoring runs (None when the run only embeds)."""
+
+    def file_done(self, result: FileResult, summary: Summary) -> None: ...
+
+    def embedded(self, summary: Summary) -> None:
+        """More audio was embedded (`summary.embedded_s`): progress between finished files."""
+
+    def note(self, message: str) -> None:
+        """Something the user should know that is not about one file."""
+
+
+class Scoring:
+    """The scoring model with the run's bag and threshold settings: bags of a file's features
+    and its result from their scores (shared by the engines)."""
+
+    def __init__(self, opts: TagOptions) -> None:
+        check_bag_setting(opts.bag_size, opts.hop)
+        self.scorer = Scorer(locations.resolve_model(opts.model), opts.device)
+        self.exact = self.scorer.meta.fixed_instances  # the model takes exactly this many
+        if self.exact and opts.bag_size != self.exact:
+            raise InstagError(f"{self.scorer.path}: {self.scorer.model_name} scores bags of "
+                              f"exactly {self.exact} instances", f"use --bag {self.exact}")
+        self.classes = self.scorer.classes
+        self.thresholds = load_thresholds(self.classes, opts.threshold, opts.thresholds_file,
+                                          self.scorer.meta.thresholds)
+        self.model_digest = file_digest(self.scorer.path)
+        self.bag_size, self.hop = opts.bag_size, opts.hop
+        self.bag_setting = f"{opts.bag_size or 'full'}/{opts.hop or opts.bag_size or ''}"
+
+    def identity(self, features: str) -> str:
+        """What a result depends on besides the file: the features' identity (VGGish, PCA,
+        resampler), the scoring model's digest, the bags and the thresholds."""
+        return result_identity(features, self.model_digest, self.bag_setting,
+                               json.dumps(self.thresholds, sort_keys=True))
+
+    def bags(self, feats: Features) -> list[Bag]:
+        return make_bags(len(feats.values), self.bag_size, self.hop, exact=bool(self.exact))
+
+    def too_short(self, path: Path, feats: Features) -> FileResult:
+        """A file with features but no bag: shorter than a fixed-size model's bag."""
+        need = f"{self.exact} instances ({self.exact * INSTANCE_SECONDS:.2f} s)"
+        return FileResult(path, Status.TOO_SHORT, f"{feats.duration:.2f} s; "
+                          f"{self.scorer.model_name} scores exactly {need}",
+                          duration=feats.duration, features=feats)
+
+    def score_many(self, work: list[tuple[Path, Features, list[Bag]]]
+                   ) -> list[tuple[FileResult, tuple[np.ndarray, ...] | None]]:
+        """Each file's result, and its raw scores (bag, instance, attention) for the cache,
+        from one round of ONNX calls over every file's bags (no scores: too short)."""
+        flat = [feats.values[b.first : b.stop] for _, feats, bags in work for b in bags]
+        scored = iter(self.scorer.score(flat))
+        out = []
+        for path, feats, bags in work:
+            if not bags:
+                out.append((self.too_short(path, feats), None))
+                continue
+            bs = [next(scored) for _ in bags]
+            scores = (np.stack([x.bag for x in bs]), np.concatenate([x.instance for x in bs]),
+                      np.concatenate([x.attention for x in bs]))
+            if not all(np.isfinite(x).all() for x in scores):  # never cached, never written
+                out.append((FileResult(path, Status.ERROR, "the model gave non-finite scores "
+                                       "(NaN or infinity) for it", duration=feats.duration,
+                                       features=feats), None))
+                continue
+            out.append((self.result(path, feats, bags, *scores), scores))
+        return out
+
+    def result(self, path: Path, feats: Features, bags: list[Bag], bag, instance,
+               attention) -> FileResult:
+        rows = np.cumsum([0] + [b.length for b in bags])
+        return FileResult(path, Status.OK, duration=feats.duration, features=feats, bags=[
+            bag_result(b, self.classes, bag[j], instance[rows[j] : rows[j + 1]],
+                       attention[rows[j] : rows[j + 1]], self.thresholds)
+            for j, b in enumerate(bags)])
