@@ -302,3 +302,22 @@ def test_a_decoder_that_dies_after_its_first_row_is_crashed_not_missing_nor_glue
     rows = read_csv(tmp_path / "t.csv")
     status = {Path(r["path"]).name: r["status"] for r in rows}
     assert status == {"bad.m4a": "crashed", "good.wav": "ok"}
+
+
+@pytest.mark.parametrize("body, status", [
+    ("kill -9 $$", "crashed"),  # ffmpeg killed by a signal (the OOM killer)
+    ("echo 'file:x.m4a: Input/output error' >&2; exit 1", "unreadable"),  # EIO on a NAS
+    ("echo 'Invalid data found when processing input' >&2; exit 1", "error"),  # corrupt
+], ids=["killed", "eio", "corrupt"])
+def test_one_mapping_from_a_decoder_failure_to_a_status_in_both_engines(
+        tmp_path, options, with_m4a, body, status):
+    from builders import read_csv
+
+    env = fake_ffmpeg(tmp_path, body)
+    for engine in ("local", "ray"):
+        out = tmp_path / f"{engine}.csv"
+        result = ray_cli(env, options, with_m4a, "--out", out, "--engine", engine, "--cache",
+                         tmp_path / "cache.sqlite")
+        assert result.returncode == 1, result.stderr[-3000:]
+        got = {Path(r["path"]).name: r["status"] for r in read_csv(out)}
+        assert got == {"bad.m4a": status, "good.wav": "ok"}, engine

@@ -33,6 +33,7 @@ READ_BYTES = 8 << 20  # one read of all channels: memory bounded whatever the ch
 # a header whose duration leaves fewer bytes than this per second is not believed (no real
 # encoding is that small): its duration is then counted while decoding, not trusted
 PLAUSIBLE_BYTES_PER_SECOND = 16
+SF_ERR_SYSTEM = 2  # libsndfile's "System error": the operating system's, not the file's
 MAX_SAMPLE = 1e8  # |sample| beyond this is not audio (full scale is 1.0; 24-bit ints 8.4e6)
 Blocks = Callable[[int], Iterator[np.ndarray]]  # frames per block -> mono float32 blocks
 Opened = tuple[int, Blocks, int | None]  # rate, blocks, frames the decoder claims (None: unknown)
@@ -151,6 +152,9 @@ def _open_soundfile(path: Path) -> Opened | None:
                     if not started and (other := _ffmpeg_instead(path, f.samplerate)):
                         yield from other(n)
                         return
+                    if e.code == SF_ERR_SYSTEM:  # the disk said no (EIO on a NAS): not the file
+                        raise AudioError(path, f"I/O error while reading ({e}); retried next "
+                                         "run", status=Status.UNREADABLE) from e
                     raise AudioError(path, f"corrupt or truncated audio ({e})") from e
                 if len(data) == 0:
                     return
@@ -204,10 +208,22 @@ def _open_ffmpeg(path: Path) -> Opened:
                 proc.kill()
                 raise
             drain.join()
-            if proc.wait() != 0:
-                raise AudioError(path, f"ffmpeg failed to decode ({list(last)[-1:]})")
+            if (code := proc.wait()) != 0:
+                raise _ffmpeg_failure(path, code, list(last))
 
     return rate, blocks, None if seconds is None else int(seconds * rate)
+
+
+def _ffmpeg_failure(path: Path, code: int, last: list[str]) -> AudioError:
+    """What an ffmpeg that did not finish says of the file: killed by a signal (the OOM killer)
+    or an I/O error is not the file's fault and is retried; anything else is the file's."""
+    if code < 0:
+        return AudioError(path, f"ffmpeg was killed by signal {-code}; retried next run",
+                          status=Status.CRASHED)
+    if any("Input/output error" in line for line in last):
+        return AudioError(path, f"I/O error while reading ({last[-1]}); retried next run",
+                          status=Status.UNREADABLE)
+    return AudioError(path, f"ffmpeg failed to decode ({last[-1:]})")
 
 
 def _keep_last_lines(stream, last: deque[str]) -> None:

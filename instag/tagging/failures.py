@@ -24,7 +24,12 @@ def failure(e: BaseException) -> tuple[Status, str]:
     if isinstance(e, PermissionError):
         return Status.UNREADABLE, "permission denied"
     if isinstance(e, TimeoutError):
-        return Status.TIMEOUT, "no progress: stopped, " + RETRIED
+        return Status.TIMEOUT, str(e) or "no progress: stopped, " + RETRIED
     if isinstance(e, OSError):
         return Status.UNREADABLE, f"I/O error ({e.strerror or e}); {RETRIED}"
     return Status.CRASHED, f"the decoder failed ({type(e).__name__}: {e}); {RETRIED}"
+
+
+def stalled(seconds: float) -> str:
+    """The reason of a file whose decoder made no progress for `seconds`."""
+    return f"no progress for {seconds:g} s (a hung mount or decoder?); stopped, {RETRIED}"

@@ -40,8 +40,8 @@ import numpy as np
 
 from instag.common.environment import environment
 from instag.common.status import Status
-from instag.features.decode import AudioError
 from instag.features.resample import Resampler
+from instag.tagging.failures import failure, stalled
 from instag.tagging.options import STALL_TIMEOUT
 
 READY = "ready"  # a worker's first message
@@ -99,10 +99,9 @@ def _decode_worker(conn: Connection, resampler: Resampler, max_seconds: float | 
             for block in stream_16k(path, resampler, max_seconds=max_seconds):
                 out.put((Kind.BLOCK.value, idx, block))
             out.put((Kind.DONE.value, idx, None))
-        except AudioError as e:
-            out.put((Kind.FAILED.value, idx, (e.status.value, e.reason)))
-        except Exception as e:  # a decoder bug must cost one file, not the run
-            out.put((Kind.FAILED.value, idx, (Status.ERROR.value, f"{type(e).__name__}: {e}")))
+        except Exception as e:  # whatever it is costs one file, not the run
+            status, reason = failure(e)
+            out.put((Kind.FAILED.value, idx, (status.value, reason)))
 
 
 @dataclass
@@ -255,9 +254,7 @@ class DecodePool:
         for w in list(self.workers):
             if w.ready and w.files and now - w.since > self.stall_timeout:
                 w.process.kill()
-                self._replace(w, Kind.STALLED, Status.TIMEOUT,
-                              f"no progress for {self.stall_timeout:g} s (a hung mount or "
-                              "decoder?); stopped, retried next run")
+                self._replace(w, Kind.STALLED, Status.TIMEOUT, stalled(self.stall_timeout))
 
     def _replace(self, w: _Worker, kind: Kind, status: Status, reason: str) -> None:
         """Worker `w` is gone: its current file ends with `status`; the files queued behind it

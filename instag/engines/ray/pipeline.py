@@ -49,6 +49,7 @@ from instag.features.embed import NON_FINITE, Embedder, embed_chunks
 from instag.features.instances import INSTANCE_SECONDS, Chunker, Features, check_features
 from instag.features.resample import Resampler
 from instag.outputs.parquet import previous_results
+from instag.tagging.failures import failure, stalled
 from instag.tagging.job import Reporter, Scoring, Summary
 from instag.tagging.options import TagOptions
 from instag.tagging.results import FileResult, display_path
@@ -105,21 +106,9 @@ def decode_file(row: dict, resampler: str, stall_timeout: float,
             held = chunk
         empty = np.zeros(0, np.float32)
         yield out(empty if held is None else held, True, samples=chunker.samples)
-    except FileNotFoundError:
-        yield out(np.zeros(0, np.float32), True, status=Status.MISSING.value,
-                  reason="file vanished")
-    except TimeoutError:
-        yield out(np.zeros(0, np.float32), True, status=Status.TIMEOUT.value,
-                  reason=f"no progress for {stall_timeout:g} s (a hung mount or decoder?); "
-                  "stopped, retried next run")
-    except AudioError as e:
-        yield out(np.zeros(0, np.float32), True, status=e.status.value, reason=e.reason)
-    except OSError as e:
-        yield out(np.zeros(0, np.float32), True, status=Status.UNREADABLE.value,
-                  reason=e.strerror or str(e))
-    except Exception as e:  # a decoder bug costs one file, not the run
-        yield out(np.zeros(0, np.float32), True, status=Status.ERROR.value,
-                  reason=f"{type(e).__name__}: {e}")
+    except Exception as e:  # whatever it is costs one file, not the run
+        status, reason = failure(e)
+        yield out(np.zeros(0, np.float32), True, status=status.value, reason=reason)
 
 
 def _watched(items: Iterator[np.ndarray], seconds: float) -> Iterator[np.ndarray]:
@@ -130,10 +119,10 @@ def _watched(items: Iterator[np.ndarray], seconds: float) -> Iterator[np.ndarray
         yield from items
         return
 
-    def stalled(signum, frame):
-        raise TimeoutError
+    def stop(signum, frame):
+        raise TimeoutError(stalled(seconds))
 
-    previous = signal.signal(signal.SIGALRM, stalled)
+    previous = signal.signal(signal.SIGALRM, stop)
     try:
         while True:
             signal.setitimer(signal.ITIMER_REAL, seconds)
