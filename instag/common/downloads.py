@@ -29,6 +29,16 @@ def file_digest(path: Path, algorithm: str = "sha256") -> str:
     return h.hexdigest()
 
 
+def folder_digest(folder: Path, algorithm: str = "sha256") -> str:
+    """A digest of every file under `folder` (names and contents, in sorted order): a SavedModel
+    whose variables are replaced in place gets a new one."""
+    h = hashlib.new(algorithm)
+    for path in sorted(p for p in Path(folder).rglob("*") if p.is_file()):
+        h.update(path.relative_to(folder).as_posix().encode() + b"\0")
+        h.update(file_digest(path, algorithm).encode() + b"\0")
+    return h.hexdigest()
+
+
 def download(
     url: str, dest: Path, md5: str | None = None, *, retries: int = 4, timeout: float = 60,
     progress: Callable[[int, int | None], None] | None = None,

@@ -17,7 +17,7 @@ from instag.common import locations
 from instag.common.devices import Device
 from instag.common.downloads import file_digest
 from instag.common.errors import InstagError
-from instag.features import vggish_onnx
+from instag.features import FEATURES_VERSION, vggish_onnx
 from instag.features.decode import AudioError
 from instag.features.instances import (
     INSTANCE_SAMPLES,
@@ -52,12 +52,27 @@ class Embedder:
         self.pca_path = locations.pca_params(pca)
         self.eigen_vectors, self.means = load_pca(self.pca_path)
         self.resampler = Resampler(resampler)
-        self.identity = "|".join([self.handle, file_digest(self.pca_path),
-                                  self.resampler.identity])
+        self._pca_digest = file_digest(self.pca_path)
+        self._identity: str | None = None
         self.device = device
         self.note = note or (lambda message: None)
         self.runtime = ""  # which VGGish runs, once loaded
         self._model = None
+
+    @property
+    def identity(self) -> str:
+        """What the features are of: VGGish's content (the SavedModel's digest: the handle
+        names it, the bytes are it), the PCA file's sha256, the resampler and instag's feature
+        code version. Known once VGGish is on this machine (`fetch_if_missing`)."""
+        if self._identity is None:
+            saved = locations.hub_cached(self.handle)
+            if saved is None:
+                raise InstagError(f"VGGish ({self.handle}) is not on this machine yet",
+                                  "run `instag setup`")
+            self._identity = "|".join([f"vggish:{vggish_onnx.saved_model_digest(saved)[:16]}",
+                                       self._pca_digest, self.resampler.identity,
+                                       f"features:{FEATURES_VERSION}"])
+        return self._identity
 
     def fetch_if_missing(self) -> None:
         """VGGish loads on first use (a cached re-run never needs it), but one that cannot be

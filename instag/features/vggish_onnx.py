@@ -12,6 +12,7 @@ imports TensorFlow.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import warnings
@@ -23,7 +24,7 @@ import numpy as np
 from instag.common import locations
 from instag.common.atomic import atomic_path
 from instag.common.devices import Device
-from instag.common.downloads import file_digest
+from instag.common.downloads import folder_digest
 from instag.common.errors import InstagError
 from instag.common.extras import require
 from instag.common.onnxsession import choose_providers, open_session
@@ -54,8 +55,21 @@ def converted_path(handle: str) -> Path | None:
     if saved is None:
         return None
     key = hashlib.sha1(handle.encode()).hexdigest()[:16]
-    digest = file_digest(saved / "saved_model.pb")[:16]
+    digest = saved_model_digest(saved)[:16]  # the whole SavedModel: new variables, new file
     return locations.tfhub_cache_dir() / "onnx" / f"vggish-{key}-{digest}.onnx"
+
+
+@functools.cache
+def _digest(saved: Path, stats: tuple) -> str:
+    return folder_digest(saved)
+
+
+def saved_model_digest(saved: Path) -> str:
+    """The SavedModel's content digest, computed once per process while its files' sizes and
+    mtimes stay as they were."""
+    stats = tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns)
+                  for p in sorted(saved.rglob("*")) if p.is_file())
+    return _digest(saved, stats)
 
 
 def find(handle: str) -> Path | None:
