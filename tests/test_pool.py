@@ -84,3 +84,28 @@ def test_a_worker_frozen_half_way_through_a_message_is_stopped_not_waited_for(
     finally:
         for w in pool.workers:
             w.process.kill()
+
+
+@pytest.mark.parametrize("wait", [False, True])
+def test_a_script_without_a_main_guard_gets_one_clear_error_not_crashed_files(
+        tmp_path, scoring_model, standin_vggish, standin_pca, wait):
+    """README's example saved as a script, unguarded: spawn re-runs it in every worker."""
+    import subprocess
+
+    import soundfile as sf
+    from builders import SR, music
+
+    sf.write(tmp_path / "a.wav", music(2, 1), SR)
+    script = tmp_path / "tag_my_music.py"
+    script.write_text(
+        "import instag\n"
+        f"opts = instag.TagOptions(model={str(scoring_model)!r}, vggish={str(standin_vggish)!r},"
+        f" pca={str(standin_pca)!r}, cache={str(tmp_path / 'c.sqlite')!r}, jobs=1, "
+        f"wait={wait})\n"
+        f"for result in instag.tag([{str(tmp_path / 'a.wav')!r}], opts):\n"
+        "    print('RESULT', result.status)\n")
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          timeout=300, cwd=tmp_path)
+    assert done.returncode != 0 and "RESULT" not in done.stdout
+    assert 'if __name__ == "__main__":' in done.stderr
+    assert "InstagError: instag.tag/embed was called while a decode worker" in done.stderr

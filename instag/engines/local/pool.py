@@ -39,12 +39,27 @@ from pathlib import Path
 import numpy as np
 
 from instag.common.environment import environment
+from instag.common.errors import InstagError
 from instag.common.status import Status
 from instag.features.resample import Resampler
 from instag.tagging.failures import failure, stalled
 from instag.tagging.options import STALL_TIMEOUT
 
 READY = "ready"  # a worker's first message
+STARTUP_SECONDS = 60.0  # a worker not ready by then (or by the stall timeout, if longer) failed
+# a worker's exit code when it finds itself re-running the user's script while it boots: a
+# script that calls instag.tag without `if __name__ == "__main__":` (spawn imports it again)
+REENTERED_SCRIPT = 86
+UNGUARDED = ("instag.tag/embed was called while a decode worker was starting: the script that "
+             "calls it runs again in every worker")
+GUARD_FIX = 'put the call under `if __name__ == "__main__":` (see README: From Python)'
+
+
+def refuse_while_bootstrapping() -> None:
+    """In a decode worker still importing the user's script (spawn re-runs it), a run must not
+    start: the worker exits at once with REENTERED_SCRIPT, and the pool says why."""
+    if getattr(mp.current_process(), "_inheriting", False):
+        raise SystemExit(REENTERED_SCRIPT)
 BLOCKS_BUFFERED = 4  # decoded blocks a worker may hold while the main process is busy
 FILES_PER_WORKER = 2  # files assigned to a worker at once: the next is ready when one ends
 # read by the BLAS and OpenMP libraries when numpy loads in a worker (user settings win)
@@ -229,6 +244,8 @@ class DecodePool:
                 return
             if message is None:
                 w.process.join(1)
+                if not w.ready:
+                    raise _startup_failure(w.process.exitcode)
                 self._replace(w, Kind.CRASHED, Status.CRASHED,
                               f"decoder crashed (exit {w.process.exitcode})")
                 return
@@ -251,6 +268,13 @@ class DecodePool:
 
     def _stop_stalled(self) -> None:
         now = time.monotonic()
+        for w in self.workers:
+            if not w.ready and now - w.since > max(self.stall_timeout, STARTUP_SECONDS):
+                w.process.kill()
+                raise InstagError(f"a decode worker did not start within "
+                                  f"{max(self.stall_timeout, STARTUP_SECONDS):g} s",
+                                  "check the machine's load and memory; a script calling "
+                                  f"instag: {GUARD_FIX}")
         for w in list(self.workers):
             if w.ready and w.files and now - w.since > self.stall_timeout:
                 w.process.kill()
@@ -283,3 +307,11 @@ class DecodePool:
             w.process.join(timeout=2)
             if w.process.is_alive():
                 w.process.kill()
+
+
+def _startup_failure(exitcode: int | None) -> InstagError:
+    """A worker that died before it was ready: the pool cannot run, no file is to blame."""
+    if exitcode == REENTERED_SCRIPT:
+        return InstagError(UNGUARDED, GUARD_FIX)
+    return InstagError(f"a decode worker died while starting (exit {exitcode})",
+                       "check the machine's memory and instag's installation (`instag doctor`)")

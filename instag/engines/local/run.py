@@ -23,7 +23,7 @@ import numpy as np
 
 from instag.common.status import Status
 from instag.engines.local.cache import Cache, lock
-from instag.engines.local.pool import DecodePool, Event, Kind
+from instag.engines.local.pool import DecodePool, Event, Kind, refuse_while_bootstrapping
 from instag.features.decode import AudioError
 from instag.features.embed import NON_FINITE, Embedder
 from instag.features.instances import (
@@ -302,6 +302,7 @@ class TagSession:
         self._stack: ExitStack | None = None
 
     def __enter__(self) -> TagSession:
+        refuse_while_bootstrapping()  # an unguarded script, re-run by a starting worker
         cache_path = self.opts.cache_path()
         with ExitStack() as stack:
             held = stack.enter_context(lock(cache_path, self.opts.wait))
