@@ -32,6 +32,8 @@ _API = {
     "TagRun": "instag.engines.local.run",
     "TagSession": "instag.engines.local.run",
     "tag_on_ray": "instag.engines.ray.pipeline",
+    "tag_audio": "instag.tagging.job",
+    "score": "instag.tagging.job",
     "RayRun": "instag.engines.ray.pipeline",
     "FileResult": "instag.tagging.results",
     "TagWriting": "instag.tagging.tagwriting",

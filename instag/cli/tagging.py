@@ -48,12 +48,11 @@ from instag.outputs.writers import (
     format_for,
     result_writer,
 )
-from instag.tagging.bags import check_bag_setting, parse_bag_mode
+from instag.tagging.bags import parse_bag_mode
 from instag.tagging.job import Summary
 from instag.tagging.options import STALL_TIMEOUT, TagOptions
 from instag.tagging.results import FileResult, display_path
 from instag.tagging.tagwriting import DEFAULT_FIELD, TagWriting
-from instag.tagging.thresholds import check_threshold
 from instag.tagging.walk import check_roots, parse_extensions
 
 
@@ -332,9 +331,6 @@ def tag(
     written), 130 interrupted, 143 terminated (previous output kept).
     """
     fmt = format_for(out, format)
-    check_bag_setting(parse_bag_mode(bag), hop)
-    if threshold is not None:
-        check_threshold(threshold, "--threshold")
     opts = TagOptions(
         model=locations.resolve_model(model), vggish=vggish, pca=pca, resampler=resampler,
         bag_size=parse_bag_mode(bag), hop=hop, threshold=threshold, thresholds_file=thresholds,
@@ -358,9 +354,8 @@ def tag(
             raise InstagError("--write-tags runs with the local engine only",
                               "tag with --engine ray into a .jsonl, then run `instag "
                               "write-tags` on it where the files are")
-        resume = fmt is Format.PARQUET and out.exists() and not force
         run = tag_on_ray(paths, opts, reporter_for(quiet, "tagging"), ray_address,
-                         previous=out if resume else None)
+                         previous=out if fmt is Format.PARQUET else None)
     else:
         run = tag_run(paths, opts, reporter_for(quiet, "tagging"))
     run_info = {"model": str(opts.model), "bag": bag,

@@ -80,6 +80,16 @@ def open_audio(path: Path, max_seconds: float | None = None) -> tuple[int, Block
     return rate, _checked(path, rate, blocks, max_seconds)
 
 
+def check_waveform(path: Path, x: np.ndarray, rate: int) -> np.ndarray:
+    """A waveform given in memory, checked as a decoded file is: its rate and its samples."""
+    if not MIN_RATE <= rate <= MAX_RATE:
+        raise AudioError(path, f"a sample rate of {rate} Hz, outside what audio uses "
+                         f"({MIN_RATE // 1000} kHz to {MAX_RATE // 1000} kHz)")
+    if x.ndim != 1:
+        raise AudioError(path, f"samples of shape {x.shape}: expected [n] or [n, channels]")
+    return next(_checked(path, rate, lambda n: iter([x]), None)(len(x)), x)
+
+
 def _too_long(path: Path, seconds: float, max_seconds: float) -> AudioError:
     return AudioError(path, f"{seconds / 3600:.2f} h long, over --max-duration "
                       f"({max_seconds / 3600:g} h)", status=Status.TOO_LONG)

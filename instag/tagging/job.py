@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,7 +14,10 @@ from instag.common import locations
 from instag.common.downloads import file_digest
 from instag.common.errors import InstagError
 from instag.common.status import Status
-from instag.features.instances import INSTANCE_SECONDS, Features
+from instag.features.decode import AudioError, check_waveform
+from instag.features.embed import Embedder
+from instag.features.instances import INSTANCE_SECONDS, Features, check_features
+from instag.features.resample import TARGET_SR, resample
 from instag.tagging.bags import Bag, check_bag_setting, make_bags
 from instag.tagging.identity import result_identity
 from instag.tagging.options import TagOptions
@@ -125,3 +129,52 @@ class Scoring:
             bag_result(b, self.classes, bag[j], instance[rows[j] : rows[j + 1]],
                        attention[rows[j] : rows[j + 1]], self.thresholds)
             for j, b in enumerate(bags)])
+
+
+@functools.lru_cache(maxsize=2)
+def _models(opts: TagOptions) -> tuple[Embedder, Scoring]:
+    embedder = Embedder(opts.vggish, opts.pca, opts.resampler, opts.device)
+    embedder.fetch_if_missing()
+    return embedder, Scoring(opts)
+
+
+def score(features: Features | np.ndarray, options: TagOptions | None = None,
+          name: str = "<features>") -> FileResult:
+    """One file's result from its features (uint8 [N, 128], 0.96 s instances, as `instag embed`
+    or OpenMIC make them): bags, scores, thresholds, segments. No pool, cache or lock."""
+    opts = options or TagOptions()
+    if not isinstance(features, Features):
+        values = np.asarray(features)
+        if values.ndim != 2 or values.shape[1] != 128 or values.dtype != np.uint8:
+            raise InstagError(f"features of shape {values.shape} and type {values.dtype}",
+                              "pass uint8 [N, 128] (0.96 s instances)")
+        features = Features(values, len(values) * INSTANCE_SECONDS)
+    embedder, scoring = _models(opts)
+    path = Path(name)
+    try:
+        check_features(path, features)
+    except AudioError as e:
+        return FileResult(path, e.status, e.reason, duration=features.duration)
+    ((result, _),) = scoring.score_many([(path, features, scoring.bags(features))])
+    result.model_id = scoring.identity(embedder.identity)
+    return result
+
+
+def tag_audio(samples: np.ndarray, sample_rate: int, options: TagOptions | None = None,
+              name: str = "<audio>") -> FileResult:
+    """One waveform's result (float samples, [n] or [n, channels], at `sample_rate`): the
+    same steps as a file in a run (mixed to mono, resampled to 16 kHz, VGGish, PCA, the
+    model), checked as a decoded file is. No pool, cache or lock; the models load once."""
+    opts = options or TagOptions()
+    path = Path(name)
+    x = np.asarray(samples, np.float32)
+    x = x.mean(axis=1, dtype=np.float32) if x.ndim == 2 else x
+    try:
+        audio = check_waveform(path, x, int(sample_rate))
+        embedder, _ = _models(opts)
+        wave = audio if sample_rate == TARGET_SR else resample(audio, int(sample_rate),
+                                                               opts.resampler)
+        features = embedder.embed_blocks([wave])
+    except AudioError as e:
+        return FileResult(path, e.status, e.reason)
+    return score(features, opts, name)

@@ -3,14 +3,18 @@ all build a `TagOptions`."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
 from instag.common import locations
 from instag.common.devices import Device
+from instag.common.errors import InstagError
 from instag.features.decode import AUDIO_EXTENSIONS
 from instag.features.resample import DEFAULT_RESAMPLER, Resampler
+from instag.tagging.bags import check_bag_setting
 from instag.tagging.tagwriting import TagWriting
+from instag.tagging.thresholds import check_threshold
 
 CACHE_FILE = "tags.sqlite"
 STALL_TIMEOUT = 300.0  # seconds without progress before a decoder is stopped
@@ -39,6 +43,31 @@ class TagOptions:
     include_hidden: bool = False
     wait: bool = False
     write_tags: TagWriting | None = None  # also write each tagged file's own tags
+
+    def __post_init__(self) -> None:
+        """Checked where they are made, with the CLI's words: the CLI, the Python API and the
+        beets plugin refuse the same settings, before anything runs."""
+        check_bag_setting(self.bag_size, self.hop)
+        for name, value in (("--bag", self.bag_size), ("--hop", self.hop), ("--jobs", self.jobs)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                      or value < 1):
+                raise InstagError(f"{name} {value!r}: needs a whole number of at least 1",
+                                  f"e.g. {name} 2")
+        if self.threshold is not None:
+            check_threshold(self.threshold, "--threshold")
+        for name, value in (("--file-timeout", self.stall_timeout),
+                            ("--max-duration", self.max_duration)):
+            if value is not None and not (isinstance(value, int | float) and value > 0
+                                          and math.isfinite(value)):
+                raise InstagError(f"{name} {value!r}: needs a number of seconds above 0",
+                                  f"e.g. {name} 300")
+        # choices given as text (the beets plugin's config, a script) become their enums
+        object.__setattr__(self, "device", Device.parse(self.device))
+        try:
+            object.__setattr__(self, "resampler", Resampler(self.resampler))
+        except ValueError:
+            raise InstagError(f"--resampler {self.resampler!r}: not a resampler",
+                              f"use one of {', '.join(r.value for r in Resampler)}") from None
 
     def cache_path(self) -> Path:
         return Path(self.cache) if self.cache else locations.cache_dir() / CACHE_FILE

@@ -179,7 +179,9 @@ class RayRun:
         self.opts = opts
         self.reporter = reporter or Reporter()
         self.address = address
-        self.previous = previous
+        # the resume rule: an existing Parquet output, unless the run is told to recompute
+        self.previous = previous if previous is not None and previous.exists() and \
+            not opts.force else None
         self.summary = Summary()
 
     def __iter__(self) -> Iterator[FileResult]:
@@ -386,5 +388,6 @@ def tag_on_ray(paths: Iterable[str | Path], options: TagOptions | None = None,
                reporter: Reporter | None = None, address: str | None = None,
                previous: Path | None = None) -> RayRun:
     """`tag`, on a Ray cluster: iterate the result for FileResults. `previous`: a Parquet output
-    of an earlier run, whose results for unchanged files are carried over."""
+    of an earlier run, whose results for unchanged files are carried over (if it exists, and
+    unless `options.force`)."""
     return RayRun(paths, options or TagOptions(), reporter, address, previous)

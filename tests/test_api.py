@@ -1,0 +1,65 @@
+"""The one-call API: a waveform or features in, a FileResult out, with no pool, cache or lock,
+the same answer as a run over the file."""
+
+import numpy as np
+import pytest
+import soundfile as sf
+from builders import SR, music
+
+import instag
+
+
+@pytest.fixture
+def opts(scoring_model, standin_vggish, standin_pca, tmp_path):
+    return instag.TagOptions(model=scoring_model, vggish=str(standin_vggish), pca=standin_pca,
+                             cache=tmp_path / "cache.sqlite", jobs=1, threshold=0.5)
+
+
+def probabilities(result) -> list[dict]:
+    return [b.probabilities for b in result.bags]
+
+
+def test_tag_audio_gives_the_answer_a_run_gives_for_the_same_samples(opts, tmp_path):
+    x = music(12, 3)
+    sf.write(tmp_path / "a.wav", x, SR, subtype="FLOAT")
+    (from_run,) = instag.tag([tmp_path / "a.wav"], opts)
+    one = instag.tag_audio(x, SR, opts)
+    assert one.status == from_run.status == "ok"
+    assert one.instruments() == from_run.instruments()
+    for got, want in zip(probabilities(one), probabilities(from_run), strict=True):
+        assert max(abs(got[c] - want[c]) for c in want) <= 1e-6
+    assert one.segments() == from_run.segments() and one.model_id == from_run.model_id
+
+
+def test_score_takes_features_as_instag_embed_makes_them(opts, tmp_path):
+    sf.write(tmp_path / "a.wav", music(12, 4), SR)
+    (from_run,) = instag.tag([tmp_path / "a.wav"], opts)
+    result = instag.score(from_run.features.values, opts)
+    assert probabilities(result) == probabilities(from_run)
+
+
+@pytest.mark.parametrize("samples, rate, says", [
+    (np.full(SR, np.nan, np.float32), SR, "non-finite samples"),
+    (np.zeros(SR, np.float32), 1, "a sample rate of 1 Hz"),
+    (np.zeros(100, np.float32), SR, "too short"),
+], ids=["nan", "rate", "short"])
+def test_tag_audio_checks_a_waveform_as_a_decoded_file(opts, samples, rate, says):
+    result = instag.tag_audio(samples, rate, opts)
+    assert not result.ok and says in result.reason
+
+
+@pytest.mark.parametrize("given, says", [
+    ({"bag_size": 0}, "--bag 0"), ({"hop": 3}, "--hop 3 without --bag"),
+    ({"jobs": 0}, "--jobs 0"), ({"threshold": 1.5}, "outside [0, 1]"),
+    ({"device": "tpu"}, "--device tpu"), ({"stall_timeout": 0}, "--file-timeout 0"),
+    ({"resampler": "best"}, "--resampler 'best'"),
+])
+def test_options_are_checked_where_they_are_made(given, says):
+    with pytest.raises(instag.InstagError, match="") as e:
+        instag.TagOptions(**given)
+    assert says in e.value.message
+
+
+def test_options_given_as_text_become_their_choices():
+    opts = instag.TagOptions(device="cpu", resampler="soxr")
+    assert (opts.device, opts.resampler) == (instag.Device.CPU, instag.Resampler.SOXR)
