@@ -2,22 +2,16 @@
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
-import signal
 import sys
-import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from instag.cli.console import (
-    EXIT_INTERRUPTED,
     EXIT_SOME_FAILED,
-    EXIT_TERMINATED,
     DeviceOpt,
     PcaOpt,
     ResamplerOpt,
@@ -25,14 +19,15 @@ from instag.cli.console import (
     console,
     expected_errors,
 )
+from instag.cli.progress import plural, reporter_for, summary_line
+from instag.cli.signals import stoppable, stopping
 from instag.common import locations
 from instag.common.devices import Device
 from instag.common.errors import InstagError
 from instag.engines.local.retag import retag
-from instag.engines.local.run import TagRun
 from instag.engines.local.run import embed as embed_run
 from instag.engines.local.run import tag as tag_run
-from instag.engines.ray.pipeline import Engine, RayRun, tag_on_ray
+from instag.engines.ray.pipeline import Engine, tag_on_ray
 from instag.features.decode import AudioError
 from instag.features.featurefile import write_features
 from instag.features.resample import DEFAULT_RESAMPLER
@@ -49,92 +44,10 @@ from instag.outputs.writers import (
     result_writer,
 )
 from instag.tagging.bags import parse_bag_mode
-from instag.tagging.job import Summary
 from instag.tagging.options import STALL_TIMEOUT, TagOptions
 from instag.tagging.results import FileResult, display_path
 from instag.tagging.tagwriting import DEFAULT_FIELD, TagWriting
 from instag.tagging.walk import check_roots, parse_extensions
-
-
-class LogReporter:
-    """Plain lines for cron logs: every failure, a progress line every 30 s (not with quiet)."""
-
-    def __init__(self, quiet: bool, verb: str = "tagging") -> None:
-        self.clock = time.monotonic
-        self.quiet = quiet
-        self.verb = verb
-        self.err = console(stderr=True)
-        self.last = self.start = self.clock()
-
-    def started(self, summary: Summary, provider: str | None) -> None:
-        if not self.quiet:
-            on = f" (scoring on {provider})" if provider else ""
-            self.err.print(f"{self.verb} {plural(summary.total, 'file')}{on}", markup=False)
-
-    def file_done(self, result: FileResult, summary: Summary) -> None:
-        if not result.ok:
-            self.err.print(f"{result.status}: {result.display_path}: {result.reason}",
-                           markup=False)
-        elif result.file_tags.startswith((str(Outcome.FAILED), str(Outcome.WOULD_CHANGE),
-                                          str(Outcome.UNSUPPORTED))):
-            self.err.print(f"file tags of {result.display_path}: {result.file_tags}",
-                           markup=False)
-        self.show_progress(summary)
-
-    def embedded(self, summary: Summary) -> None:
-        self.show_progress(summary)
-
-    def show_progress(self, summary: Summary) -> None:
-        if not self.quiet and self.clock() - self.last > 30:
-            self.last = self.clock()
-            self.err.print(f"{summary.done}/{summary.total} files done, "
-                           f"{summary.embedded_s / 3600:.2f} h of audio embedded so far",
-                           markup=False)
-
-    def note(self, message: str) -> None:
-        self.err.print(f"note: {message}", markup=False)
-
-    def close(self) -> None:
-        pass
-
-
-class RichReporter(LogReporter):
-    """The same, with a progress bar on a terminal: files, hours of audio, files/s, ETA."""
-
-    def started(self, summary: Summary, provider: str | None) -> None:
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeRemainingColumn,
-        )
-
-        super().started(summary, provider)
-        self.progress = Progress(
-            TextColumn(f"[bold]{self.verb}"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("{task.fields[hours]:.2f} h embedded"), TextColumn("{task.fields[rate]}"),
-            TimeRemainingColumn(), console=self.err)
-        self.task = self.progress.add_task(self.verb, total=summary.total, hours=0.0, rate="")
-        self.progress.start()
-
-    def show_progress(self, summary: Summary) -> None:
-        rate = summary.embedded_s / max(self.clock() - self.start, 1e-9)
-        self.progress.update(self.task, completed=summary.done,
-                             hours=summary.embedded_s / 3600, rate=f"{rate:.0f}x real time")
-
-    def close(self) -> None:
-        if hasattr(self, "progress"):
-            self.progress.stop()
-
-
-def plural(n: int, noun: str) -> str:
-    return f"{n} {noun}{'s' * (n != 1)}"
-
-
-def reporter_for(quiet: bool, verb: str) -> LogReporter:
-    return RichReporter(quiet, verb) if sys.stderr.isatty() and not quiet else \
-        LogReporter(quiet, verb)
 
 
 def read_paths(paths: list[Path]) -> list[Path]:
@@ -160,74 +73,6 @@ def parse_duration(text: str, option: str) -> float:
         raise InstagError(f"{option} {text!r}: not a duration", f"e.g. {option} 12h, 90m or "
                           "600 (seconds)")
     return seconds
-
-
-def summary_line(summary: Summary, verb: str) -> str:
-    text = f"{summary.ok} of {plural(summary.done, 'file')} {verb} ({summary.from_cache} " \
-        "from cache)"
-    if summary.failed:
-        text += "; failed: " + ", ".join(f"{n} {s}" for s, n in sorted(summary.failed.items()))
-    if summary.tags_failed or summary.tags_unsupported:
-        text += f"; file tags not written: {plural(summary.tags_failed, 'file')} failed, " \
-            f"{summary.tags_unsupported} unsupported"
-    return text
-
-
-class Terminated(BaseException):
-    """SIGTERM, turned into an exception so that a run unwinds as it does on Ctrl-C (a
-    BaseException, like KeyboardInterrupt: no per-file `except Exception` swallows it)."""
-
-
-class Stop:
-    """Ctrl-C and SIGTERM while a command runs: they stop it, until `hold()` says that what it
-    does now (putting its output in place, its last line) is to stand whatever comes."""
-
-    def __init__(self) -> None:
-        self.held = False
-
-    def hold(self) -> None:
-        self.held = True
-
-    def handler(self, error: type[BaseException]):
-        def raise_unless_held(signum, frame):
-            if not self.held:
-                raise error
-
-        return raise_unless_held
-
-
-@contextlib.contextmanager
-def _signals(say: Callable[[], str], before: Callable[[], None] = lambda: None
-             ) -> Iterator[Stop]:
-    """Ctrl-C (exit 130) and SIGTERM (exit 143) unwind the command (temp files removed on the
-    way out) and end it with one line: `say()` tells what was done and what is kept. Once the
-    command holds (its output renamed into place), its exit code is its own."""
-    stop = Stop()
-    previous = {sig: signal.signal(sig, stop.handler(error)) for sig, error in
-                ((signal.SIGTERM, Terminated), (signal.SIGINT, KeyboardInterrupt))}
-    try:
-        yield stop
-    except (KeyboardInterrupt, Terminated) as e:
-        before()
-        word, code = (("terminated", EXIT_TERMINATED) if isinstance(e, Terminated) else
-                      ("interrupted", EXIT_INTERRUPTED))
-        console(stderr=True).print(f"{word}: {say()}", markup=False)
-        raise typer.Exit(code) from None
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-
-@contextlib.contextmanager
-def _stoppable(run: TagRun | RayRun, kept: str) -> Iterator[Stop]:
-    """A run stopped by a signal: workers are stopped, the cache is consistent, and the line
-    says how many files were finished."""
-    try:
-        with _signals(lambda: f"{run.summary.done} of {run.summary.total} files finished and "
-                              f"cached, {kept}", before=run.reporter.close) as stop:  # bar first
-            yield stop
-    finally:
-        run.reporter.close()
 
 
 WriteScoresOpt = Annotated[bool, typer.Option(
@@ -362,7 +207,7 @@ def tag(
                 "threshold": "tuned" if threshold is None else threshold}
     plotted = 0
     try:
-        with _stoppable(run, "previous output kept") as stop:
+        with stoppable(run, "previous output kept") as stop:
             with result_writer(out, fmt, run_info) as write:
                 for result in run:
                     write(result)
@@ -439,7 +284,7 @@ def embed(
     check_output(out, paths, opts.protected_paths(), opts.extensions)
     run = embed_run(paths, opts, reporter_for(quiet, "embedding"))
     done, failed = [], []
-    with _stoppable(run, "nothing written"):
+    with stoppable(run, "nothing written"):
         for result in run:
             if result.ok:
                 done.append((result.path, result.features))
@@ -487,7 +332,7 @@ def write_tags(
         return f"{plural(counts.get(Outcome.WRITTEN, 0), 'file')} written, the rest left as " \
             "they were"
 
-    with _signals(written):
+    with stopping(written):
         for path, change in retag(docs, writing, remove, TagOptions(cache=cache).cache_path(),
                                   wait):
             counts[change.outcome] = counts.get(change.outcome, 0) + 1

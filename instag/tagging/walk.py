@@ -82,3 +82,13 @@ def _entries(folder: Path, seen_dirs: set[tuple[int, int]],
         if on_error:
             on_error(folder, f"cannot read folder ({e.strerror})")
         return iter(())
+
+
+def files_and_folder_errors(paths: Iterable[str | Path], extensions: tuple[str, ...],
+                            include_hidden: bool) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """A run's audio files, and the folders it could not read (each becomes an `unreadable`
+    result after the files), as both engines take them."""
+    errors: list[tuple[Path, str]] = []
+    files = list(walk(paths, extensions, include_hidden,
+                      on_error=lambda p, why: errors.append((p, why))))
+    return files, errors

@@ -47,7 +47,7 @@ from instag.tagging.identity import FileKey, result_identity
 from instag.tagging.job import Reporter, Scoring, Summary
 from instag.tagging.options import TagOptions
 from instag.tagging.results import FileResult
-from instag.tagging.walk import walk
+from instag.tagging.walk import files_and_folder_errors
 
 # VGGish windows per call (its activations are most of a run's memory): as fast per window as
 # 128, with half the memory; a chunk of 64 instances (CHUNK_INSTANCES) is one call
@@ -358,17 +358,15 @@ class TagRun:
 
     def __iter__(self) -> Iterator[FileResult]:
         opts = self.opts
-        folder_errors: list[tuple[Path, str]] = []
-        files = list(walk(self.paths, opts.extensions, opts.include_hidden,
-                          on_error=lambda p, why: folder_errors.append((p, why))))
-        self.summary.total = len(files)
+        files, folder_errors = files_and_folder_errors(self.paths, opts.extensions,
+                                                       opts.include_hidden)
+        self.summary.total = len(files) + len(folder_errors)
         with ExitStack() as stack:
             session = self.session or stack.enter_context(
                 TagSession(opts, self.reporter, self.scoring))
             yield from _Run(files, session, self.summary, self.session is None).results()
         for p, why in folder_errors:
             result = FileResult(p, Status.UNREADABLE, why)
-            self.summary.total += 1
             self.summary.add(result, from_cache=False)
             yield result
 

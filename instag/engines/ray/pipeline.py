@@ -53,7 +53,7 @@ from instag.tagging.failures import failure, stalled
 from instag.tagging.job import Reporter, Scoring, Summary
 from instag.tagging.options import TagOptions
 from instag.tagging.results import FileResult, display_path
-from instag.tagging.walk import walk
+from instag.tagging.walk import files_and_folder_errors
 
 
 class Engine(TextEnum):
@@ -187,9 +187,8 @@ class RayRun:
     def __iter__(self) -> Iterator[FileResult]:
         opts = self.opts
         ray = require("ray")
-        folder_errors: list[tuple[Path, str]] = []
-        files = list(walk(self.paths, opts.extensions, opts.include_hidden,
-                          on_error=lambda p, why: folder_errors.append((p, why))))
+        files, folder_errors = files_and_folder_errors(self.paths, opts.extensions,
+                                                       opts.include_hidden)
         self.summary.total = len(files) + len(folder_errors)
         scoring = Scoring(opts)
         embedder = Embedder(opts.vggish, opts.pca, opts.resampler, opts.device,

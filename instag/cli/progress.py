@@ -1,0 +1,104 @@
+"""What a run prints as it goes: plain lines for cron logs, a progress bar on a terminal, and
+the summary line at the end."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+from instag.cli.console import console
+from instag.outputs.filetags import Outcome
+from instag.tagging.job import Summary
+from instag.tagging.results import FileResult
+
+
+class LogReporter:
+    """Plain lines for cron logs: every failure, a progress line every 30 s (not with quiet)."""
+
+    def __init__(self, quiet: bool, verb: str = "tagging") -> None:
+        self.clock = time.monotonic
+        self.quiet = quiet
+        self.verb = verb
+        self.err = console(stderr=True)
+        self.last = self.start = self.clock()
+
+    def started(self, summary: Summary, provider: str | None) -> None:
+        if not self.quiet:
+            on = f" (scoring on {provider})" if provider else ""
+            self.err.print(f"{self.verb} {plural(summary.total, 'file')}{on}", markup=False)
+
+    def file_done(self, result: FileResult, summary: Summary) -> None:
+        if not result.ok:
+            self.err.print(f"{result.status}: {result.display_path}: {result.reason}",
+                           markup=False)
+        elif result.file_tags.startswith((str(Outcome.FAILED), str(Outcome.WOULD_CHANGE),
+                                          str(Outcome.UNSUPPORTED))):
+            self.err.print(f"file tags of {result.display_path}: {result.file_tags}",
+                           markup=False)
+        self.show_progress(summary)
+
+    def embedded(self, summary: Summary) -> None:
+        self.show_progress(summary)
+
+    def show_progress(self, summary: Summary) -> None:
+        if not self.quiet and self.clock() - self.last > 30:
+            self.last = self.clock()
+            self.err.print(f"{summary.done}/{summary.total} files done, "
+                           f"{summary.embedded_s / 3600:.2f} h of audio embedded so far",
+                           markup=False)
+
+    def note(self, message: str) -> None:
+        self.err.print(f"note: {message}", markup=False)
+
+    def close(self) -> None:
+        pass
+
+
+class RichReporter(LogReporter):
+    """The same, with a progress bar on a terminal: files, hours of audio, files/s, ETA."""
+
+    def started(self, summary: Summary, provider: str | None) -> None:
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+        )
+
+        super().started(summary, provider)
+        self.progress = Progress(
+            TextColumn(f"[bold]{self.verb}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("{task.fields[hours]:.2f} h embedded"), TextColumn("{task.fields[rate]}"),
+            TimeRemainingColumn(), console=self.err)
+        self.task = self.progress.add_task(self.verb, total=summary.total, hours=0.0, rate="")
+        self.progress.start()
+
+    def show_progress(self, summary: Summary) -> None:
+        rate = summary.embedded_s / max(self.clock() - self.start, 1e-9)
+        self.progress.update(self.task, completed=summary.done,
+                             hours=summary.embedded_s / 3600, rate=f"{rate:.0f}x real time")
+
+    def close(self) -> None:
+        if hasattr(self, "progress"):
+            self.progress.stop()
+
+
+def plural(n: int, noun: str) -> str:
+    return f"{n} {noun}{'s' * (n != 1)}"
+
+
+def reporter_for(quiet: bool, verb: str) -> LogReporter:
+    return RichReporter(quiet, verb) if sys.stderr.isatty() and not quiet else \
+        LogReporter(quiet, verb)
+
+
+def summary_line(summary: Summary, verb: str) -> str:
+    text = f"{summary.ok} of {plural(summary.done, 'file')} {verb} ({summary.from_cache} " \
+        "from cache)"
+    if summary.failed:
+        text += "; failed: " + ", ".join(f"{n} {s}" for s, n in sorted(summary.failed.items()))
+    if summary.tags_failed or summary.tags_unsupported:
+        text += f"; file tags not written: {plural(summary.tags_failed, 'file')} failed, " \
+            f"{summary.tags_unsupported} unsupported"
+    return text

@@ -1,0 +1,72 @@
+"""Ctrl-C and SIGTERM during a command: one line saying what was done and what is kept, the
+exit code 130 or 143, temp files removed on the way out; once a command has put its output in
+place, its own exit code stands."""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+from collections.abc import Callable, Iterator
+
+import typer
+
+from instag.cli.console import EXIT_INTERRUPTED, EXIT_TERMINATED, console
+from instag.engines.local.run import TagRun
+from instag.engines.ray.pipeline import RayRun
+
+
+class Terminated(BaseException):
+    """SIGTERM, turned into an exception so that a run unwinds as it does on Ctrl-C (a
+    BaseException, like KeyboardInterrupt: no per-file `except Exception` swallows it)."""
+
+
+class Stop:
+    """Ctrl-C and SIGTERM while a command runs: they stop it, until `hold()` says that what it
+    does now (putting its output in place, its last line) is to stand whatever comes."""
+
+    def __init__(self) -> None:
+        self.held = False
+
+    def hold(self) -> None:
+        self.held = True
+
+    def handler(self, error: type[BaseException]):
+        def raise_unless_held(signum, frame):
+            if not self.held:
+                raise error
+
+        return raise_unless_held
+
+
+@contextlib.contextmanager
+def stopping(say: Callable[[], str], before: Callable[[], None] = lambda: None
+             ) -> Iterator[Stop]:
+    """Ctrl-C (exit 130) and SIGTERM (exit 143) unwind the command (temp files removed on the
+    way out) and end it with one line: `say()` tells what was done and what is kept. Once the
+    command holds (its output renamed into place), its exit code is its own."""
+    stop = Stop()
+    previous = {sig: signal.signal(sig, stop.handler(error)) for sig, error in
+                ((signal.SIGTERM, Terminated), (signal.SIGINT, KeyboardInterrupt))}
+    try:
+        yield stop
+    except (KeyboardInterrupt, Terminated) as e:
+        before()
+        word, code = (("terminated", EXIT_TERMINATED) if isinstance(e, Terminated) else
+                      ("interrupted", EXIT_INTERRUPTED))
+        console(stderr=True).print(f"{word}: {say()}", markup=False)
+        raise typer.Exit(code) from None
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+@contextlib.contextmanager
+def stoppable(run: TagRun | RayRun, kept: str) -> Iterator[Stop]:
+    """A run stopped by a signal: workers are stopped, the cache is consistent, and the line
+    says how many files were finished."""
+    try:
+        with stopping(lambda: f"{run.summary.done} of {run.summary.total} files finished and "
+                              f"cached, {kept}", before=run.reporter.close) as stop:  # bar first
+            yield stop
+    finally:
+        run.reporter.close()
