@@ -73,3 +73,19 @@ def test_a_ray_resume_carries_nothing_over_new_vggish_weights(
         assert len(list(after)) == 2 and after.summary.from_cache == 0
     finally:
         ray.shutdown()
+
+
+def test_an_upgrade_that_changes_the_feature_code_retries_cached_failures(
+        scoring_model, standin_vggish, standin_pca, tmp_path, monkeypatch):
+    from instag.features import embed
+
+    (tmp_path / "corrupt.flac").write_bytes(b"fLaC" + bytes(4000))
+    opts = instag.TagOptions(model=scoring_model, vggish=str(standin_vggish), pca=standin_pca,
+                             cache=tmp_path / "cache.sqlite", jobs=1)
+    list(instag.tag([tmp_path / "corrupt.flac"], opts))  # `error`: remembered
+    calls = submitted(monkeypatch)
+    list(instag.tag([tmp_path / "corrupt.flac"], opts))
+    assert calls == []  # the cache knew it
+    monkeypatch.setattr(embed, "FEATURES_VERSION", embed.FEATURES_VERSION + "-next")
+    (result,) = instag.tag([tmp_path / "corrupt.flac"], opts)
+    assert calls == [tmp_path / "corrupt.flac"] and result.status == "error"
