@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from instag.tagging.options import TagOptions
 from instag.tagging.results import FileResult, bag_result
 from instag.tagging.scoring import Scorer
 from instag.tagging.thresholds import load_thresholds
+from instag.tagging.walk import files_and_folder_errors
 
 
 @dataclass
@@ -64,6 +66,24 @@ class Reporter:
 
     def note(self, message: str) -> None:
         """Something the user should know that is not about one file."""
+
+
+class JobRun:
+    """What a run of either engine has: its paths, options, reporter and running summary."""
+
+    def __init__(self, paths: Iterable[str | Path], opts: TagOptions,
+                 reporter: Reporter | None) -> None:
+        self.paths = list(paths)
+        self.opts = opts
+        self.reporter = reporter or Reporter()
+        self.summary = Summary()
+
+    def walk(self) -> tuple[list[Path], list[tuple[Path, str]]]:
+        """The run's files and the folders it could not read; the summary's total counts both."""
+        files, errors = files_and_folder_errors(self.paths, self.opts.extensions,
+                                                self.opts.include_hidden)
+        self.summary.total = len(files) + len(errors)
+        return files, errors
 
 
 class Scoring:

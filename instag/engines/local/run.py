@@ -44,10 +44,9 @@ from instag.outputs.filetags import (
 )
 from instag.tagging.bags import Bag
 from instag.tagging.identity import FileKey, result_identity
-from instag.tagging.job import Reporter, Scoring, Summary
+from instag.tagging.job import JobRun, Reporter, Scoring, Summary
 from instag.tagging.options import TagOptions
 from instag.tagging.results import FileResult
-from instag.tagging.walk import files_and_folder_errors
 
 # VGGish windows per call (its activations are most of a run's memory): as fast per window as
 # 128, with half the memory; a chunk of 64 instances (CHUNK_INSTANCES) is one call
@@ -341,7 +340,7 @@ class TagSession:
         return TagRun(paths, self.opts, self.reporter, self.with_scoring, session=self)
 
 
-class TagRun:
+class TagRun(JobRun):
     """A run over `paths`: iterate it for one FileResult per audio file in walk order (then one
     per unreadable folder); `summary` counts them as they come. The cache's lock is held while
     iterating (by its own session, or by the `TagSession` it was made in). Build it with `tag`,
@@ -349,18 +348,13 @@ class TagRun:
 
     def __init__(self, paths: Iterable[str | Path], opts: TagOptions, reporter: Reporter | None,
                  scoring: bool, session: TagSession | None = None) -> None:
-        self.paths = list(paths)
-        self.opts = opts
-        self.reporter = reporter or Reporter()
+        super().__init__(paths, opts, reporter)
         self.scoring = scoring
         self.session = session
-        self.summary = Summary()
 
     def __iter__(self) -> Iterator[FileResult]:
         opts = self.opts
-        files, folder_errors = files_and_folder_errors(self.paths, opts.extensions,
-                                                       opts.include_hidden)
-        self.summary.total = len(files) + len(folder_errors)
+        files, folder_errors = self.walk()
         with ExitStack() as stack:
             session = self.session or stack.enter_context(
                 TagSession(opts, self.reporter, self.scoring))

@@ -50,10 +50,9 @@ from instag.features.instances import INSTANCE_SECONDS, Chunker, Features, check
 from instag.features.resample import Resampler
 from instag.outputs.parquet import previous_results
 from instag.tagging.failures import failure, stalled
-from instag.tagging.job import Reporter, Scoring, Summary
+from instag.tagging.job import JobRun, Reporter, Scoring
 from instag.tagging.options import TagOptions
 from instag.tagging.results import FileResult, display_path
-from instag.tagging.walk import files_and_folder_errors
 
 
 class Engine(TextEnum):
@@ -166,7 +165,7 @@ class EmbedActor:
         return batch
 
 
-class RayRun:
+class RayRun(JobRun):
     """A run over `paths` on a Ray cluster; iterate it for FileResults like a `TagRun`: first
     those carried over from `previous` (a Parquet output of an earlier run), then the others
     in walk order. `address`: a running cluster (`auto`, `ray://host:10001`), else Ray's own
@@ -175,21 +174,16 @@ class RayRun:
     def __init__(self, paths: Iterable[str | Path], opts: TagOptions,
                  reporter: Reporter | None = None, address: str | None = None,
                  previous: Path | None = None) -> None:
-        self.paths = list(paths)
-        self.opts = opts
-        self.reporter = reporter or Reporter()
+        super().__init__(paths, opts, reporter)
         self.address = address
         # the resume rule: an existing Parquet output, unless the run is told to recompute
         self.previous = previous if previous is not None and previous.exists() and \
             not opts.force else None
-        self.summary = Summary()
 
     def __iter__(self) -> Iterator[FileResult]:
         opts = self.opts
         ray = require("ray")
-        files, folder_errors = files_and_folder_errors(self.paths, opts.extensions,
-                                                       opts.include_hidden)
-        self.summary.total = len(files) + len(folder_errors)
+        files, folder_errors = self.walk()
         scoring = Scoring(opts)
         embedder = Embedder(opts.vggish, opts.pca, opts.resampler, opts.device,
                             note=self.reporter.note)
