@@ -47,7 +47,10 @@ class Stamp:
 
     @classmethod
     def of(cls, path: str | os.PathLike) -> Stamp:
-        st = os.stat(path)
+        return cls.of_stat(os.stat(path))
+
+    @classmethod
+    def of_stat(cls, st: os.stat_result) -> Stamp:
         return cls(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 

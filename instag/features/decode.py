@@ -177,8 +177,6 @@ def _open_soundfile(path: Path) -> Opened | None:
 def _ffmpeg_instead(path: Path, rate: int) -> Blocks | None:
     """ffmpeg's reader of a file libsndfile could not read, if ffmpeg is here and reads it at
     the rate libsndfile reported (that rate was already checked and given out)."""
-    if shutil.which("ffmpeg") is None:
-        return None
     try:
         other_rate, blocks, _ = _open_ffmpeg(path)
     except AudioError:

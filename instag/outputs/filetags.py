@@ -219,7 +219,8 @@ def _write(path: Path, fields: dict[str, list[str]] | None, writing: TagWriting,
     real = Path(os.path.realpath(path))
     if real != Path(os.path.abspath(path)) and not writing.follow_links:
         return TagChange(Outcome.UNSUPPORTED, {}, {}, "a link (--no-follow-links)")
-    stamp = Stamp.of(real)
+    st = os.stat(real)  # before reading: what the guard will compare with
+    stamp = Stamp.of_stat(st)
     if expect is not None and (stamp.size, stamp.mtime_ns) != (expect.size, expect.mtime_ns):
         return failed(CHANGED_WHILE_TAGGING)
     audio = mutagen.File(real)
@@ -234,7 +235,7 @@ def _write(path: Path, fields: dict[str, list[str]] | None, writing: TagWriting,
     after = {} if fields is None else {**before, **fields}  # other scores stay as they are
     if after == before:
         return TagChange(Outcome.UNCHANGED, before, after)
-    read_only = not os.stat(real).st_mode & stat.S_IWUSR
+    read_only = not st.st_mode & stat.S_IWUSR
     if writing.dry_run:
         return TagChange(Outcome.WOULD_CHANGE, before, after,
                          "read-only file: would be left as it is" if read_only else "")
@@ -243,10 +244,9 @@ def _write(path: Path, fields: dict[str, list[str]] | None, writing: TagWriting,
     if writing.in_place:
         _apply(audio, family, before, after, check=lambda: _unchanged(real, stamp))
         return TagChange(Outcome.WRITTEN, before, after)
-    links = os.stat(real).st_nlink
-    if links > 1:
+    if st.st_nlink > 1:
         return TagChange(Outcome.UNSUPPORTED, before, before,
-                         f"{links} hard links; --in-place keeps them")
+                         f"{st.st_nlink} hard links; --in-place keeps them")
     with atomic_path(real, replaces=stamp) as tmp:
         _copy(real, tmp)
         _apply(type(audio)(tmp), family, before, after)  # the original's format, not a guess

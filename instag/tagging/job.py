@@ -19,7 +19,7 @@ from instag.features.decode import AudioError, check_waveform
 from instag.features.embed import Embedder
 from instag.features.instances import INSTANCE_SECONDS, Features, check_features
 from instag.features.resample import TARGET_SR, resample
-from instag.tagging.bags import Bag, check_bag_setting, make_bags
+from instag.tagging.bags import Bag, make_bags
 from instag.tagging.identity import result_identity
 from instag.tagging.options import TagOptions
 from instag.tagging.results import FileResult, bag_result
@@ -91,7 +91,6 @@ class Scoring:
     and its result from their scores (shared by the engines)."""
 
     def __init__(self, opts: TagOptions) -> None:
-        check_bag_setting(opts.bag_size, opts.hop)
         self.scorer = Scorer(locations.resolve_model(opts.model), opts.device)
         self.exact = self.scorer.meta.fixed_instances  # the model takes exactly this many
         if self.exact and opts.bag_size != self.exact:

@@ -54,16 +54,17 @@ UNGUARDED = ("instag.tag/embed was called while a decode worker was starting: th
              "calls it runs again in every worker")
 GUARD_FIX = 'put the call under `if __name__ == "__main__":` (see README: From Python)'
 
+BLOCKS_BUFFERED = 4  # decoded blocks a worker may hold while the main process is busy
+FILES_PER_WORKER = 2  # files assigned to a worker at once: the next is ready when one ends
+# read by the BLAS and OpenMP libraries when numpy loads in a worker (user settings win)
+ONE_THREAD = {v: "1" for v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
+
 
 def refuse_while_bootstrapping() -> None:
     """In a decode worker still importing the user's script (spawn re-runs it), a run must not
     start: the worker exits at once with REENTERED_SCRIPT, and the pool says why."""
     if getattr(mp.current_process(), "_inheriting", False):
         raise SystemExit(REENTERED_SCRIPT)
-BLOCKS_BUFFERED = 4  # decoded blocks a worker may hold while the main process is busy
-FILES_PER_WORKER = 2  # files assigned to a worker at once: the next is ready when one ends
-# read by the BLAS and OpenMP libraries when numpy loads in a worker (user settings win)
-ONE_THREAD = {v: "1" for v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
 
 
 class Kind(Enum):

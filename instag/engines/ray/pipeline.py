@@ -1,4 +1,4 @@
-"""The Ray engine: the same run as the local engine (`run`), as a Ray Data pipeline over a
+"""The Ray engine: the same job as the local engine, as a Ray Data pipeline over a
 cluster, for catalogues one machine cannot tag in time.
 
     paths ─▶ decode tasks (one file each, CPU): the file's 16 kHz audio as rows of whole
@@ -47,7 +47,6 @@ from instag.features import vggish_onnx
 from instag.features.decode import AudioError
 from instag.features.embed import NON_FINITE, Embedder, embed_chunks
 from instag.features.instances import INSTANCE_SECONDS, Chunker, Features, check_features
-from instag.features.resample import Resampler
 from instag.outputs.parquet import previous_results
 from instag.tagging.failures import failure, stalled
 from instag.tagging.job import JobRun, Reporter, Scoring
@@ -56,7 +55,7 @@ from instag.tagging.results import FileResult, display_path
 
 
 class Engine(TextEnum):
-    LOCAL = "local"  # this machine: the decode pool, the cache (tagging.run)
+    LOCAL = "local"  # this machine: the decode pool, the cache (engines.local)
     RAY = "ray"  # a Ray cluster: this module
 
 
@@ -295,7 +294,7 @@ def _pipeline(ray, todo: list[tuple[int, Path]], opts: TagOptions, onnx: Path,
     ctx.enable_progress_bars = False
     resources = ray.cluster_resources()
     cpus, gpus = int(resources.get("CPU", 1)), int(resources.get("GPU", 0))
-    device = Device.parse(opts.device)
+    device = opts.device  # a Device: TagOptions made it one
     if device is Device.CUDA and not gpus:
         raise InstagError("--device cuda: the Ray cluster has no GPUs",
                           "use --device auto, or add GPU nodes")
@@ -314,7 +313,7 @@ def _pipeline(ray, todo: list[tuple[int, Path]], opts: TagOptions, onnx: Path,
         # replace them from Ray 2.64).
         warnings.simplefilter("ignore", DeprecationWarning)
         ds = ray.data.from_items(items, override_num_blocks=min(len(items), MAX_BLOCKS))
-        ds = ds.flat_map(decode_file, fn_kwargs={"resampler": Resampler(opts.resampler).value,
+        ds = ds.flat_map(decode_file, fn_kwargs={"resampler": opts.resampler.value,
                                                  "stall_timeout": opts.stall_timeout,
                                                  "max_seconds": opts.max_duration},
                          num_cpus=1, max_retries=MAX_RETRIES)
