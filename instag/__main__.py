@@ -1,5 +1,6 @@
 """`instag` and `python -m instag`: the command line, with a Ctrl-C during its start-up (while
-typer, rich and the commands import) ending in one line, never a traceback."""
+typer, rich and the commands import, and while typer builds the commands from their signatures)
+ending in one line, never a traceback. Once a command runs, it says what it did itself."""
 
 import sys
 
@@ -7,10 +8,11 @@ import sys
 def main() -> None:
     try:
         from instag.cli import app
+
+        app()
     except KeyboardInterrupt:
         sys.stderr.write("interrupted: nothing done\n")
         sys.exit(130)
-    app()
 
 
 if __name__ == "__main__":

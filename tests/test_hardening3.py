@@ -163,6 +163,39 @@ def test_ctrl_c_before_a_run_starts_is_one_line(run_tag, tmp_path, monkeypatch):
     assert (result.exit_code, result.output.strip()) == (130, "interrupted: nothing written")
 
 
+def test_ctrl_c_while_onnxruntime_imports_is_an_interruption_not_a_broken_model(
+        run_tag, tmp_path, monkeypatch):
+    from instag.tagging import scoring
+
+    def importing(*args, **kwargs):
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt as e:  # what a C extension's import makes of a Ctrl-C
+            raise ImportError("initialization failed") from e
+
+    monkeypatch.setattr(scoring, "choose_providers", importing)
+    sf.write(tmp_path / "a.wav", music(2, 1), SR)
+    result = run_tag(tmp_path / "a.wav", "--out", tmp_path / "t.csv")
+    assert result.exit_code == 130
+    assert result.output.strip().startswith("interrupted: ")
+    assert "ONNX" not in result.output and not (tmp_path / "t.csv").exists()
+
+
+def test_ctrl_c_while_the_commands_are_built_is_one_line(monkeypatch, capsys):
+    import typer.main
+
+    from instag.__main__ import main
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt  # as in typer reading the commands' signatures, at 0.3 s
+
+    monkeypatch.setattr(typer.main, "get_command", interrupted)
+    monkeypatch.setattr(sys, "argv", ["instag", "--help"])
+    with pytest.raises(SystemExit) as stop:
+        main()
+    assert (stop.value.code, capsys.readouterr().err) == (130, "interrupted: nothing done\n")
+
+
 # -- 15. the cache and its lock, vanished under a run ---------------------------------------------
 def vanish_after_the_first_commit(monkeypatch, do):
     from instag.engines.local.cache import Cache

@@ -197,6 +197,18 @@ def test_a_decoder_that_makes_no_progress_is_stopped(tmp_path, options, with_m4a
     assert status == {"bad.m4a": "timeout", "good.wav": "ok"}
 
 
+def test_a_worker_that_freezes_is_ended_and_its_file_is_a_timeout(tmp_path, options, with_m4a):
+    from builders import read_csv
+
+    env = fake_ffmpeg(tmp_path, "kill -STOP $PPID; exec sleep 30")  # SIGSTOP the decoding worker
+    result = ray_cli(env, options, with_m4a, "--out", tmp_path / "t.csv", "--file-timeout", "2")
+    assert result.returncode == 1, result.stderr[-3000:]
+    rows = {Path(r["path"]).name: r for r in read_csv(tmp_path / "t.csv")}
+    assert {name: r["status"] for name, r in rows.items()} == {"bad.m4a": "timeout",
+                                                                 "good.wav": "ok"}
+    assert "froze" in rows["bad.m4a"]["reason"]
+
+
 def test_a_cluster_address_that_nothing_answers_at_is_one_line(tmp_path, options):
     sf.write(tmp_path / "a.wav", music(2, 1), SR)
     result = run_ray(options, tmp_path / "a.wav", "--out", tmp_path / "t.csv",

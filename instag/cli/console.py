@@ -35,23 +35,52 @@ def print_table(table) -> None:
     out.print(table)
 
 
+class Terminated(BaseException):
+    """SIGTERM, turned into an exception so that a command unwinds as it does on Ctrl-C (a
+    BaseException, like KeyboardInterrupt: no per-file `except Exception` swallows it)."""
+
+
+def signal_behind(e: BaseException) -> KeyboardInterrupt | Terminated | None:
+    """The Ctrl-C or SIGTERM that `e` is, or that caused it: one that lands while a C
+    extension imports (onnxruntime, numpy) comes back as ImportError("initialization failed"),
+    which the loading code would report as a broken model."""
+    seen: set[int] = set()
+    cur: BaseException | None = e
+    while cur is not None and id(cur) not in seen:
+        if isinstance(cur, KeyboardInterrupt | Terminated):
+            return cur
+        seen.add(id(cur))
+        cur = cur.__cause__ or cur.__context__
+    return None
+
+
+def stopped_by(signal_error: KeyboardInterrupt | Terminated) -> tuple[str, int]:
+    """The word for a stop by this signal, and the exit code."""
+    if isinstance(signal_error, Terminated):
+        return "terminated", EXIT_TERMINATED
+    return "interrupted", EXIT_INTERRUPTED
+
+
 def expected_errors(fn):
-    """Turn an InstagError into one clear message and exit code 2, and a Ctrl-C the command
-    did not handle itself (loading models, before anything is written) into one line and exit
-    code 130: never a traceback."""
+    """Turn an InstagError into one clear message and exit code 2, and a Ctrl-C or SIGTERM the
+    command did not handle itself (loading models, before anything is written) into one line
+    and exit code 130 or 143: never a traceback."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except InstagError as e:
+        except (InstagError, KeyboardInterrupt, Terminated, ImportError) as e:
+            if (behind := signal_behind(e)) is not None:
+                word, code = stopped_by(behind)
+                console(stderr=True).print(f"{word}: nothing written", markup=False)
+                raise typer.Exit(code) from None
+            if not isinstance(e, InstagError):
+                raise
             from rich.markup import escape
 
             console(stderr=True).print(f"[bold red]error:[/] {escape(str(e))}", markup=True)
             raise typer.Exit(EXIT_USAGE) from None
-        except KeyboardInterrupt:
-            console(stderr=True).print("interrupted: nothing written", markup=False)
-            raise typer.Exit(EXIT_INTERRUPTED) from None
 
     return wrapper
 

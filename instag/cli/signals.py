@@ -10,14 +10,9 @@ from collections.abc import Callable, Iterator
 
 import typer
 
-from instag.cli.console import EXIT_INTERRUPTED, EXIT_TERMINATED, console
+from instag.cli.console import Terminated, console, signal_behind, stopped_by
 from instag.engines.local.run import TagRun
 from instag.engines.ray.pipeline import RayRun
-
-
-class Terminated(BaseException):
-    """SIGTERM, turned into an exception so that a run unwinds as it does on Ctrl-C (a
-    BaseException, like KeyboardInterrupt: no per-file `except Exception` swallows it)."""
 
 
 class Stop:
@@ -49,10 +44,11 @@ def stopping(say: Callable[[], str], before: Callable[[], None] = lambda: None
                 ((signal.SIGTERM, Terminated), (signal.SIGINT, KeyboardInterrupt))}
     try:
         yield stop
-    except (KeyboardInterrupt, Terminated) as e:
+    except BaseException as e:
+        if (behind := signal_behind(e)) is None:
+            raise
         before()
-        word, code = (("terminated", EXIT_TERMINATED) if isinstance(e, Terminated) else
-                      ("interrupted", EXIT_INTERRUPTED))
+        word, code = stopped_by(behind)
         console(stderr=True).print(f"{word}: {say()}", markup=False)
         raise typer.Exit(code) from None
     finally:

@@ -32,6 +32,7 @@ import signal
 import socket
 import threading
 import warnings
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -43,6 +44,7 @@ from instag.common.errors import InstagError
 from instag.common.extras import require
 from instag.common.status import Status
 from instag.engines.ray import reassembly
+from instag.engines.ray.watchdog import Heartbeat, Sentinel
 from instag.features import vggish_onnx
 from instag.features.decode import AudioError
 from instag.features.embed import NON_FINITE, Embedder, embed_chunks
@@ -68,12 +70,19 @@ MAX_BLOCKS = 20_000
 SCORE_BATCH_FILES = 32
 
 
-def decode_file(row: dict, resampler: str, stall_timeout: float,
+def decode_file(row: dict, resampler: str, stall_timeout: float, watchdog,
                 max_seconds: float | None = None) -> Iterator[dict]:
     """Ray task: one file as rows of 16 kHz audio (whole instances plus the lookahead), in
     order, the last one marked and carrying the file's sample count; a failure is a last row
     with the file's status (rows sent before it are then discarded by the driver). A decoder
-    that makes no progress for `stall_timeout` seconds ends the file as `timeout`."""
+    that makes no progress for `stall_timeout` seconds ends the file as `timeout`; a process
+    that freezes is ended by the `watchdog` it beats to."""
+    with Heartbeat(watchdog, int(row["idx"])):
+        yield from _decode_rows(row, resampler, stall_timeout, max_seconds)
+
+
+def _decode_rows(row: dict, resampler: str, stall_timeout: float,
+                 max_seconds: float | None) -> Iterator[dict]:
     from instag.features.resample import stream_16k
 
     path = Path(os.fsdecode(row["path"]))
@@ -140,9 +149,10 @@ class EmbedActor:
     converted ONNX model's bytes: every actor runs the very model the driver checked) and
     loaded once; turns rows of audio into rows of uint8 features."""
 
-    def __init__(self, models: list, device: str, threads: int | None) -> None:
+    def __init__(self, models: list, device: str, threads: int | None, watchdog) -> None:
         import ray
 
+        Heartbeat(watchdog).start()  # for the actor's life: a frozen actor is restarted
         shipped = ray.get(models[0])  # {"vggish": ONNX bytes, "eigen_vectors", "means"}
         self.model = vggish_onnx.OnnxVggish(shipped["vggish"], device, threads)
         self.eigen_vectors, self.means = shipped["eigen_vectors"], shipped["means"]
@@ -217,9 +227,11 @@ class RayRun(JobRun):
                 else:
                     todo.append((idx, path))
             if todo:
-                pipeline = _pipeline(ray, todo, opts, onnx, embedder)
-                for result in _results(pipeline, todo, scoring, identity, self):
-                    yield self._done(result)
+                with Sentinel(ray, opts.stall_timeout) as sentinel:
+                    pipeline = _pipeline(ray, todo, opts, onnx, embedder, sentinel.watchdog)
+                    for result in _results(pipeline, todo, scoring, identity, self,
+                                           sentinel.frozen):
+                        yield self._done(result)
         finally:
             if started:
                 ray.shutdown()
@@ -278,7 +290,7 @@ def _carried(path: Path, rows: list[dict] | None) -> FileResult | None:
 
 
 def _pipeline(ray, todo: list[tuple[int, Path]], opts: TagOptions, onnx: Path,
-              embedder: Embedder):
+              embedder: Embedder, watchdog):
     """The Ray Data pipeline over the files to do: decode tasks, then embedding actors."""
     import ray.data
 
@@ -315,21 +327,23 @@ def _pipeline(ray, todo: list[tuple[int, Path]], opts: TagOptions, onnx: Path,
         ds = ray.data.from_items(items, override_num_blocks=min(len(items), MAX_BLOCKS))
         ds = ds.flat_map(decode_file, fn_kwargs={"resampler": opts.resampler.value,
                                                  "stall_timeout": opts.stall_timeout,
+                                                 "watchdog": watchdog,
                                                  "max_seconds": opts.max_duration},
                          num_cpus=1, max_retries=MAX_RETRIES)
         return ds.map_batches(
             EmbedActor, batch_size=ROWS_PER_CALL[on_gpu], batch_format="numpy",
             fn_constructor_kwargs={"models": [models], "device": device.value,
-                                   "threads": threads},
+                                   "threads": threads, "watchdog": watchdog},
             compute=ray.data.ActorPoolStrategy(min_size=1, max_size=actors), num_cpus=1,
             num_gpus=1 if on_gpu else 0, max_restarts=-1, max_task_retries=MAX_RETRIES)
 
 
 def _results(pipeline, todo: list[tuple[int, Path]], scoring: Scoring, identity: str,
-             run: RayRun) -> Iterator[FileResult]:
+             run: RayRun, frozen: Counter[int]) -> Iterator[FileResult]:
     """Reassemble each file's rows into features (checked: `reassembly`), score files in small
     batches, and yield results in walk order; a file whose rows are not all there (every retry
-    of its task died) is `crashed`."""
+    of its task died) is `crashed`, or `timeout` where the tries froze (`frozen`: how many
+    tries of each file the watchdog ended)."""
     path_of = dict(todo)
     ready: list[tuple[Path, Features, dict]] = []
 
@@ -347,8 +361,13 @@ def _results(pipeline, todo: list[tuple[int, Path]], scoring: Scoring, identity:
         path, row = path_of[file.idx], file.last
         if file.incomplete:
             yield from flush()
-            yield FileResult(path, Status.CRASHED, f"its worker died on every retry "
-                             f"({file.incomplete}); retried next run", model_id=identity)
+            if frozen[file.idx]:
+                yield FileResult(path, Status.TIMEOUT, f"its worker froze (no sign of life "
+                                 f"for {run.opts.stall_timeout:g} s) on {frozen[file.idx]} "
+                                 f"tries; retried next run", model_id=identity)
+            else:
+                yield FileResult(path, Status.CRASHED, f"its worker died on every retry "
+                                 f"({file.incomplete}); retried next run", model_id=identity)
             continue
         if row["status"] != Status.OK.value or not file.finite:
             status, reason = ((Status.ERROR, NON_FINITE) if row["status"] == Status.OK.value

@@ -1,0 +1,138 @@
+"""Signs of life from the Ray engine's workers, and an end for the ones that give none.
+
+A decode task bounds its own decoder with SIGALRM (`pipeline._watched`), but a process that
+is frozen (SIGSTOP, a debugger, a hung kernel call holding the GIL) runs nothing, and Ray sees a
+frozen worker as busy forever: the run would hang. So every decode task and VGGish actor runs a
+`Heartbeat` thread that reports to one `Watchdog` actor on the driver's node each
+`BEAT_SECONDS`; a thread keeps beating while its task merely waits for the pipeline to take its
+rows, so only a process that runs nothing falls silent. The driver's `Sentinel` asks the
+watchdog for workers silent longer than --file-timeout and SIGKILLs them on their own node
+(after checking that the pid is still the same process: its start time, from /proc). Ray then
+retries the task (or restarts the actor) as it does for any worker that died; a file whose every
+try froze is `timeout`, like one whose decoder made no progress.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+
+BEAT_SECONDS = 1.0
+SENTINEL_SECONDS = 1.0  # how often the driver asks for silent workers
+
+
+def _started(pid: int) -> int | None:
+    """The process's start time in clock ticks since boot (/proc/PID/stat field 22): with the
+    pid, it names one process, never a later one given the same pid. None where there is no
+    /proc (the watchdog then kills nothing)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rpartition(")")[2].split()[19])
+
+
+class Watchdog:
+    """Ray actor (no CPU, on the driver's node): the last beat of each live worker, on its own
+    clock, so that workers' clocks never need to agree."""
+
+    def __init__(self) -> None:
+        self.beats: dict[str, tuple[float, dict]] = {}
+
+    def beat(self, token: str, who: dict) -> None:
+        self.beats[token] = (time.monotonic(), who)
+
+    def done(self, token: str) -> None:
+        self.beats.pop(token, None)
+
+    def silent(self, seconds: float) -> list[dict]:
+        """Workers whose last beat is older than `seconds`, each reported once."""
+        now = time.monotonic()
+        gone = [t for t, (last, _) in self.beats.items() if now - last > seconds]
+        return [self.beats.pop(t)[1] for t in gone]
+
+
+class Heartbeat:
+    """A daemon thread beating for this process while `with` holds it; `file` (its index in
+    the run) names the file a decode task works on, None for an actor."""
+
+    def __init__(self, watchdog, file: int | None = None) -> None:
+        import ray
+
+        self.watchdog, self.token = watchdog, uuid.uuid4().hex
+        self.who = {"node": ray.get_runtime_context().get_node_id(), "pid": os.getpid(),
+                    "started": _started(os.getpid()), "file": file}
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True, name="instag-heartbeat")
+
+    def _run(self) -> None:
+        while True:
+            self.watchdog.beat.remote(self.token, self.who)
+            if self.stop.wait(BEAT_SECONDS):
+                return
+
+    def start(self) -> Heartbeat:
+        self.thread.start()
+        return self
+
+    __enter__ = start
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        self.thread.join()
+        self.watchdog.done.remote(self.token)  # after the last beat: one caller's calls keep order
+
+
+def _kill(pid: int, started: int | None) -> bool:
+    """Ray task, on the frozen worker's node: SIGKILL it if the pid is still that process."""
+    if started is None or _started(pid) != started:
+        return False
+    os.kill(pid, signal.SIGKILL)
+    return True
+
+
+class Sentinel:
+    """The driver's side, while `with` holds it: a thread that ends silent workers; `frozen`
+    counts, per file, the tries that froze."""
+
+    def __init__(self, ray, silence: float) -> None:
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        self.ray, self.silence = ray, silence
+        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+        self.watchdog = ray.remote(num_cpus=0, scheduling_strategy=here)(Watchdog).remote()
+        self.frozen: Counter[int] = Counter()
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True, name="instag-sentinel")
+
+    def _run(self) -> None:
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        kill = self.ray.remote(num_cpus=0, max_retries=0)(_kill)
+        while not self.stop.wait(SENTINEL_SECONDS):
+            try:
+                silent = self.ray.get(self.watchdog.silent.remote(self.silence), timeout=30)
+            except Exception:  # the cluster is going away with the run: nothing to watch
+                continue
+            for who in silent:
+                there = NodeAffinitySchedulingStrategy(who["node"], soft=False)
+                try:
+                    killed = self.ray.get(kill.options(scheduling_strategy=there).remote(
+                        who["pid"], who["started"]), timeout=30)
+                except Exception:  # its node is gone, and the worker with it
+                    continue
+                if killed and who["file"] is not None:
+                    self.frozen[who["file"]] += 1
+
+    def __enter__(self) -> Sentinel:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        self.thread.join()
