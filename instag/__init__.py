@@ -12,6 +12,9 @@ tagging API, never imports torch or TensorFlow)::
   same run, each result carrying its uint8 VGGish ``features``.
 - ``tag_on_ray(paths, options, address=..., previous=...)``: the same run on a Ray cluster
   (the ``ray`` extra), resuming from a previous Parquet output.
+- ``Reporter``: subclass it and pass it to ``tag`` for progress as the run goes (each call
+  gets the running ``Summary``: files counted once their features are in, audio embedded,
+  the time left).
 - ``Embedder``: VGGish + PCA on waveforms or files in this process.
 - ``load_openmic``, ``Recipe``, ``train_run``, ``export_run``: the paper's learning half
   (the ``train`` extra).
@@ -35,6 +38,8 @@ _API = {
     "tag_audio": "instag.tagging.job",
     "score": "instag.tagging.job",
     "RayRun": "instag.engines.ray.pipeline",
+    "Reporter": "instag.tagging.job",
+    "Summary": "instag.tagging.job",
     "FileResult": "instag.tagging.results",
     "TagWriting": "instag.tagging.tagwriting",
     "write_tags": "instag.outputs.filetags",

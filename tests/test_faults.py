@@ -154,7 +154,7 @@ def test_a_signalled_run_says_what_it_kept_in_one_line(tmp_path, scoring_model, 
         os.kill(proc.pid, signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == code, err
-    assert f"{word}: " in err and "finished and cached, previous output kept" in err
+    assert f"{word}: " in err and "where the next run starts; previous output kept" in err
     assert "Traceback" not in err and "KeyboardInterrupt" not in err
     assert old_output.read_text() == "path,status\nprevious,ok\n"
     assert sorted(p.name for p in old_output.parent.glob(".tags.csv*")) == []

@@ -43,8 +43,10 @@ class LogReporter:
     def show_progress(self, summary: Summary) -> None:
         if not self.quiet and self.clock() - self.last > 30:
             self.last = self.clock()
-            self.err.print(f"{summary.done}/{summary.total} files done, "
-                           f"{summary.embedded_s / 3600:.2f} h of audio embedded so far",
+            left = summary.eta(self.clock() - self.start)
+            self.err.print(f"{summary.progressed}/{summary.total} files done, "
+                           f"{summary.embedded_s / 3600:.2f} h of audio embedded so far"
+                           + ("" if left is None else f", about {duration(left)} left"),
                            markup=False)
 
     def note(self, message: str) -> None:
@@ -58,30 +60,34 @@ class RichReporter(LogReporter):
     """The same, with a progress bar on a terminal: files, hours of audio, files/s, ETA."""
 
     def started(self, summary: Summary, provider: str | None) -> None:
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeRemainingColumn,
-        )
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
         super().started(summary, provider)
         self.progress = Progress(
             TextColumn(f"[bold]{self.verb}"), BarColumn(), MofNCompleteColumn(),
             TextColumn("{task.fields[hours]:.2f} h embedded"), TextColumn("{task.fields[rate]}"),
-            TimeRemainingColumn(), console=self.err)
-        self.task = self.progress.add_task(self.verb, total=summary.total, hours=0.0, rate="")
+            TextColumn("{task.fields[left]}"), console=self.err)
+        self.task = self.progress.add_task(self.verb, total=summary.total, hours=0.0, rate="",
+                                           left="")
         self.progress.start()
 
     def show_progress(self, summary: Summary) -> None:
-        rate = summary.embedded_s / max(self.clock() - self.start, 1e-9)
-        self.progress.update(self.task, completed=summary.done,
-                             hours=summary.embedded_s / 3600, rate=f"{rate:.0f}x real time")
+        elapsed = self.clock() - self.start
+        rate = summary.embedded_s / max(elapsed, 1e-9)
+        left = summary.eta(elapsed)
+        self.progress.update(self.task, completed=summary.progressed,
+                             hours=summary.embedded_s / 3600, rate=f"{rate:.0f}x real time",
+                             left="" if left is None else f"{duration(left)} left")
 
     def close(self) -> None:
         if hasattr(self, "progress"):
             self.progress.stop()
+
+
+def duration(seconds: float) -> str:
+    """h:mm:ss, as a person reads a time left."""
+    s = round(seconds)
+    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
 
 
 def plural(n: int, noun: str) -> str:

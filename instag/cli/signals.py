@@ -61,8 +61,18 @@ def stoppable(run: TagRun | RayRun, kept: str) -> Iterator[Stop]:
     """A run stopped by a signal: workers are stopped, the cache is consistent, and the line
     says how many files were finished."""
     try:
-        with stopping(lambda: f"{run.summary.done} of {run.summary.total} files finished and "
-                              f"cached, {kept}", before=run.reporter.close) as stop:  # bar first
-            yield stop
+        with stopping(lambda: interrupted_line(run, kept), before=run.reporter.close) as stop:
+            yield stop  # (the progress bar is closed before the line)
     finally:
         run.reporter.close()
+
+
+def interrupted_line(run: TagRun | RayRun, kept: str) -> str:
+    """What a stopped run leaves for the next one: locally, what the cache holds of the run's
+    files (features and scores, which a scoring batch commits later); on Ray, the results."""
+    s = run.summary
+    if isinstance(run, RayRun):
+        return f"{s.done} of {s.total} files finished, {kept}"
+    scored = "" if s.cached_scores == s.cached_features else f" ({s.cached_scores} scored)"
+    return (f"the cache holds {s.cached_features} of {s.total} files{scored}, where the "
+            f"next run starts; {kept}")

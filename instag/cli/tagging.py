@@ -207,7 +207,8 @@ def tag(
                 "threshold": "tuned" if threshold is None else threshold}
     plotted = 0
     try:
-        with stoppable(run, "previous output kept") as stop:
+        kept = "previous output kept" if out.exists() else "no output written"
+        with stoppable(run, kept) as stop:
             with result_writer(out, fmt, run_info) as write:
                 for result in run:
                     write(result)

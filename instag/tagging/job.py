@@ -27,16 +27,25 @@ from instag.tagging.scoring import Scorer
 from instag.tagging.thresholds import load_thresholds
 from instag.tagging.walk import files_and_folder_errors
 
+MIN_FILES_FOR_ETA = 3  # files embedded before an estimate of the time left is shown
+
 
 @dataclass
 class Summary:
     """Running counts of a run."""
 
     total: int = 0
-    done: int = 0
+    done: int = 0  # files with their result (handed out in walk order)
     from_cache: int = 0  # files for which nothing was decoded in this run
     audio_s: float = 0.0  # of the files finished
     embedded_s: float = 0.0  # audio embedded in this run so far, as it happens
+    embedded_files: int = 0  # files whose features this run computed ...
+    embedded_files_s: float = 0.0  # ... and their audio
+    scoring: int = 0  # files whose features are known, waiting for their scoring batch
+    # what the local engine's cache holds of this run's files (from an earlier run or this one):
+    # the next run starts from them
+    cached_features: int = 0  # features, or a failure that stays
+    cached_scores: int = 0
     failed: dict[Status, int] = field(default_factory=dict)  # status -> count
     tags_failed: int = 0  # files whose own tags could not be written
     tags_unsupported: int = 0  # ... or that instag does not write (a format, hard links)
@@ -51,6 +60,21 @@ class Summary:
     @property
     def ok(self) -> int:
         return self.done - sum(self.failed.values())
+
+    @property
+    def progressed(self) -> int:
+        """Files past their decoding and embedding: what a progress display counts."""
+        return self.done + self.scoring
+
+    def eta(self, elapsed: float) -> float | None:
+        """Seconds left, from the audio embedded per second so far and the average length of
+        the files this run embedded; None until MIN_FILES_FOR_ETA of them are done."""
+        if self.embedded_files < MIN_FILES_FOR_ETA or elapsed <= 0 or self.embedded_s <= 0:
+            return None
+        per_file = self.embedded_files_s / self.embedded_files
+        partly = max(0.0, self.embedded_s - self.embedded_files_s)  # of files being embedded
+        left = max(0.0, (self.total - self.progressed) * per_file - partly)
+        return left / (self.embedded_s / elapsed)
 
 
 class Reporter:

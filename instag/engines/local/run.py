@@ -163,6 +163,7 @@ class _Run:
     def fail(self, idx: int, status: Status, reason: str) -> None:
         if idx in self.keys:
             self.cache.put_features(self.keys[idx], self.embedder.identity, status, reason)
+            self.summary.cached_features += status.permanent
         self.finish(idx, FileResult(self.files[idx], status, reason))
 
     def from_cache(self, idx: int) -> bool:
@@ -181,6 +182,7 @@ class _Run:
         cached = self.cache.get_features(key, self.embedder.identity)
         if cached is None:
             return False
+        self.summary.cached_features += 1
         if cached.status is not Status.OK:
             self.finish(idx, FileResult(path, cached.status, cached.reason), from_cache=True)
             return True
@@ -192,6 +194,7 @@ class _Run:
         s = self.scoring
         scores = self.cache.get_scores(key, self.embedder.identity, s.model_digest, s.bag_setting)
         if scores is not None:
+            self.summary.cached_scores += 1
             self.finish(idx, s.result(path, feats, s.bags(feats), *scores), from_cache=True)
         else:
             self.add_for_scoring(idx, feats, from_cache=True)
@@ -241,9 +244,7 @@ class _Run:
             self.parts[i].append(f)
         self.ready.clear()
         self.ready_windows = 0
-        if live:
-            self.summary.embedded_s += sum(chunk_instances(c) for _, c in live) * INSTANCE_SECONDS
-            self.reporter.embedded(self.summary)
+        self.summary.embedded_s += sum(chunk_instances(c) for _, c in live) * INSTANCE_SECONDS
         for i in sorted(self.decoded & set(self.chunkers)):
             feats = Features.from_parts(self.parts[i], self.chunkers[i].samples)
             self._drop(i)
@@ -254,11 +255,18 @@ class _Run:
                 continue
             self.cache.put_features(self.keys[i], self.embedder.identity, Status.OK,
                                     duration=feats.duration, feats=feats.values)
+            summary = self.summary
+            summary.cached_features += 1
+            summary.embedded_files += 1
+            # the audio embedded, not the file's duration: partly embedded files are the rest
+            summary.embedded_files_s += len(feats.values) * INSTANCE_SECONDS
             if self.scoring is None:
                 self.finish(i, FileResult(self.files[i], Status.OK, duration=feats.duration,
                                           features=feats))
             else:
                 self.add_for_scoring(i, feats)
+        if live:  # after the files now complete are counted
+            self.reporter.embedded(self.summary)
 
     def _drop(self, idx: int) -> None:
         self.chunkers.pop(idx, None)
@@ -270,6 +278,7 @@ class _Run:
         bags = self.scoring.bags(feats)
         self.pending_scores.append((idx, feats, from_cache, bags))
         self.pending_bags += len(bags)
+        self.summary.scoring += 1
         self.score(flush=False)
 
     def score(self, flush: bool) -> None:
@@ -283,6 +292,8 @@ class _Run:
             if scores is not None:
                 self.cache.put_scores(self.keys[idx], self.embedder.identity, s.model_digest,
                                       s.bag_setting, *scores)
+                self.summary.cached_scores += 1
+            self.summary.scoring -= 1
             self.finish(idx, result, cached)
         self.pending_scores, self.pending_bags = [], 0
 

@@ -350,6 +350,7 @@ def _results(pipeline, todo: list[tuple[int, Path]], scoring: Scoring, identity:
     def flush() -> Iterator[FileResult]:
         work = [(path, feats, scoring.bags(feats)) for path, feats, _ in ready]
         for (_, _, row), (result, _) in zip(ready, scoring.score_many(work), strict=True):
+            run.summary.scoring -= 1
             yield _stamp(result, row, identity)
         ready.clear()
 
@@ -382,6 +383,11 @@ def _results(pipeline, todo: list[tuple[int, Path]], scoring: Scoring, identity:
             yield _stamp(FileResult(path, e.status, e.reason), row, identity)
             continue
         ready.append((path, feats, row))
+        summary = run.summary
+        summary.embedded_files += 1
+        summary.embedded_files_s += len(feats.values) * INSTANCE_SECONDS
+        summary.scoring += 1
+        run.reporter.embedded(summary)
         if len(ready) >= SCORE_BATCH_FILES:
             yield from flush()
     yield from flush()
