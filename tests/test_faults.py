@@ -201,7 +201,7 @@ def test_a_decoder_that_makes_no_progress_is_stopped_and_retried_next_time(
     status = {Path(r["path"]).name: r["status"] for r in read_csv(tmp_path / "t.csv")}
     assert status == {"live.mp3": "ok", "stuck.m4a": "timeout", "take.ogg": "ok"}
     again = run_tag(library / "other", "--out", tmp_path / "t.csv", "--file-timeout", "2")
-    assert "(2 from cache)" in again.output  # the stuck file was tried again
+    assert "(2 from the cache)" in again.output  # the stuck file was tried again
 
 
 def test_a_fifo_in_the_library_is_unsupported_not_a_hang(run_tag, library, tmp_path):

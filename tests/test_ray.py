@@ -84,7 +84,7 @@ def test_a_rerun_does_only_the_new_and_the_changed_files(tmp_path, options):
     sf.write(lib / "3.wav", music(3, 3), SR)  # new
     again = run_ray(options, lib, "--out", out, "--format", "parquet")
     assert again.exit_code == 0, again.output
-    assert "4 of 4 files tagged (2 from cache" in again.output
+    assert "4 of 4 files tagged (2 from the cache" in again.output
     table = pq.read_table(out).to_pylist()
     assert sorted(Path(r["path"]).name for r in table) == ["0.wav", "1.wav", "2.wav", "3.wav"]
     changed = next(r for r in table if r["path"].endswith("1.wav"))
@@ -99,7 +99,7 @@ def test_a_rerun_with_another_model_setting_recomputes_everything(tmp_path, opti
     out = tmp_path / "tags.parquet"
     assert run_ray(options, lib, "--out", out).exit_code == 0
     again = run_ray(options, lib, "--out", out, "--threshold", "0.3")
-    assert again.exit_code == 0 and "(0 from cache" in again.output
+    assert again.exit_code == 0 and "(0 from the cache" in again.output
 
 
 def test_killed_workers_cost_only_time(tmp_path, options):

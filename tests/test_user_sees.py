@@ -1,6 +1,9 @@
 """What a person reads: progress that counts what is done, the interrupt line, and the other
 lines and files a user reads (issue: what a user sees)."""
 
+import os
+from pathlib import Path
+
 import soundfile as sf
 from builders import SR, music
 
@@ -82,4 +85,46 @@ def test_ctrl_c_before_the_first_scoring_batch_counts_the_features_in_the_cache(
         "interrupted: the cache holds 3 of 3 files (0 scored), where the next run starts; "
         "no output written")
     again = run_tag(lib, "--out", tmp_path / "t.csv")
-    assert "(3 from cache)" in again.output
+    assert "(3 from the cache)" in again.output
+
+
+def test_a_failure_remembered_from_an_earlier_run_does_not_fail_a_nightly_run(run_tag, tmp_path):
+    import numpy as np
+
+    sf.write(tmp_path / "good.wav", music(3, 1), SR)
+    sf.write(tmp_path / "empty.wav", np.zeros((0, 1), np.float32), SR)
+    first = run_tag(tmp_path, "--out", tmp_path / "t.csv")
+    assert first.exit_code == 1  # computed in this run: news
+    again = run_tag(tmp_path, "--out", tmp_path / "t.csv")
+    assert again.exit_code == 0, again.output
+    assert "failed: 1 empty (1 known from an earlier run)" in again.output
+    assert "empty" in (tmp_path / "t.csv").read_text()  # still listed in the output
+    assert run_tag(tmp_path, "--out", tmp_path / "t.csv", "--strict").exit_code == 1
+
+
+def test_a_retryable_failure_fails_every_run(run_tag, tmp_path, monkeypatch):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool, body in (("ffprobe", "echo 44100"), ("ffmpeg", "exec sleep 60")):  # a hung mount
+        (bin_dir / tool).write_text(f"#!/bin/sh\n{body}\n")
+        (bin_dir / tool).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    (tmp_path / "a.m4a").write_bytes(b"\x00\x00\x00\x18ftypM4A " + bytes(100))
+    for _ in range(2):  # a timeout is never remembered: each run computes it, and says so
+        result = run_tag(tmp_path, "--out", tmp_path / "t.csv", "--file-timeout", "1")
+        assert result.exit_code == 1 and "failed: 1 timeout." in result.output, result.output
+
+
+def test_an_unreadable_folder_gets_a_line_of_its_own(run_tag, tmp_path, monkeypatch):
+    sf.write(tmp_path / "good.wav", music(3, 1), SR)
+    (tmp_path / "shut").mkdir()
+    real = os.scandir
+
+    def scandir(folder):
+        if Path(folder).name == "shut":
+            raise PermissionError(13, "Permission denied", str(folder))
+        return real(folder)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    result = run_tag(tmp_path, "--out", tmp_path / "t.csv")
+    assert f"unreadable: {tmp_path / 'shut'}: " in result.output

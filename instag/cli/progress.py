@@ -100,10 +100,14 @@ def reporter_for(quiet: bool, verb: str) -> LogReporter:
 
 
 def summary_line(summary: Summary, verb: str) -> str:
-    text = f"{summary.ok} of {plural(summary.done, 'file')} {verb} ({summary.from_cache} " \
-        "from cache)"
+    """`8 of 9 files tagged (5 from the cache); failed: 1 empty (1 known from an earlier
+    run)`: the files counted from the cache are among those tagged."""
+    ok_cached = summary.from_cache - summary.failed_known
+    text = f"{summary.ok} of {plural(summary.done, 'file')} {verb} ({ok_cached} from the cache)"
     if summary.failed:
         text += "; failed: " + ", ".join(f"{n} {s}" for s, n in sorted(summary.failed.items()))
+        if summary.failed_known:
+            text += f" ({summary.failed_known} known from an earlier run)"
     if summary.tags_failed or summary.tags_unsupported:
         text += f"; file tags not written: {plural(summary.tags_failed, 'file')} failed, " \
             f"{summary.tags_unsupported} unsupported"

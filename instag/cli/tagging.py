@@ -44,6 +44,7 @@ from instag.outputs.writers import (
     result_writer,
 )
 from instag.tagging.bags import parse_bag_mode
+from instag.tagging.job import Summary
 from instag.tagging.options import STALL_TIMEOUT, TagOptions
 from instag.tagging.results import FileResult, display_path
 from instag.tagging.tagwriting import DEFAULT_FIELD, TagWriting
@@ -108,6 +109,9 @@ WaitOpt = Annotated[bool, typer.Option(help="If another run holds the cache, wai
                                             "instead of exiting.")]
 QuietOpt = Annotated[bool, typer.Option(help="No progress bar or progress lines; failures and "
                                              "the summary only.")]
+StrictOpt = Annotated[bool, typer.Option(
+    help="Exit 1 for any failed file, also one that failed the same way in an earlier run "
+         "(by default those are listed but exit 0: a nightly job mails only news).")]
 
 
 @expected_errors
@@ -169,11 +173,13 @@ def tag(
     in_place: InPlaceOpt = False,
     dry_run: DryRunOpt = False,
     quiet: QuietOpt = False,
+    strict: StrictOpt = False,
 ) -> None:
     """Tag instruments in music files; every file gets a row, failed ones with the reason.
 
-    Exit codes: 0 all files tagged, 1 some files failed, 2 usage or setup error (nothing
-    written), 130 interrupted, 143 terminated (previous output kept).
+    Exit codes: 0 all files tagged (or failed as they did in an earlier run, unless --strict),
+    1 some files failed in this run, 2 usage or setup error (nothing written), 130
+    interrupted, 143 terminated (previous output kept).
     """
     fmt = format_for(out, format)
     opts = TagOptions(
@@ -223,8 +229,14 @@ def tag(
         raise InstagError(f"--out {out}: cannot write ({e.strerror or e})",
                           "free some space or write elsewhere; the previous output is "
                           "untouched") from None
-    if run.summary.failed or run.summary.tags_failed:
+    if failed_exit(run.summary, strict) or run.summary.tags_failed:
         raise typer.Exit(EXIT_SOME_FAILED)
+
+
+def failed_exit(summary: Summary, strict: bool) -> bool:
+    """Exit 1: a failure this run computed (a retryable one, such as `timeout`, is computed by
+    every run), or with --strict any failure."""
+    return bool(summary.failed_now or (strict and summary.failed))
 
 
 def _plot_one(result: FileResult, png: Path) -> int:
@@ -275,6 +287,7 @@ def embed(
     cache: CacheOpt = None,
     wait: WaitOpt = False,
     quiet: QuietOpt = False,
+    strict: StrictOpt = False,
 ) -> None:
     """Turn audio files into OpenMIC-style VGGish features (uint8, 0.96 s instances)."""
     opts = TagOptions(vggish=vggish, pca=pca, resampler=resampler, jobs=jobs,
@@ -299,7 +312,7 @@ def embed(
     what = f"{counts['rows']} clips" if clips else f"{counts['rows']} instances"
     console(stderr=True).print(f"{summary_line(run.summary, 'embedded')}. Wrote {out}: {what}",
                                markup=False)
-    if failed:
+    if failed_exit(run.summary, strict):
         raise typer.Exit(EXIT_SOME_FAILED)
 
 

@@ -47,6 +47,7 @@ class Summary:
     cached_features: int = 0  # features, or a failure that stays
     cached_scores: int = 0
     failed: dict[Status, int] = field(default_factory=dict)  # status -> count
+    failed_known: int = 0  # ... of which the cache (or a previous output) already knew
     tags_failed: int = 0  # files whose own tags could not be written
     tags_unsupported: int = 0  # ... or that instag does not write (a format, hard links)
 
@@ -56,10 +57,17 @@ class Summary:
         self.audio_s += result.duration or 0.0
         if not result.ok:
             self.failed[result.status] = self.failed.get(result.status, 0) + 1
+            self.failed_known += from_cache
 
     @property
     def ok(self) -> int:
         return self.done - sum(self.failed.values())
+
+    @property
+    def failed_now(self) -> int:
+        """Failures this run computed: a permanent failure remembered from an earlier run (the
+        same file, unchanged) is listed, but is no news for a nightly job."""
+        return sum(self.failed.values()) - self.failed_known
 
     @property
     def progressed(self) -> int:

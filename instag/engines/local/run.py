@@ -373,6 +373,7 @@ class TagRun(JobRun):
         for p, why in folder_errors:
             result = FileResult(p, Status.UNREADABLE, why)
             self.summary.add(result, from_cache=False)
+            self.reporter.file_done(result, self.summary)
             yield result
 
 
