@@ -16,7 +16,9 @@ import soundfile as sf
 from builders import SR, music, read_csv
 from typer.testing import CliRunner
 
+import instag
 from instag.cli import app
+from instag.outputs.writers import Format, result_writer
 
 needs_ffmpeg = pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg not installed")
 
@@ -98,20 +100,26 @@ def test_csv_neutralises_formulas_and_paths_from_reads_the_names_back(run_tag, t
     for i, name in enumerate(FORMULA_NAMES):
         sf.write(lib / name, music(2, i), SR)
     monkeypatch.chdir(lib)
-    run_tag("--out", tmp_path / "t.csv", "--", *FORMULA_NAMES)  # "--": names, not options
-    cells = [r["path"] for r in read_csv(tmp_path / "t.csv")]
-    assert set(cells) == {"'" + n for n in FORMULA_NAMES}  # each one: text, not a formula
+    # a run records absolute paths; a result made through the API keeps the name it was given
+    with result_writer(tmp_path / "t.csv", Format.CSV, {}) as write:
+        for name in FORMULA_NAMES:
+            write(instag.FileResult(Path(name), instag.Status.ERROR, name))
+    cells = read_csv(tmp_path / "t.csv")
+    assert {r["path"] for r in cells} == {"'" + n for n in FORMULA_NAMES}  # text, not formulas
+    assert {r["reason"] for r in cells} == {"'" + n for n in FORMULA_NAMES}
     again = run_tag("--paths-from", tmp_path / "t.csv", "--out", tmp_path / "again.json")
     assert again.exit_code == 0, again.output
     docs = json.loads((tmp_path / "again.json").read_text())["files"]
-    assert [d["path"] for d in docs] == FORMULA_NAMES and {d["status"] for d in docs} == {"ok"}
+    assert [d["path"] for d in docs] == [str(lib / n) for n in FORMULA_NAMES]
+    assert {d["status"] for d in docs} == {"ok"}
 
 
 def test_json_keeps_a_formula_like_name_exactly(run_tag, tmp_path, monkeypatch):
     sf.write(tmp_path / "=1+1.wav", music(2, 1), SR)
     monkeypatch.chdir(tmp_path)
     run_tag("=1+1.wav", "--out", tmp_path / "t.json")
-    assert json.loads((tmp_path / "t.json").read_text())["files"][0]["path"] == "=1+1.wav"
+    path = json.loads((tmp_path / "t.json").read_text())["files"][0]["path"]
+    assert path == str(tmp_path / "=1+1.wav")
 
 
 # -- 9. thresholds files as people write them -----------------------------------------------------

@@ -280,7 +280,7 @@ def test_a_relative_path_is_the_same_file_on_ray_as_locally(library, options, mo
     (local,) = instag.tag([Path("take.ogg")], options)
     (remote,) = instag.tag_on_ray([Path("take.ogg")], options)
     assert (local.status, remote.status) == ("ok", "ok"), remote.reason
-    assert remote.display_path == local.display_path == "take.ogg"
+    assert remote.display_path == local.display_path == str(library / "other" / "take.ogg")
 
 
 def test_hostile_audio_gets_the_same_status_on_ray_as_locally(tmp_path, options):

@@ -128,3 +128,81 @@ def test_an_unreadable_folder_gets_a_line_of_its_own(run_tag, tmp_path, monkeypa
     monkeypatch.setattr(os, "scandir", scandir)
     result = run_tag(tmp_path, "--out", tmp_path / "t.csv")
     assert f"unreadable: {tmp_path / 'shut'}: " in result.output
+
+
+# -- every output feeds every reader -------------------------------------------------------------
+def tagged_in_every_format(run_tag, tmp_path):
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    sf.write(lib / "a.wav", music(25, 1), SR)
+    sf.write(lib / "b.wav", music(12, 2), SR)
+    (lib / "bad.wav").write_text("not audio")
+    outs = {fmt: tmp_path / f"t.{fmt}" for fmt in ("json", "jsonl", "csv", "parquet")}
+    for out in outs.values():
+        run_tag(lib, "--out", out, "--bag", "10", "--threshold", "0.3")
+    return lib, outs
+
+
+def comparable(doc):
+    """What every format holds of a file: probabilities to CSV's 4 decimals, no timeline."""
+    doc = {**doc, "bags": [{**{k: v for k, v in b.items() if k != "timeline"},
+                            "probabilities": {c: round(p, 4)
+                                              for c, p in b["probabilities"].items()}}
+                           for b in doc.get("bags", [])]}
+    return {k: v for k, v in doc.items() if v not in ("", None, [])}
+
+
+def test_every_output_reads_back_as_the_same_documents(run_tag, tmp_path):
+    from instag.outputs.readback import read_documents
+
+    _, outs = tagged_in_every_format(run_tag, tmp_path)
+    docs = {fmt: [comparable(d) for d in read_documents(out)] for fmt, out in outs.items()}
+    assert [d["status"] for d in docs["json"]] == ["ok", "ok", "error"]
+    assert len(docs["json"][0]["bags"]) == 3  # 25 s: three bags of 10 instances
+    for fmt in ("jsonl", "csv", "parquet"):
+        assert docs[fmt] == docs["json"], fmt
+
+
+def test_write_tags_takes_every_format_and_says_the_same(run_tag, tmp_path):
+    from typer.testing import CliRunner
+
+    from instag.cli import app
+
+    _, outs = tagged_in_every_format(run_tag, tmp_path)
+    said = {fmt: CliRunner().invoke(app, ["write-tags", str(out), "--dry-run", "--cache",
+                                          str(tmp_path / "cache.sqlite")])
+            for fmt, out in outs.items()}
+    assert {r.exit_code for r in said.values()} == {0}
+    assert "2 files would_change" in said["json"].output
+    assert {r.output for r in said.values()} == {said["json"].output}
+
+
+def test_plot_takes_a_csv_and_finds_the_file_however_it_is_spelled(run_tag, tmp_path,
+                                                                   monkeypatch):
+    from typer.testing import CliRunner
+
+    from instag.cli import app
+
+    lib, outs = tagged_in_every_format(run_tag, tmp_path)
+    (tmp_path / "link").symlink_to(lib)
+    monkeypatch.chdir(tmp_path)
+    for spelled in ("lib/b.wav", "./lib/b.wav", str(lib / "b.wav"), "link/b.wav"):
+        result = CliRunner().invoke(app, ["plot", str(outs["csv"]), "--file", spelled,
+                                          "--out", str(tmp_path / "b.png")])
+        assert result.exit_code == 0, (spelled, result.output)
+        assert result.output.strip() == f"wrote {tmp_path / 'b.png'}"
+
+
+def test_a_run_over_a_relative_path_records_absolute_ones(run_tag, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from instag.cli import app
+
+    (tmp_path / "music").mkdir()
+    sf.write(tmp_path / "music" / "a.wav", music(3, 1), SR)
+    monkeypatch.chdir(tmp_path)
+    run_tag("music", "--out", tmp_path / "t.jsonl")
+    monkeypatch.chdir("/")  # write-tags from another folder still finds the file
+    result = CliRunner().invoke(app, ["write-tags", str(tmp_path / "t.jsonl"), "--dry-run",
+                                      "--cache", str(tmp_path / "cache.sqlite")])
+    assert result.exit_code == 0 and "1 file would_change" in result.output, result.output

@@ -32,9 +32,10 @@ from instag.features.decode import AudioError
 from instag.features.featurefile import write_features
 from instag.features.resample import DEFAULT_RESAMPLER
 from instag.outputs.filetags import Outcome
-from instag.outputs.forms import file_document, read_documents
+from instag.outputs.forms import file_document
 from instag.outputs.pathlists import read_path_list
 from instag.outputs.plot import load_file_doc, plot_file
+from instag.outputs.readback import read_documents
 from instag.outputs.writers import (
     STDOUT,
     Format,
@@ -252,8 +253,10 @@ def _plot_one(result: FileResult, png: Path) -> int:
 
 @expected_errors
 def plot(
-    tags_json: Annotated[Path, typer.Argument(help="A .json or .jsonl from `instag tag`.")],
-    file: Annotated[str | None, typer.Option(help="Which file (its path as in the JSON); "
+    tags_json: Annotated[Path, typer.Argument(help="An output of `instag tag`: .csv, .json, "
+                                                   ".jsonl or .parquet.")],
+    file: Annotated[str | None, typer.Option(help="Which file (its path, spelled any way: "
+                                                  "relative, absolute, through a link); "
                                                   "default: the first tagged one.")] = None,
     audio: Annotated[Path | None, typer.Option(
         help="The audio file to draw the spectrogram from, when it is not where the JSON "
@@ -318,7 +321,8 @@ def embed(
 
 @expected_errors
 def write_tags(
-    tags_file: Annotated[Path, typer.Argument(help="A .json or .jsonl from `instag tag`.")],
+    tags_file: Annotated[Path, typer.Argument(help="An output of `instag tag`: .csv, .json, "
+                                                   ".jsonl or .parquet.")],
     remove: Annotated[bool, typer.Option(help="Remove instag's fields (the instruments field "
                                               "and INSTAG_* scores) instead.")] = False,
     write_scores: WriteScoresOpt = False,

@@ -1,12 +1,8 @@
-"""The forms a result takes in the outputs: a JSON document per file, CSV rows (cells that no
-spreadsheet runs as a formula), and reading instag's JSON and JSONL back."""
+"""The forms a result takes in the outputs: a JSON document per file, and CSV rows (cells that
+no spreadsheet runs as a formula). `readback` reads them back."""
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
-from instag.common.errors import InstagError
 from instag.features.instances import instance_span
 from instag.tagging.results import DECIMALS, FileResult, _per_class
 from instag.tagging.segments import format_segments
@@ -69,16 +65,3 @@ def csv_rows(r: FileResult):
                    "instrument": c, "probability": f"{p:.{DECIMALS}f}",
                    "present": "1" if c in b.present else "0",
                    "segments": format_segments(b.segments.get(c, []))}
-
-
-def read_documents(tags_file: Path) -> list[dict]:
-    """The per-file documents of a .json or .jsonl that `instag tag` wrote."""
-    try:
-        text = Path(tags_file).read_text(encoding="utf-8")
-        # "\n" only: names may hold U+2028, U+0085 and the other characters splitlines() takes
-        # for line ends (JSON writes them raw)
-        return ([json.loads(line) for line in text.split("\n") if line.strip()]
-                if Path(tags_file).suffix == ".jsonl" else json.loads(text)["files"])
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise InstagError(f"{tags_file}: not a tags file from `instag tag` ({e})",
-                          "pass the .json or .jsonl that `instag tag --out` wrote") from e

@@ -11,7 +11,7 @@ from instag.common.atomic import atomic_path
 from instag.common.errors import InstagError
 from instag.common.extras import require
 from instag.features.resample import Resampler, stream_16k
-from instag.outputs.forms import read_documents
+from instag.outputs.readback import find_document, read_documents
 from instag.tagging.results import audio_path
 
 SR, N_FFT, HOP, N_MELS = 16000, 512, 160, 64
@@ -47,12 +47,14 @@ def log_mel(blocks: Iterable[np.ndarray], hop: int = HOP) -> np.ndarray:
     return np.log(np.concatenate(rows) + 0.01)
 
 
-def load_file_doc(tags_json: Path, file: str | None) -> dict:
-    ok = [d for d in read_documents(tags_json)
-          if d.get("status") == "ok" and (file is None or d["path"] == file)]
-    if not ok:
-        raise InstagError(f"{tags_json}: no tagged file{' ' + file if file else ''} in it")
-    return ok[0]
+def load_file_doc(tags_file: Path, file: str | None) -> dict:
+    """The document of `file` (however its path is spelled), or the first tagged file's."""
+    docs = (d for d in read_documents(tags_file) if d.get("status") == "ok")
+    doc = next(docs, None) if file is None else find_document(docs, file)
+    if doc is None:
+        raise InstagError(f"{tags_file}: no tagged file{' ' + file if file else ''} in it",
+                          "pass --file with a path the output names (as listed in it)")
+    return doc
 
 
 def plot_file(doc: dict, out_png: Path, audio: Path | None = None,
@@ -83,11 +85,16 @@ def plot_file(doc: dict, out_png: Path, audio: Path | None = None,
     axes[0].set_title(Path(doc["path"]).name)
     for ax, c in zip(axes[1:], rows, strict=True):
         for b in bags:  # weight x T: 1 is the bag's uniform share, whatever the bag's length
+            if "timeline" not in b:  # CSV and Parquet outputs: the bag's probability only
+                ax.hlines(b["probabilities"][c], b["start_s"], b["end_s"], color="tab:blue",
+                          lw=3, label="bag probability (JSON outputs have the attention)")
+                continue
             t = b["timeline"]
             share = np.asarray(t["attention"][c]) * len(t["start_s"])
             ax.bar(t["start_s"], share, width=0.96, align="edge", color="tab:blue", alpha=0.8,
                    label="attention (x uniform share)")
-        ax.axhline(1.0, color="grey", lw=0.8, ls="--", label="uniform share (segment rule)")
+        if "timeline" in bags[0]:
+            ax.axhline(1.0, color="grey", lw=0.8, ls="--", label="uniform share (segment rule)")
         for s, e in doc["segments"].get(c, []):
             ax.axvspan(s, e, color="tab:orange", alpha=0.2, label="segment")
         ax.set_ylabel(f"{c}\n{best.get(c, 0):.2f}", rotation=0, ha="right", va="center")

@@ -123,17 +123,18 @@ def result_writer(path: Path, fmt: Format,
         elif fmt is Format.JSONL:
             yield lambda r: f.write(json.dumps(file_document(r), ensure_ascii=False) + "\n")
         else:
+            # one document a line, so that readers stream it (`readback`)
             head = json.dumps({"instag_version": VERSION, **run_info, "files": []},
                               ensure_ascii=False)
-            f.write(head[: -len("]}")])
+            f.write(head[: -len("]}")] + "\n")
             sep = [""]
 
             def write(r: FileResult) -> None:
                 f.write(sep[0] + json.dumps(file_document(r), ensure_ascii=False))
-                sep[0] = ","
+                sep[0] = ",\n"
 
             yield write
-            f.write("]}")
+            f.write("\n]}\n")
 
 
 @contextmanager

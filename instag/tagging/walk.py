@@ -38,12 +38,13 @@ def walk(
     include_hidden: bool = False,
     on_error: Callable[[Path, str], None] | None = None,
 ) -> Iterator[Path]:
-    """Yield audio files: a file given by name is yielded whatever its extension (the user
-    asked for it); folders are searched in sorted order, depth first, without recursion (so
-    any depth of nesting works)."""
+    """Yield audio files, as absolute paths: a file given by name is yielded whatever its
+    extension (the user asked for it); folders are searched in sorted order, depth first,
+    without recursion (so any depth of nesting works)."""
     seen_dirs: set[tuple[int, int]] = set()
     for p in paths:
-        p = Path(p)
+        # absolute (links kept as named): an output names files that another folder finds
+        p = Path(os.path.abspath(p))
         if not p.is_dir():
             yield p  # a missing or odd file is reported by the decoder, per file
             continue

@@ -313,8 +313,8 @@ def _pipeline(ray, todo: list[tuple[int, Path]], opts: TagOptions, onnx: Path,
     on_gpu = gpus > 0 and device is not Device.CPU
     models = ray.put({"vggish": onnx.read_bytes(), "eigen_vectors": embedder.eigen_vectors,
                       "means": embedder.means})
-    # absolute at the driver: a worker's working directory is not the user's
-    items = [{"idx": idx, "path": os.fsencode(os.path.abspath(path))} for idx, path in todo]
+    # absolute (the walk makes them so): a worker's working directory is not the user's
+    items = [{"idx": idx, "path": os.fsencode(path)} for idx, path in todo]
     # VGGish is ~90 % of the CPU work: on CPUs, actors take 3/4 of the cores, each with its
     # share of threads (decode tasks, light, fill the gaps)
     actors = gpus if on_gpu else max(1, cpus * 3 // 4)

@@ -6,10 +6,13 @@ frozen worker as busy forever: the run would hang. So every decode task and VGGi
 `Heartbeat` thread that reports to one `Watchdog` actor on the driver's node each
 `BEAT_SECONDS`; a thread keeps beating while its task merely waits for the pipeline to take its
 rows, so only a process that runs nothing falls silent. The driver's `Sentinel` asks the
-watchdog for workers silent longer than --file-timeout and SIGKILLs them on their own node
-(after checking that the pid is still the same process: its start time, from /proc). Ray then
-retries the task (or restarts the actor) as it does for any worker that died; a file whose every
-try froze is `timeout`, like one whose decoder made no progress.
+watchdog for silent workers and ends them on their own node with SIGKILL, after checking that
+the pid is still the same process (its start time, from /proc): one that is stopped (SIGSTOP,
+a debugger) once silent for --file-timeout, any other once silent for `LONG_SILENCE` (a thread
+starved of the GIL by a long native call may miss beats; that is no reason to kill a loading
+actor over and over). Ray then retries the task (or restarts the actor) as it does for any
+worker that died; a file whose every try froze is `timeout`, like one whose decoder made no
+progress.
 """
 
 from __future__ import annotations
@@ -24,17 +27,23 @@ from pathlib import Path
 
 BEAT_SECONDS = 1.0
 SENTINEL_SECONDS = 1.0  # how often the driver asks for silent workers
+LONG_SILENCE = 120.0  # seconds without a beat after which a worker is ended, stopped or not
+
+
+def _stat(pid: int) -> tuple[str, int] | None:
+    """The process's state (R, S, D, T for stopped, ...) and start time in clock ticks since
+    boot (/proc/PID/stat fields 3 and 22): with the pid, the start time names one process,
+    never a later one given the same pid. None where there is no /proc (the watchdog then
+    kills nothing)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return None
+    return fields[0], int(fields[19])
 
 
 def _started(pid: int) -> int | None:
-    """The process's start time in clock ticks since boot (/proc/PID/stat field 22): with the
-    pid, it names one process, never a later one given the same pid. None where there is no
-    /proc (the watchdog then kills nothing)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return int(stat.rpartition(")")[2].split()[19])
+    return None if (stat := _stat(pid)) is None else stat[1]
 
 
 class Watchdog:
@@ -50,11 +59,11 @@ class Watchdog:
     def done(self, token: str) -> None:
         self.beats.pop(token, None)
 
-    def silent(self, seconds: float) -> list[dict]:
-        """Workers whose last beat is older than `seconds`, each reported once."""
+    def silent(self, seconds: float) -> list[tuple[str, float, dict]]:
+        """Workers whose last beat is older than `seconds`: (token, seconds silent, who)."""
         now = time.monotonic()
-        gone = [t for t, (last, _) in self.beats.items() if now - last > seconds]
-        return [self.beats.pop(t)[1] for t in gone]
+        return [(t, now - last, who) for t, (last, who) in self.beats.items()
+                if now - last > seconds]
 
 
 class Heartbeat:
@@ -88,9 +97,13 @@ class Heartbeat:
         self.watchdog.done.remote(self.token)  # after the last beat: one caller's calls keep order
 
 
-def _kill(pid: int, started: int | None) -> bool:
-    """Ray task, on the frozen worker's node: SIGKILL it if the pid is still that process."""
-    if started is None or _started(pid) != started:
+def _end(pid: int, started: int | None, long_silent: bool) -> bool | None:
+    """Ray task, on the silent worker's node: SIGKILL it if the pid is still that process and
+    it is stopped, or has been silent long. None: that process is gone; False: spared."""
+    stat = _stat(pid)
+    if started is None or stat is None or stat[1] != started:
+        return None
+    if stat[0] not in "Tt" and not long_silent:
         return False
     os.kill(pid, signal.SIGKILL)
     return True
@@ -113,20 +126,23 @@ class Sentinel:
     def _run(self) -> None:
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-        kill = self.ray.remote(num_cpus=0, max_retries=0)(_kill)
+        end = self.ray.remote(num_cpus=0, max_retries=0)(_end)
         while not self.stop.wait(SENTINEL_SECONDS):
             try:
                 silent = self.ray.get(self.watchdog.silent.remote(self.silence), timeout=30)
             except Exception:  # the cluster is going away with the run: nothing to watch
                 continue
-            for who in silent:
+            for token, seconds, who in silent:
                 there = NodeAffinitySchedulingStrategy(who["node"], soft=False)
                 try:
-                    killed = self.ray.get(kill.options(scheduling_strategy=there).remote(
-                        who["pid"], who["started"]), timeout=30)
+                    ended = self.ray.get(end.options(scheduling_strategy=there).remote(
+                        who["pid"], who["started"], seconds > max(LONG_SILENCE, self.silence)),
+                        timeout=30)
                 except Exception:  # its node is gone, and the worker with it
-                    continue
-                if killed and who["file"] is not None:
+                    ended = None
+                if ended is not False:  # ended, or gone: no longer watched
+                    self.watchdog.done.remote(token)
+                if ended and who["file"] is not None:
                     self.frozen[who["file"]] += 1
 
     def __enter__(self) -> Sentinel:
