@@ -101,7 +101,7 @@ def test_csv_neutralises_formulas_and_paths_from_reads_the_names_back(run_tag, t
         sf.write(lib / name, music(2, i), SR)
     monkeypatch.chdir(lib)
     # a run records absolute paths; a result made through the API keeps the name it was given
-    with result_writer(tmp_path / "t.csv", Format.CSV, {}) as write:
+    with result_writer(tmp_path / "t.csv", Format.CSV) as write:
         for name in FORMULA_NAMES:
             write(instag.FileResult(Path(name), instag.Status.ERROR, name))
     cells = read_csv(tmp_path / "t.csv")

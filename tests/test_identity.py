@@ -63,7 +63,7 @@ def test_a_ray_resume_carries_nothing_over_new_vggish_weights(
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
     try:
         out = tmp_path / "t.parquet"
-        with result_writer(out, Format.PARQUET, {}) as write:
+        with result_writer(out, Format.PARQUET) as write:
             for r in instag.tag_on_ray([tmp_path], opts):
                 write(r)
         again = instag.tag_on_ray([tmp_path], opts, previous=out)

@@ -206,3 +206,56 @@ def test_a_run_over_a_relative_path_records_absolute_ones(run_tag, tmp_path, mon
     result = CliRunner().invoke(app, ["write-tags", str(tmp_path / "t.jsonl"), "--dry-run",
                                       "--cache", str(tmp_path / "cache.sqlite")])
     assert result.exit_code == 0 and "1 file would_change" in result.output, result.output
+
+
+# -- which instruments, and at what threshold ----------------------------------------------------
+def test_the_summary_csv_has_a_row_per_file_saying_what_is_in_it(run_tag, tmp_path):
+    from builders import read_csv
+
+    sf.write(tmp_path / "a.wav", music(12, 1), SR)
+    (tmp_path / "bad.wav").write_text("not audio")
+    result = run_tag(tmp_path, "--out", tmp_path / "t.csv", "--summary", tmp_path / "s.csv",
+                     "--threshold", "0.3")
+    rows = read_csv(tmp_path / "s.csv")
+    assert list(rows[0]) == ["path", "status", "instruments", "duration_s", "reason"]
+    assert [(r["path"], r["status"]) for r in rows] == [(str(tmp_path / "a.wav"), "ok"),
+                                                       (str(tmp_path / "bad.wav"), "error")]
+    tagged = {r["instrument"] for r in read_csv(tmp_path / "t.csv") if r["present"] == "1"}
+    assert set(rows[0]["instruments"].split("; ")) == tagged and rows[0]["duration_s"] == "12.0"
+    assert rows[1]["reason"] and result.exit_code == 1
+
+
+def test_a_failed_run_leaves_no_summary_either(run_tag, tmp_path, monkeypatch):
+    from instag.tagging.job import Scoring
+
+    sf.write(tmp_path / "a.wav", music(3, 1), SR)
+    (tmp_path / "s.csv").write_text("old summary\n")
+
+    def broken(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Scoring, "score_many", broken)
+    result = run_tag(tmp_path, "--out", tmp_path / "t.csv", "--summary", tmp_path / "s.csv")
+    assert result.exit_code == 2
+    assert (tmp_path / "s.csv").read_text() == "old summary\n" and not (tmp_path / "t.csv").exists()
+
+
+def test_json_and_parquet_record_the_thresholds_that_decided(run_tag, tmp_path, scoring_model):
+    import json
+
+    import pyarrow.parquet as pq
+
+    from instag.tagging.scoring import Scorer
+
+    sf.write(tmp_path / "a.wav", music(3, 1), SR)
+    meta = Scorer(scoring_model).meta
+    first = meta.classes[0]
+    (tmp_path / "th.json").write_text(json.dumps({first: 0.25}))
+    expected = {c: 0.25 if c == first else (meta.thresholds or {}).get(c, 0.5)
+                for c in meta.classes}
+    for out in ("t.json", "t.parquet"):
+        run_tag(tmp_path / "a.wav", "--out", tmp_path / out, "--thresholds", tmp_path / "th.json")
+    head = json.loads((tmp_path / "t.json").read_text().split("\n", 1)[0] + "]}")
+    meta = json.loads(pq.read_schema(tmp_path / "t.parquet").metadata[b"instag"])
+    assert head["thresholds"] == meta["thresholds"] == expected
+    assert head["threshold_rule"] == "--thresholds"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import os
 import sys
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Annotated
 
@@ -43,6 +44,7 @@ from instag.outputs.writers import (
     check_writable,
     format_for,
     result_writer,
+    summary_writer,
 )
 from instag.tagging.bags import parse_bag_mode
 from instag.tagging.job import Summary
@@ -173,6 +175,9 @@ def tag(
     follow_links: FollowLinksOpt = True,
     in_place: InPlaceOpt = False,
     dry_run: DryRunOpt = False,
+    summary: Annotated[Path | None, typer.Option(
+        help="Also write a CSV of one row per file for a person to read: path, status, "
+             "instruments (\"guitar; voice\"), duration, reason.")] = None,
     quiet: QuietOpt = False,
     strict: StrictOpt = False,
 ) -> None:
@@ -197,6 +202,12 @@ def tag(
                           "see instag tag --help")
     paths = read_path_list(paths_from) if paths_from else read_paths(paths)
     check_output(out, paths, opts.protected_paths(), opts.extensions, fmt)
+    if summary is not None:
+        if summary.suffix.lower() != ".csv":
+            raise InstagError(f"--summary {summary}: a summary is a .csv",
+                              "name it e.g. summary.csv")
+        check_output(summary, paths, [*opts.protected_paths(), out], opts.extensions,
+                     Format.CSV, "--summary")
     if plot is not None:
         if plot.exists() and not plot.is_dir():
             raise InstagError(f"--plot {plot}: is a file", "name a folder for the figures")
@@ -210,19 +221,27 @@ def tag(
                          previous=out if fmt is Format.PARQUET else None)
     else:
         run = tag_run(paths, opts, reporter_for(quiet, "tagging"))
-    run_info = {"model": str(opts.model), "bag": bag,
-                "threshold": "tuned" if threshold is None else threshold}
+    def run_info() -> dict:
+        rule = ("--threshold" if threshold is not None else "--thresholds" if thresholds else
+                "the model's tuned thresholds (0.5 where none)")
+        return {"model": str(opts.model), "bag": bag, "threshold_rule": rule,
+                "thresholds": run.thresholds}
+
     plotted = 0
     try:
         kept = "previous output kept" if out.exists() else "no output written"
-        with stoppable(run, kept) as stop:
-            with result_writer(out, fmt, run_info) as write:
-                for result in run:
-                    write(result)
-                    if plot is not None and result.ok:
-                        plotted += _plot_one(result, plot / f"{plotted:05d}-"
-                                             f"{Path(result.display_path).stem}.png")
-                stop.hold()  # the output goes into place now: the run's exit code stands
+        with stoppable(run, kept) as stop, ExitStack() as outputs:
+            write = outputs.enter_context(result_writer(out, fmt, run_info))
+            write_summary = (outputs.enter_context(summary_writer(summary)) if summary else
+                             lambda result: None)
+            for result in run:
+                write(result)
+                write_summary(result)
+                if plot is not None and result.ok:
+                    plotted += _plot_one(result, plot / f"{plotted:05d}-"
+                                         f"{Path(result.display_path).stem}.png")
+            stop.hold()  # the outputs go into place now: the run's exit code stands
+            outputs.close()
             where = "standard output" if out == STDOUT else out
             console(stderr=True).print(f"{summary_line(run.summary, 'tagged')}. Wrote "
                                        f"{where}", markup=False)

@@ -15,7 +15,8 @@ and whose ``model_id`` is the current one are carried over instead of being comp
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import json
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from instag.common.extras import require
 from instag.common.status import Status
 from instag.tagging.results import FileResult
 
+METADATA_KEY = "instag"  # the schema's metadata: the run (model, thresholds), as JSON
 ROW_GROUP_ROWS = 20_000  # rows buffered before they are written as one row group
 PART_ROWS = 500_000  # rows per part file of a dataset directory
 
@@ -70,10 +72,11 @@ def is_dataset(out: Path) -> bool:
 class _Rows:
     """Buffers rows into row groups of one Parquet file, or into part files of a directory."""
 
-    def __init__(self, target: Path, dataset: bool) -> None:
+    def __init__(self, target: Path, dataset: bool, run_info: Callable[[], dict]) -> None:
         self.pa, self.pq = require("pyarrow"), require("pyarrow.parquet")
         self.target, self.dataset = target, dataset
         self.schema = schema()
+        self.run_info = run_info
         self.buffer: list[dict] = []
         self.writer = None
         self.parts = 0
@@ -89,6 +92,9 @@ class _Rows:
             self.close()
             path = (self.target / f"part-{self.parts:05d}.parquet" if self.dataset
                     else self.target)
+            if self.parts == 0:  # the run's models are loaded by the first flush
+                self.schema = self.schema.with_metadata(
+                    {METADATA_KEY: json.dumps(self.run_info(), ensure_ascii=False)})
             self.writer = self.pq.ParquetWriter(path, self.schema)
             self.parts, self.part_rows = self.parts + 1, 0
         if self.buffer:
@@ -103,13 +109,14 @@ class _Rows:
 
 
 @contextmanager
-def parquet_writer(out: Path) -> Iterator:
+def parquet_writer(out: Path, run_info: Callable[[], dict] = dict) -> Iterator:
     """Yield a function that appends one FileResult's rows; the output appears (a file, or a
-    dataset directory marked _SUCCESS) only when the block ends without an exception."""
+    dataset directory marked _SUCCESS) only when the block ends without an exception. The
+    schema's metadata holds `run_info()` as JSON under `instag` (the thresholds applied)."""
     dataset = is_dataset(out)
     with ExitStack() as stack:
         target = stack.enter_context(atomic_dir(out) if dataset else atomic_path(out))
-        rows = _Rows(target, dataset)
+        rows = _Rows(target, dataset, run_info)
         try:
             yield lambda r: rows.add(parquet_rows(r))
             rows.flush()  # an empty run still writes a file with the schema

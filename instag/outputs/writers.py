@@ -3,8 +3,10 @@ output that replaces it only when the run completes: a killed run leaves the pre
 untouched, and memory does not grow with the size of the library.
 
 CSV: one row per file, bag and instrument, with a header; a failed file is one row with its
-status and reason. JSON: one document with a ``files`` list; JSONL: one file per line.
-Parquet (``parquet``): one row per file and bag, as a file or a dataset directory.
+status and reason. JSON: a header (the run: model, thresholds) and a ``files`` list, one
+document a line; JSONL: one file per line. Parquet (``parquet``): one row per file and bag, as a
+file or a dataset directory, the run in the schema's metadata. ``--summary``: a CSV of one row
+per file for a person to read.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from instag.common import VERSION
 from instag.common.atomic import SUCCESS, atomic_write
 from instag.common.enums import TextEnum
 from instag.common.errors import InstagError
-from instag.outputs.forms import CSV_FIELDS, csv_rows, file_document
+from instag.outputs.forms import CSV_FIELDS, csv_cell, csv_rows, file_document
 from instag.outputs.parquet import parquet_writer
 from instag.tagging.results import FileResult
 
@@ -58,7 +60,8 @@ def format_for(path: Path, fmt: Format | str | None) -> Format:
 
 
 def check_output(out: Path, inputs: list[Path], protected: list[Path],
-                 extensions: tuple[str, ...], fmt: Format = Format.CSV) -> None:
+                 extensions: tuple[str, ...], fmt: Format = Format.CSV,
+                 option: str = "--out") -> None:
     """Refuse, before any work is done, an output that would destroy an input or instag's own
     files (`protected`: the cache and its lock), or that cannot be written: a folder (unless a
     Parquet dataset is asked for: then a folder that holds anything but one), a read-only
@@ -68,24 +71,25 @@ def check_output(out: Path, inputs: list[Path], protected: list[Path],
     target = out.resolve()
     if fmt is Format.PARQUET and out.is_dir():
         if any(out.iterdir()) and not (out / SUCCESS).is_file():
-            raise InstagError(f"--out {out}: is a folder that is not a Parquet dataset of "
+            raise InstagError(f"{option} {out}: is a folder that is not a Parquet dataset of "
                               f"instag (no {SUCCESS} in it)", "name a new or empty folder")
     elif out.is_dir():
-        raise InstagError(f"--out {out}: is a folder", f"name a file, e.g. {out / 'tags.csv'}")
+        raise InstagError(f"{option} {out}: is a folder", f"name a file, e.g. {out / 'tags.csv'}")
     if target in {p.resolve() for p in protected}:
-        raise InstagError(f"--out {out}: is instag's cache", "write the output elsewhere")
+        raise InstagError(f"{option} {out}: is instag's cache or another output",
+                          "write it elsewhere")
     for root in inputs:
         root = root.resolve()
         if root == target:
-            raise InstagError(f"--out {out}: is an input file", "write the output elsewhere")
+            raise InstagError(f"{option} {out}: is an input file", "write the output elsewhere")
         if root.is_dir() and (target == root or root.is_relative_to(target)):
-            raise InstagError(f"--out {out}: holds the library {root}",
+            raise InstagError(f"{option} {out}: holds the library {root}",
                               "write the output elsewhere")
         if (root.is_dir() and target.is_relative_to(root)
                 and target.suffix.lower() in extensions):
-            raise InstagError(f"--out {out}: has an audio extension inside the library "
+            raise InstagError(f"{option} {out}: has an audio extension inside the library "
                               f"{root}", "name it .csv, .json or .jsonl")
-    check_writable(target.parent, f"--out {out}")
+    check_writable(target.parent, f"{option} {out}")
 
 
 def check_writable(folder: Path, what: str) -> None:
@@ -104,13 +108,15 @@ def check_writable(folder: Path, what: str) -> None:
 
 
 @contextmanager
-def result_writer(path: Path, fmt: Format,
-                  run_info: dict) -> Iterator[Callable[[FileResult], None]]:
+def result_writer(path: Path, fmt: Format, run_info: Callable[[], dict] = dict
+                  ) -> Iterator[Callable[[FileResult], None]]:
     """Yield a function that appends one FileResult to `path`'s temp file; the file replaces
     `path` when the block ends without an exception, and is discarded otherwise. `-` is
-    standard output, written as results come."""
+    standard output, written as results come. `run_info()`: what JSON's header and Parquet's
+    metadata say of the run (the model, the thresholds applied), asked for once the first
+    result has come (the run has loaded its models by then)."""
     if fmt is Format.PARQUET:
-        with parquet_writer(path) as write:
+        with parquet_writer(path, run_info) as write:
             yield write
         return
     newline = "" if fmt is Format.CSV else None
@@ -123,18 +129,40 @@ def result_writer(path: Path, fmt: Format,
         elif fmt is Format.JSONL:
             yield lambda r: f.write(json.dumps(file_document(r), ensure_ascii=False) + "\n")
         else:
-            # one document a line, so that readers stream it (`readback`)
-            head = json.dumps({"instag_version": VERSION, **run_info, "files": []},
-                              ensure_ascii=False)
-            f.write(head[: -len("]}")] + "\n")
-            sep = [""]
+            sep: list[str] = []
+
+            def head() -> None:  # one document a line, so that readers stream it (`readback`)
+                info = {"instag_version": VERSION, **run_info(), "files": []}
+                f.write(json.dumps(info, ensure_ascii=False)[: -len("]}")] + "\n")
+                sep.append("")
 
             def write(r: FileResult) -> None:
+                if not sep:
+                    head()
                 f.write(sep[0] + json.dumps(file_document(r), ensure_ascii=False))
                 sep[0] = ",\n"
 
             yield write
+            if not sep:
+                head()
             f.write("\n]}\n")
+
+
+SUMMARY_FIELDS = ("path", "status", "instruments", "duration_s", "reason")
+
+
+@contextmanager
+def summary_writer(path: Path) -> Iterator[Callable[[FileResult], None]]:
+    """`--summary`: one CSV row per file, for a person: what is in it ("guitar; voice"), or why
+    it failed. Atomic like the main output, and replaced together with it."""
+    with atomic_write(path, "w", newline="", encoding="utf-8") as f:
+        w = csv.DictWriter(f, fieldnames=SUMMARY_FIELDS)
+        w.writeheader()
+        yield lambda r: w.writerow({
+            "path": csv_cell(r.display_path), "status": r.status,
+            "instruments": "; ".join(r.instruments()),
+            "duration_s": "" if r.duration is None else f"{r.duration:.1f}",
+            "reason": csv_cell(r.reason)})
 
 
 @contextmanager

@@ -109,6 +109,7 @@ class JobRun:
         self.opts = opts
         self.reporter = reporter or Reporter()
         self.summary = Summary()
+        self.thresholds: dict[str, float] = {}  # applied, per instrument: known once started
 
     def walk(self) -> tuple[list[Path], list[tuple[Path, str]]]:
         """The run's files and the folders it could not read; the summary's total counts both."""

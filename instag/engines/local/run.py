@@ -369,6 +369,8 @@ class TagRun(JobRun):
         with ExitStack() as stack:
             session = self.session or stack.enter_context(
                 TagSession(opts, self.reporter, self.scoring))
+            if session.scoring is not None:
+                self.thresholds = session.scoring.thresholds
             yield from _Run(files, session, self.summary, self.session is None).results()
         for p, why in folder_errors:
             result = FileResult(p, Status.UNREADABLE, why)

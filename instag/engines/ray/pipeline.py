@@ -194,6 +194,7 @@ class RayRun(JobRun):
         ray = require("ray")
         files, folder_errors = self.walk()
         scoring = Scoring(opts)
+        self.thresholds = scoring.thresholds
         embedder = Embedder(opts.vggish, opts.pca, opts.resampler, opts.device,
                             note=self.reporter.note)
         embedder.fetch_if_missing()
