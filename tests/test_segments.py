@@ -19,6 +19,22 @@ def test_uniform_attention_points_at_the_whole_bag():
     assert attention_segments(np.full(10, 0.1)) == [(0.0, 9.6)]
 
 
+def test_attention_that_ripples_around_uniform_points_at_the_whole_bag():
+    # a steady sine: 0.989-1.011 of uniform, which the plain rule cut into 8 fragments
+    w = 0.1 * (1 + 0.011 * np.sin(np.arange(30) * 2.1))
+    assert attention_segments(w / w.sum()) == [(0.0, 28.8)]
+
+
+def test_attention_within_half_again_of_uniform_either_way_is_evenly_spread():
+    fair = 0.1
+    assert attention_segments(np.array([fair * 1.45] * 2 + [fair * 0.8875] * 8)) == [(0.0, 9.6)]
+    # one instance at 1.6 x its fair share is a place attention points to
+    assert attention_segments(np.array([fair * 1.6] + [fair * 0.9333] * 9)) == [(0.0, 0.96)]
+    # ... and so is one the attention leaves out (a fifth of its share)
+    w = np.array([fair * 0.2] + [fair * 1.0889] * 9)
+    assert attention_segments(w) == [(0.96, 9.6)]
+
+
 def test_a_one_instance_bag_is_its_own_segment():
     assert attention_segments(np.array([1.0])) == [(0.0, 0.96)]
 

@@ -2,9 +2,16 @@
 
 The rule: an instance is part of a segment when its weight is at least the uniform weight 1/T
 (its "fair share" of the bag), and neighbouring such instances merge into maximal runs. "At
-least" rather than "above" so that a one-instance bag, or attention spread evenly over the bag,
-points at the whole bag instead of at nothing; a relative tolerance of 1e-6 absorbs float error.
-Times are seconds from the start of the file.
+least" rather than "above" so that a one-instance bag points at the whole bag instead of at
+nothing; a relative tolerance of 1e-6 absorbs float error.
+
+Attention spread evenly (every weight within EVEN_SPREAD of the fair share either way: a sound
+that plays throughout, whose instances are alike) points at the whole bag: without this,
+ripples (0.989-1.011 of uniform on a steady sine) would cut it into fragments. 1.5 is chosen on
+data whose truth is known (bench/segment_rule.py): instruments planted in 1-3 of 10 instances
+are localised exactly as by the plain rule (precision 0.964, recall 0.868; none given the whole
+bag), while a steady one gets the whole bag in 98.7 % of clips (28 % within 1.2, 83 % within
+1.33). Times are seconds from the start of the file.
 """
 
 from __future__ import annotations
@@ -14,14 +21,20 @@ import numpy as np
 from instag.features.instances import instance_span
 
 TOLERANCE = 1e-6
+EVEN_SPREAD = 1.5  # every weight within [fair / 1.5, fair x 1.5]: evenly spread
 
 
 def attention_segments(weights: np.ndarray, first_instance: int = 0) -> list[tuple[float, float]]:
-    """Maximal runs of instances with weight >= 1/T, as (start_s, end_s) in the file."""
+    """Maximal runs of instances with weight >= 1/T, as (start_s, end_s) in the file; the
+    whole bag when the attention is evenly spread."""
     weights = np.asarray(weights, dtype=np.float64)
     if weights.size == 0:
         return []
-    keep = weights >= (1.0 / len(weights)) * (1.0 - TOLERANCE)
+    fair = 1.0 / len(weights)
+    if fair / EVEN_SPREAD <= weights.min() and weights.max() <= fair * EVEN_SPREAD:
+        keep = np.ones(len(weights), bool)
+    else:
+        keep = weights >= fair * (1.0 - TOLERANCE)
     segments, start = [], None
     for i, k in enumerate(np.append(keep, False)):
         if k and start is None:
