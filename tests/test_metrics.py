@@ -63,16 +63,28 @@ def test_per_class_thresholds_decide_presence():
     assert tuned["per_class"]["x"]["f1_positive"] == pytest.approx(1.0)
 
 
-def test_tuned_thresholds_maximise_the_positive_f1_on_the_given_labels():
-    probs = np.array([[0.05, 0.9], [0.2, 0.8], [0.25, 0.7], [0.1, 0.6], [0.02, 0.3]])
-    labels = np.array([[0, 1], [1, 1], [1, 0], [0, 0], [0, 0]], float)
-    mask = np.ones_like(labels, bool)
-    mask[0, 1] = False  # unobserved: not counted
-    (t0, t1) = tune_thresholds(probs, labels, mask)
-    assert t0 == pytest.approx(0.2)  # 0.2 and 0.25 are the positives, above every negative
-    assert t1 == pytest.approx(0.8)  # only 0.8 is an observed positive; 0.7 is negative
+def separable(positives: int, negatives: int = 60, at: float = 0.2):
+    """Probabilities where every positive scores `at` and every negative 0.05."""
+    probs = np.r_[np.full(positives, at), np.full(negatives, 0.05)][:, None]
+    labels = np.r_[np.ones(positives), np.zeros(negatives)][:, None]
+    return probs, labels, np.ones_like(labels, bool)
+
+
+def test_the_f1_best_cut_is_shrunk_towards_0_5_by_the_positives_it_rests_on():
+    assert tune_thresholds(*separable(30)) == ([pytest.approx(0.35)], [30])  # half-way at 30
+    assert tune_thresholds(*separable(90)) == ([pytest.approx(0.275)], [90])  # 3/4 of the way
+
+
+def test_a_threshold_resting_on_fewer_than_10_positives_is_0_5():
+    assert tune_thresholds(*separable(9)) == ([0.5], [9])
+
+
+def test_unobserved_labels_are_not_counted_as_positives():
+    probs, labels, mask = separable(12)
+    mask[:3] = False
+    assert tune_thresholds(probs, labels, mask)[1] == [9]
 
 
 def test_a_class_with_no_observed_positive_keeps_0_5():
     probs = np.array([[0.9], [0.1]])
-    assert tune_thresholds(probs, np.zeros((2, 1)), np.ones((2, 1), bool)) == [0.5]
+    assert tune_thresholds(probs, np.zeros((2, 1)), np.ones((2, 1), bool)) == ([0.5], [0])

@@ -211,6 +211,29 @@ def test_an_offline_machine_provisions_from_local_files_and_tags_as_printed(
     assert doctor.exit_code == 0, doctor.output
 
 
+def test_setup_from_a_folder_is_remembered_for_reruns_train_and_doctor(
+        offline_machine, standin_vggish, standin_pca, tmp_path):
+    data = random_openmic(tmp_path / "openmic", n=80)
+    first = setup("--offline", "--vggish", str(standin_vggish), "--pca", str(standin_pca),
+                  "--openmic", str(data))
+    assert first.exit_code == 0, first.output
+    for again in (setup("--offline"), setup()):  # no download tried: every source is refused
+        assert again.exit_code == 0, again.output
+        assert f"OpenMIC-2018: {data}, as a previous setup was given - skipped" in again.output
+        assert "model: " in again.output and "was trained on this data - skipped" in again.output
+    trained = CliRunner().invoke(app, ["train", "--out", str(tmp_path / "run"), "--epochs", "1",
+                                       "--quiet"])  # README's loop, without --openmic
+    assert trained.exit_code == 0, trained.output
+    doctor = CliRunner().invoke(app, ["doctor"])
+    assert f"OpenMIC-2018 (instag train's default --openmic): {data}" in doctor.output
+
+
+def test_a_data_folder_that_does_not_exist_is_said_so(tmp_path):
+    result = CliRunner().invoke(app, ["train", "--openmic", str(tmp_path / "nowhere"), "--out",
+                                      str(tmp_path / "run")])
+    assert result.exit_code == 2 and "nowhere: no such folder" in result.output
+
+
 def test_doctor_and_setup_honour_instag_pca(offline_machine, standin_vggish, standin_pca,
                                             tmp_path, monkeypatch):
     monkeypatch.setenv("INSTAG_PCA", str(standin_pca))

@@ -187,3 +187,21 @@ def test_evaluate_on_a_narrow_terminal_cuts_no_name_or_number(tmp_path, monkeypa
     result = CliRunner().invoke(app, ["evaluate", str(tmp_path / "run")])
     assert result.exit_code == 0, result.output
     assert "…" not in result.output and "instrument" in result.output
+
+
+def test_an_instrument_with_fewer_than_5_training_positives_is_refused_with_its_count(tmp_path):
+    from builders import write_openmic
+
+    rng = np.random.default_rng(0)
+    n = 80
+    y = (rng.random((n, 2)) < 0.4).astype(np.float32)
+    y[:, 1] = 0
+    y[[0, 5, 9], 1] = 1  # three positives of "kazoo" in the training split (the first 60)
+    write_openmic(tmp_path / "data", rng.integers(0, 256, (n, 10, 128), dtype=np.uint8), y,
+                  np.ones_like(y, bool), [f"k{i:03d}_0" for i in range(n)], ["guitar", "kazoo"],
+                  n_train=60)
+    result = CliRunner().invoke(app, ["train", "--openmic", str(tmp_path / "data"), "--out",
+                                      str(tmp_path / "run"), "--epochs", "1"])
+    assert result.exit_code == 2
+    assert "fewer than 5 positive training clips for kazoo (3)" in " ".join(result.output.split())
+    assert not (tmp_path / "run").exists()

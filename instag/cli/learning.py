@@ -11,8 +11,10 @@ import typer
 from rich.table import Table
 
 from instag.cli.console import DeviceOpt, console, expected_errors, parse_seeds, print_table
+from instag.common import locations
 from instag.common.atomic import atomic_write
 from instag.common.devices import Device
+from instag.common.errors import InstagError
 from instag.learning.data import load_openmic
 from instag.learning.export import export_run
 from instag.learning.models import resolve_device
@@ -28,9 +30,11 @@ from instag.learning.train import Recipe, train_run
 
 @expected_errors
 def train(
-    openmic: Annotated[Path, typer.Option(help="OpenMIC-2018 directory (or one in its layout).")],
     out: Annotated[Path, typer.Option(help="Run directory to write (one sub-directory per seed "
                                            "with --seeds).")],
+    openmic: Annotated[Path | None, typer.Option(
+        help="OpenMIC-2018 directory (or one in its layout). Default: the one `instag setup` "
+             "used (`instag doctor` names it).")] = None,
     model: Annotated[str, typer.Option(help="att, fc_t, fc, rnn or rf.")] = "att",
     epochs: Annotated[int, typer.Option(min=1, help="Passes over the training split; the "
                                                     "best validation loss is kept.")] = 250,
@@ -45,6 +49,10 @@ def train(
 ) -> None:
     """Train one of the paper's models on OpenMIC-2018 with the paper's recipe."""
     seed_list = parse_seeds(seeds) if seeds else [seed]
+    openmic = openmic or locations.openmic_data()
+    if openmic is None:
+        raise InstagError("no data set: --openmic not given, and `instag setup` has not "
+                          "provisioned OpenMIC-2018 here", "pass --openmic DIR")
     data = load_openmic(openmic)
     out_console = console()
     for s in seed_list:
@@ -81,7 +89,7 @@ def evaluate(
     table = Table(title=f"{doc['model']} (seed {doc['seed']}) on {doc['data_dir']}: at 0.5 "
                   "(the paper's rule)" + (" and at the tuned thresholds" if tuned else ""))
     columns = ["instrument", "observed", "P", "R", "F1", "F1+", "AP"]
-    columns += ["t", "F1 t", "F1+ t"] if tuned else []
+    columns += ["t", "t from", "F1 t", "F1+ t"] if tuned else []
     for col in columns:
         table.add_column(col, justify="left" if col == "instrument" else "right")
 
@@ -93,10 +101,12 @@ def evaluate(
         row = [name, str(r["n_observed"]), *cells(r, (*paper_keys, "ap"))]
         if tuned:
             t = tuned["per_class"][name]
-            row += [f"{t['threshold']:.2f}", *cells(t, tuned_keys)]
+            n = tuned["positives"].get(name)
+            row += [f"{t['threshold']:.2f}", "-" if n is None else f"{n} +",
+                    *cells(t, tuned_keys)]
         table.add_row(*row)
     mean = ["[bold]mean[/]", "", *cells(doc["overall"], (*paper_keys, "map"))]
-    table.add_row(*mean, *(["", *cells(tuned["overall"], tuned_keys)] if tuned else []))
+    table.add_row(*mean, *(["", "", *cells(tuned["overall"], tuned_keys)] if tuned else []))
     print_table(table)
     if doc["overall"]["map_left_out"]:
         console().print(f"mAP leaves out {doc['overall']['map_left_out']} instrument(s) without "

@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
 from instag.cli.console import (
     EXIT_USAGE,
@@ -17,7 +16,6 @@ from instag.cli.console import (
     console,
     expected_errors,
     parse_seeds,
-    print_table,
 )
 from instag.common.devices import Device
 from instag.provision.doctor import diagnose
@@ -100,22 +98,20 @@ def doctor(
 ) -> None:
     """Show versions, GPU support, directories and models; exit 2 if `instag tag` can't run."""
     checks = diagnose(str(model) if model else None, vggish, str(pca) if pca else None)
-    table = Table(title="instag doctor", show_lines=False)
-    table.add_column("")
-    table.add_column("what")
-    table.add_column("value")
-    marks = {True: "[green]ok[/]", False: "[red]no[/]", None: ""}
-    for c in checks:
-        table.add_row(marks[c.ok], f"{c.section}: {c.item}", c.value)
-    print_table(table)
+    out = console()
+    marks = {True: "ok ", False: "NO ", None: "   "}
+    for c in checks:  # a line each: a long path wraps as a whole, never into table cells
+        out.print(f"{marks[c.ok]} {c.section}: {c.item}: {c.value}", markup=False)
     blocking = [c for c in checks if c.blocks_tagging]
     if blocking:
         console(stderr=True).print("instag tag cannot run: " + "; ".join(
             f"{c.item}: {c.value}" for c in blocking), markup=False)
         raise typer.Exit(EXIT_USAGE)
-    console().print("instag tag can run.")
     if verify:
         check = verify_installed(vggish, pca)
-        console().print(check.line(), markup=False)
+        out.print(check.line(), markup=False)
         if not check.passed:
+            console(stderr=True).print("instag tag can run, but its features are not "
+                                       "verified (above)", markup=False)
             raise typer.Exit(EXIT_USAGE)
+    out.print("instag tag can run.")

@@ -49,13 +49,19 @@ def tfhub_cache_dir() -> Path:
 
 
 def settings() -> dict:
-    """What `instag setup` remembered (the VGGish and PCA it was given)."""
+    """What `instag setup` remembered (the VGGish, PCA and OpenMIC folder it used)."""
     path = data_dir() / SETTINGS_FILE
     try:
         doc = json.loads(path.read_text()) if path.is_file() else {}
     except (OSError, ValueError):
         return {}
     return doc if isinstance(doc, dict) else {}
+
+
+def openmic_data() -> Path | None:
+    """The OpenMIC-2018 folder setup last used (extracted or given), if it is still there."""
+    folder = settings().get("openmic")
+    return Path(folder) if folder and Path(folder).is_dir() else None
 
 
 def remember(**values: str) -> None:

@@ -113,6 +113,8 @@ def _read_keys(partitions: Path, split: str) -> tuple[Path, list[str]]:
 def load_openmic(root: str | Path) -> OpenMIC:
     """Load and validate an OpenMIC-layout directory; every problem names the file at fault."""
     root = Path(root).expanduser()
+    if not root.exists():
+        raise InstagError(f"{root}: no such folder", "pass the extracted OpenMIC-2018 directory")
     if not root.is_dir():
         raise InstagError(f"{root}: not a directory", "pass the extracted OpenMIC-2018 directory")
     npz_path = _require(root / NPZ_NAME, "feature archive")

@@ -104,6 +104,8 @@ def export_model(model, meta: dict, out: Path, metrics: dict | None = None) -> P
         "model": name, "classes": list(meta["classes"]), "onnx": out.name,
         "onnx_sha256": file_digest(out), "opset": OPSET,
         **{k.removeprefix("instag."): v for k, v in props.items() if k != modelmeta.CLASSES},
+        # the validation positives each tuned threshold rests on (fewer than 10: 0.5 kept)
+        "threshold_positives": (metrics or {}).get("threshold_positives"),
         "seed": meta.get("seed"), "recipe": meta.get("recipe"),
         "exported": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "metrics": metrics,

@@ -33,10 +33,10 @@ def evaluate_run(run_dir: Path, openmic: Path | None = None, device: str = "cpu"
     metrics = evaluate_predictions(probs, data.test.labels, data.test.mask, data.classes)
     doc = {"run": str(run_dir), "model": info.model, "seed": info.seed,
            "data_dir": str(data.root), "data_sha256": data.checksum, **metrics}
-    tuned = runs.read_thresholds(run_dir)
+    tuned, positives = runs.read_thresholds(run_dir)
     if tuned:
         thresholds = [tuned.get(c, 0.5) for c in data.classes]
-        doc["tuned"] = {"thresholds": tuned, **evaluate_predictions(
+        doc["tuned"] = {"thresholds": tuned, "positives": positives, **evaluate_predictions(
             probs, data.test.labels, data.test.mask, data.classes, thresholds)}
     return doc
 

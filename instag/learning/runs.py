@@ -158,10 +158,12 @@ def read_info(run_dir: Path, trust_pickle: bool = False) -> RunInfo:
     )
 
 
-def read_thresholds(run_dir: Path) -> dict[str, float] | None:
-    """The per-instrument thresholds training tuned (in metrics.json), if the run has them."""
+def read_thresholds(run_dir: Path) -> tuple[dict[str, float] | None, dict[str, int]]:
+    """The per-instrument thresholds training tuned (in metrics.json), if the run has them, and
+    the validation positives each rests on (none recorded by runs before instag 0.4)."""
     path = Path(run_dir) / METRICS_FILE
-    return json.loads(path.read_text()).get("thresholds") if path.is_file() else None
+    doc = json.loads(path.read_text()) if path.is_file() else {}
+    return doc.get("thresholds"), doc.get("threshold_positives") or {}
 
 
 def predictor(run_dir: Path, device: str = "cpu", trust_pickle: bool = False):

@@ -72,6 +72,7 @@ def train_run(data: OpenMIC, recipe: Recipe, out_dir: Path, progress: bool = Tru
     if recipe.model not in MODEL_NAMES:
         raise InstagError(f"unknown model {recipe.model!r}",
                           f"choose from {', '.join(MODEL_NAMES)}")
+    _check_positives(data)
     runs.claim(out_dir, force)
     meta = runs.RunInfo(
         model=recipe.model, classes=data.classes, in_dim=data.train.X.shape[2],
@@ -83,21 +84,43 @@ def train_run(data: OpenMIC, recipe: Recipe, out_dir: Path, progress: bool = Tru
         rf = RandomForest(len(data.classes), seed=recipe.seed)
         oob = rf.fit(data.train.inputs(), data.train.labels, data.train.mask)
         runs.save_rf(out_dir, rf, meta)
-        thresholds = tune_thresholds(oob, data.train.labels, data.train.mask)
-        return _finish(out_dir, data, meta, rf.predict_proba(data.test.inputs()), thresholds,
+        tuned = tune_thresholds(oob, data.train.labels, data.train.mask)
+        return _finish(out_dir, data, meta, rf.predict_proba(data.test.inputs()), tuned,
                        interrupted=False)
     train, val = data.split_validation(recipe.seed)
     return _train_torch(data, train, val, recipe, meta, out_dir, progress)
 
 
-def _finish(out_dir: Path, data: OpenMIC, meta: runs.RunInfo, test_probs, thresholds,
-            **extra) -> dict:
-    """The run's metrics on the test split, at the paper's 0.5 and at the tuned thresholds."""
+MIN_TRAINING_POSITIVES = 5  # observed positive clips per instrument below which none is learnt
+
+
+def _check_positives(data: OpenMIC) -> None:
+    """Refuse, before any training, an instrument with fewer than MIN_TRAINING_POSITIVES
+    observed positives in the training split: nothing can be learnt from two examples, and
+    the model would still tag it."""
+    train = data.train
+    counts = ((train.labels > 0.5) & train.mask.astype(bool)).sum(axis=0)
+    few = [f"{c} ({int(n)})" for c, n in zip(data.classes, counts, strict=True)
+           if n < MIN_TRAINING_POSITIVES]
+    if few:
+        raise InstagError(f"{data.root}: fewer than {MIN_TRAINING_POSITIVES} positive training "
+                          f"clips for {', '.join(few)}",
+                          "add labelled clips of these instruments, or leave them out of the "
+                          "data")
+
+
+def _finish(out_dir: Path, data: OpenMIC, meta: runs.RunInfo, test_probs,
+            tuning: tuple[list[float], list[int]], **extra) -> dict:
+    """The run's metrics on the test split, at the paper's 0.5 and at the tuned thresholds
+    (with the validation positives each rests on)."""
+    thresholds, positives = tuning
     metrics = evaluate_predictions(test_probs, data.test.labels, data.test.mask, data.classes)
     tuned = evaluate_predictions(test_probs, data.test.labels, data.test.mask, data.classes,
                                  thresholds)
     return runs.write_metrics(out_dir, metrics, meta, **extra,
                               thresholds=dict(zip(data.classes, thresholds, strict=True)),
+                              threshold_positives=dict(zip(data.classes, positives,
+                                                           strict=True)),
                               tuned={"overall": tuned["overall"]})
 
 
@@ -169,10 +192,10 @@ def _fit(torch, tqdm, data, train, val, recipe, meta, out_dir: Path, progress: b
     if not history:
         raise InstagError(f"{out_dir}: interrupted before the first epoch ended; nothing saved")
     best_model, _ = runs.load_torch(out_dir, device=device)
-    thresholds = tune_thresholds(predict(best_model, val.inputs(), device), val.labels, val.mask)
+    tuned = tune_thresholds(predict(best_model, val.inputs(), device), val.labels, val.mask)
     best_row = min(history, key=lambda r: r["val_loss"])
     return _finish(out_dir, data, meta, predict(best_model, data.test.inputs(), device),
-                   thresholds, interrupted=interrupted, best_epoch=best_row["epoch"],
+                   tuned, interrupted=interrupted, best_epoch=best_row["epoch"],
                    best_val_loss=best_row["val_loss"])
 
 

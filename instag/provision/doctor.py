@@ -146,6 +146,9 @@ def diagnose(model: str | None = None, vggish: str | None = None,
     checks.append(Check("directories", "cache", _disk(locations.cache_dir())))
     checks.append(Check("directories", "data", _disk(locations.data_dir())))
     checks.append(Check("directories", "hub cache", str(locations.tfhub_cache_dir())))
+    data = locations.openmic_data()
+    checks.append(Check("directories", "OpenMIC-2018 (instag train's default --openmic)",
+                        str(data) if data else "not provisioned (instag setup, or --openmic)"))
 
     handle = locations.vggish_handle(vggish)
     local = locations.hub_cached(handle)

@@ -71,7 +71,7 @@ Progress = Callable[[int, int | None], None]
 
 
 OFFLINE_HINT = ("no internet here? provision from local files: instag setup --vggish DIR "
-                "--pca FILE --openmic PATH (README: Offline set-up)")
+                "--pca FILE --openmic PATH (README: Offline, or from your own mirror)")
 
 
 def setup(opts: SetupOptions, say: Say = print, progress: Progress | None = None) -> Path:
@@ -170,6 +170,11 @@ def openmic_dir() -> Path:
 
 
 def step_openmic(opts: SetupOptions, say: Say, progress: Progress | None) -> Path:
+    remembered = locations.openmic_data()
+    if opts.openmic is None and remembered is not None and not opts.force:
+        load_openmic(remembered)  # still valid: a re-run is a no-op
+        say(f"[3/5] OpenMIC-2018: {remembered}, as a previous setup was given - skipped")
+        return remembered
     if opts.openmic and Path(opts.openmic).is_dir():
         data = load_openmic(opts.openmic)  # validates, naming what is wrong
         keys = {*data.train.keys, *data.test.keys}
