@@ -2,8 +2,10 @@
 lines and files a user reads (issue: what a user sees)."""
 
 import os
+import sys
 from pathlib import Path
 
+import pytest
 import soundfile as sf
 from builders import SR, music
 
@@ -259,3 +261,44 @@ def test_json_and_parquet_record_the_thresholds_that_decided(run_tag, tmp_path, 
     meta = json.loads(pq.read_schema(tmp_path / "t.parquet").metadata[b"instag"])
     assert head["thresholds"] == meta["thresholds"] == expected
     assert head["threshold_rule"] == "--thresholds"
+
+
+# -- terminals and messages ----------------------------------------------------------------------
+def test_a_bad_option_value_is_the_same_error_and_fix_lines_as_every_error(tmp_path, monkeypatch,
+                                                                          capsys):
+    from instag.__main__ import main
+
+    monkeypatch.setattr(sys, "argv", ["instag", "tag", "--jobs", "0", "--out",
+                                      str(tmp_path / "t.csv"), str(tmp_path)])
+    with pytest.raises(SystemExit) as stop:
+        main()
+    assert stop.value.code == 2
+    assert capsys.readouterr().err == ("error: Invalid value for '--jobs': Input should be "
+                                       "greater than or equal to 1\n"
+                                       "  fix: see `instag tag --help`\n")
+
+
+def test_an_output_that_is_a_folder_is_named_as_one(run_tag, tmp_path):
+    result = run_tag(tmp_path, "--out", tmp_path)
+    assert result.exit_code == 2 and f"--out {tmp_path}: is a folder" in result.output
+
+
+def test_embed_refuses_to_write_features_under_another_extension(tmp_path):
+    from typer.testing import CliRunner
+
+    from instag.cli import app
+
+    sf.write(tmp_path / "a.wav", music(2, 1), SR)
+    result = CliRunner().invoke(app, ["embed", str(tmp_path), "--out", str(tmp_path / "f.csv")])
+    assert result.exit_code == 2 and "features are written as an .npz" in result.output
+    assert not (tmp_path / "f.csv").exists()
+
+
+def test_doctor_prints_a_line_per_check_not_a_table_wider_than_a_terminal():
+    from typer.testing import CliRunner
+
+    from instag.cli import app
+
+    out = CliRunner().invoke(app, ["doctor"]).output
+    assert not set("│┃┏┡━─") & set(out)
+    assert any(line.startswith("    versions: python: ") for line in out.splitlines())

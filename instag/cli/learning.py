@@ -22,6 +22,7 @@ from instag.learning.report import (
     SUMMARY_KEYS,
     evaluate_run,
     load_metrics,
+    plot_models,
     plot_per_class_f1,
     summarise,
 )
@@ -120,7 +121,11 @@ def evaluate(
 @expected_errors
 def report(
     run_dirs: Annotated[list[Path], typer.Argument(help="Run directories (searched recursively).")],
-    png: Annotated[Path, typer.Option(help="Per-instrument F1 figure.")] = Path("report.png"),
+    png: Annotated[Path, typer.Option(help="Per-instrument F1 figure (the paper's Fig. 3).")
+                   ] = Path("report.png"),
+    models_png: Annotated[Path, typer.Option(
+        help="The models side by side (Fig. 2): F1 at 0.5 and at the tuned thresholds, and "
+             "mAP, mean ± std over seeds.")] = Path("report-models.png"),
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write the summary.")] = None,
 ) -> None:
     """Compare runs: mean ± std over seeds per model, and a per-instrument F1 figure."""
@@ -133,10 +138,11 @@ def report(
         table.add_column(key, justify="right")
     for model, row in summary.items():
         table.add_row(model, str(row["runs"]),
-                      *(f"{row[k]['mean']:.3f} ± {row[k]['std']:.3f}" for k in SUMMARY_KEYS))
+                      *(_mean_std(row[k], row["runs"]) for k in SUMMARY_KEYS))
     print_table(table)
     plot_per_class_f1(docs, png)
-    console().print(f"wrote {png}")
+    plot_models(docs, models_png)
+    console().print(f"wrote {png} and {models_png}")
     if json_out:
         with atomic_write(json_out) as f:
             json.dump(summary, f, indent=2)
@@ -152,3 +158,8 @@ def export_onnx(
     """Export a trained att, fc_t, rnn or fc model to ONNX for tagging."""
     path = export_run(run_dir, out)
     console().print(f"wrote {path} and {path.with_suffix('.json')}", markup=False)
+
+
+def _mean_std(value: dict, runs: int) -> str:
+    """`0.617 ± 0.012` over seeds; one run has no spread to show (`0.617`, not `± 0.000`)."""
+    return f"{value['mean']:.3f} ± {value['std']:.3f}" if runs > 1 else f"{value['mean']:.3f}"

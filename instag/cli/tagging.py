@@ -317,6 +317,9 @@ def embed(
                       max_duration=parse_duration(max_duration, "--max-duration"), cache=cache,
                       wait=wait)
     paths = read_paths(paths)
+    if out.suffix.lower() != ".npz":
+        raise InstagError(f"--out {out}: features are written as an .npz",
+                          f"name it e.g. {out.with_suffix('.npz').name}")
     check_output(out, paths, opts.protected_paths(), opts.extensions)
     run = embed_run(paths, opts, reporter_for(quiet, "embedding"))
     done, failed = [], []

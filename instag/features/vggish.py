@@ -24,15 +24,16 @@ def load_vggish(handle: str):
     if not locations.is_url(handle) and not (local / "saved_model.pb").is_file():
         raise InstagError(f"{handle}: not a SavedModel folder (no saved_model.pb in it)",
                           "pass --vggish a folder holding VGGish's saved_model.pb, or a hub URL")
-    require("tensorflow")
-    require("tensorflow_hub")
     try:
+        # TensorFlow's C++ start-up lines (oneDNN, cudart, cpu_feature_guard) and
+        # tensorflow_hub's pkg_resources warning are not the user's business: imported here,
+        # inside the silence, never before it
         with environment(TFHUB_CACHE_DIR=str(locations.tfhub_cache_dir()),
                           TF_CPP_MIN_LOG_LEVEL="2"), \
                 native_stderr_silenced(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # tensorflow_hub 0.16 warns about pkg_resources
-            import tensorflow as tf
-            import tensorflow_hub as hub
+            warnings.simplefilter("ignore")
+            tf = require("tensorflow")
+            hub = require("tensorflow_hub")
 
             for gpu in tf.config.list_physical_devices("GPU"):
                 try:
@@ -40,6 +41,8 @@ def load_vggish(handle: str):
                 except RuntimeError:  # already initialised by an earlier load in this process
                     pass
             return hub.load(handle if locations.is_url(handle) else str(local))
+    except InstagError:
+        raise
     except Exception as e:
         raise InstagError(
             f"cannot load VGGish from {handle} "

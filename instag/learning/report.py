@@ -102,3 +102,40 @@ def plot_per_class_f1(docs: list[dict], out_png: Path) -> None:
     with atomic_path(out_png) as tmp:
         fig.savefig(tmp, format="png", dpi=120)
     plt.close(fig)
+
+
+def plot_models(docs: list[dict], out_png: Path) -> None:
+    """The models side by side, like the paper's Figure 2: instrument-wise F1, mean ± std over
+    seeds, at the paper's 0.5 rule and at each run's tuned thresholds (mAP, which needs no
+    threshold, beside them)."""
+    require("matplotlib").use("Agg")
+    import matplotlib.pyplot as plt
+
+    by_model: dict[str, list[dict]] = defaultdict(list)
+    for doc in docs:
+        by_model[doc["model"]].append(doc)
+    models = sorted(by_model)
+    measures = {"F1 at 0.5": lambda d: d["overall"]["f1"],
+                "F1 at tuned thresholds": lambda d: d.get("tuned", {}).get("overall", {})
+                .get("f1", np.nan),
+                "mAP": lambda d: d["overall"]["map"]}
+    width = 0.8 / len(measures)
+    fig, ax = plt.subplots(figsize=(max(8, 1.6 * len(models) + 5), 4.5))
+    x = np.arange(len(models))
+    for i, (label, get) in enumerate(measures.items()):
+        values = [np.array([get(d) for d in by_model[m]], float) for m in models]
+        ax.bar(x + (i - (len(measures) - 1) / 2) * width, [np.nanmean(v) for v in values],
+               width, yerr=[np.nanstd(v) if len(v) > 1 else 0 for v in values], capsize=3,
+               label=label)
+    runs = [len(by_model[m]) for m in models]
+    ax.set_xticks(x, [f"{m}\n({n} run{'s' * (n != 1)})" for m, n in zip(models, runs,
+                                                                       strict=True)])
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("test split, macro over instruments")
+    ax.set_title("Models side by side (mean ± std over seeds)")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    with atomic_path(out_png) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    plt.close(fig)

@@ -52,6 +52,9 @@ def format_for(path: Path, fmt: Format | str | None) -> Format:
         return Format(fmt)
     if path == STDOUT:
         return Format.CSV
+    if path.is_dir():
+        raise InstagError(f"--out {path}: is a folder", f"name a file, e.g. {path / 'tags.csv'}"
+                          " (or pass --format parquet for a dataset folder)")
     ext = path.suffix.lower().lstrip(".")
     if ext not in Format._value2member_map_:
         raise InstagError(f"--out {path}: unknown output extension {path.suffix!r}",
