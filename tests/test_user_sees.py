@@ -302,3 +302,36 @@ def test_doctor_prints_a_line_per_check_not_a_table_wider_than_a_terminal():
     out = CliRunner().invoke(app, ["doctor"]).output
     assert not set("│┃┏┡━─") & set(out)
     assert any(line.startswith("    versions: python: ") for line in out.splitlines())
+
+
+def test_a_dry_run_says_how_many_files_would_change(run_tag, tmp_path):
+    for i in range(2):
+        sf.write(tmp_path / f"{i}.flac", music(3, i), SR)
+    result = run_tag(tmp_path, "--out", tmp_path / "t.csv", "--write-tags", "--dry-run",
+                     "--threshold", "0")  # every instrument present: the tags would change
+    assert result.exit_code == 0, result.output
+    assert "; file tags: 2 files would change (dry run)." in result.output
+
+
+def test_a_plot_of_a_cjk_name_keeps_matplotlibs_font_warnings_out_of_the_output(
+        run_tag, tmp_path, recwarn):
+    import logging
+
+    from typer.testing import CliRunner
+
+    from instag.cli import app
+
+    logged = []
+    handler = logging.Handler()
+    handler.emit = logged.append
+    logging.getLogger("matplotlib").addHandler(handler)
+    sf.write(tmp_path / "東京の夜.wav", music(4, 1), SR)
+    run_tag(tmp_path, "--out", tmp_path / "t.json", "--threshold", "0")
+    try:
+        result = CliRunner().invoke(app, ["plot", str(tmp_path / "t.json"), "--out",
+                                          str(tmp_path / "p.png")])
+    finally:
+        logging.getLogger("matplotlib").removeHandler(handler)
+    assert result.output.strip() == f"wrote {tmp_path / 'p.png'}"
+    assert not [w for w in recwarn if "lyph" in str(w.message)]
+    assert not [r for r in logged if r.levelno >= logging.WARNING]

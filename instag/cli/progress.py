@@ -108,6 +108,8 @@ def summary_line(summary: Summary, verb: str) -> str:
         text += "; failed: " + ", ".join(f"{n} {s}" for s, n in sorted(summary.failed.items()))
         if summary.failed_known:
             text += f" ({summary.failed_known} known from an earlier run)"
+    if summary.tags_would_change:
+        text += f"; file tags: {plural(summary.tags_would_change, 'file')} would change (dry run)"
     if summary.tags_failed or summary.tags_unsupported:
         text += f"; file tags not written: {plural(summary.tags_failed, 'file')} failed, " \
             f"{summary.tags_unsupported} unsupported"

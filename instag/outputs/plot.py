@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import contextlib
+import logging
+import warnings
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -47,6 +50,26 @@ def log_mel(blocks: Iterable[np.ndarray], hop: int = HOP) -> np.ndarray:
     return np.log(np.concatenate(rows) + 0.01)
 
 
+# matplotlib falls back along this list glyph by glyph: a CJK title draws where one of these
+# is installed (Debian: fonts-noto-cjk), and as boxes, without a warning, where none is
+FONTS = ["DejaVu Sans", "Noto Sans CJK JP", "Noto Sans CJK SC", "WenQuanYi Zen Hei",
+         "IPAGothic", "Arial Unicode MS"]
+
+
+@contextlib.contextmanager
+def _quiet_fonts() -> Iterator[None]:
+    """matplotlib's missing-glyph and font-not-found messages stay out of a run's output."""
+    logger = logging.getLogger("matplotlib.font_manager")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r"(?s).*[Gg]lyph")
+            yield
+    finally:
+        logger.setLevel(level)
+
+
 def load_file_doc(tags_file: Path, file: str | None) -> dict:
     """The document of `file` (however its path is spelled), or the first tagged file's."""
     docs = (d for d in read_documents(tags_file) if d.get("status") == "ok")
@@ -76,6 +99,7 @@ def plot_file(doc: dict, out_png: Path, audio: Path | None = None,
     rows = sorted(best, key=best.get, reverse=True)[:max_rows] or \
         sorted(bags[0]["probabilities"], key=bags[0]["probabilities"].get, reverse=True)[:1]
     duration = doc["duration_s"]
+    plt.rcParams["font.family"] = FONTS  # names in any script, where such a font is installed
     fig, axes = plt.subplots(1 + len(rows), 1, sharex=True,
                              figsize=(10, 2.6 + 1.2 * len(rows)),
                              gridspec_kw={"height_ratios": [3] + [1] * len(rows)})
@@ -106,8 +130,8 @@ def plot_file(doc: dict, out_png: Path, audio: Path | None = None,
                    bbox_to_anchor=(1.0, 1.0), frameon=False, fontsize="small")
     axes[-1].set_xlabel("time (s)")
     axes[-1].set_xlim(0, duration)
-    fig.tight_layout()
-    with atomic_path(out_png) as tmp:
+    with atomic_path(out_png) as tmp, _quiet_fonts():  # laying out draws the text
+        fig.tight_layout()
         fig.savefig(tmp, format="png", dpi=100)
     plt.close(fig)
     return out_png

@@ -50,6 +50,7 @@ class Summary:
     failed_known: int = 0  # ... of which the cache (or a previous output) already knew
     tags_failed: int = 0  # files whose own tags could not be written
     tags_unsupported: int = 0  # ... or that instag does not write (a format, hard links)
+    tags_would_change: int = 0  # with --dry-run: files whose tags a real run would change
 
     def add(self, result: FileResult, from_cache: bool) -> None:
         self.done += 1

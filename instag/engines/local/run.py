@@ -141,6 +141,7 @@ class _Run:
         result.file_tags = change.describe()
         self.summary.tags_failed += change.outcome is Outcome.FAILED
         self.summary.tags_unsupported += change.outcome is Outcome.UNSUPPORTED
+        self.summary.tags_would_change += change.outcome is Outcome.WOULD_CHANGE
 
     def _write_if_unchanged(self, idx: int, result: FileResult, writing: TagWriting
                             ) -> TagChange:
