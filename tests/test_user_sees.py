@@ -335,3 +335,26 @@ def test_a_plot_of_a_cjk_name_keeps_matplotlibs_font_warnings_out_of_the_output(
     assert result.output.strip() == f"wrote {tmp_path / 'p.png'}"
     assert not [w for w in recwarn if "lyph" in str(w.message)]
     assert not [r for r in logged if r.levelno >= logging.WARNING]
+
+
+def test_report_shows_no_spread_for_a_single_seed_and_draws_both_figures(tmp_path):
+    import json
+
+    import matplotlib.image
+    import numpy as np
+    from typer.testing import CliRunner
+
+    from instag.cli import app
+
+    overall = {"precision": 0.6, "recall": 0.5, "f1": 0.55, "f1_positive": 0.3, "map": 0.45}
+    for model in ("att", "rf"):
+        (tmp_path / model).mkdir()
+        (tmp_path / model / "metrics.json").write_text(json.dumps({
+            "model": model, "seed": 0, "classes": ["guitar"], "overall": overall,
+            "per_class": {"guitar": {"f1": 0.55}}, "tuned": {"overall": {"f1": 0.6}}}))
+    result = CliRunner().invoke(app, ["report", str(tmp_path), "--png", str(tmp_path / "f3.png"),
+                                      "--models-png", str(tmp_path / "f2.png")])
+    assert result.exit_code == 0, result.output
+    assert "0.550" in result.output and "± 0.000" not in result.output
+    image = matplotlib.image.imread(tmp_path / "f2.png")  # bars in three colours, and text
+    assert len(np.unique(image.reshape(-1, image.shape[2]), axis=0)) > 8
