@@ -135,3 +135,12 @@ def test_clip_keys_stay_unique_when_file_names_collide():
 
     assert file_ids([Path("x/a.wav"), Path("y/a.wav"), Path("z/a-2.wav")]) == \
         ["a", "a-2", "a-2-2"]
+
+
+def test_thousands_of_files_with_one_name_get_numbered_ids_in_order():
+    from pathlib import Path
+
+    from instag.features.featurefile import file_ids
+
+    ids = file_ids([Path(f"album{i}/01.flac") for i in range(8000)])
+    assert ids[:3] == ["01", "01-2", "01-3"] and ids[-1] == "01-8000" and len(set(ids)) == 8000

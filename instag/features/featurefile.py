@@ -23,12 +23,15 @@ def file_ids(paths: list[Path]) -> list[str]:
     """Readable ids from file names (the stem with odd characters replaced), unique however
     the names collide: a repeated id gets the first free -2, -3, ... suffix."""
     ids, taken = [], set()
+    tried: dict[str, int] = {}  # per base, the last suffix found taken: linear in the files
     for p in paths:
         base = re.sub(r"[^A-Za-z0-9-]+", "-", p.stem).strip("-") or "file"
-        fid, n = base, 1
+        n = tried.get(base, 1)
+        fid = base if n == 1 else f"{base}-{n}"
         while fid in taken:
             n += 1
             fid = f"{base}-{n}"
+        tried[base] = n
         taken.add(fid)
         ids.append(fid)
     return ids
