@@ -108,6 +108,10 @@ def test_train_evaluate_report_on_real_vggish_features(tmp_path, audioset_mini):
     result = cli.invoke(app, ["evaluate", str(run / "seed-0")])
     assert result.exit_code == 0, result.output
     doc = json.loads((run / "seed-0" / "evaluation.json").read_text())
+    # each tuned threshold with the validation positives it rests on; few positives keep 0.5
+    positives, thresholds = doc["tuned"]["positives"], doc["tuned"]["thresholds"]
+    assert set(positives) == set(thresholds) and "t on" in result.output
+    assert all(thresholds[c] == 0.5 for c, n in positives.items() if n < 10)
     prevalence = 454 + 464 + 62 + 28 + 27 + 65 + 24  # positives per class, 968 clips
     assert doc["overall"]["map"] > 2 * prevalence / (7 * 968)  # well above chance
     assert doc["overall"]["f1"] > 0.55

@@ -90,7 +90,7 @@ def evaluate(
     table = Table(title=f"{doc['model']} (seed {doc['seed']}) on {doc['data_dir']}: at 0.5 "
                   "(the paper's rule)" + (" and at the tuned thresholds" if tuned else ""))
     columns = ["instrument", "observed", "P", "R", "F1", "F1+", "AP"]
-    columns += ["t", "t from", "F1 t", "F1+ t"] if tuned else []
+    columns += ["t", "t on", "F1 t", "F1+ t"] if tuned else []  # t on: validation positives
     for col in columns:
         table.add_column(col, justify="left" if col == "instrument" else "right")
 
@@ -103,7 +103,7 @@ def evaluate(
         if tuned:
             t = tuned["per_class"][name]
             n = tuned["positives"].get(name)
-            row += [f"{t['threshold']:.2f}", "-" if n is None else f"{n} +",
+            row += [f"{t['threshold']:.2f}", "-" if n is None else str(n),
                     *cells(t, tuned_keys)]
         table.add_row(*row)
     mean = ["[bold]mean[/]", "", *cells(doc["overall"], (*paper_keys, "map"))]
