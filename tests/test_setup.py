@@ -196,12 +196,18 @@ def offline_machine(tmp_path, monkeypatch):
     monkeypatch.setenv("INSTAG_OPENMIC_URL", "http://127.0.0.1:9/openmic.tgz")
 
 
-def test_an_offline_machine_provisions_from_local_files_and_tags_as_printed(
-        offline_machine, standin_vggish, standin_pca, tmp_path):
+def setup_from_local_files(tmp_path, standin_vggish, standin_pca):
+    """`instag setup --offline` given every piece as a local file; its OpenMIC folder."""
     data = random_openmic(tmp_path / "openmic", n=80)
     result = setup("--offline", "--vggish", str(standin_vggish), "--pca", str(standin_pca),
                    "--openmic", str(data))
     assert result.exit_code == 0, result.output
+    return data, result
+
+
+def test_an_offline_machine_provisions_from_local_files_and_tags_as_printed(
+        offline_machine, standin_vggish, standin_pca, tmp_path):
+    _, result = setup_from_local_files(tmp_path, standin_vggish, standin_pca)
     assert "instag tag ~/Music --out tags.csv" in result.output
     music = tmp_path / "song.wav"
     sf.write(music, np.random.default_rng(0).uniform(-0.3, 0.3, 44100 * 5), 44100)
@@ -213,10 +219,7 @@ def test_an_offline_machine_provisions_from_local_files_and_tags_as_printed(
 
 def test_setup_from_a_folder_is_remembered_for_reruns_train_and_doctor(
         offline_machine, standin_vggish, standin_pca, tmp_path):
-    data = random_openmic(tmp_path / "openmic", n=80)
-    first = setup("--offline", "--vggish", str(standin_vggish), "--pca", str(standin_pca),
-                  "--openmic", str(data))
-    assert first.exit_code == 0, first.output
+    data, _ = setup_from_local_files(tmp_path, standin_vggish, standin_pca)
     for again in (setup("--offline"), setup()):  # no download tried: every source is refused
         assert again.exit_code == 0, again.output
         assert f"OpenMIC-2018: {data}, as a previous setup was given - skipped" in again.output
