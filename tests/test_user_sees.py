@@ -358,3 +358,21 @@ def test_report_shows_no_spread_for_a_single_seed_and_draws_both_figures(tmp_pat
     assert "0.550" in result.output and "± 0.000" not in result.output
     image = matplotlib.image.imread(tmp_path / "f2.png")  # bars in three colours, and text
     assert len(np.unique(image.reshape(-1, image.shape[2]), axis=0)) > 8
+
+
+def test_a_run_forgets_each_file_once_its_result_is_out(run_tag, tmp_path, monkeypatch):
+    from instag.engines.local import run
+
+    for i in range(60):
+        sf.write(tmp_path / f"{i:02d}.wav", music(1, i), SR)
+    run_tag(tmp_path, "--out", tmp_path / "a.csv")  # then all 60 come from the cache
+    held = []
+    finish = run._Run.finish
+
+    def watched(self, idx, result, from_cache=False):
+        finish(self, idx, result, from_cache)
+        held.append(len(self.keys))
+
+    monkeypatch.setattr(run._Run, "finish", watched)
+    assert run_tag(tmp_path, "--out", tmp_path / "b.csv").exit_code == 0
+    assert len(held) == 60 and max(held) <= run.SCORE_BATCH_FILES  # not one key per file

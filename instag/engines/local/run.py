@@ -123,7 +123,9 @@ class _Run:
     def finish(self, idx: int, result: FileResult, from_cache: bool = False) -> None:
         if result.ok and self.opts.write_tags is not None:
             self.write_file_tags(idx, result, self.opts.write_tags)
-        if (key := self.keys.get(idx)) is not None:  # as the file is now, tags written
+        # as the file is now, tags written; then forgotten: the run's state stays the walk's
+        # list and its window, whatever the library's size
+        if (key := self.keys.pop(idx, None)) is not None:
             result.size, result.mtime_ns = key.size, key.mtime_ns
         result.model_id = self.identity
         self.summary.add(result, from_cache)
