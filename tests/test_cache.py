@@ -56,6 +56,17 @@ def test_scores_are_kept_per_model_and_bag_setting(cache):
     np.testing.assert_array_equal(cache.get_scores(key(), "v", "model-a", "full/")[2], rows)
 
 
+def test_scores_keep_only_the_latest_two_settings_and_the_file_as_it_is(cache):
+    bag, rows = np.ones((1, 3), np.float32), np.full((4, 3), 0.25, np.float32)
+    for model in ("model-a", "model-b", "model-c"):
+        cache.put_scores(key(), "v", model, "full/", bag, rows, rows)
+    assert cache.get_scores(key(), "v", "model-a", "full/") is None  # the oldest, pruned
+    assert cache.get_scores(key(), "v", "model-b", "full/") is not None
+    cache.put_scores(key(mtime=2), "v", "model-c", "full/", bag, rows, rows)  # the file changed
+    (count,) = cache.db.execute("SELECT COUNT(*) FROM scores").fetchone()
+    assert count == 1
+
+
 def test_a_file_that_is_not_sqlite_is_refused_and_left_untouched(tmp_path):
     (tmp_path / "c.sqlite").write_text("not sqlite " * 100)
     with pytest.raises(InstagError, match="not an instag cache"):

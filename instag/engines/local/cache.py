@@ -41,6 +41,8 @@ CREATE TABLE IF NOT EXISTS rewrites (
     path BLOB, from_size INTEGER, from_mtime_ns INTEGER, to_size INTEGER, to_mtime_ns INTEGER,
     PRIMARY KEY (path, from_size, from_mtime_ns));
 """
+SCORES_KEPT = 2  # score settings (model, bags) kept per file: the latest ones; scores are
+#                 cheap to recompute from the features, which is what the cache is for
 REWRITES_KEPT = 8  # instag's own tag writes remembered per file (a document older than that
 #                    many rewrites is refused by write-tags, safely: re-run instag tag)
 
@@ -283,4 +285,9 @@ class Cache:
                 "INSERT OR REPLACE INTO scores VALUES (?,?,?,?,?,?,?)",
                 (key.path, vggish, model, bags, key.size, key.mtime_ns,
                  _blob({"bag": bag, "instance": instance, "attention": attention})))
+            # pruned as it grows: scores of the file as it was, and all but the latest settings
+            self.db.execute("DELETE FROM scores WHERE path=? AND (size!=? OR mtime_ns!=? OR "
+                            "rowid NOT IN (SELECT rowid FROM scores WHERE path=? "
+                            "ORDER BY rowid DESC LIMIT ?))",
+                            (key.path, key.size, key.mtime_ns, key.path, SCORES_KEPT))
             self._commit()
