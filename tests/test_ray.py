@@ -206,7 +206,7 @@ def test_a_worker_that_freezes_is_ended_and_its_file_is_a_timeout(tmp_path, opti
     rows = {Path(r["path"]).name: r for r in read_csv(tmp_path / "t.csv")}
     assert {name: r["status"] for name, r in rows.items()} == {"bad.m4a": "timeout",
                                                                  "good.wav": "ok"}
-    assert "froze" in rows["bad.m4a"]["reason"]
+    assert "froze (no sign of life for 2 s) on 2 tries" in rows["bad.m4a"]["reason"]
 
 
 def test_a_cluster_address_that_nothing_answers_at_is_one_line(tmp_path, options):

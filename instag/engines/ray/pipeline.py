@@ -44,7 +44,7 @@ from instag.common.errors import InstagError
 from instag.common.extras import require
 from instag.common.status import Status
 from instag.engines.ray import reassembly
-from instag.engines.ray.watchdog import Heartbeat, Sentinel
+from instag.engines.ray.watchdog import FROZEN_TRIES, Heartbeat, Sentinel, frozen_reason
 from instag.features import vggish_onnx
 from instag.features.decode import AudioError
 from instag.features.embed import NON_FINITE, Embedder, embed_chunks
@@ -77,6 +77,13 @@ def decode_file(row: dict, resampler: str, stall_timeout: float, watchdog,
     with the file's status (rows sent before it are then discarded by the driver). A decoder
     that makes no progress for `stall_timeout` seconds ends the file as `timeout`; a process
     that freezes is ended by the `watchdog` it beats to."""
+    import ray
+
+    if (tries := ray.get(watchdog.tries_frozen.remote(int(row["idx"])))) >= FROZEN_TRIES:
+        yield {"idx": row["idx"], "status": Status.TIMEOUT.value, "samples": 0, "size": -1,
+               "mtime_ns": -1, "reason": frozen_reason(stall_timeout, tries), "block": 0,
+               "last": True, "rows": 1, "audio": np.zeros(0, np.float32)}
+        return
     with Heartbeat(watchdog, int(row["idx"])):
         yield from _decode_rows(row, resampler, stall_timeout, max_seconds)
 
@@ -364,9 +371,8 @@ def _results(pipeline, todo: list[tuple[int, Path]], scoring: Scoring, identity:
         if file.incomplete:
             yield from flush()
             if frozen[file.idx]:
-                yield FileResult(path, Status.TIMEOUT, f"its worker froze (no sign of life "
-                                 f"for {run.opts.stall_timeout:g} s) on {frozen[file.idx]} "
-                                 f"tries; retried next run", model_id=identity)
+                yield FileResult(path, Status.TIMEOUT, frozen_reason(
+                    run.opts.stall_timeout, frozen[file.idx]), model_id=identity)
             else:
                 yield FileResult(path, Status.CRASHED, f"its worker died on every retry "
                                  f"({file.incomplete}); retried next run", model_id=identity)

@@ -11,8 +11,8 @@ the pid is still the same process (its start time, from /proc): one that is stop
 a debugger) once silent for --file-timeout, any other once silent for `LONG_SILENCE` (a thread
 starved of the GIL by a long native call may miss beats; that is no reason to kill a loading
 actor over and over). Ray then retries the task (or restarts the actor) as it does for any
-worker that died; a file whose every try froze is `timeout`, like one whose decoder made no
-progress.
+worker that died; a file whose tries froze FROZEN_TRIES times is `timeout` (its next try says so
+at once), like one whose decoder made no progress.
 """
 
 from __future__ import annotations
@@ -28,6 +28,13 @@ from pathlib import Path
 BEAT_SECONDS = 1.0
 SENTINEL_SECONDS = 1.0  # how often the driver asks for silent workers
 LONG_SILENCE = 120.0  # seconds without a beat after which a worker is ended, stopped or not
+FROZEN_TRIES = 2  # tries of a file that froze, after which its next try reports it `timeout`
+
+
+def frozen_reason(seconds: float, tries: int) -> str:
+    """A frozen file's reason, said by its last try or by the driver."""
+    return (f"its worker froze (no sign of life for {seconds:g} s) on {tries} tries; retried "
+            "next run")
 
 
 def _stat(pid: int) -> tuple[str, int] | None:
@@ -52,6 +59,13 @@ class Watchdog:
 
     def __init__(self) -> None:
         self.beats: dict[str, tuple[float, dict]] = {}
+        self.frozen: Counter[int] = Counter()  # per file: tries that froze and were ended
+
+    def froze(self, file: int) -> None:
+        self.frozen[file] += 1
+
+    def tries_frozen(self, file: int) -> int:
+        return self.frozen[file]
 
     def beat(self, token: str, who: dict) -> None:
         self.beats[token] = (time.monotonic(), who)
@@ -124,26 +138,38 @@ class Sentinel:
         self.thread = threading.Thread(target=self._run, daemon=True, name="instag-sentinel")
 
     def _run(self) -> None:
+        """Each round: ask for silent workers, send an `_end` task for each one not already
+        being ended, and collect the `_end` tasks that are done. Never waits on one: a node
+        slow to start a worker for it (a loaded machine) delays that end, not the others, and
+        a pending end is never mistaken for a worker that is gone."""
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
         end = self.ray.remote(num_cpus=0, max_retries=0)(_end)
+        pending: dict[str, tuple[object, dict]] = {}  # token -> (its _end task, who)
         while not self.stop.wait(SENTINEL_SECONDS):
             try:
                 silent = self.ray.get(self.watchdog.silent.remote(self.silence), timeout=30)
+                for token, seconds, who in silent:
+                    if token not in pending:
+                        there = NodeAffinitySchedulingStrategy(who["node"], soft=False)
+                        pending[token] = (end.options(scheduling_strategy=there).remote(
+                            who["pid"], who["started"],
+                            seconds > max(LONG_SILENCE, self.silence)), who)
+                for token, (ref, who) in list(pending.items()):
+                    if not self.ray.wait([ref], timeout=0)[0]:
+                        continue
+                    del pending[token]
+                    try:
+                        ended = self.ray.get(ref)
+                    except Exception:  # its node is gone, and the worker with it
+                        ended = None
+                    if ended is not False:  # ended, or gone: no longer watched
+                        self.watchdog.done.remote(token)
+                    if ended and who["file"] is not None:
+                        self.frozen[who["file"]] += 1
+                        self.watchdog.froze.remote(who["file"])  # its next try asks
             except Exception:  # the cluster is going away with the run: nothing to watch
                 continue
-            for token, seconds, who in silent:
-                there = NodeAffinitySchedulingStrategy(who["node"], soft=False)
-                try:
-                    ended = self.ray.get(end.options(scheduling_strategy=there).remote(
-                        who["pid"], who["started"], seconds > max(LONG_SILENCE, self.silence)),
-                        timeout=30)
-                except Exception:  # its node is gone, and the worker with it
-                    ended = None
-                if ended is not False:  # ended, or gone: no longer watched
-                    self.watchdog.done.remote(token)
-                if ended and who["file"] is not None:
-                    self.frozen[who["file"]] += 1
 
     def __enter__(self) -> Sentinel:
         self.thread.start()
