@@ -230,7 +230,8 @@ def test_two_links_to_one_file_in_a_run_tag_it_once(tmp_path, run_tag):
                      "--write-tags")
     assert result.exit_code == 0, result.output
     outcomes = [d["file_tags"] for d in json.loads((tmp_path / "t.json").read_text())["files"]]
-    assert outcomes[0].startswith("written") and outcomes[1] == "unchanged"
+    # whichever link finished decoding first wrote the file; the other found it done
+    assert sorted(o.split(":")[0] for o in outcomes) == ["unchanged", "written"], outcomes
     assert list(mutagen.File(target)["INSTRUMENTS"]) == ["c0", "c1", "c2"]
 
 
