@@ -1,5 +1,5 @@
 """instag's outputs read back, whatever their format: one document per file, streamed, for
-`write-tags`, `plot` and the exports (memory flat in the number of files).
+`write-tags` and `plot` (memory flat in the number of files).
 
 A document has the JSON output's shape (`forms.file_document`): path, status, reason,
 duration_s, size, mtime_ns, model_id, file_tags and, for a tagged file, instruments, segments
