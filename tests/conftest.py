@@ -105,6 +105,22 @@ def run_tag(scoring_model, standin_vggish, standin_pca, tmp_path):
     return run
 
 
+@pytest.fixture
+def run_plot(scoring_model, standin_vggish, standin_pca, tmp_path):
+    """`instag plot` in-process with run_tag's model, stand-ins and cache (where it recomputes
+    the attention of an output written without --timeline)."""
+    from typer.testing import CliRunner
+
+    from instag.cli import app
+
+    def run(*args):
+        return CliRunner().invoke(app, [
+            "plot", *map(str, args), "--model", str(scoring_model), "--vggish",
+            str(standin_vggish), "--pca", str(standin_pca), "--cache",
+            str(tmp_path / "cache.sqlite")])
+    return run
+
+
 @pytest.fixture(scope="session", autouse=True)
 def shared_hub_cache(tmp_path_factory):
     """One hub cache for the session, so the stand-in VGGish is converted to ONNX once (a test

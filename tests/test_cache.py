@@ -48,23 +48,91 @@ def test_transient_failures_are_not_cached_so_the_next_run_retries(cache, status
     assert cache.get_features(key(), "v") is None
 
 
-def test_scores_are_kept_per_model_and_bag_setting(cache):
-    bag, rows = np.ones((1, 3), np.float32), np.full((4, 3), 0.25, np.float32)
-    cache.put_scores(key(), "v", "model-a", "full/", bag, rows, rows)
-    assert cache.get_scores(key(), "v", "model-b", "full/") is None
-    assert cache.get_scores(key(), "v", "model-a", "10/10") is None
-    np.testing.assert_array_equal(cache.get_scores(key(), "v", "model-a", "full/")[2], rows)
+def test_the_cache_keeps_one_row_a_file_and_no_scores(cache):
+    """Scores are recomputed from features (cheaper than reading them back: bench/scale.py),
+    so a file costs the cache its features alone, whatever models score it."""
+    cache.put_features(key(), "v", "ok", duration=2.0, feats=np.zeros((2, 128), np.uint8))
+    tables = {name for (name,) in cache.db.execute("SELECT name FROM sqlite_master WHERE "
+                                                   "type='table'")}
+    assert tables == {"features", "rewrites"}
+    assert cache.db.execute("SELECT COUNT(*) FROM features").fetchone() == (1,)
 
 
-def test_scores_keep_only_the_latest_two_settings_and_the_file_as_it_is(cache):
-    bag, rows = np.ones((1, 3), np.float32), np.full((4, 3), 0.25, np.float32)
-    for model in ("model-a", "model-b", "model-c"):
-        cache.put_scores(key(), "v", model, "full/", bag, rows, rows)
-    assert cache.get_scores(key(), "v", "model-a", "full/") is None  # the oldest, pruned
-    assert cache.get_scores(key(), "v", "model-b", "full/") is not None
-    cache.put_scores(key(mtime=2), "v", "model-c", "full/", bag, rows, rows)  # the file changed
-    (count,) = cache.db.execute("SELECT COUNT(*) FROM scores").fetchone()
-    assert count == 1
+def test_an_older_cache_loses_its_scores_and_keeps_its_features_as_used_today(tmp_path):
+    import sqlite3
+
+    from instag.engines.local.cache import today
+
+    old = sqlite3.connect(tmp_path / "old.sqlite")
+    old.executescript("""
+        CREATE TABLE features (path BLOB, vggish TEXT, size INTEGER, mtime_ns INTEGER,
+            status TEXT, reason TEXT, duration REAL, n INTEGER, feats BLOB,
+            PRIMARY KEY (path, vggish));
+        CREATE TABLE scores (path BLOB, vggish TEXT, model TEXT, bags TEXT, size INTEGER,
+            mtime_ns INTEGER, data BLOB, PRIMARY KEY (path, vggish, model, bags));""")
+    old.execute("INSERT INTO features VALUES (?, 'v', 10, 1, 'ok', '', 1.0, 1, ?)",
+                (b"/music/a.flac", bytes(128)))
+    old.commit()
+    old.close()
+    with Cache(tmp_path / "old.sqlite") as c:
+        assert c.get_features(key(), "v").duration == 1.0
+        assert c.stats().identities[0].last_used == today()
+        assert not c.db.execute("SELECT name FROM sqlite_master WHERE name='scores'").fetchall()
+
+
+@pytest.fixture
+def on_disk(tmp_path):
+    """A cache of three real files: one kept, one changed since, one deleted."""
+    files = {}
+    for name in ("kept", "changed", "deleted"):
+        (tmp_path / name).write_bytes(b"x" * 100)
+        files[name] = FileKey.of(tmp_path / name)
+    c = Cache(tmp_path / "c.sqlite")
+    for k in files.values():
+        c.put_features(k, "v", "ok", duration=1.0, feats=np.zeros((1, 128), np.uint8))
+    (tmp_path / "changed").write_bytes(b"y" * 50)
+    (tmp_path / "deleted").unlink()
+    yield c, files
+    c.close()
+
+
+def test_prune_drops_the_entries_of_files_changed_or_gone_and_keeps_the_rest(on_disk):
+    c, files = on_disk
+    dropped, _ = c.prune(unused_days=30)
+    assert dropped == 2
+    assert c.get_features(files["kept"], "v") is not None
+    paths = {p for (p,) in c.db.execute("SELECT path FROM features")}
+    assert paths == {files["kept"].path}
+
+
+def test_prune_keeps_the_entries_of_a_disk_that_is_not_mounted(cache):
+    cache.put_features(FileKey(b"/media/usb-not-mounted/album/a.flac", 10, 1), "v", "ok",
+                       duration=1.0, feats=np.zeros((1, 128), np.uint8))
+    assert cache.prune(unused_days=30)[0] == 0
+
+
+def test_prune_drops_entries_unused_for_the_days_given_and_shrinks_the_file(on_disk, tmp_path):
+    c, files = on_disk
+    c.db.execute("UPDATE features SET feats=?", (bytes(128 * 2000),))  # 256 kB each
+    c.db.execute("UPDATE features SET used=used-40 WHERE path=?", (files["kept"].path,))
+    c.db.commit()
+    size = c.stats().size
+    dropped, freed = c.prune(unused_days=30)
+    assert dropped == 3 and not c.db.execute("SELECT * FROM features").fetchall()
+    assert freed > 700_000 and c.stats().size == size - freed
+
+
+def test_a_lookup_marks_the_entry_used_today_and_the_mark_survives_the_close(tmp_path):
+    from instag.engines.local.cache import today
+
+    with Cache(tmp_path / "c.sqlite") as c:
+        c.put_features(key(), "v", "ok", duration=1.0, feats=np.zeros((1, 128), np.uint8))
+        c.db.execute("UPDATE features SET used=used-100")
+        c.db.commit()
+    with Cache(tmp_path / "c.sqlite") as c:
+        c.get_features(key(), "v")  # a run served from the cache: nothing else is written
+    with Cache(tmp_path / "c.sqlite") as c:
+        assert c.stats().identities[0].last_used == today()
 
 
 def test_a_file_that_is_not_sqlite_is_refused_and_left_untouched(tmp_path):

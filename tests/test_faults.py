@@ -95,18 +95,17 @@ def test_tag_plot_draws_files_whose_names_are_not_utf8(run_tag, library, tmp_pat
     assert matplotlib.image.imread(png).shape[:2] == (round(100 * (2.6 + 1.2 * rows)), 1000)
 
 
-def test_plot_finds_a_non_utf8_file_from_its_json_path(run_tag, library, tmp_path):
+def test_plot_finds_a_non_utf8_file_from_its_json_path(run_tag, run_plot, library, tmp_path):
     run_tag(library, "--out", tmp_path / "t.json")
     doc = next(f for f in json.loads((tmp_path / "t.json").read_text())["files"]
                if "\\xe9" in f["path"])
-    result = CliRunner().invoke(app, ["plot", str(tmp_path / "t.json"), "--file", doc["path"],
-                                      "--out", str(tmp_path / "f.png")])
+    result = run_plot(tmp_path / "t.json", "--file", doc["path"], "--out", tmp_path / "f.png")
     assert result.exit_code == 0, result.output
     assert (tmp_path / "f.png").stat().st_size > 10_000
 
 
 def test_plot_of_a_moved_file_says_how_to_point_at_it(run_tag, library, tmp_path):
-    run_tag(library / "other", "--out", tmp_path / "t.json")
+    run_tag(library / "other", "--out", tmp_path / "t.json", "--timeline")
     shutil.move(library / "other", tmp_path / "moved")
     result = CliRunner().invoke(app, ["plot", str(tmp_path / "t.json"), "--out",
                                       str(tmp_path / "f.png")])
@@ -272,7 +271,7 @@ def test_a_disk_that_fills_up_at_the_end_keeps_the_old_output(run_tag, tmp_path)
         out = small / "tags.json"
         out.write_bytes(b"x" * (256 * 1024 - MIN_FREE_BYTES - 8192))  # room for the check only
         before = out.read_bytes()
-        result = run_tag(lib, "--out", out, "--bag", "1")  # ~250 bags of JSON: too big
+        result = run_tag(lib, "--out", out, "--bag", "1", "--timeline")  # ~250 bags: too big
         assert result.exit_code == 2, result.output
         assert "cannot write" in result.output and "Traceback" not in result.output
         assert out.read_bytes() == before

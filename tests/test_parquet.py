@@ -138,3 +138,48 @@ def test_paths_and_a_list_of_paths_are_one_or_the_other(library, run_tag, tmp_pa
     neither = run_tag("--out", tmp_path / "t.csv")
     assert both.exit_code == neither.exit_code == 2
     assert "one of them" in both.output and not (tmp_path / "t.csv").exists()
+
+
+def test_a_previous_output_offers_one_candidate_per_file_it_may_carry_over(
+        library, run_tag, tmp_path):
+    """By columns: files that ended ok or in a failure that stays, made by the same models."""
+    from instag.outputs.parquet import PreviousOutput
+
+    out = tmp_path / "t.parquet"
+    run_tag(library / "album", library / "blip.wav", "--out", out, "--bag", "10")
+    model_id = rows(out)[0]["model_id"]
+    candidates = PreviousOutput(out, model_id).candidates.to_pylist()
+    assert sorted(Path(c["path"]).name for c in candidates) == [
+        "01 intro.wav", "02-song.flac", "blip.wav", "corrupt.flac"]  # one each, bags or not
+    for c in candidates:
+        assert (c["size"], c["mtime_ns"]) == (os.stat(c["path"]).st_size,
+                                              os.stat(c["path"]).st_mtime_ns)
+    assert not PreviousOutput(out, "another-model").candidates.num_rows
+
+
+def test_carried_rows_are_written_as_they_were_and_their_results_say_what_is_in_them(
+        library, run_tag, tmp_path):
+    import numpy as np
+
+    from instag.outputs.parquet import PreviousOutput, parquet_writer
+
+    out = tmp_path / "t.parquet"
+    run_tag(library / "album", "--out", out, "--bag", "10")
+    run_tag(library / "album", "--out", tmp_path / "t.json", "--bag", "10")
+    docs = {d["path"]: d for d in json.loads((tmp_path / "t.json").read_text())["files"]}
+    previous = PreviousOutput(out, rows(out)[0]["model_id"])
+    paths = previous.candidates["path"].to_pylist()
+    unchanged = np.array([not p.endswith("corrupt.flac") for p in paths])
+    carried = list(previous.results(unchanged, lambda pos: Path(paths[pos])))
+    assert sorted(r.path.name for r in carried) == ["01 intro.wav", "02-song.flac"]
+    for r in carried:
+        doc = docs[r.display_path]
+        assert (r.status, r.duration, r.instruments()) == (doc["status"], doc["duration_s"],
+                                                           doc["instruments"])
+        assert {c: [list(s) for s in segs] for c, segs in r.segments().items()} == \
+            doc["segments"]
+    with parquet_writer(tmp_path / "new.parquet") as write:
+        for r in carried:
+            write(r)
+    assert rows(tmp_path / "new.parquet") == [r for r in rows(out)
+                                              if not r["path"].endswith("corrupt.flac")]

@@ -61,8 +61,8 @@ def test_csv_and_json_agree_and_segments_lie_inside_each_file(library, run_tag, 
             assert float(r["bag_start_s"]) <= start and end <= float(r["bag_end_s"]) + 1e-6
 
 
-def test_json_has_the_per_instance_timeline(library, run_tag, tmp_path):
-    run_tag(library / "album" / "02-song.flac", "--out", tmp_path / "t.jsonl")
+def test_json_has_the_per_instance_timeline_when_asked(library, run_tag, tmp_path):
+    run_tag(library / "album" / "02-song.flac", "--out", tmp_path / "t.jsonl", "--timeline")
     (doc,) = [json.loads(line) for line in (tmp_path / "t.jsonl").read_text().splitlines()]
     (bag,) = doc["bags"]  # --bag full: the whole file
     timeline = bag["timeline"]
@@ -149,10 +149,9 @@ def test_wait_queues_behind_the_running_one(library, run_tag, tmp_path):
     assert result.exit_code == 0, result.output
 
 
-def test_plot_draws_figure_4(library, run_tag, tmp_path):
+def test_plot_draws_figure_4(library, run_tag, run_plot, tmp_path):
     run_tag(library / "other", "--out", tmp_path / "t.json")
-    result = CliRunner().invoke(app, ["plot", str(tmp_path / "t.json"), "--out",
-                                      str(tmp_path / "f.png")])
+    result = run_plot(tmp_path / "t.json", "--out", tmp_path / "f.png")
     assert result.exit_code == 0, result.output
     import matplotlib.image
 

@@ -84,7 +84,7 @@ def test_ctrl_c_before_the_first_scoring_batch_counts_the_features_in_the_cache(
         stopped = run_tag(lib, "--out", tmp_path / "t.csv")
     assert stopped.exit_code == 130
     assert stopped.output.splitlines()[-1] == (
-        "interrupted: the cache holds 3 of 3 files (0 scored), where the next run starts; "
+        "interrupted: the cache holds 3 of 3 files, where the next run starts; "
         "no output written")
     again = run_tag(lib, "--out", tmp_path / "t.csv")
     assert "(3 from the cache)" in again.output
@@ -179,18 +179,13 @@ def test_write_tags_takes_every_format_and_says_the_same(run_tag, tmp_path):
     assert {r.output for r in said.values()} == {said["json"].output}
 
 
-def test_plot_takes_a_csv_and_finds_the_file_however_it_is_spelled(run_tag, tmp_path,
+def test_plot_takes_a_csv_and_finds_the_file_however_it_is_spelled(run_tag, run_plot, tmp_path,
                                                                    monkeypatch):
-    from typer.testing import CliRunner
-
-    from instag.cli import app
-
     lib, outs = tagged_in_every_format(run_tag, tmp_path)
     (tmp_path / "link").symlink_to(lib)
     monkeypatch.chdir(tmp_path)
     for spelled in ("lib/b.wav", "./lib/b.wav", str(lib / "b.wav"), "link/b.wav"):
-        result = CliRunner().invoke(app, ["plot", str(outs["csv"]), "--file", spelled,
-                                          "--out", str(tmp_path / "b.png")])
+        result = run_plot(outs["csv"], "--file", spelled, "--out", tmp_path / "b.png")
         assert result.exit_code == 0, (spelled, result.output)
         assert result.output.strip() == f"wrote {tmp_path / 'b.png'}"
 
@@ -326,7 +321,7 @@ def test_a_plot_of_a_cjk_name_keeps_matplotlibs_font_warnings_out_of_the_output(
     handler.emit = logged.append
     logging.getLogger("matplotlib").addHandler(handler)
     sf.write(tmp_path / "東京の夜.wav", music(4, 1), SR)
-    run_tag(tmp_path, "--out", tmp_path / "t.json", "--threshold", "0")
+    run_tag(tmp_path, "--out", tmp_path / "t.json", "--threshold", "0", "--timeline")
     try:
         result = CliRunner().invoke(app, ["plot", str(tmp_path / "t.json"), "--out",
                                           str(tmp_path / "p.png")])

@@ -83,3 +83,17 @@ def test_a_thousand_nested_folders_are_walked_without_recursion(tmp_path):
 def test_a_missing_root_is_a_usage_error():
     with pytest.raises(InstagError, match="no such file or folder"):
         check_roots([Path("/mnt/not-mounted")])
+
+
+def test_the_walks_list_packs_paths_and_gives_them_back_exactly(tmp_path):
+    import os
+
+    from instag.tagging.walk import PathList
+
+    names = [tmp_path / "a b.flac", Path(os.fsdecode(os.fsencode(tmp_path) + b"/caf\xe9.wav")),
+             tmp_path / "-dash.mp3"]
+    packed = PathList(names)
+    assert len(packed) == 3 and list(packed) == names
+    assert packed[-1] == names[-1] and os.fsencode(packed[1]).endswith(b"caf\xe9.wav")
+    with pytest.raises(IndexError):
+        packed[3]

@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from instag.cli import learning, provision, tagging
+from instag.cli import cache, learning, provision, tagging
 from instag.common import VERSION
 
 app = typer.Typer(
@@ -42,6 +42,7 @@ app.command()(tagging.tag)
 app.command("plot")(tagging.plot)
 app.command("write-tags")(tagging.write_tags)
 app.command()(tagging.embed)
+app.add_typer(cache.app, name="cache")
 app.command()(learning.train)
 app.command()(learning.evaluate)
 app.command()(learning.report)

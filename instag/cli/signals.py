@@ -69,10 +69,9 @@ def stoppable(run: TagRun | RayRun, kept: str) -> Iterator[Stop]:
 
 def interrupted_line(run: TagRun | RayRun, kept: str) -> str:
     """What a stopped run leaves for the next one: locally, what the cache holds of the run's
-    files (features and scores, which a scoring batch commits later); on Ray, the results."""
+    files (their features: scoring them again is quick); on Ray, the results."""
     s = run.summary
     if isinstance(run, RayRun):
         return f"{s.done} of {s.total} files finished, {kept}"
-    scored = "" if s.cached_scores == s.cached_features else f" ({s.cached_scores} scored)"
-    return (f"the cache holds {s.cached_features} of {s.total} files{scored}, where the "
-            f"next run starts; {kept}")
+    return (f"the cache holds {s.cached_features} of {s.total} files, where the next run "
+            f"starts; {kept}")

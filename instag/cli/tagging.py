@@ -28,6 +28,7 @@ from instag.common.errors import InstagError
 from instag.engines.local.retag import retag
 from instag.engines.local.run import embed as embed_run
 from instag.engines.local.run import tag as tag_run
+from instag.engines.local.timeline import with_timeline
 from instag.engines.ray.pipeline import Engine, tag_on_ray
 from instag.features.decode import AudioError
 from instag.features.featurefile import write_features
@@ -107,7 +108,7 @@ MaxDurationOpt = Annotated[str, typer.Option(
     help="Longest file to tag, e.g. 12h, 90m or 600 (seconds); longer files are `too_long` "
          "(not remembered: a later run with a longer limit tags them).")]
 CacheOpt = Annotated[Path | None, typer.Option(
-    help="SQLite cache of features and scores (default: tags.sqlite in the user cache dir).")]
+    help="SQLite cache of features (default: tags.sqlite in the user cache dir).")]
 WaitOpt = Annotated[bool, typer.Option(help="If another run holds the cache, wait for it "
                                             "instead of exiting.")]
 QuietOpt = Annotated[bool, typer.Option(help="No progress bar or progress lines; failures and "
@@ -178,6 +179,10 @@ def tag(
     summary: Annotated[Path | None, typer.Option(
         help="Also write a CSV of one row per file for a person to read: path, status, "
              "instruments (\"guitar; voice\"), duration, reason.")] = None,
+    timeline: Annotated[bool, typer.Option(
+        help="JSON/JSONL: also each bag's per-instance probabilities and attention weights "
+             "(~90 kB a four-minute song instead of ~2 kB; `instag plot` recomputes them from "
+             "the cache when an output lacks them).")] = False,
     quiet: QuietOpt = False,
     strict: StrictOpt = False,
 ) -> None:
@@ -231,7 +236,7 @@ def tag(
     try:
         kept = "previous output kept" if out.exists() else "no output written"
         with stoppable(run, kept) as stop, ExitStack() as outputs:
-            write = outputs.enter_context(result_writer(out, fmt, run_info))
+            write = outputs.enter_context(result_writer(out, fmt, run_info, timeline))
             write_summary = (outputs.enter_context(summary_writer(summary)) if summary else
                              lambda result: None)
             for result in run:
@@ -262,7 +267,7 @@ def failed_exit(summary: Summary, strict: bool) -> bool:
 def _plot_one(result: FileResult, png: Path) -> int:
     """Draw one file's figure; a file that cannot be drawn is one line, not the run's end."""
     try:
-        plot_file(file_document(result), png, audio=result.path, resampler="soxr")
+        plot_file(file_document(result, timeline=True), png, audio=result.path, resampler="soxr")
         return 1
     except (AudioError, OSError, InstagError) as e:
         console(stderr=True).print(f"plot: {result.display_path}: not drawn ({e})",
@@ -281,9 +286,19 @@ def plot(
         help="The audio file to draw the spectrogram from, when it is not where the JSON "
              "says (moved, or the JSON has a relative path).")] = None,
     out: Annotated[Path, typer.Option(help="PNG to write.")] = Path("attention.png"),
+    model: Annotated[Path | None, typer.Option(
+        help="The scoring model that tagged the file, to recompute its attention when the "
+             "output has no timeline (default: as for `instag tag`).")] = None,
+    vggish: VggishOpt = None,
+    pca: PcaOpt = None,
+    cache: CacheOpt = None,
 ) -> None:
-    """Draw the paper's Figure 4 for a tagged file: attention over its mel spectrogram."""
+    """Draw the paper's Figure 4 for a tagged file: attention over its mel spectrogram.
+
+    An output written without --timeline (CSV, Parquet, compact JSON/JSONL) has no attention
+    weights: they are recomputed from the file's features in the cache, with the model."""
     doc = load_file_doc(tags_json, file)
+    doc = with_timeline(doc, TagOptions(model=model, vggish=vggish, pca=pca, cache=cache), audio)
     try:
         path = plot_file(doc, out, audio=audio)
     except AudioError as e:

@@ -4,13 +4,17 @@ no spreadsheet runs as a formula). `readback` reads them back."""
 from __future__ import annotations
 
 from instag.features.instances import instance_span
-from instag.tagging.results import DECIMALS, FileResult, _per_class
+from instag.tagging.results import DECIMALS, BagResult, FileResult, _per_class
 from instag.tagging.segments import format_segments
 
 CSV_FIELDS = ("path", "status", "reason", "duration_s", "bag_start_s", "bag_end_s", "instrument",
               "probability", "present", "segments", "file_tags", "size", "mtime_ns", "model_id")
 
-def file_document(r: FileResult) -> dict:
+def file_document(r: FileResult, timeline: bool = False) -> dict:
+    """The JSON document of a result: a few hundred bytes to a few kB a file. `timeline` adds
+    each bag's per-instance start times, instance probabilities and attention weights
+    (`--timeline`: ~90 kB for a four-minute song, what `plot` draws; `plot` recomputes it from
+    the cache when an output lacks it)."""
     doc: dict = {"path": r.display_path, "status": r.status}
     if r.reason:
         doc["reason"] = r.reason
@@ -27,13 +31,17 @@ def file_document(r: FileResult) -> dict:
         "probabilities": {c: round(p, DECIMALS) for c, p in b.probabilities.items()},
         "present": b.present,
         "segments": {c: [list(s) for s in segs] for c, segs in b.segments.items()},
-        "timeline": {
-            "start_s": [instance_span(i)[0] for i in range(b.bag.first, b.bag.stop)],
-            "instance_probs": _per_class(b.instance_probs, b.probabilities),
-            "attention": _per_class(b.attention, b.probabilities),
-        },
+        **({"timeline": bag_timeline(b)} if timeline else {}),
     } for b in r.bags]
     return doc
+
+
+def bag_timeline(b: BagResult) -> dict:
+    """A bag's instances: start times, and each instrument's instance probabilities and
+    attention weights."""
+    return {"start_s": [instance_span(i)[0] for i in range(b.bag.first, b.bag.stop)],
+            "instance_probs": _per_class(b.instance_probs, b.probabilities),
+            "attention": _per_class(b.attention, b.probabilities)}
 
 
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")  # what a spreadsheet runs as a formula

@@ -83,8 +83,9 @@ def load_file_doc(tags_file: Path, file: str | None) -> dict:
 def plot_file(doc: dict, out_png: Path, audio: Path | None = None,
               resampler: Resampler | str = Resampler.SOXR, max_rows: int = 4) -> Path:
     """Spectrogram on top; below, one row per instrument present (most probable first), bars of
-    its attention per instance, its segments shaded. `audio`: the file to read (default: the
-    one the document names)."""
+    its attention per instance, its segments shaded. `doc` has its bags' timelines (a
+    `--timeline` output's document, or one `engines.local.timeline` completed). `audio`: the
+    file to read (default: the one the document names)."""
     require("matplotlib").use("Agg")
     import matplotlib.pyplot as plt
 
@@ -109,16 +110,11 @@ def plot_file(doc: dict, out_png: Path, audio: Path | None = None,
     axes[0].set_title(Path(doc["path"]).name)
     for ax, c in zip(axes[1:], rows, strict=True):
         for b in bags:  # weight x T: 1 is the bag's uniform share, whatever the bag's length
-            if "timeline" not in b:  # CSV and Parquet outputs: the bag's probability only
-                ax.hlines(b["probabilities"][c], b["start_s"], b["end_s"], color="tab:blue",
-                          lw=3, label="bag probability (JSON outputs have the attention)")
-                continue
             t = b["timeline"]
             share = np.asarray(t["attention"][c]) * len(t["start_s"])
             ax.bar(t["start_s"], share, width=0.96, align="edge", color="tab:blue", alpha=0.8,
                    label="attention (x uniform share)")
-        if "timeline" in bags[0]:
-            ax.axhline(1.0, color="grey", lw=0.8, ls="--", label="uniform share (segment rule)")
+        ax.axhline(1.0, color="grey", lw=0.8, ls="--", label="uniform share (segment rule)")
         for s, e in doc["segments"].get(c, []):
             ax.axvspan(s, e, color="tab:orange", alpha=0.2, label="segment")
         ax.set_ylabel(f"{c}\n{best.get(c, 0):.2f}", rotation=0, ha="right", va="center")

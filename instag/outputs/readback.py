@@ -3,8 +3,8 @@
 
 A document has the JSON output's shape (`forms.file_document`): path, status, reason,
 duration_s, size, mtime_ns, model_id, file_tags and, for a tagged file, instruments, segments
-and bags (start_s, end_s, probabilities, present, segments). CSV and Parquet outputs carry no
-per-instance timeline, so their bags have none: what needs it (plot's attention bars) says so.
+and bags (start_s, end_s, probabilities, present, segments). Only JSON and JSONL written with
+`--timeline` carry the per-instance timeline; `plot` recomputes it for the others.
 CSV rows are regrouped per file (a file's rows are consecutive: one per bag and instrument),
 their formula-safe cells read back as written; Parquet is read a row batch at a time.
 """
@@ -21,6 +21,7 @@ from pathlib import Path
 from instag.common.errors import InstagError
 from instag.common.extras import require
 from instag.outputs.forms import csv_value
+from instag.outputs.parquet import READ_AHEAD
 from instag.tagging.results import audio_path
 from instag.tagging.segments import merge_segments
 
@@ -113,7 +114,8 @@ def _segments(cell: str) -> list[list[float]]:
 def _parquet_documents(path: Path) -> Iterator[dict]:
     ds = require("pyarrow.dataset")
     try:
-        batches = ds.dataset(path, format="parquet").to_batches(batch_size=PARQUET_BATCH_ROWS)
+        batches = ds.dataset(path, format="parquet").to_batches(batch_size=PARQUET_BATCH_ROWS,
+                                                                **READ_AHEAD)
     except Exception as e:  # pyarrow's own errors: not Parquet
         raise InstagError(f"{path}: cannot read it as Parquet ({str(e)[:200]})",
                           NOT_AN_OUTPUT) from None

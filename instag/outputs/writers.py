@@ -111,13 +111,14 @@ def check_writable(folder: Path, what: str) -> None:
 
 
 @contextmanager
-def result_writer(path: Path, fmt: Format, run_info: Callable[[], dict] = dict
-                  ) -> Iterator[Callable[[FileResult], None]]:
+def result_writer(path: Path, fmt: Format, run_info: Callable[[], dict] = dict,
+                  timeline: bool = False) -> Iterator[Callable[[FileResult], None]]:
     """Yield a function that appends one FileResult to `path`'s temp file; the file replaces
     `path` when the block ends without an exception, and is discarded otherwise. `-` is
     standard output, written as results come. `run_info()`: what JSON's header and Parquet's
     metadata say of the run (the model, the thresholds applied), asked for once the first
-    result has come (the run has loaded its models by then)."""
+    result has come (the run has loaded its models by then). `timeline`: JSON and JSONL documents
+    carry each bag's per-instance timeline (`forms.file_document`)."""
     if fmt is Format.PARQUET:
         with parquet_writer(path, run_info) as write:
             yield write
@@ -130,7 +131,8 @@ def result_writer(path: Path, fmt: Format, run_info: Callable[[], dict] = dict
             w.writeheader()
             yield lambda r: w.writerows(csv_rows(r))
         elif fmt is Format.JSONL:
-            yield lambda r: f.write(json.dumps(file_document(r), ensure_ascii=False) + "\n")
+            yield lambda r: f.write(json.dumps(file_document(r, timeline), ensure_ascii=False)
+                                      + "\n")
         else:
             sep: list[str] = []
 
@@ -142,7 +144,7 @@ def result_writer(path: Path, fmt: Format, run_info: Callable[[], dict] = dict
             def write(r: FileResult) -> None:
                 if not sep:
                     head()
-                f.write(sep[0] + json.dumps(file_document(r), ensure_ascii=False))
+                f.write(sep[0] + json.dumps(file_document(r, timeline), ensure_ascii=False))
                 sep[0] = ",\n"
 
             yield write

@@ -25,7 +25,7 @@ from instag.tagging.options import TagOptions
 from instag.tagging.results import FileResult, bag_result
 from instag.tagging.scoring import Scorer
 from instag.tagging.thresholds import load_thresholds
-from instag.tagging.walk import files_and_folder_errors
+from instag.tagging.walk import PathList, files_and_folder_errors
 
 MIN_FILES_FOR_ETA = 3  # files embedded before an estimate of the time left is shown
 
@@ -45,7 +45,6 @@ class Summary:
     # what the local engine's cache holds of this run's files (from an earlier run or this one):
     # the next run starts from them
     cached_features: int = 0  # features, or a failure that stays
-    cached_scores: int = 0
     failed: dict[Status, int] = field(default_factory=dict)  # status -> count
     failed_known: int = 0  # ... of which the cache (or a previous output) already knew
     tags_failed: int = 0  # files whose own tags could not be written
@@ -112,7 +111,7 @@ class JobRun:
         self.summary = Summary()
         self.thresholds: dict[str, float] = {}  # applied, per instrument: known once started
 
-    def walk(self) -> tuple[list[Path], list[tuple[Path, str]]]:
+    def walk(self) -> tuple[PathList, list[tuple[Path, str]]]:
         """The run's files and the folders it could not read; the summary's total counts both."""
         files, errors = files_and_folder_errors(self.paths, self.opts.extensions,
                                                 self.opts.include_hidden)
@@ -153,26 +152,24 @@ class Scoring:
                           f"{self.scorer.model_name} scores exactly {need}",
                           duration=feats.duration, features=feats)
 
-    def score_many(self, work: list[tuple[Path, Features, list[Bag]]]
-                   ) -> list[tuple[FileResult, tuple[np.ndarray, ...] | None]]:
-        """Each file's result, and its raw scores (bag, instance, attention) for the cache,
-        from one round of ONNX calls over every file's bags (no scores: too short)."""
+    def score_many(self, work: list[tuple[Path, Features, list[Bag]]]) -> list[FileResult]:
+        """Each file's result, from one round of ONNX calls over every file's bags."""
         flat = [feats.values[b.first : b.stop] for _, feats, bags in work for b in bags]
         scored = iter(self.scorer.score(flat))
         out = []
         for path, feats, bags in work:
             if not bags:
-                out.append((self.too_short(path, feats), None))
+                out.append(self.too_short(path, feats))
                 continue
             bs = [next(scored) for _ in bags]
             scores = (np.stack([x.bag for x in bs]), np.concatenate([x.instance for x in bs]),
                       np.concatenate([x.attention for x in bs]))
-            if not all(np.isfinite(x).all() for x in scores):  # never cached, never written
-                out.append((FileResult(path, Status.ERROR, "the model gave non-finite scores "
-                                       "(NaN or infinity) for it", duration=feats.duration,
-                                       features=feats), None))
+            if not all(np.isfinite(x).all() for x in scores):  # never written
+                out.append(FileResult(path, Status.ERROR, "the model gave non-finite scores "
+                                      "(NaN or infinity) for it", duration=feats.duration,
+                                      features=feats))
                 continue
-            out.append((self.result(path, feats, bags, *scores), scores))
+            out.append(self.result(path, feats, bags, *scores))
         return out
 
     def result(self, path: Path, feats: Features, bags: list[Bag], bag, instance,
@@ -208,7 +205,7 @@ def score(features: Features | np.ndarray, options: TagOptions | None = None,
         check_features(path, features)
     except AudioError as e:
         return FileResult(path, e.status, e.reason, duration=features.duration)
-    ((result, _),) = scoring.score_many([(path, features, scoring.bags(features))])
+    (result,) = scoring.score_many([(path, features, scoring.bags(features))])
     result.model_id = scoring.identity(embedder.identity)
     return result
 

@@ -11,6 +11,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -44,7 +45,7 @@ class FileResult:
     size: int | None = None  # bytes, when the file was read (None: it could not be)
     mtime_ns: int | None = None
     model_id: str = ""  # the models and settings that made this result (see run.Scoring)
-    rows: list[dict] | None = None  # its Parquet rows, carried over from a previous output
+    rows: Any = None  # its Parquet rows (an Arrow table), carried over from a previous output
 
     @property
     def ok(self) -> bool:

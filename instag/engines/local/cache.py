@@ -1,10 +1,13 @@
-"""The tagging cache: a SQLite file (stdlib sqlite3, WAL) of each file's features and scores.
+"""The tagging cache: a SQLite file (stdlib sqlite3, WAL) of each file's features.
 
-A row is valid for one file identity (resolved path, size, mtime_ns) and one VGGish identity
-(hub handle, PCA checksum, resampler); scores also for one scoring model (sha256 of its ONNX
-file) and one bag setting. A changed file simply misses and is replaced. Failures that will
-not change on their own (corrupt, empty, too short) are cached too, so a re-run does not decode
-them again; transient ones (missing, permission denied, no ffmpeg) are not.
+A row is valid for one file identity (resolved path, size, mtime_ns) and one features identity
+(VGGish's content, PCA checksum, resampler, feature code). A changed file simply misses and is
+replaced. Failures that will not change on their own (corrupt, empty, too short) are cached
+too, so a re-run does not decode them again; transient ones (missing, permission denied, no
+ffmpeg) are not. Only features are kept, 32 kB for a four-minute song: scores are recomputed
+from them on every run (`python bench/scale.py` measures it: re-scoring a file costs less
+than reading its 41 kB of scores back), so the cache is one row a file and features identity.
+Each row remembers the day it was last used, for `prune`.
 
 Every finished file is committed at once: a run killed with -9 loses only the files in flight.
 One run at a time per cache: `lock` takes an exclusive flock on ``<cache>.lock``.
@@ -27,22 +30,18 @@ import numpy as np
 
 from instag.common.errors import InstagError
 from instag.common.status import Status
-from instag.tagging.identity import FileKey
+from instag.tagging.identity import FileKey, sizes_and_mtimes
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS features (
     path BLOB, vggish TEXT, size INTEGER, mtime_ns INTEGER,
-    status TEXT, reason TEXT, duration REAL, n INTEGER, feats BLOB,
+    status TEXT, reason TEXT, duration REAL, n INTEGER, feats BLOB, used INTEGER,
     PRIMARY KEY (path, vggish));
-CREATE TABLE IF NOT EXISTS scores (
-    path BLOB, vggish TEXT, model TEXT, bags TEXT, size INTEGER, mtime_ns INTEGER, data BLOB,
-    PRIMARY KEY (path, vggish, model, bags));
 CREATE TABLE IF NOT EXISTS rewrites (
     path BLOB, from_size INTEGER, from_mtime_ns INTEGER, to_size INTEGER, to_mtime_ns INTEGER,
     PRIMARY KEY (path, from_size, from_mtime_ns));
 """
-SCORES_KEPT = 2  # score settings (model, bags) kept per file: the latest ones; scores are
-#                 cheap to recompute from the features, which is what the cache is for
+PRUNE_BATCH = 10_000  # entries looked at a time by `prune`
 REWRITES_KEPT = 8  # instag's own tag writes remembered per file (a document older than that
 #                    many rewrites is refused by write-tags, safely: re-run instag tag)
 
@@ -165,6 +164,12 @@ class Cache:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.executescript(SCHEMA)
+        columns = {row[1] for row in self.db.execute("PRAGMA table_info(features)")}
+        if "used" not in columns:  # a cache of instag 0.x before `prune`: used today
+            self.db.execute(f"ALTER TABLE features ADD COLUMN used INTEGER NOT NULL DEFAULT "
+                            f"{today()}")
+        self.db.execute("DROP TABLE IF EXISTS scores")  # kept by instag before 2026-12
+        self.db.commit()
         st = os.stat(self.path)
         self._identity, self._size = (st.st_dev, st.st_ino), st.st_size
 
@@ -209,16 +214,29 @@ class Cache:
                               f"{aside}", "run again: the next run starts a fresh cache (it "
                               "only holds what can be recomputed)") from None
 
+    def __enter__(self) -> Cache:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
     def close(self) -> None:
+        """Commit what is left (the days entries were used: a run served from the cache
+        writes nothing else), unless the database is no longer the one opened."""
+        with contextlib.suppress(InstagError, sqlite3.Error):
+            if self.db.in_transaction:
+                self._commit()
         self.db.close()
 
     def get_features(self, key: FileKey, vggish: str) -> CachedFeatures | None:
         with self._sql():
             row = self.db.execute(
-                "SELECT size, mtime_ns, status, reason, duration, n, feats FROM features "
-                "WHERE path=? AND vggish=?", (key.path, vggish)).fetchone()
-        if row is None or (row[0], row[1]) != (key.size, key.mtime_ns):
-            return None
+                "SELECT size, mtime_ns, status, reason, duration, n, feats, used, rowid "
+                "FROM features WHERE path=? AND vggish=?", (key.path, vggish)).fetchone()
+            if row is None or (row[0], row[1]) != (key.size, key.mtime_ns):
+                return None
+            if row[7] != (day := today()):  # committed with the next write, or at close
+                self.db.execute("UPDATE features SET used=? WHERE rowid=?", (day, row[8]))
         feats = None if row[6] is None else np.frombuffer(row[6], np.uint8).reshape(row[5], 128)
         return CachedFeatures(Status(row[2]), row[3] or "", row[4], feats)
 
@@ -230,21 +248,21 @@ class Cache:
             return
         with self._sql():
             self.db.execute(
-                "INSERT OR REPLACE INTO features VALUES (?,?,?,?,?,?,?,?,?)",
+                "INSERT OR REPLACE INTO features VALUES (?,?,?,?,?,?,?,?,?,?)",
                 (key.path, vggish, key.size, key.mtime_ns, status.value, reason, duration,
                  0 if feats is None else len(feats),
-                 None if feats is None else np.ascontiguousarray(feats, np.uint8).tobytes()))
+                 None if feats is None else np.ascontiguousarray(feats, np.uint8).tobytes(),
+                 today()))
             self._commit()
 
     def rekey(self, old: FileKey, new: FileKey) -> None:
-        """A file whose tags instag rewrote keeps its features and scores: the audio is the same
-        (only its size and mtime changed), so nothing must be decoded again. The rewrite is
-        remembered too (`same_audio`), for the documents that name the file as it was."""
+        """A file whose tags instag rewrote keeps its features: the audio is the same (only its
+        size and mtime changed), so nothing must be decoded again. The rewrite is remembered
+        too (`same_audio`), for the documents that name the file as it was."""
         with self._sql():
-            for table in ("features", "scores"):
-                self.db.execute(f"UPDATE {table} SET size=?, mtime_ns=? WHERE path=? AND size=? "
-                                "AND mtime_ns=?", (new.size, new.mtime_ns, old.path, old.size,
-                                                  old.mtime_ns))
+            self.db.execute("UPDATE features SET size=?, mtime_ns=? WHERE path=? AND size=? "
+                            "AND mtime_ns=?", (new.size, new.mtime_ns, old.path, old.size,
+                                               old.mtime_ns))
             self.db.execute("INSERT OR REPLACE INTO rewrites VALUES (?,?,?,?,?)",
                             (old.path, old.size, old.mtime_ns, new.size, new.mtime_ns))
             self.db.execute("DELETE FROM rewrites WHERE path=? AND rowid NOT IN (SELECT rowid "
@@ -267,27 +285,63 @@ class Cache:
                     return True
         return False
 
-    def get_scores(self, key: FileKey, vggish: str, model: str, bags: str):
+    def stats(self) -> CacheStats:
+        """What the cache holds: entries per features identity, with the day each was last
+        used, and the database's size on disk."""
         with self._sql():
-            row = self.db.execute(
-                "SELECT size, mtime_ns, data FROM scores WHERE path=? AND vggish=? AND model=? "
-                "AND bags=?", (key.path, vggish, model, bags)).fetchone()
-        if row is None or (row[0], row[1]) != (key.size, key.mtime_ns):
-            return None
-        with np.load(io.BytesIO(row[2])) as npz:
-            return npz["bag"], npz["instance"], npz["attention"]
+            rows = self.db.execute(
+                "SELECT vggish, COUNT(*), SUM(status='ok'), SUM(LENGTH(feats)), MAX(used) "
+                "FROM features GROUP BY vggish ORDER BY MAX(used) DESC").fetchall()
+        size = sum(os.stat(f"{self.path}{x}").st_size for x in ("", "-wal")
+                   if os.path.exists(f"{self.path}{x}"))
+        return CacheStats(self.path, size, [IdentityStats(v, n, ok or 0, feats or 0, used)
+                                            for v, n, ok, feats, used in rows])
 
-    def put_scores(self, key: FileKey, vggish: str, model: str, bags: str, bag: np.ndarray,
-                   instance: np.ndarray, attention: np.ndarray) -> None:
-        """bag [n_bags, C]; instance and attention: each bag's [T_i, C] rows, concatenated."""
+    def prune(self, unused_days: float) -> tuple[int, int]:
+        """Drop the entries not used for `unused_days` and those of files changed or gone
+        since (gone from a folder that is still there: a disk that is not mounted keeps its
+        entries), then VACUUM (the file shrinks only then). Returns (entries dropped, bytes
+        freed)."""
+        before = self.stats().size
+        cutoff = today() - unused_days
+        dropped = 0
         with self._sql():
-            self.db.execute(
-                "INSERT OR REPLACE INTO scores VALUES (?,?,?,?,?,?,?)",
-                (key.path, vggish, model, bags, key.size, key.mtime_ns,
-                 _blob({"bag": bag, "instance": instance, "attention": attention})))
-            # pruned as it grows: scores of the file as it was, and all but the latest settings
-            self.db.execute("DELETE FROM scores WHERE path=? AND (size!=? OR mtime_ns!=? OR "
-                            "rowid NOT IN (SELECT rowid FROM scores WHERE path=? "
-                            "ORDER BY rowid DESC LIMIT ?))",
-                            (key.path, key.size, key.mtime_ns, key.path, SCORES_KEPT))
+            dropped += self.db.execute("DELETE FROM features WHERE used < ?",
+                                       (cutoff,)).rowcount
+            last = 0
+            while batch := self.db.execute(
+                    "SELECT rowid, path, size, mtime_ns FROM features WHERE rowid > ? "
+                    "ORDER BY rowid LIMIT ?", (last, PRUNE_BATCH)).fetchall():
+                last = batch[-1][0]
+                now = sizes_and_mtimes(path for _, path, _, _ in batch)
+                gone = [(rowid,) for (rowid, path, size, mtime), (size_now, mtime_now)
+                        in zip(batch, now, strict=True) if (size, mtime) != (size_now, mtime_now)
+                        and (size_now >= 0 or os.path.isdir(os.path.dirname(path)))]
+                dropped += len(gone)
+                self.db.executemany("DELETE FROM features WHERE rowid=?", gone)
+            self.db.execute("DELETE FROM rewrites WHERE path NOT IN (SELECT path FROM features)")
             self._commit()
+            self.db.execute("VACUUM")
+            self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # the WAL holds the copy
+        return dropped, max(0, before - self.stats().size)
+
+
+def today() -> int:
+    """Days since 1970 (UTC): how `used` is kept, so that a run writes it once a day at most."""
+    return int(time.time() // 86400)
+
+
+@dataclass(frozen=True)
+class IdentityStats:
+    vggish: str  # the features identity: VGGish's digest, the PCA's, the resampler, the code
+    entries: int
+    ok: int  # ... of which features (the rest: failures that stay)
+    feature_bytes: int
+    last_used: int  # day (`today`)
+
+
+@dataclass(frozen=True)
+class CacheStats:
+    path: Path
+    size: int  # bytes on disk (database and its WAL)
+    identities: list[IdentityStats]

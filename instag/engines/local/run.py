@@ -3,11 +3,12 @@
 The run walks the files in order and, for each, finishes it from the cache or hands it to the
 decode pool; it cuts the decoded 16 kHz blocks into VGGish chunks, embeds chunks of several files
 in one call, commits each finished file's features to the cache, scores bags of several files in
-one ONNX call (committing their scores) and hands out results in walk order. A bounded window
-(results waiting for an earlier file, files being decoded) keeps memory flat for any library.
+one ONNX call and hands out results in walk order. A bounded window (results waiting for an
+earlier file, files being decoded) keeps memory flat for any library, and nothing is kept of a
+file once its result is out.
 
-A file the cache knows (same path, size, mtime; same VGGish and model) is not decoded again, and
-its scores are reused; a new scoring model re-scores cached features. ``embed`` is the same run
+A file the cache knows (same path, size, mtime; same features identity) is not decoded again:
+its features are scored (cheaper than keeping scores: see `cache`). ``embed`` is the same run
 without the scoring: its results carry the features only.
 """
 
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 import os
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -53,13 +54,13 @@ from instag.tagging.results import FileResult
 EMBED_BATCH_WINDOWS = 64
 SCORE_BATCH_BAGS = 1024  # bags gathered before one round of ONNX calls ...
 SCORE_BATCH_FILES = 32  # ... or files, so results reach the cache as the run goes
-MAX_WAITING_RESULTS = 256  # finished results held back until an earlier file is done
+MAX_WAITING_RESULTS = 256  # finished results held: waiting for an earlier file, or for the caller
 
 
 class _Run:
     """State of one run over a list of files, in a session (the cache open, its lock held)."""
 
-    def __init__(self, files: list[Path], session: TagSession, summary: Summary,
+    def __init__(self, files: Sequence[Path], session: TagSession, summary: Summary,
                  private: bool) -> None:
         self.files = files
         self.session = session
@@ -99,7 +100,7 @@ class _Run:
             while self.next_out < len(self.files):
                 # files in the pool, not files awaiting VGGish: a decoded short file must not
                 # hold the next one back until the next VGGish call
-                while (next_in < len(self.files) and len(self.waiting) < MAX_WAITING_RESULTS
+                while (next_in < len(self.files) and self.held() < MAX_WAITING_RESULTS
                        and (pool.in_flight if pool else 0) < 2 * self.jobs):
                     if not self.from_cache(next_in):
                         pool = pool or self.session.pool(self.jobs)
@@ -120,6 +121,11 @@ class _Run:
                 self.session.drop_pool()  # a run cut short: its workers' files are stale
 
     # -- bookkeeping ---------------------------------------------------------------------------
+    def held(self) -> int:
+        """Results finished but not yet handed out (a run served from the cache finishes files
+        faster than its caller takes them: without this bound it would hold them all)."""
+        return len(self.waiting) + len(self.outbox)
+
     def finish(self, idx: int, result: FileResult, from_cache: bool = False) -> None:
         if result.ok and self.opts.write_tags is not None:
             self.write_file_tags(idx, result, self.opts.write_tags)
@@ -194,13 +200,7 @@ class _Run:
             self.finish(idx, FileResult(path, Status.OK, duration=feats.duration,
                                         features=feats), from_cache=True)
             return True
-        s = self.scoring
-        scores = self.cache.get_scores(key, self.embedder.identity, s.model_digest, s.bag_setting)
-        if scores is not None:
-            self.summary.cached_scores += 1
-            self.finish(idx, s.result(path, feats, s.bags(feats), *scores), from_cache=True)
-        else:
-            self.add_for_scoring(idx, feats, from_cache=True)
+        self.add_for_scoring(idx, feats, from_cache=True)
         return True
 
     # -- decoding and embedding ----------------------------------------------------------------
@@ -291,11 +291,7 @@ class _Run:
                                          or len(work) >= SCORE_BATCH_FILES):
             return
         results = s.score_many([(self.files[idx], feats, bags) for idx, feats, _, bags in work])
-        for (idx, _, cached, _), (result, scores) in zip(work, results, strict=True):
-            if scores is not None:
-                self.cache.put_scores(self.keys[idx], self.embedder.identity, s.model_digest,
-                                      s.bag_setting, *scores)
-                self.summary.cached_scores += 1
+        for (idx, _, cached, _), result in zip(work, results, strict=True):
             self.summary.scoring -= 1
             self.finish(idx, result, cached)
         self.pending_scores, self.pending_bags = [], 0

@@ -20,7 +20,8 @@ crashes the process on it) is given up on - Ray Data skips its block (one file, 
 catalogues of more than `MAX_BLOCKS` files) - and reported `crashed`. A decoder that makes
 no progress for --file-timeout seconds ends its file as `timeout`. The SQLite cache is not
 used (it is per machine); instead a run resumes from its previous Parquet output
-(`parquet.previous_results`).
+(`parquet.PreviousOutput`: read by columns, the files looked at in parallel, the carried rows
+copied as Arrow rows).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ import socket
 import threading
 import warnings
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -49,8 +50,9 @@ from instag.features import vggish_onnx
 from instag.features.decode import AudioError
 from instag.features.embed import NON_FINITE, Embedder, embed_chunks
 from instag.features.instances import INSTANCE_SECONDS, Chunker, Features, check_features
-from instag.outputs.parquet import previous_results
+from instag.outputs.parquet import PreviousOutput
 from instag.tagging.failures import failure, stalled
+from instag.tagging.identity import sizes_and_mtimes
 from instag.tagging.job import JobRun, Reporter, Scoring
 from instag.tagging.options import TagOptions
 from instag.tagging.results import FileResult, display_path
@@ -195,6 +197,7 @@ class RayRun(JobRun):
         # the resume rule: an existing Parquet output, unless the run is told to recompute
         self.previous = previous if previous is not None and previous.exists() and \
             not opts.force else None
+        self.embedding_nodes: set[str] = set()  # Ray node ids VGGish actors ran on
 
     def __iter__(self) -> Iterator[FileResult]:
         opts = self.opts
@@ -212,7 +215,6 @@ class RayRun(JobRun):
                 raise InstagError("the Ray engine runs VGGish on onnxruntime, and VGGish "
                                   "could not be converted here", "see `instag doctor`")
         identity = scoring.identity(embedder.identity)
-        carried = previous_results(self.previous, identity) if self.previous else {}
         if self.address:
             _check_reachable(self.address)
         started = not ray.is_initialized()
@@ -228,18 +230,19 @@ class RayRun(JobRun):
                                   "start it (`ray start --head`) or check --ray-address") from None
         try:
             self.reporter.started(self.summary, scoring.scorer.provider)
-            todo = []
-            for idx, path in enumerate(files):
-                if (result := _carried(path, carried.get(display_path(path)))) is not None:
+            carried = np.zeros(len(files), bool)
+            if self.previous is not None:
+                for result in _carried(files, PreviousOutput(self.previous, identity), carried):
                     yield self._done(result, from_cache=True)
-                else:
-                    todo.append((idx, path))
-            if todo:
+            todo = np.flatnonzero(~carried)  # the files to compute, by their index in the walk
+            if len(todo):
                 with Sentinel(ray, opts.stall_timeout) as sentinel:
-                    pipeline = _pipeline(ray, todo, opts, onnx, embedder, sentinel.watchdog)
-                    for result in _results(pipeline, todo, scoring, identity, self,
+                    pipeline = _pipeline(ray, files, todo, opts, onnx, embedder,
+                                         sentinel.watchdog)
+                    for result in _results(pipeline, files, todo, scoring, identity, self,
                                            sentinel.frozen):
                         yield self._done(result)
+                    self.embedding_nodes = ray.get(sentinel.watchdog.nodes_of_actors.remote())
         finally:
             if started:
                 ray.shutdown()
@@ -281,23 +284,33 @@ def _check_reachable(address: str) -> None:
                           "start the cluster (`ray start --head`) or fix the address") from None
 
 
-def _carried(path: Path, rows: list[dict] | None) -> FileResult | None:
-    """The previous output's result for `path`, if the file is unchanged since."""
-    if not rows:
-        return None
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    first = rows[0]
-    if (first["size"], first["mtime_ns"]) != (st.st_size, st.st_mtime_ns):
-        return None
-    return FileResult(path, Status(first["status"]), first["reason"] or "",
-                      duration=first["duration_s"], size=first["size"],
-                      mtime_ns=first["mtime_ns"], model_id=first["model_id"], rows=rows)
+def _carried(files: Sequence[Path], previous: PreviousOutput, carried: np.ndarray
+             ) -> Iterator[FileResult]:
+    """The previous output's results of the files that are unchanged since (same size and
+    mtime), marked in `carried` (over `files`). Matched by column (Arrow), the files looked at
+    by a pool of threads (on a network disk a stat is a round trip)."""
+    pa, pc = require("pyarrow"), require("pyarrow.compute")
+    candidates = previous.candidates
+    if not candidates.num_rows:
+        return
+    walked = pa.array((display_path(p) for p in files), pa.string(), size=len(files))
+    where = pc.fill_null(pc.index_in(walked, value_set=candidates["path"]), -1).to_numpy()
+    del walked
+    known = np.flatnonzero(where >= 0)  # walked files it has rows of
+    position = where[known].astype(np.int64)
+    size = candidates["size"].to_numpy()[position]
+    mtime = candidates["mtime_ns"].to_numpy()[position]
+    now = sizes_and_mtimes(files[i] for i in known)
+    same = (now[:, 0] == size) & (now[:, 1] == mtime)
+    carried[known[same]] = True
+    unchanged = np.zeros(candidates.num_rows, bool)
+    unchanged[position[same]] = True
+    walk_index = np.full(candidates.num_rows, -1, np.int64)
+    walk_index[position] = known
+    yield from previous.results(unchanged, lambda pos: files[walk_index[pos]])
 
 
-def _pipeline(ray, todo: list[tuple[int, Path]], opts: TagOptions, onnx: Path,
+def _pipeline(ray, files: Sequence[Path], todo: np.ndarray, opts: TagOptions, onnx: Path,
               embedder: Embedder, watchdog):
     """The Ray Data pipeline over the files to do: decode tasks, then embedding actors."""
     import ray.data
@@ -321,43 +334,54 @@ def _pipeline(ray, todo: list[tuple[int, Path]], opts: TagOptions, onnx: Path,
     on_gpu = gpus > 0 and device is not Device.CPU
     models = ray.put({"vggish": onnx.read_bytes(), "eigen_vectors": embedder.eigen_vectors,
                       "means": embedder.means})
-    # absolute (the walk makes them so): a worker's working directory is not the user's
-    items = [{"idx": idx, "path": os.fsencode(path)} for idx, path in todo]
-    # VGGish is ~90 % of the CPU work: on CPUs, actors take 3/4 of the cores, each with its
-    # share of threads (decode tasks, light, fill the gaps)
-    actors = gpus if on_gpu else max(1, cpus * 3 // 4)
+    # absolute (the walk makes them so): a worker's working directory is not the user's;
+    # columns, not a dict per file (a million files' list would weigh on the driver)
+    pa = require("pyarrow")
+    items = pa.table({"idx": pa.array(todo, pa.int64()),
+                      "path": pa.array((os.fsencode(files[i]) for i in todo), pa.binary(),
+                                       size=len(todo))})
+    bounds = np.linspace(0, len(todo), min(len(todo), MAX_BLOCKS) + 1).astype(int)
+    # VGGish is ~90 % of the CPU work: on CPUs, actors take 3/4 of the cores (one a node at
+    # least, spread over the nodes from the start), each with its share of threads; decode
+    # tasks, light, fill the gaps. They reserve no CPU, only their number is capped: a node
+    # that dies takes its CPUs with it, the actors restarted elsewhere may then hold every CPU
+    # left, and tasks waiting for one would wait forever.
+    nodes = max(1, sum(1 for n in ray.nodes() if n["Alive"] and n["Resources"].get("CPU")))
+    actors = gpus if on_gpu else max(nodes, cpus * 3 // 4)
     threads = None if on_gpu else max(1, cpus // actors)
     with warnings.catch_warnings():
         # Ray's defaults retry a dying task forever: one file that kills its worker would hang
         # the run. Bounded retries are still remote args in the pinned range (named ones may
         # replace them from Ray 2.64).
         warnings.simplefilter("ignore", DeprecationWarning)
-        ds = ray.data.from_items(items, override_num_blocks=min(len(items), MAX_BLOCKS))
+        ds = ray.data.from_arrow([items.slice(a, b - a) for a, b in zip(bounds[:-1], bounds[1:],
+                                                                         strict=True)])
         ds = ds.flat_map(decode_file, fn_kwargs={"resampler": opts.resampler.value,
                                                  "stall_timeout": opts.stall_timeout,
                                                  "watchdog": watchdog,
                                                  "max_seconds": opts.max_duration},
-                         num_cpus=1, max_retries=MAX_RETRIES)
+                         num_cpus=0, concurrency=max(1, cpus), scheduling_strategy="SPREAD",
+                         max_retries=MAX_RETRIES)
         return ds.map_batches(
             EmbedActor, batch_size=ROWS_PER_CALL[on_gpu], batch_format="numpy",
             fn_constructor_kwargs={"models": [models], "device": device.value,
                                    "threads": threads, "watchdog": watchdog},
-            compute=ray.data.ActorPoolStrategy(min_size=1, max_size=actors), num_cpus=1,
-            num_gpus=1 if on_gpu else 0, max_restarts=-1, max_task_retries=MAX_RETRIES)
+            compute=ray.data.ActorPoolStrategy(min_size=min(actors, nodes), max_size=actors),
+            num_cpus=1, num_gpus=1 if on_gpu else 0, scheduling_strategy="SPREAD",
+            max_restarts=-1, max_task_retries=MAX_RETRIES)
 
 
-def _results(pipeline, todo: list[tuple[int, Path]], scoring: Scoring, identity: str,
-             run: RayRun, frozen: Counter[int]) -> Iterator[FileResult]:
+def _results(pipeline, files: Sequence[Path], todo: np.ndarray, scoring: Scoring,
+             identity: str, run: RayRun, frozen: Counter[int]) -> Iterator[FileResult]:
     """Reassemble each file's rows into features (checked: `reassembly`), score files in small
     batches, and yield results in walk order; a file whose rows are not all there (every retry
     of its task died) is `crashed`, or `timeout` where the tries froze (`frozen`: how many
     tries of each file the watchdog ended)."""
-    path_of = dict(todo)
     ready: list[tuple[Path, Features, dict]] = []
 
     def flush() -> Iterator[FileResult]:
         work = [(path, feats, scoring.bags(feats)) for path, feats, _ in ready]
-        for (_, _, row), (result, _) in zip(ready, scoring.score_many(work), strict=True):
+        for (_, _, row), result in zip(ready, scoring.score_many(work), strict=True):
             run.summary.scoring -= 1
             yield _stamp(result, row, identity)
         ready.clear()
@@ -366,8 +390,8 @@ def _results(pipeline, todo: list[tuple[int, Path]], scoring: Scoring, identity:
         run.summary.embedded_s += len(row["feats"]) * INSTANCE_SECONDS
         run.reporter.embedded(run.summary)
 
-    for file in reassembly.files(pipeline.iter_rows(), path_of, progress):
-        path, row = path_of[file.idx], file.last
+    for file in reassembly.files(pipeline.iter_rows(), map(int, todo), progress):
+        path, row = files[file.idx], file.last
         if file.incomplete:
             yield from flush()
             if frozen[file.idx]:

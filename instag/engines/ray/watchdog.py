@@ -60,6 +60,7 @@ class Watchdog:
     def __init__(self) -> None:
         self.beats: dict[str, tuple[float, dict]] = {}
         self.frozen: Counter[int] = Counter()  # per file: tries that froze and were ended
+        self.actor_nodes: set[str] = set()  # where VGGish actors ran (for the run to say)
 
     def froze(self, file: int) -> None:
         self.frozen[file] += 1
@@ -69,6 +70,11 @@ class Watchdog:
 
     def beat(self, token: str, who: dict) -> None:
         self.beats[token] = (time.monotonic(), who)
+        if who["file"] is None:
+            self.actor_nodes.add(who["node"])
+
+    def nodes_of_actors(self) -> set[str]:
+        return self.actor_nodes
 
     def done(self, token: str) -> None:
         self.beats.pop(token, None)

@@ -1,0 +1,78 @@
+"""`instag cache`: what the tagging cache holds, and `instag cache prune` to shrink it."""
+
+from __future__ import annotations
+
+import datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from instag.cli.console import console, expected_errors
+from instag.cli.tagging import CacheOpt, WaitOpt
+from instag.common.errors import InstagError
+from instag.engines.local.cache import Cache, lock
+from instag.tagging.options import TagOptions
+
+app = typer.Typer(help="What the tagging cache holds (features per file and VGGish); prune it.",
+                  invoke_without_command=True, no_args_is_help=False)
+
+PRUNE_DAYS = 90  # default: a library tagged at least once a quarter keeps its entries
+
+
+def _existing(cache: Path | None) -> Path:
+    path = TagOptions(cache=cache).cache_path()
+    if not path.is_file():
+        raise InstagError(f"{path}: no cache here yet", "`instag tag` makes it; --cache names "
+                          "another")
+    return path
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:,.1f} MB"
+
+
+def _day(day: int) -> str:
+    return datetime.date.fromordinal(datetime.date(1970, 1, 1).toordinal() + day).isoformat()
+
+
+@app.callback()
+@expected_errors
+def show(ctx: typer.Context, cache: CacheOpt = None) -> None:
+    """Show the cache's size and entries, per features identity.
+
+    A features identity is VGGish's digest, the PCA file's, the resampler and instag's
+    feature code; each is shown with the day a run last used it."""
+    if ctx.invoked_subcommand:
+        return
+    with Cache(_existing(cache)) as db:
+        stats = db.stats()
+    out = console()
+    entries = sum(i.entries for i in stats.identities)
+    out.print(f"{stats.path}: {f'{entries:,} entries'}, {_mb(stats.size)} on disk",
+              markup=False)
+    for i in stats.identities:
+        out.print(f"  {i.vggish}: {i.entries:,} files ({i.ok:,} with features, "
+                  f"{i.entries - i.ok:,} failures that stay), {_mb(i.feature_bytes)} of "
+                  f"features, last used {_day(i.last_used)}", markup=False)
+
+
+@app.command()
+@expected_errors
+def prune(
+    unused_days: Annotated[float, typer.Option(
+        min=0, help="Drop entries no run has used for this many days (features of another "
+                    "VGGish or PCA, files no longer tagged).")] = PRUNE_DAYS,
+    cache: CacheOpt = None,
+    wait: WaitOpt = False,
+) -> None:
+    """Drop entries of files changed or gone, and entries unused for --unused-days.
+
+    A file counts as gone when its folder is still there (an unmounted disk keeps its
+    entries). The file is compacted afterwards (VACUUM). Holds the run lock: no run uses the
+    cache meanwhile."""
+    path = _existing(cache)
+    with lock(path, wait) as held, Cache(path, held) as db:
+        dropped, freed = db.prune(unused_days)
+    console().print(f"{path}: dropped {f'{dropped:,} entries'}, {_mb(freed)} "
+                    "freed", markup=False)
