@@ -182,3 +182,43 @@ def test_the_run_lock_is_the_same_through_a_symlink(tmp_path):
     with lock(tmp_path / "real" / "c.sqlite"), pytest.raises(InstagError, match="another"):
         with lock(tmp_path / "link" / "c.sqlite"):
             pass
+
+
+def test_instag_cache_shows_entries_size_and_the_features_identities(on_disk, tmp_path):
+    from typer.testing import CliRunner
+
+    from instag.cli import app
+
+    c, _ = on_disk
+    c.put_features(key(), "other-vggish", "empty", "no audio")
+    c.db.commit()
+    shown = CliRunner().invoke(app, ["cache", "--cache", str(tmp_path / "c.sqlite")])
+    assert shown.exit_code == 0, shown.output
+    lines = shown.output.splitlines()
+    assert lines[0].startswith(f"{tmp_path / 'c.sqlite'}: 4 entries, ")
+    assert sorted(line.split(":")[0].strip() for line in lines[1:]) == ["other-vggish", "v"]
+    assert any("v: 3 files (3 with features, 0 failures that stay)" in ln for ln in lines)
+
+
+def test_instag_cache_prune_says_what_it_dropped_and_waits_for_no_run(on_disk, tmp_path):
+    from typer.testing import CliRunner
+
+    from instag.cli import app
+
+    db = tmp_path / "c.sqlite"
+    pruned = CliRunner().invoke(app, ["cache", "prune", "--cache", str(db)])
+    assert pruned.exit_code == 0, pruned.output
+    assert pruned.output.startswith(f"{db}: dropped 2 entries, ")
+    with lock(db):  # a run holds the cache: prune is one line, exit 2
+        busy = CliRunner().invoke(app, ["cache", "prune", "--cache", str(db)])
+    assert busy.exit_code == 2 and "another `instag tag` run" in busy.output
+
+
+def test_instag_cache_without_a_cache_says_so(tmp_path):
+    from typer.testing import CliRunner
+
+    from instag.cli import app
+
+    result = CliRunner().invoke(app, ["cache", "--cache", str(tmp_path / "none.sqlite")])
+    assert result.exit_code == 2 and "no cache here yet" in result.output
+    assert not (tmp_path / "none.sqlite").exists()

@@ -183,3 +183,21 @@ def test_carried_rows_are_written_as_they_were_and_their_results_say_what_is_in_
             write(r)
     assert rows(tmp_path / "new.parquet") == [r for r in rows(out)
                                               if not r["path"].endswith("corrupt.flac")]
+
+
+def test_a_file_whose_rows_straddle_two_row_batches_is_carried_once_whole(
+        library, run_tag, tmp_path, monkeypatch):
+    import numpy as np
+
+    from instag.outputs import parquet
+
+    out = tmp_path / "t.parquet"
+    run_tag(library / "album", "--out", out, "--bag", "10")  # files of 2 and 3 bags
+    monkeypatch.setattr(parquet, "ROW_GROUP_ROWS", 2)  # batches of 2 rows: files cut across
+    previous = parquet.PreviousOutput(out, rows(out)[0]["model_id"])
+    paths = previous.candidates["path"].to_pylist()
+    carried = list(previous.results(np.ones(len(paths), bool), lambda pos: Path(paths[pos])))
+    assert sorted(r.path.name for r in carried) == ["01 intro.wav", "02-song.flac",
+                                                     "corrupt.flac"]
+    assert {r.path.name: len(r.bags) for r in carried if r.bags} == {"01 intro.wav": 2,
+                                                                      "02-song.flac": 3}

@@ -33,11 +33,12 @@ from instag.engines.ray.pipeline import Engine, tag_on_ray
 from instag.features.decode import AudioError
 from instag.features.featurefile import write_features
 from instag.features.resample import DEFAULT_RESAMPLER
+from instag.outputs.exports import SegmentsFormat, SegmentsWriter, library_root
 from instag.outputs.filetags import Outcome
 from instag.outputs.forms import file_document
 from instag.outputs.pathlists import read_path_list
 from instag.outputs.plot import load_file_doc, plot_file
-from instag.outputs.readback import read_documents
+from instag.outputs.readback import read_documents, read_run_info
 from instag.outputs.writers import (
     STDOUT,
     Format,
@@ -50,7 +51,7 @@ from instag.outputs.writers import (
 from instag.tagging.bags import parse_bag_mode
 from instag.tagging.job import Summary
 from instag.tagging.options import STALL_TIMEOUT, TagOptions
-from instag.tagging.results import FileResult, display_path
+from instag.tagging.results import FileResult, audio_path, display_path
 from instag.tagging.tagwriting import DEFAULT_FIELD, TagWriting
 from instag.tagging.walk import check_roots, parse_extensions
 
@@ -80,6 +81,9 @@ def parse_duration(text: str, option: str) -> float:
     return seconds
 
 
+SegmentsFormatOpt = Annotated[SegmentsFormat, typer.Option(
+    help="jams (a .jams annotation per file, namespace tag_open), audacity (a .txt label "
+         "track) or sv (a Sonic Visualiser .csv layer: time,value,duration,label).")]
 WriteScoresOpt = Annotated[bool, typer.Option(
     help="With the instruments, one INSTAG_<INSTRUMENT> field per instrument: its highest bag "
          "probability, two decimals.")]
@@ -181,8 +185,12 @@ def tag(
              "instruments (\"guitar; voice\"), duration, reason.")] = None,
     timeline: Annotated[bool, typer.Option(
         help="JSON/JSONL: also each bag's per-instance probabilities and attention weights "
-             "(~90 kB a four-minute song instead of ~2 kB; `instag plot` recomputes them from "
+             "(~90 kB a four-minute song instead of ~1 kB; `instag plot` recomputes them from "
              "the cache when an output lacks them).")] = False,
+    segments_out: Annotated[Path | None, typer.Option(
+        help="Also write each tagged file's segments into this folder, one file per audio "
+             "file, named after its path in the library (see --segments-format).")] = None,
+    segments_format: SegmentsFormatOpt = SegmentsFormat.JAMS,
     quiet: QuietOpt = False,
     strict: StrictOpt = False,
 ) -> None:
@@ -214,9 +222,9 @@ def tag(
         check_output(summary, paths, [*opts.protected_paths(), out], opts.extensions,
                      Format.CSV, "--summary")
     if plot is not None:
-        if plot.exists() and not plot.is_dir():
-            raise InstagError(f"--plot {plot}: is a file", "name a folder for the figures")
-        check_writable(plot, f"--plot {plot}")
+        check_folder(plot, "--plot")
+    if segments_out is not None:
+        check_folder(segments_out, "--segments-out")
     if engine is Engine.RAY:
         if write_tags:
             raise InstagError("--write-tags runs with the local engine only",
@@ -239,9 +247,13 @@ def tag(
             write = outputs.enter_context(result_writer(out, fmt, run_info, timeline))
             write_summary = (outputs.enter_context(summary_writer(summary)) if summary else
                              lambda result: None)
+            segments = (SegmentsWriter(segments_out, segments_format, library_root(paths),
+                                       {"thresholds": run.thresholds}) if segments_out else None)
             for result in run:
                 write(result)
                 write_summary(result)
+                if segments is not None and result.ok:
+                    segments(file_document(result))
                 if plot is not None and result.ok:
                     plotted += _plot_one(result, plot / f"{plotted:05d}-"
                                          f"{Path(result.display_path).stem}.png")
@@ -256,6 +268,13 @@ def tag(
                           "untouched") from None
     if failed_exit(run.summary, strict) or run.summary.tags_failed:
         raise typer.Exit(EXIT_SOME_FAILED)
+
+
+def check_folder(folder: Path, option: str) -> None:
+    """An output folder: not a file, and writable."""
+    if folder.exists() and not folder.is_dir():
+        raise InstagError(f"{option} {folder}: is a file", "name a folder")
+    check_writable(folder, f"{option} {folder}")
 
 
 def failed_exit(summary: Summary, strict: bool) -> bool:
@@ -397,3 +416,31 @@ def write_tags(
               "files in it", markup=False)
     if counts.get(Outcome.FAILED):
         raise typer.Exit(EXIT_SOME_FAILED)
+
+
+@expected_errors
+def export(
+    tags_file: Annotated[Path, typer.Argument(help="An output of `instag tag`: .csv, .json, "
+                                                   ".jsonl or .parquet.")],
+    out: Annotated[Path, typer.Option(help="Folder to write into: one file per tagged audio "
+                                           "file, named after its path in the library.")],
+    format: SegmentsFormatOpt = SegmentsFormat.JAMS,
+    root: Annotated[Path | None, typer.Option(
+        help="The library folder the names are made relative to (default: the deepest folder "
+             "holding every file of TAGS).")] = None,
+) -> None:
+    """Write each tagged file's segments as JAMS, Audacity labels or a Sonic Visualiser layer.
+
+    jams: a .jams annotation (namespace tag_open) per file; audacity: a .txt label track
+    (File > Import > Labels); sv: a .csv of time,value,duration,label (File > Import
+    Annotation Layer). Read as a stream: any size of output."""
+    check_folder(out, "--out")
+    if root is None:  # a first pass over the paths alone
+        root = library_root([audio_path(d["path"]) for d in read_documents(tags_file)
+                             if d.get("status") == "ok"])
+    writer = SegmentsWriter(out, format, root, read_run_info(tags_file))
+    with stopping(lambda: f"{plural(writer.written, 'file')} written"):
+        for doc in read_documents(tags_file):
+            writer(doc)
+    console(stderr=True).print(f"{plural(writer.written, 'file')} of segments written into "
+                               f"{out}", markup=False)

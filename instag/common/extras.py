@@ -23,6 +23,7 @@ EXTRAS = {
     "tf2onnx": ("setup", "converting VGGish to ONNX"),
     "pyarrow": ("parquet", "Parquet output"),
     "ray": ("ray", "--engine ray"),
+    "jams": ("jams", "writing segments as JAMS files"),
 }
 
 

@@ -121,7 +121,8 @@ class _Rows:
             self.parts, self.part_rows = self.parts + 1, 0
         self._tabulate()
         if self.tables:
-            self.writer.write_table(self.pa.concat_tables(self.tables))
+            # one contiguous row group: carried files come as thousands of one-file slices
+            self.writer.write_table(self.pa.concat_tables(self.tables).combine_chunks())
             self.part_rows += self.buffered
             self.tables, self.buffered = [], 0
 
@@ -203,6 +204,7 @@ class PreviousOutput:
         keep = pa.array(self.candidates["path"].combine_chunks().filter(pa.array(unchanged)))
         if not len(keep):
             return
+        held: tuple[int, list] | None = None  # a file whose rows may go on in the next batch
         for batch in self._batches():
             batch = batch.filter(pc.and_(self._carryable(batch),
                                          pc.is_in(batch["path"], value_set=keep)))
@@ -213,8 +215,15 @@ class PreviousOutput:
             starts = np.flatnonzero(np.r_[True, position[1:] != position[:-1]])
             table = pa.Table.from_batches([batch]).replace_schema_metadata(None)
             for start, stop in zip(starts, [*starts[1:], batch.num_rows], strict=True):
-                yield carried_result(path_of(int(position[start])),
-                                     table.slice(start, stop - start))
+                pos, rows = int(position[start]), table.slice(start, stop - start)
+                if held is not None and held[0] == pos:
+                    held[1].append(rows)
+                    continue
+                if held is not None:
+                    yield carried_result(path_of(held[0]), pa.concat_tables(held[1]))
+                held = (pos, [rows])
+        if held is not None:
+            yield carried_result(path_of(held[0]), pa.concat_tables(held[1]))
 
 
 def carried_result(path: Path, rows) -> FileResult:

@@ -21,7 +21,7 @@ from pathlib import Path
 from instag.common.errors import InstagError
 from instag.common.extras import require
 from instag.outputs.forms import csv_value
-from instag.outputs.parquet import READ_AHEAD
+from instag.outputs.parquet import METADATA_KEY, READ_AHEAD
 from instag.tagging.results import audio_path
 from instag.tagging.segments import merge_segments
 
@@ -48,6 +48,25 @@ def read_documents(tags_file: Path) -> Iterator[dict]:
     except (OSError, ValueError, KeyError, TypeError, csv.Error) as e:
         raise InstagError(f"{tags_file}: not an output of `instag tag` ({str(e)[:200]})",
                           NOT_AN_OUTPUT) from None
+
+
+def read_run_info(tags_file: Path) -> dict:
+    """What an output says of its run (the model, the bag setting, the thresholds applied):
+    JSON's header, Parquet's schema metadata; CSV and JSONL say nothing of it."""
+    tags_file = Path(tags_file)
+    try:
+        if tags_file.suffix.lower() == ".parquet" or tags_file.is_dir():
+            ds = require("pyarrow.dataset")
+            meta = ds.dataset(tags_file, format="parquet").schema.metadata or {}
+            return json.loads(meta.get(METADATA_KEY.encode(), b"{}"))
+        if tags_file.suffix.lower() == ".json":
+            head = next(_lines(tags_file), "")
+            if head.rstrip().endswith('"files": ['):
+                return {k: v for k, v in json.loads(head + "]}").items() if k != "files"}
+    except (OSError, ValueError) as e:
+        raise InstagError(f"{tags_file}: not an output of `instag tag` ({str(e)[:200]})",
+                          NOT_AN_OUTPUT) from None
+    return {}
 
 
 def _lines(path: Path) -> Iterator[str]:

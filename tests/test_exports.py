@@ -1,0 +1,138 @@
+"""Segments where people open them: JAMS files that validate, Audacity label tracks and Sonic
+Visualiser layers, one per audio file named after its path in the library, the same from
+every output format and from `tag --segments-out`."""
+
+import csv
+import json
+import os
+from pathlib import Path
+
+import pytest
+import soundfile as sf
+from builders import SR, music
+from typer.testing import CliRunner
+
+from instag.cli import app
+from instag.tagging.results import audio_path
+
+jams = pytest.importorskip("jams")
+
+
+@pytest.fixture
+def tagged(run_tag, tmp_path):
+    """Two albums with a `01.wav` each, and a name that is not UTF-8, tagged into every
+    output format with overlapping bags."""
+    lib = tmp_path / "lib"
+    for album in ("a", "b"):
+        (lib / album).mkdir(parents=True)
+        sf.write(lib / album / "01.wav", music(14, len(album)), SR)
+    sf.write(os.fsencode(lib / "a") + b"/caf\xe9.wav", music(12, 5), SR)
+    outs = {}
+    for fmt in ("json", "jsonl", "csv", "parquet"):
+        outs[fmt] = tmp_path / f"t.{fmt}"
+        result = run_tag(lib, "--out", outs[fmt], "--bag", "10", "--hop", "5",
+                         "--threshold", "0.3")
+        assert result.exit_code == 0, result.output
+    return lib, outs
+
+
+def export(tags, out, fmt):
+    result = CliRunner().invoke(app, ["export", str(tags), "--out", str(out), "--format", fmt])
+    assert result.exit_code == 0, result.output
+    return result
+
+
+def json_segments(tags):
+    """(file name, start, end, instrument, bag probability) of every bag's segments."""
+    docs = [json.loads(line) for line in tags.read_text().splitlines()]
+    return {(audio_path(d["path"]).name, s, e, c, b["probabilities"][c])
+            for d in docs for b in d["bags"] for c, segs in b["segments"].items()
+            for s, e in segs}
+
+
+def test_every_tagged_file_gets_a_jams_file_that_validates_named_after_its_path(
+        tagged, tmp_path):
+    lib, outs = tagged
+    said = export(outs["json"], tmp_path / "x", "jams")
+    assert "3 files of segments written" in said.output
+    names = sorted(os.fsencode(p.relative_to(tmp_path / "x")) for p in
+                   (tmp_path / "x").rglob("*.jams"))
+    assert names == [b"a/01.wav.jams", b"a/caf\xe9.wav.jams", b"b/01.wav.jams"]
+    header = json.loads((outs["json"]).read_text().splitlines()[0] + "]}")
+    found = set()
+    for path in (tmp_path / "x").rglob("*.jams"):
+        jam = jams.load(str(path), validate=True, strict=True)
+        (ann,) = jam.annotations
+        assert ann.namespace == "tag_open"
+        assert ann.annotation_metadata.annotation_tools.startswith("instag ")
+        assert ann.sandbox.instag["thresholds"] == header["thresholds"]
+        assert jam.file_metadata.duration == pytest.approx(14 if "01" in path.name else 12)
+        found |= {(Path(os.fsdecode(path.name)).stem, o.time, o.time + o.duration, o.value,
+                   o.confidence) for o in ann.data}
+    want = {(name, s, e, c, p) for name, s, e, c, p in json_segments(outs["jsonl"])}
+    assert {(n, round(s, 6), round(e, 6), c, p) for n, s, e, c, p in found} == \
+        {(n, round(s, 6), round(e, 6), c, p) for n, s, e, c, p in want}
+    assert len(want) > 3  # something to compare: overlapping bags, instruments present
+
+
+def test_audacity_labels_and_sonic_visualiser_layers_hold_the_same_segments(tagged, tmp_path):
+    lib, outs = tagged
+    export(outs["jsonl"], tmp_path / "aud", "audacity")
+    export(outs["jsonl"], tmp_path / "sv", "sv")
+    want = json_segments(outs["jsonl"])
+    labels, layers = set(), set()
+    for path in (tmp_path / "aud").rglob("*.txt"):
+        for line in path.read_text().splitlines():
+            start, end, label = line.split("\t")
+            labels.add((Path(os.fsdecode(path.name)).stem, float(start), float(end), label))
+    for path in (tmp_path / "sv").rglob("*.csv"):
+        with open(path, newline="") as f:
+            rows = list(csv.reader(f))
+        assert rows[0] == ["time", "value", "duration", "label"]  # SV's own column names
+        assert [float(r[0]) for r in rows[1:]] == sorted(float(r[0]) for r in rows[1:])
+        layers |= {(Path(os.fsdecode(path.name)).stem, float(t), round(float(t) + float(d), 6),
+                    label, float(v)) for t, v, d, label in rows[1:]}
+    assert labels == {(n, s, e, c) for n, s, e, c, _ in want}
+    assert layers == {(n, s, round(e, 6), c, p) for n, s, e, c, p in want}
+
+
+@pytest.mark.parametrize("fmt", ["jams", "audacity", "sv"])
+def test_every_output_format_exports_the_same_segments(tagged, tmp_path, fmt):
+    lib, outs = tagged
+    exported = {}
+    for source in ("csv", "jsonl", "parquet"):
+        export(outs[source], tmp_path / source, fmt)
+        exported[source] = {p.relative_to(tmp_path / source): segments_in(p, fmt)
+                            for p in (tmp_path / source).rglob("*.*")}
+    assert len(exported["csv"]) == 3
+    assert exported["csv"] == exported["jsonl"] == exported["parquet"]
+
+
+def segments_in(path, fmt):
+    if fmt == "jams":
+        return sorted((o.time, o.duration, o.value, o.confidence)
+                      for o in jams.load(str(path)).annotations[0].data)
+    return path.read_text()
+
+
+def test_tag_writes_the_segments_as_it_goes_as_export_would(run_tag, tagged, tmp_path):
+    lib, outs = tagged
+    result = run_tag(lib, "--out", tmp_path / "again.csv", "--bag", "10", "--hop", "5",
+                     "--threshold", "0.3", "--segments-out", tmp_path / "during",
+                     "--segments-format", "audacity")
+    assert result.exit_code == 0, result.output
+    export(outs["csv"], tmp_path / "after", "audacity")
+    during = {p.relative_to(tmp_path / "during"): p.read_text()
+              for p in (tmp_path / "during").rglob("*.txt")}
+    after = {p.relative_to(tmp_path / "after"): p.read_text()
+             for p in (tmp_path / "after").rglob("*.txt")}
+    assert during == after and len(during) == 3
+
+
+def test_segments_into_a_file_are_refused_in_one_line(tagged, tmp_path):
+    lib, outs = tagged
+    (tmp_path / "afile").write_text("x")
+    result = CliRunner().invoke(app, ["export", str(outs["csv"]), "--out",
+                                      str(tmp_path / "afile")])
+    assert result.exit_code == 2 and "is a file" in result.output
+    assert (tmp_path / "afile").read_text() == "x"
