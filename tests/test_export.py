@@ -117,6 +117,30 @@ def test_export_run_writes_beside_a_model_card_with_metrics(tmp_path):
     assert scorer.meta.thresholds == metrics["thresholds"]  # tuned at training, for tagging
 
 
+def test_the_model_card_reads_as_markdown_with_every_instruments_figures(tmp_path):
+    from builders import random_openmic
+
+    from instag.learning.data import load_openmic
+    from instag.learning.train import Recipe, train_run
+
+    data = load_openmic(random_openmic(tmp_path / "data", n=60))
+    train_run(data, Recipe(epochs=1, batch_size=16, device="cpu"), tmp_path / "run", False)
+    path = export_run(tmp_path / "run", tmp_path / "out" / "m.onnx")
+    card = json.loads(path.with_suffix(".json").read_text())
+    text = path.with_suffix(".md").read_text()
+    assert text.startswith("# instag att: musical instrument recognition")
+    rows = {line.split(" | ")[0].lstrip("| "): line.split(" | ") for line in text.splitlines()
+            if line.startswith("| c")}
+    assert sorted(rows) == ["c0", "c1", "c2"]
+    for name, row in rows.items():
+        figures = card["metrics"]["per_class"][name]
+        assert int(row[1]) == figures["n_positive"]  # the test positives each figure rests on
+        assert row[2] == f"{figures['f1']:.3f}"
+        assert row[4] == f"{card['metrics']['thresholds'][name]:.2f}"
+    assert "## Feature check" in text and "Not run yet" in text
+    assert "## Known limits" in text and data.checksum[:16] in text
+
+
 def test_export_goes_into_the_run_directory_by_default_named_once(tmp_path):
     model = trained_like("att")
     runs.save_torch(tmp_path / "att", model, meta_for("att"))

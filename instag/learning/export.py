@@ -24,6 +24,7 @@ from instag.common.extras import require
 from instag.common.modelmeta import ModelMeta
 from instag.features.embed import FEATURE_SPEC
 from instag.learning import runs
+from instag.learning.card import write_markdown
 from instag.learning.models import FC_INSTANCES
 
 OPSET = 17  # onnxruntime >= 1.14 runs it everywhere, CUDA included
@@ -59,7 +60,8 @@ def _wrapper(model, input_scale: float):
 
 
 def export_model(model, meta: dict, out: Path, metrics: dict | None = None) -> Path:
-    """Write `model` (torch, eval mode) to `out` as ONNX with metadata, and `out`.json card."""
+    """Write `model` (torch, eval mode) to `out` as ONNX with metadata, its card as JSON
+    (`out`.json) and as Markdown (`out`.md)."""
     onnx = require("onnx")
     torch = require("torch")
     name = meta["model"]
@@ -112,6 +114,7 @@ def export_model(model, meta: dict, out: Path, metrics: dict | None = None) -> P
     }
     with atomic_write(out.with_suffix(".json")) as f:
         json.dump(card, f, indent=2)
+    write_markdown(card, out)
     return out
 
 

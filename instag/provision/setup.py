@@ -31,6 +31,7 @@ from instag.features import vggish_onnx
 from instag.features.embed import Embedder
 from instag.features.pca import load_pca
 from instag.features.vggish import load_vggish
+from instag.learning.card import write_markdown
 from instag.learning.data import load_openmic
 from instag.learning.export import export_run
 from instag.learning.train import Recipe, train_run
@@ -330,7 +331,8 @@ def step_verify(data_root: Path, opts: SetupOptions, say: Say,
     if not check.clips:
         return None
     if card.is_file():
+        doc = {**doc, "feature_check": {**check.as_dict(), "features": embedder.identity}}
         with atomic_write(card) as f:
-            json.dump({**doc, "feature_check": {**check.as_dict(),
-                                                "features": embedder.identity}}, f, indent=2)
+            json.dump(doc, f, indent=2)
+        write_markdown(doc, model)
     return check

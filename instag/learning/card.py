@@ -1,0 +1,94 @@
+"""The model card as a person reads it: the exported model's JSON card (`export`) rendered as
+Markdown beside the ONNX file (`att.onnx` -> `att.md`; `instag setup`'s model:
+`instag-att.md`), in the form model hubs use: what it was trained on, how well it does per
+instrument on how many test positives, the thresholds it applies, whether this machine
+reproduces the features it was trained on, and what it cannot do."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from instag.common.atomic import atomic_write
+
+LIMITS = [
+    "It knows only the instruments above, as the training data labels them; anything else "
+    "is at best tagged as the nearest of them.",
+    "Labels are weak (a clip has the instrument somewhere): segments are where attention "
+    "points, not annotated onsets; they are as good as the model's attention, not measured "
+    "against timed truth here.",
+    "An instrument with few test positives has a noisy F1 and AP: read the positives column.",
+    "The features must be the ones it was trained on (VGGish, its PCA, the resampler): the "
+    "feature check below says whether this machine reproduces them.",
+]
+
+
+def _cell(value, digits: int = 3) -> str:
+    return "–" if value is None else f"{value:.{digits}f}" if isinstance(value, float) \
+        else str(value)
+
+
+def markdown(card: dict) -> str:
+    """The card's Markdown."""
+    metrics = card.get("metrics") or {}
+    per_class = metrics.get("per_class") or {}
+    thresholds = metrics.get("thresholds") or {}  # (the card's own is the metadata's text)
+    positives = card.get("threshold_positives") or {}
+    overall, tuned = metrics.get("overall") or {}, (metrics.get("tuned") or {}).get("overall")
+    lines = [
+        f"# instag {card.get('model', '')}: musical instrument recognition",
+        "",
+        "The attention model of *An Attention Mechanism for Musical Instrument Recognition* "
+        "(Gururani, Sharma & Lerch, ISMIR 2019) over VGGish features (0.96 s instances, "
+        "PCA-whitened, 8-bit, as OpenMIC-2018 releases them), exported to ONNX by instag "
+        f"{card.get('version', '')}.",
+        "",
+        "| | |", "|---|---|",
+        f"| model | `{card.get('model', '')}` ({len(card.get('classes', []))} instruments) |",
+        f"| file | `{card.get('onnx', '')}` (sha256 `{card.get('onnx_sha256', '')[:16]}…`) |",
+        f"| trained on | {card.get('training_data') or '–'} (sha256 "
+        f"`{(card.get('training_data_sha256') or '')[:16]}…`), seed {card.get('seed')} |",
+        f"| features | `{card.get('feature_spec', '')}` |",
+        f"| exported | {card.get('exported', '')} |",
+        "",
+        "## Results on the test split",
+        "",
+        "Per instrument, at 0.5 and with the tuned threshold; test positives are what each "
+        "figure rests on.",
+        "",
+        "| instrument | test positives | F1 at 0.5 | AP | threshold | validation positives |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for name in card.get("classes", []):
+        row = per_class.get(name, {})
+        lines.append(f"| {name} | {row.get('n_positive', '–')} | {_cell(row.get('f1'))} | "
+                     f"{_cell(row.get('ap'))} | {_cell(thresholds.get(name), 2)} | "
+                     f"{positives.get(name, '–')} |")
+    lines += [
+        f"| **mean** | | **{_cell(overall.get('f1'))}** | **{_cell(overall.get('map'))}** "
+        "(mAP) | | |",
+        "",
+        f"F1 (macro over present and absent) at the tuned thresholds: "
+        f"{_cell((tuned or {}).get('f1'))}. Thresholds are tuned on validation data: fewer "
+        "than 10 validation positives keep 0.5; otherwise the F1-best cut is shrunk towards "
+        "0.5 by n/(n+30).",
+        "",
+        "## Feature check",
+        "",
+    ]
+    check = card.get("feature_check")
+    lines.append(
+        f"{check['clips']} OpenMIC clips re-embedded by `instag setup`: "
+        f"{check['within_one']:.2%} of values within one step of the released features "
+        f"({'passed' if check.get('passed') else 'FAILED: tags will be unreliable'})."
+        if check else "Not run yet: `instag setup` (or `instag doctor --verify`) re-embeds "
+        "OpenMIC's own clips and compares them with its released features.")
+    lines += ["", "## Known limits", "", *[f"- {limit}" for limit in LIMITS], ""]
+    return "\n".join(lines)
+
+
+def write_markdown(card: dict, onnx_path: Path) -> Path:
+    """Write the card's Markdown beside the model (`<name>.md`), atomically."""
+    out = Path(onnx_path).with_suffix(".md")
+    with atomic_write(out, "w", encoding="utf-8") as f:
+        f.write(markdown(card))
+    return out
