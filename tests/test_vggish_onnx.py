@@ -4,6 +4,7 @@ tagging run needs no TensorFlow."""
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -130,3 +131,28 @@ def test_doctor_says_tagging_needs_the_setup_extra_when_nothing_can_run_vggish(
         monkeypatch.setitem(sys.modules, name, None)
     (row,) = [c for c in diagnose(vggish=str(standin_vggish)) if c.item == "VGGish runtime"]
     assert row.blocks_tagging and "pip install 'instag[setup]'" in row.value
+
+
+def test_the_setup_extra_pins_the_converter_pair_these_tests_convert_with():
+    from importlib import metadata
+
+    import tomllib
+
+    from instag.features.vggish_onnx import TESTED_CONVERTERS
+
+    pyproject = Path(__file__).parents[1] / "pyproject.toml"
+    setup = tomllib.loads(pyproject.read_text())["project"]["optional-dependencies"]["setup"]
+    pins = dict(req.split("==") for req in setup if "==" in req)
+    assert pins == TESTED_CONVERTERS
+    assert {name: metadata.version(name) for name in pins} == TESTED_CONVERTERS
+
+
+@pytest.mark.parametrize("tf2onnx, said", [("1.17.0", "the tested pair"),
+                                           ("1.16.1", "not the tested pair")])
+def test_doctor_says_whether_the_converter_pair_is_the_tested_one(monkeypatch, tf2onnx, said):
+    from instag.provision import doctor
+
+    versions = {"tensorflow": "2.21.0", "tf2onnx": tf2onnx}
+    monkeypatch.setattr(doctor, "_version", versions.get)
+    check = doctor._converters()
+    assert said in check.value and check.ok is (said == "the tested pair")

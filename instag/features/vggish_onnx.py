@@ -36,6 +36,9 @@ from instag.features.vggish import load_vggish
 MAX_RAW_DIFF = 1e-4
 MIN_UINT8_EQUAL = 0.999
 INPUT = "waveform"
+# the converter pair the tests convert VGGish with (tf2onnx has broken on new TensorFlows
+# before): the `setup` extra pins exactly these, and `instag doctor` says whether they are here
+TESTED_CONVERTERS = {"tensorflow": "2.21.0", "tf2onnx": "1.17.0"}
 
 
 @dataclass(frozen=True)

@@ -69,6 +69,19 @@ def _tf_gpus() -> str:
         return f"cannot import tensorflow ({e})"
 
 
+def _converters() -> Check:
+    """The TensorFlow and tf2onnx that convert VGGish: the pair the tests convert with?"""
+    here = {name: _version(name) for name in vggish_onnx.TESTED_CONVERTERS}
+    pair = " + ".join(f"{n} {v or 'not installed'}" for n, v in here.items())
+    tested = " + ".join(f"{n} {v}" for n, v in vggish_onnx.TESTED_CONVERTERS.items())
+    if not any(here.values()):
+        return Check("versions", "VGGish converter", f"{pair} (only `instag setup` needs them)")
+    if here == vggish_onnx.TESTED_CONVERTERS:
+        return Check("versions", "VGGish converter", f"{pair}: the tested pair", True)
+    return Check("versions", "VGGish converter", f"{pair}: not the tested pair ({tested}); "
+                 "a conversion may fail or be refused: pip install 'instag[setup]'", False)
+
+
 def _disk(path: Path) -> str:
     probe = path
     while not probe.exists() and probe != probe.parent:
@@ -134,6 +147,7 @@ def diagnose(model: str | None = None, vggish: str | None = None,
     import soundfile
 
     checks.append(Check("versions", "libsndfile", soundfile.__libsndfile_version__))
+    checks.append(_converters())
     model_check, model_path = _scoring_model(model)
     checks.append(Check("runtime", "onnxruntime providers", ", ".join(
         ort.get_available_providers())))
