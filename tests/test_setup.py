@@ -26,6 +26,7 @@ class Server(http.server.ThreadingHTTPServer):
         self.files: dict[str, bytes] = {}
         self.drop_after: dict[str, int] = {}
         self.ranges: list[str] = []
+        self.forbidden: set[str] = set()  # answered 403, as a hub that refuses
         self.requests = 0
 
     def url(self, name: str) -> str:
@@ -36,6 +37,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
         self.server.requests += 1
         name = self.path.lstrip("/").split("?")[0]
+        if name in self.server.forbidden:
+            return self.send_error(403)
         data = self.server.files.get(name)
         if data is None:
             return self.send_error(404)
@@ -374,3 +377,41 @@ def test_setup_warns_loudly_when_the_features_are_not_openmics(verifiable, monke
     card = json.loads(assets.installed_model().with_suffix(".json").read_text())
     assert card["feature_check"]["passed"] is False
     assert card["feature_check"]["within_one"] < 0.99
+
+
+@pytest.fixture
+def two_hosts(sources, monkeypatch):
+    """VGGish under two names, as tfhub.dev and Kaggle Models give it, both on 127.0.0.1."""
+    sources.files["kaggle/vggish.tar.gz"] = sources.files["vggish.tar.gz"]
+    hosts = (sources.url("vggish.tar.gz"), sources.url("kaggle/vggish.tar.gz"))
+    monkeypatch.setattr(assets, "VGGISH_MIRRORS", hosts)
+    monkeypatch.delenv("INSTAG_VGGISH")
+    monkeypatch.setattr(assets, "DEFAULT_VGGISH", hosts[0])
+    return hosts
+
+
+@pytest.mark.parametrize("refusing", [0, 1])
+def test_a_hub_that_refuses_vggish_is_one_line_and_the_other_host_serves_it(
+        two_hosts, sources, tmp_path, refusing):
+    first = two_hosts[refusing]
+    sources.forbidden.add(first.rsplit("/", 2)[-2] + "/vggish.tar.gz" if refusing else
+                          "vggish.tar.gz")
+    result = setup("--vggish", first)
+    assert result.exit_code == 0, result.output
+    other = two_hosts[1 - refusing]
+    said = [line for line in result.output.splitlines() if "failed" in line]
+    assert len(said) == 1 and "403" in said[0] and f"trying the same model at {other}" in said[0]
+    assert assets.settings()["vggish"] == other
+    assert assets.hub_cached(first) == assets.hub_cached(other) is not None  # one model
+    music = tmp_path / "song.wav"
+    sf.write(music, np.random.default_rng(0).uniform(-0.3, 0.3, 44100 * 3), 44100)
+    tagged = CliRunner().invoke(app, ["tag", str(music), "--vggish", first, "--out",
+                                      str(tmp_path / "t.csv")])
+    assert tagged.exit_code == 0, tagged.output  # either name finds the model fetched
+
+
+def test_both_hubs_refusing_vggish_is_one_error(two_hosts, sources):
+    sources.forbidden |= {"vggish.tar.gz", "kaggle/vggish.tar.gz"}
+    result = setup()
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert result.output.count("403") == 2  # the fallback's line, then the error

@@ -23,6 +23,11 @@ from instag.common.errors import InstagError
 
 APP = "instag"
 DEFAULT_VGGISH = "https://tfhub.dev/google/vggish/1"
+# The same model under the name Kaggle Models gives it: tfhub.dev now redirects there, and
+# either host may refuse (403s from tfhub.dev have been reported); setup falls back from one
+# to the other, and a model fetched under either name serves both.
+KAGGLE_VGGISH = "https://www.kaggle.com/models/google/vggish/tensorFlow2/vggish/1"
+VGGISH_MIRRORS = (DEFAULT_VGGISH, KAGGLE_VGGISH)
 PCA_URL = "https://storage.googleapis.com/audioset/vggish_pca_params.npz"
 PCA_MD5 = "c80cae691033abe7c7ecd11ea39fc834"
 PCA_FILE = "vggish_pca_params.npz"
@@ -85,14 +90,31 @@ def given_pca(option: str | Path | None = None) -> Path | None:
     return Path(given).expanduser() if given else None
 
 
+def mirrors(handle: str) -> tuple[str, ...]:
+    """The names `handle` goes by, itself first: both hosts' for the official VGGish."""
+    return (handle, *(m for m in VGGISH_MIRRORS if m != handle)) if handle in VGGISH_MIRRORS \
+        else (handle,)
+
+
+def fetched_as(handle: str) -> str:
+    """The name under which `handle`'s model is in the hub cache (a mirror's, when it was
+    fetched from the other host), else `handle`."""
+    return next((m for m in mirrors(handle) if _in_hub_cache(m)), handle)
+
+
+def _in_hub_cache(handle: str) -> Path | None:
+    cached = tfhub_cache_dir() / hashlib.sha1(handle.encode("utf8")).hexdigest()
+    return cached if (cached / "saved_model.pb").is_file() else None
+
+
 def hub_cached(handle: str) -> Path | None:
     """The local SavedModel for a VGGish handle, if it is a directory or already in the hub
-    cache (tensorflow_hub names cache folders by the sha1 of the handle)."""
+    cache under any of its names (tensorflow_hub names cache folders by the sha1 of the
+    handle)."""
     local = Path(handle).expanduser()
     if local.is_dir():
         return local if (local / "saved_model.pb").is_file() else None
-    cached = tfhub_cache_dir() / hashlib.sha1(handle.encode("utf8")).hexdigest()
-    return cached if (cached / "saved_model.pb").is_file() else None
+    return _in_hub_cache(fetched_as(handle))
 
 
 def pca_params(path_or_none: str | Path | None = None, url: str = PCA_URL,

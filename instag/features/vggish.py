@@ -40,7 +40,9 @@ def load_vggish(handle: str):
                     tf.config.experimental.set_memory_growth(gpu, True)
                 except RuntimeError:  # already initialised by an earlier load in this process
                     pass
-            return hub.load(handle if locations.is_url(handle) else str(local))
+            # once fetched (under this name or a mirror's), from the hub cache: no request
+            cached = locations.hub_cached(handle)
+            return hub.load(str(cached) if cached else handle)
     except InstagError:
         raise
     except Exception as e:

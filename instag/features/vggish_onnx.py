@@ -57,7 +57,7 @@ def converted_path(handle: str) -> Path | None:
     saved = locations.hub_cached(handle)
     if saved is None:
         return None
-    key = hashlib.sha1(handle.encode()).hexdigest()[:16]
+    key = hashlib.sha1(locations.fetched_as(handle).encode()).hexdigest()[:16]
     digest = saved_model_digest(saved)[:16]  # the whole SavedModel: new variables, new file
     return locations.tfhub_cache_dir() / "onnx" / f"vggish-{key}-{digest}.onnx"
 

@@ -138,9 +138,26 @@ def step_vggish(handle: str, opts: SetupOptions, say: Say) -> None:
         raise InstagError(f"VGGish ({handle}) is not in the cache {locations.tfhub_cache_dir()}",
                           "run `instag setup` without --offline on a machine with internet")
     else:
-        say(f"[1/5] VGGish: fetching {handle} into {locations.tfhub_cache_dir()}")
-        load_vggish(handle)
+        handle = fetch_vggish(handle, say)
     locations.remember(vggish=handle)
+
+
+def fetch_vggish(handle: str, say: Say) -> str:
+    """Fetch VGGish into the hub cache from the first of its hosts that answers (tfhub.dev,
+    else Kaggle Models, or the other way round); the name it came under."""
+    def fetch(name: str) -> str:
+        say(f"[1/5] VGGish: fetching {name} into {locations.tfhub_cache_dir()}")
+        load_vggish(name)
+        return name
+
+    names = locations.mirrors(handle)
+    for name, then in zip(names, names[1:], strict=False):  # all but the last
+        try:
+            return fetch(name)
+        except InstagError as e:
+            why = e.message.split(" (", 1)[-1].removesuffix(")")
+            say(f"[1/5] VGGish: {name} failed ({why}); trying the same model at {then}")
+    return fetch(names[-1])
 
 
 def step_pca(opts: SetupOptions, say: Say, progress: Progress | None) -> None:
