@@ -80,3 +80,47 @@ def test_split_keys_absent_from_the_npz_are_refused(tmp_path):
         f.write("not-a-clip_0\n")
     with pytest.raises(InstagError, match="split01_test.csv: 1 keys are not in"):
         load_openmic(tmp_path)
+
+
+def errata_openmic(root, piano_label: float, piano_observed: bool):
+    """OpenMIC's own vocabulary, with the clips its errata names among others."""
+    from builders import write_openmic
+
+    keys = ["095253_134400", "095263_96000", "113025_99840", "000046_3840"]
+    y_true = np.zeros((4, 20), np.float32)
+    y_mask = np.zeros((4, 20), bool)
+    piano = OPENMIC_CLASSES.index("piano")
+    y_true[0, piano], y_mask[0, piano] = piano_label, piano_observed
+    X = np.zeros((4, 10, 128), np.uint8)
+    return write_openmic(root, X, y_true, y_mask, keys, list(OPENMIC_CLASSES), n_train=2)
+
+
+def test_openmics_corrected_labels_are_applied_where_the_archive_lacks_them(tmp_path):
+    data = load_openmic(errata_openmic(tmp_path, piano_label=0.0, piano_observed=False))
+    assert data.errata == {"labels_corrected": 3, "labels_already_right": 0}
+    piano, mallets = OPENMIC_CLASSES.index("piano"), OPENMIC_CLASSES.index("mallet_percussion")
+    assert data.train.labels[0, piano] == 1 and data.train.mask[0, piano]
+    assert data.train.labels[1, mallets] == 1 and data.train.mask[1, mallets]
+    trumpet = OPENMIC_CLASSES.index("trumpet")
+    assert data.test.labels[0, trumpet] == 1 and data.test.mask[0, trumpet]
+    assert data.test.mask[1].sum() == 0  # no other label touched
+
+
+def test_an_archive_that_has_the_corrections_already_is_said_so(tmp_path):
+    data = load_openmic(errata_openmic(tmp_path, piano_label=1.0, piano_observed=True))
+    assert data.errata == {"labels_corrected": 2, "labels_already_right": 1}
+
+
+def test_the_feature_check_never_samples_a_clip_whose_audio_was_corrupted(tmp_path, monkeypatch):
+    from instag.learning.data import CORRUPTED_TRACKS
+    from instag.provision import verify
+
+    audio = tmp_path / "audio" / "000"
+    audio.mkdir(parents=True)
+    keys = {f"{track}_{start}" for track in CORRUPTED_TRACKS for start in (0, 960, 1920)}
+    keys |= {"000046_3840", "000135_30720", "000139_119040"}
+    for key in keys:
+        (audio / f"{key}.ogg").write_bytes(b"clip")
+    assert verify.sample_from_folder(tmp_path / "audio", keys, tmp_path / "sample", n=3) == 3
+    assert sorted(p.stem for p in (tmp_path / "sample").iterdir()) == [
+        "000046_3840", "000135_30720", "000139_119040"]

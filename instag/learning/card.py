@@ -27,6 +27,13 @@ def _cell(value, digits: int = 3) -> str:
         else str(value)
 
 
+def _errata(found: dict | None) -> str:
+    if not found or not any(found.values()):
+        return "none of its corrected clips in this data"
+    return (f"{found.get('labels_corrected', 0)} labels corrected on loading, "
+            f"{found.get('labels_already_right', 0)} already right in the archive")
+
+
 def markdown(card: dict) -> str:
     """The card's Markdown."""
     metrics = card.get("metrics") or {}
@@ -48,6 +55,7 @@ def markdown(card: dict) -> str:
         f"| trained on | {card.get('training_data') or '–'} (sha256 "
         f"`{(card.get('training_data_sha256') or '')[:16]}…`), seed {card.get('seed')} |",
         f"| features | `{card.get('feature_spec', '')}` |",
+        f"| OpenMIC errata | {_errata(card.get('training_data_errata'))} |",
         f"| exported | {card.get('exported', '')} |",
         "",
         "## Results on the test split",

@@ -109,6 +109,8 @@ def export_model(model, meta: dict, out: Path, metrics: dict | None = None) -> P
         # the validation positives each tuned threshold rests on (fewer than 10: 0.5 kept)
         "threshold_positives": (metrics or {}).get("threshold_positives"),
         "seed": meta.get("seed"), "recipe": meta.get("recipe"),
+        # OpenMIC's errata: its corrected labels as found in the training data
+        "training_data_errata": meta.get("data_errata"),
         "exported": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "metrics": metrics,
     }

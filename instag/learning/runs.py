@@ -41,6 +41,7 @@ class RunInfo:
     data_dir: str
     data_sha256: str
     recipe: dict = field(default_factory=dict)
+    data_errata: dict = field(default_factory=dict)  # OpenMIC's label corrections found
     input_scale: float = INPUT_SCALE
     instag_version: str = VERSION
 

@@ -77,7 +77,7 @@ def train_run(data: OpenMIC, recipe: Recipe, out_dir: Path, progress: bool = Tru
     meta = runs.RunInfo(
         model=recipe.model, classes=data.classes, in_dim=data.train.X.shape[2],
         n_instances=data.train.X.shape[1], seed=recipe.seed, data_dir=str(data.root),
-        data_sha256=data.checksum,
+        data_sha256=data.checksum, data_errata=data.errata,
         recipe={**recipe.__dict__, "device": str(recipe.device), "lr": recipe.learning_rate},
     )
     if recipe.model == "rf":  # OpenMIC's baseline: the whole training split, out-of-bag tuning

@@ -18,7 +18,9 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -33,9 +35,6 @@ from instag.tagging.results import BagResult, FileResult
 METADATA_KEY = "instag"  # the schema's metadata: the run (model, thresholds), as JSON
 ROW_GROUP_ROWS = 20_000  # rows buffered before they are written as one row group
 PART_ROWS = 500_000  # rows per part file of a dataset directory
-# what a reader decodes ahead of the one it hands out: Arrow's defaults (16 batches, 4 files)
-# hold a third of a million rows at once
-READ_AHEAD = {"batch_readahead": 1, "fragment_readahead": 1}
 _NO_VALUES = np.zeros((0, 0), np.float32)  # a carried bag's instance values: not in Parquet
 
 
@@ -54,9 +53,9 @@ def schema():
     ])
 
 
-def parquet_rows(r: FileResult):
+def parquet_rows(r: FileResult) -> list:
     """The file's rows: one per bag, or one with null bag columns for a failed file. A result
-    carried over from a previous output keeps the rows it had there (an Arrow table)."""
+    carried over from a previous output keeps the rows it had there (RowSpans)."""
     if r.rows is not None:
         return r.rows
     base = {"path": r.display_path, "status": r.status.value, "reason": r.reason,
@@ -72,42 +71,69 @@ def parquet_rows(r: FileResult):
             for b in r.bags]
 
 
+def read_batches(path: Path, columns: list[str] | None = None,
+                 batch_size: int = ROW_GROUP_ROWS) -> Iterator:
+    """A Parquet file's (or a dataset folder's part files', in order) record batches, read a
+    row group at a time as they are asked for: Arrow's dataset scanner reads ahead as fast as
+    it can, and a slow consumer then holds most of the file."""
+    pq = require("pyarrow.parquet")
+    parts = sorted(Path(path).glob("*.parquet")) if Path(path).is_dir() else [Path(path)]
+    for part in parts:
+        with pq.ParquetFile(part) as f:
+            yield from f.iter_batches(batch_size=batch_size, columns=columns)
+
+
 def is_dataset(out: Path) -> bool:
     """A dataset directory: an existing folder, or a name without an extension."""
     return out.is_dir() or not out.suffix
 
 
+@dataclass(frozen=True)
+class RowSpan:
+    """Rows start..stop of an Arrow table: a carried file's rows, by reference (a per-file
+    slice of a nested table weighs kilobytes of metadata; a million of them would not fit)."""
+
+    table: Any
+    start: int
+    stop: int
+
+    def arrow(self):
+        return self.table.slice(self.start, self.stop - self.start)
+
+
 class _Rows:
     """Buffers rows into row groups of one Parquet file, or into part files of a directory.
-    Rows come as dicts (computed results) or as Arrow tables (carried over: copied as they
-    are)."""
+    Rows come as dicts (computed results) or as RowSpans (carried over: copied as they are,
+    the spans of consecutive files joined)."""
 
     def __init__(self, target: Path, dataset: bool, run_info: Callable[[], dict]) -> None:
         self.pa, self.pq = require("pyarrow"), require("pyarrow.parquet")
         self.target, self.dataset = target, dataset
         self.schema = schema()
         self.run_info = run_info
-        self.dicts: list[dict] = []
-        self.tables: list = []  # in order, the dicts before them made tables too
+        self.pieces: list = []  # in order: lists of dicts, RowSpans
         self.buffered = 0
         self.writer = None
         self.parts = 0
         self.part_rows = 0
 
-    def add(self, rows) -> None:
-        if isinstance(rows, list):
-            self.dicts += rows
-        else:
-            self._tabulate()
-            self.tables.append(rows)
-        self.buffered += len(rows) if isinstance(rows, list) else rows.num_rows
+    def add(self, rows: list) -> None:
+        for row in rows:
+            last = self.pieces[-1] if self.pieces else None
+            if isinstance(row, RowSpan):
+                if isinstance(last, RowSpan) and last.table is row.table and \
+                        last.stop == row.start:
+                    self.pieces[-1] = RowSpan(row.table, last.start, row.stop)
+                else:
+                    self.pieces.append(row)
+                self.buffered += row.stop - row.start
+            else:
+                if not isinstance(last, list):
+                    self.pieces.append(last := [])
+                last.append(row)
+                self.buffered += 1
         if self.buffered >= ROW_GROUP_ROWS:
             self.flush()
-
-    def _tabulate(self) -> None:
-        if self.dicts:
-            self.tables.append(self.pa.Table.from_pylist(self.dicts, schema()))
-            self.dicts = []
 
     def flush(self) -> None:
         if self.writer is None or (self.dataset and self.part_rows >= PART_ROWS):
@@ -119,12 +145,12 @@ class _Rows:
                     {METADATA_KEY: json.dumps(self.run_info(), ensure_ascii=False)})
             self.writer = self.pq.ParquetWriter(path, self.schema)
             self.parts, self.part_rows = self.parts + 1, 0
-        self._tabulate()
-        if self.tables:
-            # one contiguous row group: carried files come as thousands of one-file slices
-            self.writer.write_table(self.pa.concat_tables(self.tables).combine_chunks())
+        if self.pieces:
+            tables = [p.arrow() if isinstance(p, RowSpan) else
+                      self.pa.Table.from_pylist(p, schema()) for p in self.pieces]
+            self.writer.write_table(self.pa.concat_tables(tables).combine_chunks())
             self.part_rows += self.buffered
-            self.tables, self.buffered = [], 0
+            self.pieces, self.buffered = [], 0
 
     def close(self) -> None:
         if self.writer is not None:
@@ -152,41 +178,60 @@ class PreviousOutput:
     """A previous Parquet output, read by columns to resume from it (memory: a few columns of
     the files it may carry over, as Arrow arrays, never a Python object per row).
 
-    `candidates` are the files it may carry over: rows made by the same models and settings
-    (`model_id`) that ended ok or in a failure that will not go away by itself, one (path,
-    size, mtime_ns) per file. Once the caller knows which of them are unchanged on disk,
-    `results` streams their rows, a row batch at a time, as FileResults whose `rows` are the
-    Arrow rows themselves (copied into the new output as they are). A dataset directory
-    without `_SUCCESS` was never finished and gives nothing."""
+    `candidates` are the files it may carry over, in its order: rows made by the same models
+    and settings (`model_id`) that ended ok or in a failure that will not go away by itself,
+    one (path, size, mtime_ns) per file (a file's rows are consecutive; its first stands for
+    it). Once the caller knows which of them are unchanged on disk, `results` reads the output
+    again and streams their rows as FileResults whose `rows` are the Arrow rows themselves
+    (copied into the new output as they are): the k-th file met is candidate k, so nothing is
+    looked up by path. A dataset directory without `_SUCCESS` was never finished and gives
+    nothing."""
 
     COLUMNS = ["path", "size", "mtime_ns", "model_id", "status"]
 
     def __init__(self, out: Path, model_id: str) -> None:
-        pa, pc = require("pyarrow"), require("pyarrow.compute")
+        pa = require("pyarrow")
         self.out, self.model_id = out, model_id
         self.final = pa.array(sorted(s.value for s in Status if s is Status.OK or s.permanent))
-        empty = pa.table({"path": pa.array([], pa.string()), "size": pa.array([], pa.int64()),
-                          "mtime_ns": pa.array([], pa.int64())})
-        self.candidates = empty
+        self.candidates = pa.table({"path": pa.array([], pa.string()),
+                                    "size": pa.array([], pa.int64()),
+                                    "mtime_ns": pa.array([], pa.int64())})
         if not out.exists() or (out.is_dir() and not (out / SUCCESS).is_file()):
             return
-        parts = []
-        for batch in self._batches(self.COLUMNS):
-            keep = self._carryable(batch)
-            if pc.any(keep).as_py():
-                parts.append(batch.filter(keep).select(["path", "size", "mtime_ns"]))
-        if parts:  # one row per file: its first (its bags' rows repeat the same columns)
-            table = pa.Table.from_batches(parts)
-            self.candidates = table.group_by("path", use_threads=False).aggregate(
-                [("size", "first"), ("mtime_ns", "first")]).rename_columns(
-                ["path", "size", "mtime_ns"])
+        firsts = [table.take([a for _, a, _, first in pieces if first])
+                  .select(["path", "size", "mtime_ns"])
+                  for table, pieces in self._pieces(self.COLUMNS)]
+        if firsts:
+            self.candidates = pa.concat_tables(firsts).combine_chunks()
+
+    def _pieces(self, columns: list[str] | None = None) -> Iterator[tuple[object, list]]:
+        """Per row batch, its carryable rows as a table and their pieces (k, start, stop,
+        whether the piece starts file k), file by file in the output's order; a file cut by a
+        batch's end comes in two pieces."""
+        pa, pc = require("pyarrow"), require("pyarrow.compute")
+        k, last = -1, None
+        for batch in self._batches(columns):
+            batch = batch.filter(self._carryable(batch))
+            if not batch.num_rows:
+                continue
+            paths = batch["path"]
+            before = pa.concat_arrays([pa.array([last], pa.string()),
+                                       paths.slice(0, len(paths) - 1)])
+            starts = np.flatnonzero(pc.fill_null(pc.not_equal(paths, before), True)
+                                    .to_numpy(zero_copy_only=False))
+            continues = not len(starts) or starts[0] != 0  # the last batch's file goes on
+            bounds = np.unique(np.r_[0, starts, batch.num_rows]).tolist()
+            pieces = []
+            for a, b in zip(bounds[:-1], bounds[1:], strict=True):
+                first = a != 0 or not continues
+                k += first
+                pieces.append((k, a, b, first))
+            yield pa.Table.from_batches([batch]).replace_schema_metadata(None), pieces
+            last = paths[-1].as_py()
 
     def _batches(self, columns: list[str] | None = None):
-        ds = require("pyarrow.dataset")
         try:
-            dataset = ds.dataset(self.out, format="parquet", schema=schema())
-            yield from dataset.to_batches(columns=columns, batch_size=ROW_GROUP_ROWS,
-                                          **READ_AHEAD)
+            yield from read_batches(self.out, columns)
         except Exception as e:  # pyarrow's own errors: not a Parquet output of instag
             raise InstagError(f"--out {self.out}: cannot read it as a previous Parquet output "
                               f"({str(e)[:200]})", "remove it, or write elsewhere") from None
@@ -196,41 +241,33 @@ class PreviousOutput:
         return pc.fill_null(pc.and_(pc.equal(batch["model_id"], self.model_id),
                                     pc.is_in(batch["status"], value_set=self.final)), False)
 
-    def results(self, unchanged, path_of: Callable[[int], Path]) -> Iterator[FileResult]:
-        """The carried-over results: the rows of the candidates at the positions `unchanged`
-        (a boolean numpy array over `candidates`) in the previous output's order, each file's
-        result named `path_of(position)`."""
-        pa, pc = require("pyarrow"), require("pyarrow.compute")
-        keep = pa.array(self.candidates["path"].combine_chunks().filter(pa.array(unchanged)))
-        if not len(keep):
+    def results(self, unchanged: np.ndarray, path_of: Callable[[int], Path]
+                ) -> Iterator[FileResult]:
+        """The carried-over results: the rows of the candidates marked in `unchanged` (a
+        boolean array over `candidates`), in the output's order, each file's result named
+        `path_of(k)`."""
+        if not unchanged.any():
             return
-        held: tuple[int, list] | None = None  # a file whose rows may go on in the next batch
-        for batch in self._batches():
-            batch = batch.filter(pc.and_(self._carryable(batch),
-                                         pc.is_in(batch["path"], value_set=keep)))
-            if not batch.num_rows:
-                continue
-            position = pc.index_in(batch["path"], value_set=self.candidates["path"])
-            position = position.to_numpy(zero_copy_only=False)
-            starts = np.flatnonzero(np.r_[True, position[1:] != position[:-1]])
-            table = pa.Table.from_batches([batch]).replace_schema_metadata(None)
-            for start, stop in zip(starts, [*starts[1:], batch.num_rows], strict=True):
-                pos, rows = int(position[start]), table.slice(start, stop - start)
-                if held is not None and held[0] == pos:
-                    held[1].append(rows)
+        held: tuple[int, list[RowSpan]] | None = None  # a file that may go on in the next batch
+        for table, pieces in self._pieces():
+            for k, a, b, first in pieces:
+                if not unchanged[k]:
+                    continue
+                if held is not None and not first:
+                    held[1].append(RowSpan(table, a, b))
                     continue
                 if held is not None:
-                    yield carried_result(path_of(held[0]), pa.concat_tables(held[1]))
-                held = (pos, [rows])
+                    yield carried_result(path_of(held[0]), held[1])
+                held = (k, [RowSpan(table, a, b)])
         if held is not None:
-            yield carried_result(path_of(held[0]), pa.concat_tables(held[1]))
+            yield carried_result(path_of(held[0]), held[1])
 
 
-def carried_result(path: Path, rows) -> FileResult:
-    """A file's result as a previous output's Parquet rows (an Arrow table) have it: status,
-    sizes, bags with probabilities, instruments present and segments (no per-instance
-    values), and the rows themselves, to be written again as they are."""
-    first, *_ = listed = rows.to_pylist()
+def carried_result(path: Path, spans: list[RowSpan]) -> FileResult:
+    """A file's result as a previous output's Parquet rows have it: status, sizes, bags with
+    probabilities, instruments present and segments (no per-instance values), and the rows
+    themselves, to be written again as they are."""
+    first, *_ = listed = [row for span in spans for row in span.arrow().to_pylist()]
     bags = []
     if first["status"] == Status.OK.value and first["bag_start_s"] is not None:
         for row in listed:
@@ -244,4 +281,4 @@ def carried_result(path: Path, rows) -> FileResult:
     return FileResult(path, Status(first["status"]), first["reason"] or "",
                       duration=first["duration_s"], bags=bags, size=first["size"],
                       mtime_ns=first["mtime_ns"], model_id=first["model_id"],
-                      file_tags=first["file_tags"] or "", rows=rows)
+                      file_tags=first["file_tags"] or "", rows=spans)

@@ -21,7 +21,7 @@ from pathlib import Path
 from instag.common.errors import InstagError
 from instag.common.extras import require
 from instag.outputs.forms import csv_value
-from instag.outputs.parquet import METADATA_KEY, READ_AHEAD
+from instag.outputs.parquet import METADATA_KEY, read_batches
 from instag.tagging.results import audio_path
 from instag.tagging.segments import merge_segments
 
@@ -131,17 +131,13 @@ def _segments(cell: str) -> list[list[float]]:
 
 
 def _parquet_documents(path: Path) -> Iterator[dict]:
-    ds = require("pyarrow.dataset")
-    try:
-        batches = ds.dataset(path, format="parquet").to_batches(batch_size=PARQUET_BATCH_ROWS,
-                                                                **READ_AHEAD)
-    except Exception as e:  # pyarrow's own errors: not Parquet
-        raise InstagError(f"{path}: cannot read it as Parquet ({str(e)[:200]})",
-                          NOT_AN_OUTPUT) from None
-
     def rows() -> Iterator[dict]:
-        for batch in batches:
-            yield from batch.to_pylist()
+        try:
+            for batch in read_batches(path, batch_size=PARQUET_BATCH_ROWS):
+                yield from batch.to_pylist()
+        except Exception as e:  # pyarrow's own errors: not Parquet
+            raise InstagError(f"{path}: cannot read it as Parquet ({str(e)[:200]})",
+                              NOT_AN_OUTPUT) from None
 
     for _, group in groupby(rows(), key=lambda row: row["path"]):
         yield _document(list(group), _parquet_bag, lambda v: v, number=lambda v: v)

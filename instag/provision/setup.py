@@ -32,7 +32,7 @@ from instag.features.embed import Embedder
 from instag.features.pca import load_pca
 from instag.features.vggish import load_vggish
 from instag.learning.card import write_markdown
-from instag.learning.data import load_openmic
+from instag.learning.data import corrupted, load_openmic
 from instag.learning.export import export_run
 from instag.learning.train import Recipe, train_run
 from instag.provision import verify
@@ -280,7 +280,7 @@ def _keep_lowest(heap: list, key: str, tar: tarfile.TarFile, member: tarfile.Tar
     """Keep the clip if it ranks among the lowest verify.SAMPLE_CLIPS; read it only then.
     `heap` holds (-rank, key, bytes): its top is the highest-ranked clip kept."""
     item_rank = -int(verify.rank(key), 16)
-    if len(heap) == verify.SAMPLE_CLIPS and item_rank < heap[0][0]:
+    if corrupted(key) or len(heap) == verify.SAMPLE_CLIPS and item_rank < heap[0][0]:
         return
     with tar.extractfile(member) as src:
         item = (item_rank, key, src.read())

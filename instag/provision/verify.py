@@ -23,7 +23,7 @@ from instag.common import locations
 from instag.common.errors import InstagError
 from instag.features.decode import AudioError
 from instag.features.embed import Embedder
-from instag.learning.data import NPZ_NAME
+from instag.learning.data import NPZ_NAME, corrupted
 
 SAMPLE_CLIPS = 100
 WITHIN_ONE_REQUIRED = 0.99
@@ -49,9 +49,12 @@ def rank(key: str) -> str:
 
 
 def pick(names: Iterable[tuple[str, object]], n: int = SAMPLE_CLIPS) -> list[tuple[str, object]]:
-    """Of (key, payload) pairs, the `n` whose keys rank lowest (one pass, n kept)."""
+    """Of (key, payload) pairs, the `n` whose keys rank lowest (one pass, n kept); never a
+    clip whose audio OpenMIC's errata says was corrupted (its released features are of the
+    damaged audio)."""
     return [(key, payload) for _, key, payload in
-            heapq.nsmallest(n, ((rank(k), k, p) for k, p in names), key=lambda t: t[0])]
+            heapq.nsmallest(n, ((rank(k), k, p) for k, p in names if not corrupted(k)),
+                            key=lambda t: t[0])]
 
 
 def sample_from_folder(audio_root: Path, keys: set[str], target: Path,
@@ -99,7 +102,7 @@ def check_features(openmic: Path, audio_dir: Path, embedder: Embedder) -> Featur
     equal = within = total = 0
     per_clip = []
     for path in sorted(audio_dir.glob(f"*{AUDIO_SUFFIX}")):
-        if path.stem not in index:
+        if path.stem not in index or corrupted(path.stem):  # (a sample kept by an older instag)
             continue
         try:
             ours = embedder.embed_file(path).values

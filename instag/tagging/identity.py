@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -40,9 +41,14 @@ STAT_CHUNK = 1024  # files a thread looks at per task (a task per file costs mor
 def sizes_and_mtimes(paths: Iterable[Path | bytes]) -> np.ndarray:
     """[n, 2] int64: each file's (size, mtime_ns) now, (-1, -1) for one gone or unreadable;
     looked at by a pool of threads, in order."""
+    found: list[np.ndarray] = []
     with ThreadPoolExecutor(STAT_THREADS) as pool:
-        found = [np.array(part, np.int64).reshape(-1, 2)
-                 for part in pool.map(_stat_all, _chunks(paths))]
+        ahead: deque = deque()  # chunks submitted, a few per thread: not the whole list
+        for chunk in _chunks(paths):
+            ahead.append(pool.submit(_stat_all, chunk))
+            if len(ahead) > 2 * STAT_THREADS:
+                found.append(np.array(ahead.popleft().result(), np.int64).reshape(-1, 2))
+        found += [np.array(f.result(), np.int64).reshape(-1, 2) for f in ahead]
     return np.concatenate(found) if found else np.zeros((0, 2), np.int64)
 
 

@@ -45,7 +45,7 @@ class FileResult:
     size: int | None = None  # bytes, when the file was read (None: it could not be)
     mtime_ns: int | None = None
     model_id: str = ""  # the models and settings that made this result (see run.Scoring)
-    rows: Any = None  # its Parquet rows (an Arrow table), carried over from a previous output
+    rows: Any = None  # its Parquet rows (outputs.parquet.RowSpans), carried over from before
 
     @property
     def ok(self) -> bool:
