@@ -415,3 +415,32 @@ def test_both_hubs_refusing_vggish_is_one_error(two_hosts, sources):
     result = setup()
     assert result.exit_code == 2 and "Traceback" not in result.output
     assert result.output.count("403") == 2  # the fallback's line, then the error
+
+
+def test_a_download_in_a_log_says_how_far_it_is_every_few_seconds():
+    from instag.cli.provision import download_lines
+
+    said, now = [], [0.0]
+    update = download_lines(said.append, seconds=10, clock=lambda: now[0])
+    for second in range(1, 31):  # 30 s at 40 MB/s of a 2 GB file
+        now[0] = float(second)
+        update(second * 40_000_000, 2_000_000_000)
+    assert said == [
+        "      downloaded 0.40 GB of 2.00 GB (20%), 40.0 MB/s, about 0:00:40 left",
+        "      downloaded 0.80 GB of 2.00 GB (40%), 40.0 MB/s, about 0:00:30 left",
+        "      downloaded 1.20 GB of 2.00 GB (60%), 40.0 MB/s, about 0:00:20 left"]
+
+
+def test_a_long_step_in_a_log_says_it_is_still_going(monkeypatch):
+    import time
+
+    from instag.provision.setup import ticking
+
+    said = []
+    with ticking(said.append, "[4/5] model: training seed 0", on_terminal=False, seconds=0.05):
+        time.sleep(0.18)
+    assert len(said) >= 2 and said[0].startswith("[4/5] model: training seed 0: still going, ")
+    quiet = []
+    with ticking(quiet.append, "x", on_terminal=True, seconds=0.05):
+        time.sleep(0.12)
+    assert not quiet  # on a terminal the bars speak

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sys
+import time
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated
 
@@ -23,11 +25,32 @@ from instag.provision.setup import SetupOptions
 from instag.provision.setup import setup as run_setup
 from instag.provision.verify import verify_installed
 
+DOWNLOAD_LINE_SECONDS = 10.0  # off a terminal, a download says how far it is this often
 
-def _download_progress():
-    """A rich progress bar for downloads on a terminal; None (no bar) otherwise."""
+
+def download_lines(say, seconds: float = DOWNLOAD_LINE_SECONDS, clock=time.monotonic):
+    """A download's progress as a line every `seconds` (for logs): bytes, rate, time left."""
+    started = last = clock()
+
+    def update(done: int, total: int | None) -> None:
+        nonlocal last
+        now = clock()
+        if now - last < seconds and done != total:
+            return
+        last = now
+        rate = done / max(now - started, 1e-9)
+        of = "" if total is None else f" of {total / 1e9:.2f} GB ({done / total:.0%})"
+        left = "" if total is None or not rate else \
+            f", about {timedelta(seconds=round((total - done) / rate))} left"
+        say(f"      downloaded {done / 1e9:.2f} GB{of}, {rate / 1e6:.1f} MB/s{left}")
+
+    return update
+
+
+def _download_progress(say):
+    """A rich progress bar for downloads on a terminal; a line every few seconds otherwise."""
     if not sys.stderr.isatty():
-        return None, lambda: None
+        return download_lines(say), lambda: None
     from rich.progress import (
         BarColumn,
         DownloadColumn,
@@ -77,10 +100,11 @@ def setup(
     opts = SetupOptions(openmic=openmic, offline=offline, seeds=tuple(parse_seeds(seeds)),
                         epochs=epochs, device=device, vggish=vggish, pca=pca, force=force,
                         show_progress=sys.stderr.isatty())
-    progress, stop = _download_progress()
     out = console()
+    say = lambda m: out.print(m, markup=False)  # noqa: E731
+    progress, stop = _download_progress(say)
     try:
-        model = run_setup(opts, say=lambda m: out.print(m, markup=False), progress=progress)
+        model = run_setup(opts, say=say, progress=progress)
     finally:
         stop()
     out.print(f"\nReady. Next:\n  instag tag ~/Music --out tags.csv\n(scoring model: {model})",

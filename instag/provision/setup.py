@@ -12,13 +12,16 @@ renames, so a failed step leaves nothing half-written at a final name.
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import json
 import os
 import shutil
 import tarfile
 import tempfile
-from collections.abc import Callable
+import threading
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -55,7 +58,7 @@ class SetupOptions:
     vggish: str | None = None
     pca: Path | None = None
     force: bool = False  # redo steps whose results are there: fetch, extract, train again
-    show_progress: bool = False  # training's progress bar
+    show_progress: bool = False  # bars on a terminal; otherwise a line every TICK_SECONDS
     # Sources, overridable by environment (how the tests point setup at a local server).
     openmic_url: str = field(default_factory=lambda: _env("INSTAG_OPENMIC_URL", OPENMIC_URL))
     openmic_md5: str = field(default_factory=lambda: _env("INSTAG_OPENMIC_MD5", OPENMIC_MD5))
@@ -69,6 +72,30 @@ def _env(name: str, default: str) -> str:
 
 Say = Callable[[str], None]
 Progress = Callable[[int, int | None], None]
+TICK_SECONDS = 15.0  # a long step off a terminal says it is still going this often
+
+
+@contextlib.contextmanager
+def ticking(say: Say, what: str, on_terminal: bool,
+            seconds: float = TICK_SECONDS) -> Iterator[None]:
+    """Off a terminal (a log, cron), a line every `seconds` while a long step runs (training,
+    the ONNX conversion), so that a log never looks hung; on a terminal the bars speak."""
+    if on_terminal:
+        yield
+        return
+    done, started = threading.Event(), time.monotonic()
+
+    def tick() -> None:
+        while not done.wait(seconds):
+            say(f"{what}: still going, {time.monotonic() - started:.0f} s so far")
+
+    thread = threading.Thread(target=tick, daemon=True, name="instag-tick")
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
 
 
 OFFLINE_HINT = ("no internet here? provision from local files: instag setup --vggish DIR "
@@ -313,9 +340,10 @@ def step_model(data_root: Path, opts: SetupOptions, say: Say) -> Path:
     for seed in opts.seeds:
         say(f"[4/5] model: training att, seed {seed}, {opts.epochs} epochs")
         recipe = Recipe(model="att", epochs=opts.epochs, seed=seed, device=opts.device)
-        metrics = train_run(data, recipe, runs_dir / f"att-seed-{seed}",
-                            progress=opts.show_progress,
-                            force=True)  # setup's own run directories: retrained on new data
+        with ticking(say, f"[4/5] model: training seed {seed}", opts.show_progress):
+            metrics = train_run(data, recipe, runs_dir / f"att-seed-{seed}",
+                                progress=opts.show_progress,
+                                force=True)  # setup's own run directories: retrained anew
         val = metrics["best_val_loss"]
         say(f"      seed {seed}: best validation loss {val:.4f}, test F1 "
             f"{metrics['overall']['f1']:.3f}, mAP {metrics['overall']['map']:.3f}")
@@ -334,7 +362,9 @@ def step_verify(data_root: Path, opts: SetupOptions, say: Say,
                         note=lambda m: say(f"[5/5] {m}"))
     if opts.force and (path := vggish_onnx.converted_path(embedder.handle)) is not None:
         path.with_suffix(".refused").unlink(missing_ok=True)  # try the conversion again
-    embedder.model  # noqa: B018 - loads it: converted to ONNX here, once, if it can be
+    with ticking(say, "[5/5] VGGish: loading, and converting to ONNX once (a minute or two)",
+                 opts.show_progress):
+        embedder.model  # noqa: B018 - loads it: converted to ONNX here, once, if it can be
     say(f"[5/5] VGGish runs on {embedder.runtime}")
     card = model.with_suffix(".json")
     doc = json.loads(card.read_text()) if card.is_file() else {}
