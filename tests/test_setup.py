@@ -444,3 +444,37 @@ def test_a_long_step_in_a_log_says_it_is_still_going(monkeypatch):
     with ticking(quiet.append, "x", on_terminal=True, seconds=0.05):
         time.sleep(0.12)
     assert not quiet  # on a terminal the bars speak
+
+
+def test_setup_applies_openmics_errata_and_never_checks_against_a_corrupted_clip(
+        sources, tmp_path, monkeypatch):
+    """An archive with OpenMIC's vocabulary, the three clips whose labels its errata corrects,
+    and audio of tracks its errata says were corrupted."""
+    from builders import write_openmic
+
+    from instag.learning.data import CORRECTED_LABELS, OPENMIC_CLASSES
+    from instag.provision import verify
+
+    rng = np.random.default_rng(0)
+    keys = [k for k, _ in CORRECTED_LABELS] + [f"{i:06d}_0" for i in range(200, 277)]
+    y_mask = rng.random((80, 20)) < 0.5
+    y_true = np.where(y_mask, rng.random((80, 20)) < 0.4, 0.5).astype(np.float32)
+    for i, (_, instrument) in enumerate(CORRECTED_LABELS):  # wrong in this archive
+        c = OPENMIC_CLASSES.index(instrument)
+        y_true[i, c], y_mask[i, c] = 0.0, True
+    root = write_openmic(tmp_path / "src", rng.integers(0, 256, (80, 10, 128), np.uint8),
+                         y_true, y_mask, keys, list(OPENMIC_CLASSES), n_train=60)
+    files = {f"openmic-2018/{p.relative_to(root).as_posix()}": p.read_bytes()
+             for p in root.rglob("*") if p.is_file()}
+    for key in ("071826_0", "095253_134400", "138485_3840", "000200_0"):
+        files[f"openmic-2018/audio/{key[:3]}/{key}.ogg"] = b"clip"
+    archive = tgz(files)
+    sources.files["openmic.tgz"] = archive
+    monkeypatch.setenv("INSTAG_OPENMIC_MD5", hashlib.md5(archive).hexdigest())
+    result = setup()
+    assert "Traceback" not in result.output
+    assert sorted(p.stem for p in verify.sample_dir().iterdir()) == ["000200_0"]
+    card = json.loads(assets.installed_model().with_suffix(".json").read_text())
+    assert card["training_data_errata"] == {"labels_corrected": 3, "labels_already_right": 0}
+    assert "3 labels corrected on loading" in \
+        assets.installed_model().with_suffix(".md").read_text()
