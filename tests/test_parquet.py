@@ -201,3 +201,20 @@ def test_a_file_whose_rows_straddle_two_row_batches_is_carried_once_whole(
                                                      "corrupt.flac"]
     assert {r.path.name: len(r.bags) for r in carried if r.bags} == {"01 intro.wav": 2,
                                                                       "02-song.flac": 3}
+
+
+def test_a_file_walked_twice_is_carried_once_and_computed_once(library, run_tag, tmp_path):
+    """Resuming (the Ray engine's rule): every walked file ends as exactly one result."""
+    import numpy as np
+
+    from instag.engines.ray.pipeline import _carried
+    from instag.outputs.parquet import PreviousOutput
+
+    out = tmp_path / "t.parquet"
+    song = library / "album" / "01 intro.wav"
+    run_tag(song, "--out", out)
+    files = [song, library / "other" / "take.ogg", song]
+    carried = np.zeros(3, bool)
+    results = list(_carried(files, PreviousOutput(out, rows(out)[0]["model_id"]), carried))
+    assert [r.path for r in results] == [song]
+    assert carried.tolist() == [False, False, True]  # the other two are computed

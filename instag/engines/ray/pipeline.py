@@ -302,11 +302,11 @@ def _carried(files: Sequence[Path], previous: PreviousOutput, carried: np.ndarra
     mtime = candidates["mtime_ns"].to_numpy()[position]
     now = sizes_and_mtimes(files[i] for i in known)
     same = (now[:, 0] == size) & (now[:, 1] == mtime)
-    carried[known[same]] = True
     unchanged = np.zeros(candidates.num_rows, bool)
     unchanged[position[same]] = True
     walk_index = np.full(candidates.num_rows, -1, np.int64)
-    walk_index[position] = known
+    walk_index[position] = known  # a file walked twice: its last place carries, the other runs
+    carried[walk_index[unchanged]] = True
     yield from previous.results(unchanged, lambda pos: files[walk_index[pos]])
 
 
