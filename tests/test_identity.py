@@ -60,7 +60,8 @@ def test_a_ray_resume_carries_nothing_over_new_vggish_weights(
         sf.write(tmp_path / f"{i}.wav", music(3, i), SR)
     opts = instag.TagOptions(model=scoring_model, vggish=str(own_vggish), pca=standin_pca,
                              cache=tmp_path / "cache.sqlite", jobs=1)
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
+             logging_level="ERROR")
     try:
         out = tmp_path / "t.parquet"
         with result_writer(out, Format.PARQUET) as write:

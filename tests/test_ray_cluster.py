@@ -133,6 +133,32 @@ def test_a_driver_killed_mid_run_leaves_the_output_the_next_run_resumes_from(
         "lib": 6, "new": 6}
 
 
+@pytest.mark.parametrize("record", ["none", "dead", "alive"])
+def test_without_an_address_a_run_joins_only_a_recorded_cluster_that_answers(
+        tmp_path, monkeypatch, record):
+    """Ray follows /tmp/ray/ray_current_cluster, and a killed Ray leaves it behind: a run
+    would wait on a dead cluster. (No cluster is started here.)"""
+    import socket as sockets
+
+    from instag.engines.ray.pipeline import _local_address
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setenv("RAY_TMPDIR", str(tmp_path))
+    (tmp_path / "ray").mkdir()
+    listening = sockets.socket()
+    listening.bind(("127.0.0.1", 0))
+    listening.listen()
+    port = listening.getsockname()[1]
+    if record == "dead":
+        listening.close()
+    if record != "none":
+        (tmp_path / "ray" / "ray_current_cluster").write_text(f"127.0.0.1:{port}\n")
+    try:
+        assert _local_address() == (f"127.0.0.1:{port}" if record == "alive" else "local")
+    finally:
+        listening.close()
+
+
 def embedding() -> bool:
     """Whether a VGGish actor of a run is at work (Ray names its process after it)."""
     for proc in Path("/proc").iterdir():

@@ -31,6 +31,7 @@ import logging
 import os
 import signal
 import socket
+import tempfile
 import threading
 import warnings
 from collections import Counter
@@ -221,7 +222,7 @@ class RayRun(JobRun):
         if started:
             try:
                 with _signal_handlers_kept():
-                    ray.init(address=self.address, include_dashboard=False,
+                    ray.init(address=self.address or _local_address(), include_dashboard=False,
                              log_to_driver=False, logging_level="ERROR")
             except (ConnectionError, RuntimeError, ValueError) as e:
                 where = self.address or os.environ.get("RAY_ADDRESS") or "a local Ray"
@@ -268,6 +269,23 @@ def _signal_handlers_kept() -> Iterator[None]:
             for s, handler in kept.items():
                 if handler is not None:
                     signal.signal(s, handler)
+
+
+def _local_address() -> str | None:
+    """Where a run without --ray-address goes: $RAY_ADDRESS, else the cluster `ray start`
+    recorded on this machine if it still answers, else a Ray of its own ("local"). Ray itself
+    would follow a record left by a Ray that was killed and wait minutes on a dead cluster."""
+    if os.environ.get("RAY_ADDRESS"):
+        return None  # Ray's own lookup takes it
+    record = Path(os.environ.get("RAY_TMPDIR") or tempfile.gettempdir()) / "ray" / \
+        "ray_current_cluster"  # where Ray keeps it (its default temp dir)
+    try:
+        recorded = record.read_text().strip()
+        host, _, port = recorded.rpartition(":")
+        socket.create_connection((host, int(port)), timeout=2).close()
+        return recorded
+    except (OSError, ValueError):
+        return "local"
 
 
 def _check_reachable(address: str) -> None:
