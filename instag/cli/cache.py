@@ -29,7 +29,7 @@ def _existing(cache: Path | None) -> Path:
 
 
 def _mb(n: int) -> str:
-    return f"{n / 1e6:,.1f} MB"
+    return f"{n / 1e6:,.1f} MB" if n >= 1e6 else f"{n / 1e3:,.0f} kB"
 
 
 def _day(day: int) -> str:
@@ -52,9 +52,11 @@ def show(ctx: typer.Context, cache: CacheOpt = None) -> None:
     out.print(f"{stats.path}: {f'{entries:,} entries'}, {_mb(stats.size)} on disk",
               markup=False)
     for i in stats.identities:
+        failures = i.entries - i.ok
+        stay = "failure that stays" if failures == 1 else "failures that stay"
         out.print(f"  {i.vggish}: {i.entries:,} files ({i.ok:,} with features, "
-                  f"{i.entries - i.ok:,} failures that stay), {_mb(i.feature_bytes)} of "
-                  f"features, last used {_day(i.last_used)}", markup=False)
+                  f"{failures:,} {stay}), {_mb(i.feature_bytes)} of features, last used "
+                  f"{_day(i.last_used)}", markup=False)
 
 
 @app.command()
