@@ -218,3 +218,18 @@ def test_a_file_walked_twice_is_carried_once_and_computed_once(library, run_tag,
     results = list(_carried(files, PreviousOutput(out, rows(out)[0]["model_id"]), carried))
     assert [r.path for r in results] == [song]
     assert carried.tolist() == [False, False, True]  # the other two are computed
+
+
+def test_an_output_of_another_layout_carries_nothing_over_and_is_not_an_error(tmp_path):
+    """Its rows could not be copied as they are: every file is computed again."""
+    import pyarrow as pa
+
+    from instag.outputs.parquet import PreviousOutput
+
+    out = tmp_path / "t.parquet"
+    pq.write_table(pa.table({"path": ["/music/a.flac"], "status": ["ok"], "size": [1],
+                             "mtime_ns": [1], "model_id": ["m"]}), out)
+    assert PreviousOutput(out, "m").candidates.num_rows == 0
+    out.write_text("not parquet")
+    with pytest.raises(Exception, match="cannot read it as a previous Parquet output"):
+        PreviousOutput(out, "m")

@@ -198,6 +198,8 @@ class PreviousOutput:
                                     "mtime_ns": pa.array([], pa.int64())})
         if not out.exists() or (out.is_dir() and not (out / SUCCESS).is_file()):
             return
+        if not self._same_schema():
+            return  # written by another version of instag: nothing is carried over
         firsts = [table.take([a for _, a, _, first in pieces if first])
                   .select(["path", "size", "mtime_ns"])
                   for table, pieces in self._pieces(self.COLUMNS)]
@@ -228,6 +230,17 @@ class PreviousOutput:
                 pieces.append((k, a, b, first))
             yield pa.Table.from_batches([batch]).replace_schema_metadata(None), pieces
             last = paths[-1].as_py()
+
+    def _same_schema(self) -> bool:
+        """Whether the output has this instag's columns (its rows are copied as they are)."""
+        pq = require("pyarrow.parquet")
+        first = next(iter(sorted(self.out.glob("*.parquet")) if self.out.is_dir() else
+                          [self.out]), None)
+        try:
+            return first is not None and pq.read_schema(first).remove_metadata() == schema()
+        except Exception as e:  # pyarrow's own errors: not Parquet at all
+            raise InstagError(f"--out {self.out}: cannot read it as a previous Parquet output "
+                              f"({str(e)[:200]})", "remove it, or write elsewhere") from None
 
     def _batches(self, columns: list[str] | None = None):
         try:
