@@ -15,6 +15,9 @@ tagging API, never imports torch or TensorFlow)::
 - ``Reporter``: subclass it and pass it to ``tag`` for progress as the run goes (each call
   gets the running ``Summary``: files counted once their features are in, audio embedded,
   the time left).
+- ``read_documents(output)``: any output (CSV, JSON, JSONL, Parquet) back as one document
+  per file, streamed; ``SegmentsWriter(folder, "jams"|"audacity"|"sv", root)``: a document's
+  segments as a JAMS, Audacity or Sonic Visualiser file (called with each document).
 - ``Embedder``: VGGish + PCA on waveforms or files in this process.
 - ``load_openmic``, ``Recipe``, ``train_run``, ``export_run``: the paper's learning half
   (the ``train`` extra).
@@ -43,6 +46,8 @@ _API = {
     "FileResult": "instag.tagging.results",
     "TagWriting": "instag.tagging.tagwriting",
     "write_tags": "instag.outputs.filetags",
+    "read_documents": "instag.outputs.readback",
+    "SegmentsWriter": "instag.outputs.exports",
     "resolve_model": "instag.common.locations",
     "Status": "instag.common.status",
     "Device": "instag.common.devices",
