@@ -400,7 +400,8 @@ def test_a_hub_that_refuses_vggish_is_one_line_and_the_other_host_serves_it(
     assert result.exit_code == 0, result.output
     other = two_hosts[1 - refusing]
     said = [line for line in result.output.splitlines() if "failed" in line]
-    assert len(said) == 1 and "403" in said[0] and f"trying the same model at {other}" in said[0]
+    assert len(said) == 1 and "HTTP Error 403" in said[0]
+    assert f"trying the same model at {other}" in said[0]
     assert assets.settings()["vggish"] == other
     assert assets.hub_cached(first) == assets.hub_cached(other) is not None  # one model
     music = tmp_path / "song.wav"
@@ -414,7 +415,7 @@ def test_both_hubs_refusing_vggish_is_one_error(two_hosts, sources):
     sources.forbidden |= {"vggish.tar.gz", "kaggle/vggish.tar.gz"}
     result = setup()
     assert result.exit_code == 2 and "Traceback" not in result.output
-    assert result.output.count("403") == 2  # the fallback's line, then the error
+    assert result.output.count("HTTP Error 403") == 2  # the fallback's line, then the error
 
 
 def test_a_download_in_a_log_says_how_far_it_is_every_few_seconds():
