@@ -46,13 +46,7 @@ from instag.common.errors import InstagError
 from instag.common.extras import require
 from instag.common.status import Status
 from instag.engines.ray import reassembly
-from instag.engines.ray.watchdog import (
-    FROZEN_TRIES,
-    NO_CPU_SECONDS,
-    Heartbeat,
-    Sentinel,
-    frozen_reason,
-)
+from instag.engines.ray.watchdog import FROZEN_TRIES, Heartbeat, Sentinel, frozen_reason
 from instag.features import vggish_onnx
 from instag.features.decode import AudioError
 from instag.features.embed import NON_FINITE, Embedder, embed_chunks
@@ -243,19 +237,12 @@ class RayRun(JobRun):
                     yield self._done(result, from_cache=True)
             todo = np.flatnonzero(~carried)  # the files to compute, by their index in the walk
             if len(todo):
-                with _woken_when_starved() as wake, Sentinel(ray, opts.stall_timeout,
-                                                               wake) as sentinel:
-                    try:
-                        pipeline = _pipeline(ray, files, todo, opts, onnx, embedder,
-                                             sentinel.watchdog)
-                        for result in _results(pipeline, files, todo, scoring, identity, self,
-                                               sentinel.frozen):
-                            yield self._done(result)
-                    except _Starved:
-                        raise InstagError(
-                            f"the Ray cluster has had no CPU for {NO_CPU_SECONDS:.0f} s (its "
-                            "CPU nodes are gone): no file can be embedded; stopped, the "
-                            "previous output kept", "add CPU nodes and run again") from None
+                with Sentinel(ray, opts.stall_timeout) as sentinel:
+                    pipeline = _pipeline(ray, files, todo, opts, onnx, embedder,
+                                         sentinel.watchdog)
+                    for result in _results(pipeline, files, todo, scoring, identity, self,
+                                           sentinel.frozen):
+                        yield self._done(result)
                     self.embedding_nodes = ray.get(sentinel.watchdog.nodes_of_actors.remote())
         finally:
             if started:
@@ -282,28 +269,6 @@ def _signal_handlers_kept() -> Iterator[None]:
             for s, handler in kept.items():
                 if handler is not None:
                     signal.signal(s, handler)
-
-
-class _Starved(Exception):
-    """Raised in the driver's main thread when the cluster has had no CPU for long."""
-
-
-@contextlib.contextmanager
-def _woken_when_starved() -> Iterator:
-    """A way for the sentinel to wake the driver, which waits inside Ray: SIGUSR1 to this
-    process raises `_Starved` in the main thread. None (no waking) off the main thread."""
-    if threading.current_thread() is not threading.main_thread():
-        yield None
-        return
-
-    def starved(signum, frame):
-        raise _Starved
-
-    previous = signal.signal(signal.SIGUSR1, starved)
-    try:
-        yield lambda: os.kill(os.getpid(), signal.SIGUSR1)
-    finally:
-        signal.signal(signal.SIGUSR1, previous)
 
 
 def _local_address() -> str | None:

@@ -28,8 +28,6 @@ from pathlib import Path
 BEAT_SECONDS = 1.0
 SENTINEL_SECONDS = 1.0  # how often the driver asks for silent workers
 LONG_SILENCE = 120.0  # seconds without a beat after which a worker is ended, stopped or not
-# a cluster without a CPU this long (its CPU nodes gone) ends the run ($INSTAG_NO_CPU_SECONDS)
-NO_CPU_SECONDS = float(os.environ.get("INSTAG_NO_CPU_SECONDS") or 60)
 FROZEN_TRIES = 2  # tries of a file that froze, after which its next try reports it `timeout`
 
 
@@ -132,18 +130,16 @@ def _end(pid: int, started: int | None, long_silent: bool) -> bool | None:
 
 
 class Sentinel:
-    """The driver's side, while `with` holds it: a thread that ends silent workers (`frozen`
-    counts, per file, the tries that froze), and calls `on_starved` once the cluster has had no
-    CPU for NO_CPU_SECONDS (no VGGish actor can be placed: the run would wait forever)."""
+    """The driver's side, while `with` holds it: a thread that ends silent workers; `frozen`
+    counts, per file, the tries that froze."""
 
-    def __init__(self, ray, silence: float, on_starved=None) -> None:
+    def __init__(self, ray, silence: float) -> None:
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-        self.ray, self.silence, self.on_starved = ray, silence, on_starved
+        self.ray, self.silence = ray, silence
         here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
         self.watchdog = ray.remote(num_cpus=0, scheduling_strategy=here)(Watchdog).remote()
         self.frozen: Counter[int] = Counter()
-        self.starved = False  # set when the cluster had no CPU for NO_CPU_SECONDS
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True, name="instag-sentinel")
 
@@ -156,17 +152,8 @@ class Sentinel:
 
         end = self.ray.remote(num_cpus=0, max_retries=0)(_end)
         pending: dict[str, tuple[object, dict]] = {}  # token -> (its _end task, who)
-        without_cpus: float | None = None  # since when the cluster has had no CPU
         while not self.stop.wait(SENTINEL_SECONDS):
             try:
-                if self.ray.cluster_resources().get("CPU", 0) < 1:  # no actor can be placed
-                    without_cpus = without_cpus or time.monotonic()
-                    if time.monotonic() - without_cpus > NO_CPU_SECONDS and self.on_starved:
-                        self.starved = True
-                        self.on_starved()  # the driver waits inside Ray: it is woken,
-                        without_cpus += 5  # and again 5 s later should Ray swallow it
-                else:
-                    without_cpus = None
                 silent = self.ray.get(self.watchdog.silent.remote(self.silence), timeout=30)
                 for token, seconds, who in silent:
                     if token not in pending:
