@@ -133,6 +133,34 @@ def test_a_driver_killed_mid_run_leaves_the_output_the_next_run_resumes_from(
         "lib": 6, "new": 6}
 
 
+def test_a_cluster_left_without_a_cpu_ends_the_run_in_one_line(options, tmp_path):
+    """A head of no CPU (as on large clusters) and one CPU node, which dies mid-run: no VGGish
+    actor can be placed any more; the run says so and ends, the previous output kept."""
+    from ray.cluster_utils import Cluster
+
+    lib = library(tmp_path / "lib", 6, seconds=60)
+    out = tmp_path / "tags.csv"
+    out.write_text("previous\n")
+    starved = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
+    worker = starved.add_node(num_cpus=1)
+    starved.wait_for_nodes()
+    try:
+        driver = subprocess.Popen(
+            [sys.executable, "-m", "instag", "tag", str(lib), "--out", str(out), "--engine",
+             "ray", "--ray-address", starved.address, "--model", str(options.model),
+             "--vggish", options.vggish, "--pca", str(options.pca)],
+            env={**os.environ, "INSTAG_NO_CPU_SECONDS": "5"}, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True)
+        time.sleep(3)  # starting, or embedding already: either way its only CPU node goes
+        starved.remove_node(worker, allow_graceful=False)
+        _, err = driver.communicate(timeout=ENDS_WITHIN)
+    finally:
+        starved.shutdown()
+    assert driver.returncode == 2, err[-3000:]
+    assert "the Ray cluster has had no CPU for 5 s" in err and "Traceback" not in err
+    assert out.read_text() == "previous\n"
+
+
 @pytest.mark.parametrize("record", ["none", "dead", "alive"])
 def test_without_an_address_a_run_joins_only_a_recorded_cluster_that_answers(
         tmp_path, monkeypatch, record):

@@ -27,6 +27,7 @@ copied as Arrow rows).
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import os
 import signal
@@ -35,8 +36,9 @@ import tempfile
 import threading
 import warnings
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
+from queue import Empty, Full, Queue
 
 import numpy as np
 
@@ -46,7 +48,13 @@ from instag.common.errors import InstagError
 from instag.common.extras import require
 from instag.common.status import Status
 from instag.engines.ray import reassembly
-from instag.engines.ray.watchdog import FROZEN_TRIES, Heartbeat, Sentinel, frozen_reason
+from instag.engines.ray.watchdog import (
+    FROZEN_TRIES,
+    NO_CPU_SECONDS,
+    Heartbeat,
+    Sentinel,
+    frozen_reason,
+)
 from instag.features import vggish_onnx
 from instag.features.decode import AudioError
 from instag.features.embed import NON_FINITE, Embedder, embed_chunks
@@ -238,9 +246,10 @@ class RayRun(JobRun):
             todo = np.flatnonzero(~carried)  # the files to compute, by their index in the walk
             if len(todo):
                 with Sentinel(ray, opts.stall_timeout) as sentinel:
-                    pipeline = _pipeline(ray, files, todo, opts, onnx, embedder,
-                                         sentinel.watchdog)
-                    for result in _results(pipeline, files, todo, scoring, identity, self,
+                    rows = _unless_starved(lambda: _pipeline(
+                        ray, files, todo, opts, onnx, embedder, sentinel.watchdog).iter_rows(),
+                        sentinel.starved)
+                    for result in _results(rows, files, todo, scoring, identity, self,
                                            sentinel.frozen):
                         yield self._done(result)
                     self.embedding_nodes = ray.get(sentinel.watchdog.nodes_of_actors.remote())
@@ -389,7 +398,49 @@ def _pipeline(ray, files: Sequence[Path], todo: np.ndarray, opts: TagOptions, on
             max_restarts=-1, max_task_retries=MAX_RETRIES)
 
 
-def _results(pipeline, files: Sequence[Path], todo: np.ndarray, scoring: Scoring,
+def _unless_starved(rows: Callable[[], Iterator[dict]], starved: threading.Event
+                    ) -> Iterator[dict]:
+    """The rows `rows()` makes (the pipeline, built and read by a thread of their own: Ray
+    Data waits on tasks while it builds one too), so that the driver never waits inside Ray
+    where it could not notice the cluster has lost its last CPU (`starved`): then one line."""
+    queue: Queue = Queue(maxsize=64)
+    stop = threading.Event()
+    end = object()
+
+    def read() -> None:
+        try:
+            for item in itertools.chain(rows(), [end]):
+                while not stop.is_set():
+                    try:
+                        queue.put(item, timeout=1)
+                        break
+                    except Full:
+                        continue
+        except BaseException as e:  # noqa: BLE001 - handed to the driver, raised there
+            queue.put(e)
+
+    threading.Thread(target=read, daemon=True, name="instag-rows").start()
+    try:
+        while True:
+            try:
+                item = queue.get(timeout=1)
+            except Empty:
+                if starved.is_set():
+                    raise InstagError(
+                        f"the Ray cluster has had no CPU for {NO_CPU_SECONDS:.0f} s (its CPU "
+                        "nodes are gone): no file can be embedded; stopped, the previous "
+                        "output kept", "add CPU nodes and run again") from None
+                continue
+            if item is end:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+
+
+def _results(rows: Iterator[dict], files: Sequence[Path], todo: np.ndarray, scoring: Scoring,
              identity: str, run: RayRun, frozen: Counter[int]) -> Iterator[FileResult]:
     """Reassemble each file's rows into features (checked: `reassembly`), score files in small
     batches, and yield results in walk order; a file whose rows are not all there (every retry
@@ -408,7 +459,7 @@ def _results(pipeline, files: Sequence[Path], todo: np.ndarray, scoring: Scoring
         run.summary.embedded_s += len(row["feats"]) * INSTANCE_SECONDS
         run.reporter.embedded(run.summary)
 
-    for file in reassembly.files(pipeline.iter_rows(), map(int, todo), progress):
+    for file in reassembly.files(rows, map(int, todo), progress):
         path, row = files[file.idx], file.last
         if file.incomplete:
             yield from flush()

@@ -28,6 +28,8 @@ from pathlib import Path
 BEAT_SECONDS = 1.0
 SENTINEL_SECONDS = 1.0  # how often the driver asks for silent workers
 LONG_SILENCE = 120.0  # seconds without a beat after which a worker is ended, stopped or not
+# a cluster without a CPU this long (its CPU nodes gone) ends the run ($INSTAG_NO_CPU_SECONDS)
+NO_CPU_SECONDS = float(os.environ.get("INSTAG_NO_CPU_SECONDS") or 60)
 FROZEN_TRIES = 2  # tries of a file that froze, after which its next try reports it `timeout`
 
 
@@ -130,8 +132,9 @@ def _end(pid: int, started: int | None, long_silent: bool) -> bool | None:
 
 
 class Sentinel:
-    """The driver's side, while `with` holds it: a thread that ends silent workers; `frozen`
-    counts, per file, the tries that froze."""
+    """The driver's side, while `with` holds it: a thread that ends silent workers (`frozen`
+    counts, per file, the tries that froze), and sets `starved` once the cluster has had no
+    CPU for NO_CPU_SECONDS (no VGGish actor can be placed: the run would wait forever)."""
 
     def __init__(self, ray, silence: float) -> None:
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
@@ -140,6 +143,7 @@ class Sentinel:
         here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
         self.watchdog = ray.remote(num_cpus=0, scheduling_strategy=here)(Watchdog).remote()
         self.frozen: Counter[int] = Counter()
+        self.starved = threading.Event()
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True, name="instag-sentinel")
 
@@ -152,8 +156,15 @@ class Sentinel:
 
         end = self.ray.remote(num_cpus=0, max_retries=0)(_end)
         pending: dict[str, tuple[object, dict]] = {}  # token -> (its _end task, who)
+        without_cpus: float | None = None  # since when the cluster has had no CPU
         while not self.stop.wait(SENTINEL_SECONDS):
             try:
+                if self.ray.cluster_resources().get("CPU", 0) < 1:
+                    without_cpus = without_cpus or time.monotonic()
+                    if time.monotonic() - without_cpus > NO_CPU_SECONDS:
+                        self.starved.set()
+                else:
+                    without_cpus = None
                 silent = self.ray.get(self.watchdog.silent.remote(self.silence), timeout=30)
                 for token, seconds, who in silent:
                     if token not in pending:
