@@ -121,7 +121,52 @@ class InstagPlugin(BeetsPlugin):
         cmd.parser.add_option("-W", "--nowrite", action="store_false", dest="write",
                               help="do not write the files' tags")
         cmd.func = self.command
-        return [cmd]
+        train = ui.Subcommand(
+            "instag-train", help="teach instag instruments from items: instag-train OUT "
+                                 "INSTRUMENT=QUERY [not-INSTRUMENT=QUERY ...]")
+        train.parser.usage += " OUT INSTRUMENT=QUERY [not-INSTRUMENT=QUERY ...]"
+        train.parser.add_option("--openmic", default=None,
+                                help="also train on this OpenMIC-2018 directory")
+        train.parser.add_option("--folds", type="int", default=None,
+                                help="also cross-validate over K folds")
+        train.parser.add_option("--epochs", type="int", default=250)
+        train.func = self.train_command
+        return [cmd, train]
+
+    # -- beet instag-train ----------------------------------------------------------------------
+    def train_command(self, lib, opts, args) -> None:
+        """Items matching each INSTRUMENT=QUERY are songs with it, those matching
+        not-INSTRUMENT=QUERY songs without it (the folder layout of `instag train
+        --labels-from-folders`, with queries for folders); items matched by neither are
+        unlabelled for it. Trains as `instag train --labels` does."""
+        if len(args) < 2 or not all("=" in a for a in args[1:]):
+            raise ui.UserError("instag-train: give OUT and at least one INSTRUMENT=QUERY "
+                               "(e.g. kazoo=genre:kazoo not-kazoo=genre:classical)")
+        rows = []
+        for spec in args[1:]:
+            label, query = spec.split("=", 1)
+            negative = label.startswith(instag.NEGATIVE_PREFIX)
+            for item in lib.items(query):
+                rows.append((f"{spec} ({item})", Path(os.fsdecode(item.path)),
+                             label.removeprefix(instag.NEGATIVE_PREFIX) if negative else label,
+                             "0" if negative else "1"))
+        try:
+            labels = instag.labels_from_rows(rows, f"beets queries {' '.join(args[1:])}")
+            taught = instag.teach(labels, Path(args[0]), self.options(),
+                                  instag.Recipe(epochs=opts.epochs),
+                                  Path(opts.openmic) if opts.openmic else None,
+                                  folds=opts.folds, force=True)
+        except instag.InstagError as e:
+            raise ui.UserError(f"instag: {e}") from None
+        for result in taught.failed:
+            self._log.warning("{}: {} ({}); left out", result.display_path, result.status,
+                              result.reason)
+        for name in labels.instruments:
+            r = taught.metrics["per_class"][name]
+            ui.print_(f"{name}: held-out F1 {r.get('f1', float('nan')):.3f}, AP "
+                      f"{r.get('ap', float('nan')):.3f} on {r['n_positive']} positives")
+        ui.print_(f"-> {args[0]}; `instag export-onnx {args[0]}`, then set instag.model to "
+                  "the .onnx: its instruments become fields")
 
     def command(self, lib, opts, args) -> None:
         items = list(lib.items(args))

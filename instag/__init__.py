@@ -21,6 +21,9 @@ tagging API, never imports torch or TensorFlow)::
 - ``Embedder``: VGGish + PCA on waveforms or files in this process.
 - ``load_openmic``, ``Recipe``, ``train_run``, ``export_run``: the paper's learning half
   (the ``train`` extra).
+- ``read_labels_csv``, ``labels_from_folders``, ``labels_from_rows`` (``Labels``) and
+  ``teach(labels, out_dir, options, recipe)``: new instruments from your own weakly labelled
+  songs, embedded by the same run as ``embed`` (the ``train`` extra).
 """
 
 from __future__ import annotations
@@ -59,6 +62,12 @@ _API = {
     "Recipe": "instag.learning.train",
     "train_run": "instag.learning.train",
     "export_run": "instag.learning.export",
+    "Labels": "instag.learning.labels",
+    "read_labels_csv": "instag.learning.labels",
+    "labels_from_folders": "instag.learning.labels",
+    "labels_from_rows": "instag.learning.labels",
+    "NEGATIVE_PREFIX": "instag.learning.labels",
+    "teach": "instag.provision.teach",
 }
 __all__ = sorted(_API)
 

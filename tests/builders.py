@@ -96,3 +96,76 @@ def wait_until_cached(proc, cache: Path, files: int, timeout: float = 120) -> bo
         except sqlite3.Error:
             pass
     return False
+
+
+SONG_SR = 16000  # VGGish's own rate: the songs below need no resampling
+
+
+def new_instrument(seconds: float, rng) -> np.ndarray:
+    """A timbre no backing has (a kazoo's buzz): a bright pulse wave, all harmonics up to
+    4 kHz at equal weight, with a fast vibrato, on a melody of short notes."""
+    t = np.arange(int(seconds * SONG_SR)) / SONG_SR
+    f0 = 330 * 2 ** (rng.integers(0, 7, size=int(seconds * 4) + 1) / 12)[(t * 4).astype(int)]
+    phase = 2 * np.pi * np.cumsum(f0 * (1 + 0.02 * np.sin(2 * np.pi * 7 * t))) / SONG_SR
+    tone = sum(np.sin(k * phase) for k in range(1, 13) if k * 330 < 4000)
+    return (0.25 * tone / np.abs(tone).max()).astype(np.float32)
+
+
+def lead(seconds: float, rng) -> np.ndarray:
+    """A distractor as bright as the kazoo but of another timbre: a sawtooth-like melody
+    (harmonics falling as 1/k), steady pitch within each note."""
+    t = np.arange(int(seconds * SONG_SR)) / SONG_SR
+    f0 = 262 * 2 ** (rng.integers(0, 9, size=int(seconds * 3) + 1) / 12)[(t * 3).astype(int)]
+    phase = 2 * np.pi * np.cumsum(f0) / SONG_SR
+    tone = sum(np.sin(k * phase) / k for k in range(1, 16))
+    return (0.25 * tone / np.abs(tone).max()).astype(np.float32)
+
+
+def song(seconds: float, seed: int, stretches: list[tuple[float, float]]) -> np.ndarray:
+    """A backing of sustained chords (sines with soft harmonics) and noise, a bright lead
+    melody in half the songs, mono at 16 kHz, with the new instrument playing over [start,
+    end) seconds of each stretch."""
+    rng = np.random.default_rng(seed)
+    n = int(seconds * SONG_SR)
+    out = 0.03 * rng.standard_normal(n)
+    for start in range(0, n, 2 * SONG_SR):  # a chord every 2 s
+        t = np.arange(min(2 * SONG_SR, n - start)) / SONG_SR
+        for f in 110 * 2 ** ((rng.integers(0, 12) + np.array([0, 4, 7])) / 12):
+            out[start:start + len(t)] += 0.12 * (np.sin(2 * np.pi * f * t)
+                                                 + 0.3 * np.sin(4 * np.pi * f * t))
+    if rng.random() < 0.5:  # a lead melody in half the songs, with or without the kazoo
+        i = int(rng.uniform(0, max(seconds - 8, 0)) * SONG_SR)
+        part = lead(float(rng.uniform(3, 8)), rng)[:n - i]
+        out[i:i + len(part)] += part
+    for a, b in stretches:
+        part = new_instrument(b - a, rng)
+        i = int(a * SONG_SR)
+        out[i:i + len(part)] += part[:n - i]
+    return (out / max(1.0, np.abs(out).max() / 0.9)).astype(np.float32)
+
+
+def labelled_songs(root: Path, n: int, seed: int = 0, missing: float = 0.0
+                   ) -> tuple[Path, list[dict]]:
+    """`n` songs of 20-40 s in `root`, the new instrument ("kazoo") in half of them, in one or
+    two stretches of 1-3 s; `labels.csv` beside them (a share `missing` of the songs left
+    unlabelled). Returns the CSV and each song's truth: path, has, stretches."""
+    import soundfile as sf
+
+    rng = np.random.default_rng(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    truth, rows = [], ["path,instrument,present"]
+    for i in range(n):
+        seconds = float(rng.uniform(20, 40))
+        stretches = []
+        if i % 2 == 0:
+            for _ in range(int(rng.integers(1, 3))):
+                length = float(rng.uniform(1, 3))
+                start = float(rng.uniform(0, seconds - length))
+                stretches.append((start, start + length))
+        path = root / f"song-{i:03d}.wav"
+        sf.write(path, song(seconds, seed * 1000 + i, stretches), SONG_SR)
+        truth.append({"path": path, "has": bool(stretches), "stretches": stretches})
+        if rng.random() >= missing:
+            rows.append(f"{path.name},kazoo,{int(bool(stretches))}")
+    (root / "labels.csv").write_text("\n".join(rows) + "\n")
+    return root / "labels.csv", truth

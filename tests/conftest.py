@@ -19,6 +19,15 @@ def standin_vggish(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def full_vggish(tmp_path_factory):
+    """A SavedModel of VGGish's full architecture (random weights): features that separate
+    timbres, where the tiny one's may not."""
+    from standins import build_standin_vggish
+
+    return build_standin_vggish(tmp_path_factory.mktemp("vggish-full") / "model", "vggish")
+
+
+@pytest.fixture(scope="session")
 def standin_pca(tmp_path_factory):
     from standins import write_standin_pca
 

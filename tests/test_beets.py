@@ -260,3 +260,36 @@ def test_beets_own_mp3_writes_read_back_as_several_values(beets, tmp_path, fake_
     assert mutagen.File(path).tags.version[:2] == ((2, 3) if id3v23 else (2, 4))
     assert instruments_in(path) == ["piano", "voice"]
     assert Item.from_path(os.fsencode(path))["instruments"] == ["piano", "voice"]
+
+
+def test_instag_train_labels_items_by_queries_and_leaves_the_rest_unlabelled(beets, tmp_path,
+                                                                            monkeypatch):
+    seen = {}
+
+    def teach(labels, out, options, recipe, openmic=None, folds=None, force=False):
+        seen.update(labels=labels, out=out, epochs=recipe.epochs, folds=folds)
+        per_class = {n: {"f1": 0.9, "ap": 0.95, "n_positive": 1} for n in labels.instruments}
+        return type("Taught", (), {"failed": [], "metrics": {"per_class": per_class}})()
+
+    monkeypatch.setattr(instag, "teach", teach, raising=False)
+    beets.load_plugins("instag")
+    add_items(beets, tmp_path, ["kazoo1.flac", "kazoo2.flac", "choir.flac", "other.flac"])
+    beets.run_command("instag-train", "--epochs", "7", "--folds", "3", str(tmp_path / "run"),
+                      "kazoo=title:kazoo", "not-kazoo=title:choir", "choir=title:choir")
+    labels = seen["labels"]
+    said = {Path(f).name: dict(zip(labels.instruments, zip(v, o, strict=True), strict=True))
+            for f, v, o in zip(labels.files, labels.values.tolist(), labels.observed.tolist(),
+                               strict=True)}
+    assert labels.instruments == ("choir", "kazoo")
+    assert said == {"kazoo1.flac": {"choir": (0, False), "kazoo": (1, True)},
+                    "kazoo2.flac": {"choir": (0, False), "kazoo": (1, True)},
+                    "choir.flac": {"choir": (1, True), "kazoo": (0, True)}}  # other: no label
+    assert (seen["epochs"], seen["folds"], seen["out"]) == (7, 3, tmp_path / "run")
+
+
+def test_instag_train_without_a_query_says_how_to_call_it(beets):
+    beets.load_plugins("instag")
+    from beets import ui
+
+    with pytest.raises(ui.UserError, match="INSTRUMENT=QUERY"):
+        beets.run_command("instag-train", "out")

@@ -438,9 +438,9 @@ def test_a_long_step_in_a_log_says_it_is_still_going(monkeypatch):
     from instag.provision.setup import ticking
 
     said = []
-    with ticking(said.append, "[4/5] model: training seed 0", on_terminal=False, seconds=0.05):
+    with ticking(said.append, "[4/6] model: training seed 0", on_terminal=False, seconds=0.05):
         time.sleep(0.18)
-    assert len(said) >= 2 and said[0].startswith("[4/5] model: training seed 0: still going, ")
+    assert len(said) >= 2 and said[0].startswith("[4/6] model: training seed 0: still going, ")
     quiet = []
     with ticking(quiet.append, "x", on_terminal=True, seconds=0.05):
         time.sleep(0.12)

@@ -207,5 +207,5 @@ def test_an_instrument_with_fewer_than_5_training_positives_is_refused_with_its_
     result = CliRunner().invoke(app, ["train", "--openmic", str(tmp_path / "data"), "--out",
                                       str(tmp_path / "run"), "--epochs", "1"])
     assert result.exit_code == 2
-    assert "fewer than 5 positive training clips for kazoo (3)" in " ".join(result.output.split())
+    assert "kazoo has 3; each instrument needs 5" in " ".join(result.output.split())
     assert not (tmp_path / "run").exists()

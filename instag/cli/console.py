@@ -104,3 +104,11 @@ ResamplerOpt = Annotated[Resampler, typer.Option(
     help="fast (default: resampy's kaiser_best, VGGish's reference, as a polyphase filter "
          "bank; 1e-6 from resampy), resampy (the library itself, ~50x slower) or soxr (moves "
          "the top two mel bands by ~3 dB; see README).")]
+JobsOpt = Annotated[int | None, typer.Option(min=1, help="Decoding processes (default: CPUs, "
+                                                          "never more than files).")]
+CacheOpt = Annotated[Path | None, typer.Option(
+    help="SQLite cache of features (default: tags.sqlite in the user cache dir).")]
+PrecisionOpt = Annotated[str | None, typer.Option(
+    help="VGGish's precision: fp32 (default) or int8, the quantised model `instag setup "
+         "--int8` made and kept only at parity (default: INSTAG_PRECISION, else `precision` "
+         "in settings.json, else fp32).")]

@@ -10,11 +10,23 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from instag.cli.console import DeviceOpt, console, expected_errors, parse_seeds, print_table
+from instag.cli.console import (
+    CacheOpt,
+    DeviceOpt,
+    JobsOpt,
+    PcaOpt,
+    VggishOpt,
+    console,
+    expected_errors,
+    parse_seeds,
+    print_table,
+)
+from instag.cli.progress import reporter_for
 from instag.common import locations
 from instag.common.atomic import atomic_write
 from instag.common.devices import Device
 from instag.common.errors import InstagError
+from instag.learning import labels as labelling
 from instag.learning.data import load_openmic
 from instag.learning.export import export_run
 from instag.learning.models import resolve_device
@@ -27,6 +39,8 @@ from instag.learning.report import (
     summarise,
 )
 from instag.learning.train import Recipe, train_run
+from instag.provision.teach import HOLDOUT, teach
+from instag.tagging.options import TagOptions
 
 
 @expected_errors
@@ -47,9 +61,44 @@ def train(
     device: DeviceOpt = Device.AUTO,
     force: Annotated[bool, typer.Option(help="Replace a run already in --out.")] = False,
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
+    labels: Annotated[Path | None, typer.Option(
+        help="Your own weak labels: a CSV of path,instrument,present (1 or 0) rows; a file "
+             "not labelled for an instrument is unlabelled for it, not negative. Trains on "
+             "these songs alone, or with --openmic as well.")] = None,
+    labels_from_folders: Annotated[Path | None, typer.Option(
+        help="Labels as folders: DIR/<instrument>/ songs with it, DIR/not-<instrument>/ "
+             "songs without it.")] = None,
+    holdout: Annotated[float, typer.Option(
+        help="Share of the labelled songs held out for the test figures.")] = HOLDOUT,
+    folds: Annotated[int | None, typer.Option(
+        min=2, help="Also cross-validate over K folds of the labelled songs: each figure's "
+                    "mean and spread per instrument (RUN/folds.json).")] = None,
+    clips: Annotated[int | None, typer.Option(
+        min=1, help="Train on clips of N instances cut from each labelled song (10 = "
+                    "OpenMIC's), each with the song's labels. Default: the whole song as "
+                    "one bag, as `instag tag` scores it.")] = None,
+    vggish: VggishOpt = None,
+    pca: PcaOpt = None,
+    jobs: JobsOpt = None,
+    cache: CacheOpt = None,
 ) -> None:
-    """Train one of the paper's models on OpenMIC-2018 with the paper's recipe."""
+    """Train one of the paper's models on OpenMIC-2018 with the paper's recipe, or teach it
+    your own instruments from weakly labelled songs (--labels, --labels-from-folders)."""
     seed_list = parse_seeds(seeds) if seeds else [seed]
+    if labels or labels_from_folders:
+        if seeds:
+            raise InstagError("--seeds with --labels: one run per call",
+                              "use --seed, or --folds K for the spread over data splits")
+        own = labelling.read_labels_csv(labels) if labels else \
+            labelling.labels_from_folders(labels_from_folders)
+        recipe = Recipe(model=model, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
+                        device=device, clips=clips)
+        _teach(own, out, openmic, recipe, holdout, folds, force, quiet,
+               TagOptions(vggish=vggish, pca=pca, jobs=jobs, cache=cache))
+        return
+    if folds or clips:
+        raise InstagError("--folds and --clips are for training on your own labels",
+                          "add --labels LABELS.csv or --labels-from-folders DIR")
     openmic = openmic or locations.openmic_data()
     if openmic is None:
         raise InstagError("no data set: --openmic not given, and `instag setup` has not "
@@ -70,6 +119,41 @@ def train(
                           f"R {o['recall']:.3f}  mAP {o['map']:.3f}  -> {run_dir}")
         if metrics.get("interrupted"):
             raise typer.Exit(130)
+
+
+def _teach(own, out: Path, openmic: Path | None, recipe: Recipe, holdout: float,
+           folds: int | None, force: bool, quiet: bool, opts: TagOptions) -> None:
+    """Embed, train and report a run on the user's labels (`provision.teach`)."""
+    err = console(stderr=True)
+    err.print(f"{own.source}: {len(own.files)} songs; " + ", ".join(
+        f"{name} {c['positive']}+ {c['negative']}- {c['missing']}?"
+        for name, c in own.balance().items()), markup=False)
+    taught = teach(own, out, opts, recipe, openmic, holdout, folds,
+                   reporter_for(quiet, "embedded"), force,
+                   progress=not quiet and sys.stderr.isatty(),
+                   note=lambda line: err.print(line, markup=False))
+    for result in taught.failed:
+        err.print(f"{result.path}: {result.status.value}: {result.reason}; left out of "
+                  "training", markup=False)
+    table = Table(title=f"{recipe.model} on {own.source}: held-out songs" +
+                  (f", and over {folds} folds (mean ± std)" if folds else ""))
+    for col in ("instrument", "test positives", "P", "R", "F1", "AP", "threshold",
+                *(("F1 folds", "AP folds", "fold positives") if folds else ())):
+        table.add_column(col, justify="left" if col == "instrument" else "right")
+    metrics = taught.metrics
+    for name in own.instruments:
+        r = metrics["per_class"][name]
+        row = [name, str(r["n_positive"]),
+               *(f"{r[k]:.3f}" if k in r else "-" for k in ("precision", "recall", "f1", "ap")),
+               f"{metrics['thresholds'][name]:.2f}"]
+        if folds:
+            f = taught.folds[name]
+            row += [*(f"{f[k]['mean']:.3f} ± {f[k]['std']:.3f}" if k in f else "-"
+                      for k in ("f1", "ap")), str(f["positives"])]
+        table.add_row(*row)
+    print_table(table)
+    console().print(f"-> {out}; `instag export-onnx {out}` makes the model `instag tag "
+                    "--model` takes", markup=False)
 
 
 @expected_errors

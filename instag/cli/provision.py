@@ -90,6 +90,10 @@ def setup(
                       "(default: $INSTAG_PCA, else the official file, downloaded).")] = None,
     force: Annotated[bool, typer.Option(help="Redo steps whose results are already there: "
                                              "fetch, extract and train again.")] = False,
+    int8: Annotated[bool, typer.Option(
+        "--int8", help="Only the INT8 step, on a machine already set up: quantise VGGish and "
+                       "keep it only where it gives FP32's features and tags (README: "
+                       "Speed).")] = False,
 ) -> None:
     """Provision a new machine: VGGish, PCA, OpenMIC-2018, and a trained, exported model.
 
@@ -99,7 +103,7 @@ def setup(
     """
     opts = SetupOptions(openmic=openmic, offline=offline, seeds=tuple(parse_seeds(seeds)),
                         epochs=epochs, device=device, vggish=vggish, pca=pca, force=force,
-                        show_progress=sys.stderr.isatty())
+                        show_progress=sys.stderr.isatty(), int8_only=int8)
     out = console()
     say = lambda m: out.print(m, markup=False)  # noqa: E731
     progress, stop = _download_progress(say)

@@ -13,8 +13,11 @@ import typer
 
 from instag.cli.console import (
     EXIT_SOME_FAILED,
+    CacheOpt,
     DeviceOpt,
+    JobsOpt,
     PcaOpt,
+    PrecisionOpt,
     ResamplerOpt,
     VggishOpt,
     console,
@@ -102,8 +105,6 @@ InPlaceOpt = Annotated[bool, typer.Option(
          "links and needs no free space, but a crash mid-save can corrupt the file.")]
 DryRunOpt = Annotated[bool, typer.Option(help="Show what would change in the files' tags; "
                                               "write nothing into them.")]
-JobsOpt = Annotated[int | None, typer.Option(min=1, help="Decoding processes (default: CPUs, "
-                                                          "never more than files).")]
 FileTimeoutOpt = Annotated[float, typer.Option(
     min=1, help="Seconds a decoder may make no progress on a file (a hung network mount, a "
                 "stuck ffmpeg) before it is stopped and the file reported `timeout`; "
@@ -111,8 +112,6 @@ FileTimeoutOpt = Annotated[float, typer.Option(
 MaxDurationOpt = Annotated[str, typer.Option(
     help="Longest file to tag, e.g. 12h, 90m or 600 (seconds); longer files are `too_long` "
          "(not remembered: a later run with a longer limit tags them).")]
-CacheOpt = Annotated[Path | None, typer.Option(
-    help="SQLite cache of features (default: tags.sqlite in the user cache dir).")]
 WaitOpt = Annotated[bool, typer.Option(help="If another run holds the cache, wait for it "
                                             "instead of exiting.")]
 QuietOpt = Annotated[bool, typer.Option(help="No progress bar or progress lines; failures and "
@@ -168,6 +167,7 @@ def tag(
                                                  "(default: common audio formats).")] = None,
     hidden: Annotated[bool, typer.Option(help="Also walk hidden files and folders.")] = False,
     resampler: ResamplerOpt = DEFAULT_RESAMPLER,
+    precision: PrecisionOpt = None,
     plot: Annotated[Path | None, typer.Option(
         help="Also draw Figure 4 (attention over the spectrogram) per file into this "
              "folder.")] = None,
@@ -206,7 +206,7 @@ def tag(
         bag_size=parse_bag_mode(bag), hop=hop, threshold=threshold, thresholds_file=thresholds,
         device=device, jobs=jobs, stall_timeout=file_timeout,
         max_duration=parse_duration(max_duration, "--max-duration"), cache=cache, force=force,
-        extensions=parse_extensions(ext), include_hidden=hidden, wait=wait,
+        extensions=parse_extensions(ext), include_hidden=hidden, wait=wait, precision=precision,
         write_tags=TagWriting(tag_field, write_scores, in_place, dry_run, tag_separator,
                               follow_links) if write_tags else None,
     )
@@ -337,6 +337,7 @@ def embed(
         min=1, help="Cut into clips of N instances in OpenMIC's npz layout (10 = "
                     "OpenMIC).")] = None,
     resampler: ResamplerOpt = DEFAULT_RESAMPLER,
+    precision: PrecisionOpt = None,
     jobs: JobsOpt = None,
     file_timeout: FileTimeoutOpt = STALL_TIMEOUT,
     max_duration: MaxDurationOpt = "12h",
@@ -346,7 +347,7 @@ def embed(
     strict: StrictOpt = False,
 ) -> None:
     """Turn audio files into OpenMIC-style VGGish features (uint8, 0.96 s instances)."""
-    opts = TagOptions(vggish=vggish, pca=pca, resampler=resampler, jobs=jobs,
+    opts = TagOptions(vggish=vggish, pca=pca, resampler=resampler, jobs=jobs, precision=precision,
                       stall_timeout=file_timeout,
                       max_duration=parse_duration(max_duration, "--max-duration"), cache=cache,
                       wait=wait)

@@ -84,6 +84,12 @@ def vggish_handle(option: str | None = None) -> str:
             or DEFAULT_VGGISH)
 
 
+def precision(option: str | None = None) -> str:
+    """--precision, else $INSTAG_PRECISION, else `precision` in settings.json (a user whose
+    setup kept the INT8 VGGish may make it the default there), else fp32."""
+    return option or os.environ.get("INSTAG_PRECISION") or settings().get("precision") or "fp32"
+
+
 def given_pca(option: str | Path | None = None) -> Path | None:
     """--pca, else $INSTAG_PCA, else the one setup remembered; None: the official file."""
     given = option or os.environ.get("INSTAG_PCA") or settings().get("pca")

@@ -17,7 +17,7 @@ from instag.common import locations
 from instag.common.devices import Device
 from instag.common.downloads import file_digest
 from instag.common.errors import InstagError
-from instag.features import FEATURES_VERSION, vggish_onnx
+from instag.features import FEATURES_VERSION, int8, vggish_onnx
 from instag.features.decode import AudioError
 from instag.features.instances import (
     INSTANCE_SAMPLES,
@@ -27,6 +27,7 @@ from instag.features.instances import (
     check_features,
     chunk_instances,
 )
+from instag.features.int8 import Precision
 from instag.features.pca import load_pca, postprocess
 from instag.features.resample import DEFAULT_RESAMPLER, Resampler, stream_16k
 from instag.features.vggish import load_vggish, tensorflow_installed
@@ -47,7 +48,8 @@ class Embedder:
 
     def __init__(self, vggish: str | None = None, pca: str | Path | None = None,
                  resampler: Resampler | str = DEFAULT_RESAMPLER, device: Device | str =
-                 Device.AUTO, note: Callable[[str], None] | None = None) -> None:
+                 Device.AUTO, note: Callable[[str], None] | None = None,
+                 precision: Precision | str = Precision.FP32) -> None:
         self.handle = locations.vggish_handle(vggish)
         self.pca_path = locations.pca_params(pca)
         self.eigen_vectors, self.means = load_pca(self.pca_path)
@@ -58,20 +60,24 @@ class Embedder:
         self.note = note or (lambda message: None)
         self.runtime = ""  # which VGGish runs, once loaded
         self._model = None
+        self.precision = Precision(precision)  # INT8: the model setup made and kept
 
     @property
     def identity(self) -> str:
         """What the features are of: VGGish's content (the SavedModel's digest: the handle
-        names it, the bytes are it), the PCA file's sha256, the resampler and instag's feature
-        code version. Known once VGGish is on this machine (`fetch_if_missing`)."""
+        names it, the bytes are it), the PCA file's sha256, the resampler, instag's feature
+        code version, and the INT8 model's digest when it runs in INT8. Known once VGGish is
+        on this machine (`fetch_if_missing`)."""
         if self._identity is None:
             saved = locations.hub_cached(self.handle)
             if saved is None:
                 raise InstagError(f"VGGish ({self.handle}) is not on this machine yet",
                                   "run `instag setup`")
-            self._identity = "|".join([f"vggish:{vggish_onnx.saved_model_digest(saved)[:16]}",
-                                       self._pca_digest, self.resampler.identity,
-                                       f"features:{FEATURES_VERSION}"])
+            parts = [f"vggish:{vggish_onnx.saved_model_digest(saved)[:16]}", self._pca_digest,
+                     self.resampler.identity, f"features:{FEATURES_VERSION}"]
+            if self.precision is Precision.INT8:  # its features are its own: never mixed
+                parts.append(f"int8:{int8.digest(int8.require_kept(self.handle))[:16]}")
+            self._identity = "|".join(parts)
         return self._identity
 
     def fetch_if_missing(self) -> None:
@@ -86,6 +92,8 @@ class Embedder:
                 f"(with its onnx/ folder) of a set-up machine to {locations.tfhub_cache_dir()}")
         if locations.hub_cached(self.handle) is None:
             self.model  # noqa: B018 - loads it
+        if self.precision is Precision.INT8:
+            int8.require_kept(self.handle)
 
     @property
     def model(self):
@@ -93,7 +101,17 @@ class Embedder:
             self._model = self._load()
         return self._model
 
+    def onnx_file(self) -> Path | None:
+        """The ONNX VGGish this embedder runs (INT8 where asked), None if none is kept."""
+        if self.precision is Precision.INT8:
+            return int8.require_kept(self.handle)
+        return vggish_onnx.find(self.handle)
+
     def _load(self):
+        if self.precision is Precision.INT8:
+            model = vggish_onnx.OnnxVggish(int8.require_kept(self.handle), self.device)
+            self.runtime = f"onnxruntime INT8 ({model.provider})"
+            return model
         path = vggish_onnx.find(self.handle)
         if path is None and (why := vggish_onnx.refused(self.handle)):
             self.note(f"VGGish stays on TensorFlow: {why} (`instag setup --force` tries again)")

@@ -34,6 +34,20 @@ def _errata(found: dict | None) -> str:
             f"{found.get('labels_already_right', 0)} already right in the archive")
 
 
+def _source(source: dict) -> str:
+    """One data set the model learnt from, as the card's table says it."""
+    digest = f"sha256 `{str(source.get('sha256', ''))[:16]}…`"
+    if source.get("kind") == "labels":
+        counts = "; ".join(f"{name}: {c['positive']} with, {c['negative']} without, "
+                           f"{c['missing']} unlabelled"
+                           for name, c in (source.get("labels") or {}).items())
+        return (f"labels `{source.get('source')}` ({digest}): {source.get('songs')} songs; "
+                f"{counts}")
+    clips = source.get("clips") or {}
+    return (f"OpenMIC-layout data `{source.get('source')}` ({digest}): "
+            f"{', '.join(f'{n} {s} clips' for s, n in clips.items())}")
+
+
 def markdown(card: dict) -> str:
     """The card's Markdown."""
     metrics = card.get("metrics") or {}
@@ -56,6 +70,7 @@ def markdown(card: dict) -> str:
         f"`{(card.get('training_data_sha256') or '')[:16]}…`), seed {card.get('seed')} |",
         f"| features | `{card.get('feature_spec', '')}` |",
         f"| OpenMIC errata | {_errata(card.get('training_data_errata'))} |",
+        *[f"| source | {_source(source)} |" for source in card.get("training_sources") or ()],
         f"| exported | {card.get('exported', '')} |",
         "",
         "## Results on the test split",
@@ -90,6 +105,17 @@ def markdown(card: dict) -> str:
         f"({'passed' if check.get('passed') else 'FAILED: tags will be unreliable'})."
         if check else "Not run yet: `instag setup` (or `instag doctor --verify`) re-embeds "
         "OpenMIC's own clips and compares them with its released features.")
+    q = card.get("int8")
+    if q:
+        lines += ["", "## INT8 VGGish", "", (
+            f"Quantised by `instag setup` and {'kept' if q.get('kept') else 'refused'}: on "
+            f"{q.get('clips')} held-out clips ({q.get('openmic_clips')} of them OpenMIC's), "
+            f"uint8 features within one step of FP32's on {q.get('features_within_one', 0):.2%}"
+            f" of values, tags agree on {q.get('tags_agree', 0):.2%} of (clip, instrument) "
+            f"pairs and on {_cell(q.get('present_agree'))} of the {q.get('present_pairs')} "
+            "FP32 calls present (the rule: 99 %, 99.5 %, 99 %); "
+            f"{len(q.get('layers_int8') or [])} layers INT8, "
+            f"{len(q.get('layers_fp32') or [])} FP32.")]
     lines += ["", "## Known limits", "", *[f"- {limit}" for limit in LIMITS], ""]
     return "\n".join(lines)
 

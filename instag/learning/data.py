@@ -72,6 +72,7 @@ class Subset:
     labels: np.ndarray  # float32 [N, C], 1 where Y_true >= 0.5
     mask: np.ndarray  # bool [N, C], True where the label was observed
     keys: np.ndarray  # str [N]
+    present: np.ndarray | None = None  # bool [N, T]: False on padding (bags of any length)
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -91,6 +92,7 @@ class OpenMIC:
     test: Subset
     checksum: str  # sha256 of the npz, recorded in every model trained on it
     errata: dict[str, int] = field(default_factory=dict)  # `apply_corrections`' findings
+    sources: tuple[dict, ...] = ()  # what it was made of, for the model card
 
     def split_validation(self, seed: int) -> tuple[Subset, Subset]:
         """Hold out 15 % of the training split as a validation set, drawn from `seed`."""
@@ -100,8 +102,28 @@ class OpenMIC:
         return _take(self.train, np.sort(order[n_val:])), _take(self.train, np.sort(order[:n_val]))
 
 
+def clips_of(s: Subset, n: int) -> Subset:
+    """Each bag cut into clips of `n` instances (OpenMIC's are 10), each carrying its bag's
+    labels: training on songs as OpenMIC clips. A song's last, shorter clip is kept (masked)."""
+    present = np.ones(s.X.shape[:2], bool) if s.present is None else s.present
+    rows, starts = [], []
+    for i, length in enumerate(present.sum(axis=1)):
+        for start in range(0, max(int(length), 1), n):
+            rows.append(i)
+            starts.append(start)
+    x = np.zeros((len(rows), n, s.X.shape[2]), np.uint8)
+    clip_present = np.zeros((len(rows), n), bool)
+    for j, (i, start) in enumerate(zip(rows, starts, strict=True)):
+        part = slice(start, min(start + n, s.X.shape[1]))
+        got = present[i, part]
+        x[j, :len(got)], clip_present[j, :len(got)] = s.X[i, part], got
+    idx = np.array(rows, np.int64)
+    return Subset(x, s.labels[idx], s.mask[idx], s.keys[idx], clip_present)
+
+
 def _take(s: Subset, idx: np.ndarray) -> Subset:
-    return Subset(s.X[idx], s.labels[idx], s.mask[idx], s.keys[idx])
+    return Subset(s.X[idx], s.labels[idx], s.mask[idx], s.keys[idx],
+                  None if s.present is None else s.present[idx])
 
 
 def _require(path: Path, what: str) -> Path:
@@ -192,5 +214,7 @@ def load_openmic(root: str | Path) -> OpenMIC:
             )
         idx = np.array([index[k] for k in split_keys], dtype=np.int64)
         subsets[split] = Subset(X[idx], labels[idx], mask[idx], keys[idx])
-    return OpenMIC(root, classes, subsets["train"], subsets["test"], file_digest(npz_path),
-                   errata)
+    digest = file_digest(npz_path)
+    return OpenMIC(root, classes, subsets["train"], subsets["test"], digest, errata,
+                   ({"kind": "openmic", "source": str(root), "sha256": digest,
+                     "clips": {s: len(subsets[s]) for s in subsets}},))

@@ -25,10 +25,9 @@ from instag.common.modelmeta import ModelMeta
 from instag.features.embed import FEATURE_SPEC
 from instag.learning import runs
 from instag.learning.card import write_markdown
-from instag.learning.models import FC_INSTANCES
+from instag.learning.models import FC_INSTANCES, MASKED_MODELS
 
 OPSET = 17  # onnxruntime >= 1.14 runs it everywhere, CUDA included
-PADDING_MODELS = ("att", "att_uniform", "fc_t")
 EXPORTABLE = ("att", "att_uniform", "fc_t", "rnn", "fc")
 
 
@@ -80,7 +79,7 @@ def export_model(model, meta: dict, out: Path, metrics: dict | None = None) -> P
     info = ModelMeta(
         model=name, classes=tuple(meta["classes"]), feature_spec=FEATURE_SPEC,
         in_dim=meta["in_dim"], input_scale=meta.get("input_scale", runs.INPUT_SCALE),
-        supports_padding=name in PADDING_MODELS,
+        supports_padding=name in MASKED_MODELS,
         fixed_instances=FC_INSTANCES if name == "fc" else None,
         training_data=Path(meta.get("data_dir", "")).name,
         training_data_sha256=meta.get("data_sha256", ""), version=VERSION,
@@ -111,6 +110,8 @@ def export_model(model, meta: dict, out: Path, metrics: dict | None = None) -> P
         "seed": meta.get("seed"), "recipe": meta.get("recipe"),
         # OpenMIC's errata: its corrected labels as found in the training data
         "training_data_errata": meta.get("data_errata"),
+        # every data set it learnt from: OpenMIC and/or a labels file, digests and counts
+        "training_sources": list(meta.get("sources") or ()),
         "exported": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "metrics": metrics,
     }

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     import torch
 
 TORCH_MODELS = ("att", "att_uniform", "fc_t", "fc", "rnn")
+MASKED_MODELS = ("att", "att_uniform", "fc_t")  # those that take bags of any length, padded
 MODEL_NAMES = (*TORCH_MODELS, "rf")
 ATTENTION_EPS = 1e-7
 FC_INSTANCES = 10  # the fc baseline flattens OpenMIC's fixed 10-instance clips
@@ -159,15 +160,18 @@ def resolve_device(device: Device | str) -> str:
     return device.value
 
 
-def predict(model, x: np.ndarray, device: str = "cpu", batch_size: int = 512) -> np.ndarray:
-    """Bag probabilities [N, C] of a torch model in eval mode for scaled features [N, T, D]."""
+def predict(model, x: np.ndarray, device: str = "cpu", batch_size: int = 512,
+            present: np.ndarray | None = None) -> np.ndarray:
+    """Bag probabilities [N, C] of a torch model in eval mode for scaled features [N, T, D]
+    (`present` [N, T]: False on padding)."""
     torch = require("torch")
     model.eval()
     out = []
     with torch.no_grad():
         for i in range(0, len(x), batch_size):
             xb = torch.from_numpy(x[i : i + batch_size]).to(device)
-            out.append(model(xb)[0].cpu().numpy())
+            mb = None if present is None else torch.from_numpy(present[i : i + batch_size])
+            out.append(model(xb, None if mb is None else mb.to(device))[0].cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
 
 

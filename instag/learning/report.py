@@ -23,6 +23,10 @@ def evaluate_run(run_dir: Path, openmic: Path | None = None, device: str = "cpu"
     """Metrics of a run's model on the test split of `openmic` (default: its training data);
     `trust_pickle`: load an old run's pickled random forest (it can run code)."""
     info = runs.read_info(run_dir, trust_pickle)
+    if openmic is None and any(s.get("kind") == "labels" for s in info.sources):
+        raise InstagError(f"{run_dir}: trained on your own labels ({info.data_dir}); its "
+                          f"held-out songs' figures are in {run_dir / runs.METRICS_FILE}",
+                          "`instag train --labels ... --folds K` measures it again")
     data = load_openmic(openmic or info.data_dir)
     if tuple(data.classes) != tuple(info.classes):
         raise InstagError(

@@ -42,6 +42,7 @@ class RunInfo:
     data_sha256: str
     recipe: dict = field(default_factory=dict)
     data_errata: dict = field(default_factory=dict)  # OpenMIC's label corrections found
+    sources: tuple[dict, ...] = ()  # the data sets trained on (OpenMIC, a labels file)
     input_scale: float = INPUT_SCALE
     instag_version: str = VERSION
 

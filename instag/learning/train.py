@@ -14,10 +14,11 @@ from instag.common.devices import Device
 from instag.common.errors import InstagError
 from instag.common.extras import require
 from instag.learning import runs
-from instag.learning.data import OpenMIC, Subset
+from instag.learning.data import OpenMIC, Subset, clips_of
 from instag.learning.metrics import evaluate_predictions, tune_thresholds
 from instag.learning.models import (
     DEFAULT_LR,
+    MASKED_MODELS,
     MODEL_NAMES,
     RandomForest,
     build_model,
@@ -34,6 +35,7 @@ class Recipe:
     lr: float | None = None  # None: the paper's rate for the model (DEFAULT_LR)
     seed: int = 0
     device: Device = Device.AUTO
+    clips: int | None = None  # train on clips of this many instances cut from each bag
 
     @property
     def learning_rate(self) -> float:
@@ -55,7 +57,7 @@ def partial_bce(probs, labels, mask, eps: float = 1e-7):
 def _loss_on(model, subset: Subset, device: str) -> float:
     torch = require("torch")
 
-    probs = torch.from_numpy(predict(model, subset.inputs(), device))
+    probs = torch.from_numpy(predict(model, subset.inputs(), device, present=subset.present))
     return float(
         partial_bce(probs, torch.from_numpy(subset.labels), torch.from_numpy(subset.mask))
     )
@@ -72,12 +74,16 @@ def train_run(data: OpenMIC, recipe: Recipe, out_dir: Path, progress: bool = Tru
     if recipe.model not in MODEL_NAMES:
         raise InstagError(f"unknown model {recipe.model!r}",
                           f"choose from {', '.join(MODEL_NAMES)}")
-    _check_positives(data)
+    if (data.train.present is not None or recipe.clips) and recipe.model not in MASKED_MODELS:
+        raise InstagError(f"model {recipe.model!r} takes OpenMIC's fixed 10-instance clips "
+                          "only, not songs' bags of any length",
+                          f"train one of {', '.join(MASKED_MODELS)}")
+    check_positives(data)
     runs.claim(out_dir, force)
     meta = runs.RunInfo(
         model=recipe.model, classes=data.classes, in_dim=data.train.X.shape[2],
         n_instances=data.train.X.shape[1], seed=recipe.seed, data_dir=str(data.root),
-        data_sha256=data.checksum, data_errata=data.errata,
+        data_sha256=data.checksum, data_errata=data.errata, sources=data.sources,
         recipe={**recipe.__dict__, "device": str(recipe.device), "lr": recipe.learning_rate},
     )
     if recipe.model == "rf":  # OpenMIC's baseline: the whole training split, out-of-bag tuning
@@ -94,17 +100,17 @@ def train_run(data: OpenMIC, recipe: Recipe, out_dir: Path, progress: bool = Tru
 MIN_TRAINING_POSITIVES = 5  # observed positive clips per instrument below which none is learnt
 
 
-def _check_positives(data: OpenMIC) -> None:
+def check_positives(data: OpenMIC) -> None:
     """Refuse, before any training, an instrument with fewer than MIN_TRAINING_POSITIVES
     observed positives in the training split: nothing can be learnt from two examples, and
     the model would still tag it."""
     train = data.train
     counts = ((train.labels > 0.5) & train.mask.astype(bool)).sum(axis=0)
-    few = [f"{c} ({int(n)})" for c, n in zip(data.classes, counts, strict=True)
+    few = [f"{c} has {int(n)}" for c, n in zip(data.classes, counts, strict=True)
            if n < MIN_TRAINING_POSITIVES]
     if few:
-        raise InstagError(f"{data.root}: fewer than {MIN_TRAINING_POSITIVES} positive training "
-                          f"clips for {', '.join(few)}",
+        raise InstagError(f"{data.root}: too few positive training clips to learn from: "
+                          f"{', '.join(few)}; each instrument needs {MIN_TRAINING_POSITIVES}",
                           "add labelled clips of these instruments, or leave them out of the "
                           "data")
 
@@ -149,9 +155,12 @@ def _fit(torch, tqdm, data, train, val, recipe, meta, out_dir: Path, progress: b
     torch.manual_seed(recipe.seed)
     model = build_model(recipe.model, len(data.classes), meta.in_dim).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=recipe.learning_rate)
+    if recipe.clips:
+        train = clips_of(train, recipe.clips)
     x = torch.from_numpy(train.inputs())
     y = torch.from_numpy(train.labels)
     m = torch.from_numpy(train.mask)
+    present = None if train.present is None else torch.from_numpy(train.present)
     gen = torch.Generator().manual_seed(recipe.seed)
 
     best = float("inf")
@@ -167,7 +176,12 @@ def _fit(torch, tqdm, data, train, val, recipe, meta, out_dir: Path, progress: b
             total, seen = 0.0, 0
             for i in range(0, len(order), recipe.batch_size):
                 idx = order[i : i + recipe.batch_size]
-                probs = model(x[idx].to(device))[0]
+                mask = None if present is None else present[idx]
+                if mask is not None:  # the batch's longest bag, not the data set's
+                    longest = int(mask.any(dim=0).nonzero().max()) + 1
+                    probs = model(x[idx, :longest].to(device), mask[:, :longest].to(device))[0]
+                else:
+                    probs = model(x[idx].to(device))[0]
                 loss = partial_bce(probs, y[idx].to(device), m[idx].to(device))
                 opt.zero_grad()
                 loss.backward()
@@ -192,9 +206,11 @@ def _fit(torch, tqdm, data, train, val, recipe, meta, out_dir: Path, progress: b
     if not history:
         raise InstagError(f"{out_dir}: interrupted before the first epoch ended; nothing saved")
     best_model, _ = runs.load_torch(out_dir, device=device)
-    tuned = tune_thresholds(predict(best_model, val.inputs(), device), val.labels, val.mask)
+    tuned = tune_thresholds(predict(best_model, val.inputs(), device, present=val.present),
+                            val.labels, val.mask)
     best_row = min(history, key=lambda r: r["val_loss"])
-    return _finish(out_dir, data, meta, predict(best_model, data.test.inputs(), device),
+    test_probs = predict(best_model, data.test.inputs(), device, present=data.test.present)
+    return _finish(out_dir, data, meta, test_probs,
                    tuned, interrupted=interrupted, best_epoch=best_row["epoch"],
                    best_val_loss=best_row["val_loss"])
 

@@ -13,10 +13,11 @@ from instag.common.devices import Device
 from instag.common.downloads import file_digest
 from instag.common.errors import InstagError
 from instag.common.quiet import native_stderr_silenced
-from instag.features import vggish_onnx
+from instag.features import int8, vggish_onnx
 from instag.features.pca import load_pca
 from instag.features.vggish import tensorflow_installed
 from instag.learning.data import OPENMIC_CLASSES
+from instag.provision.int8 import summary
 from instag.tagging.scoring import CUDA, Scorer
 
 NEEDED_TO_TAG = ("numpy", "soundfile", "resampy", "soxr")
@@ -87,6 +88,20 @@ def _disk(path: Path) -> str:
     while not probe.exists() and probe != probe.parent:
         probe = probe.parent
     return f"{path} ({shutil.disk_usage(probe).free / 1e9:.1f} GB free)"
+
+
+def _int8(handle: str) -> Check:
+    """Whether this machine's setup kept an INT8 VGGish, with its parity figures, and how to
+    make it the default once it did."""
+    if (doc := int8.figures(handle)) is not None:
+        default = locations.precision() == "int8"
+        return Check("models", "INT8 VGGish", summary(doc) + (
+            "; the default here" if default else "; parity shown: make it the default with "
+            '"precision": "int8" in settings.json (README: Speed)'), True)
+    if (doc := int8.refused(handle)) is not None:
+        return Check("models", "INT8 VGGish", summary(doc))
+    return Check("models", "INT8 VGGish", "not made (`instag setup --int8` makes and judges "
+                 "it); tagging runs VGGish in FP32")
 
 
 def _vggish_runtime(handle: str) -> Check:
@@ -170,6 +185,7 @@ def diagnose(model: str | None = None, vggish: str | None = None,
                         "not downloaded (run `instag setup`)"), bool(local),
                         blocks_tagging=not local))
     checks.append(_vggish_runtime(handle))
+    checks.append(_int8(handle))
     checks.append(_pca(pca))
     checks.append(model_check)
     return checks

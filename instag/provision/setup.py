@@ -30,7 +30,7 @@ from instag.common.atomic import atomic_write, umask
 from instag.common.devices import Device
 from instag.common.downloads import download, file_digest
 from instag.common.errors import InstagError
-from instag.features import vggish_onnx
+from instag.features import int8, vggish_onnx
 from instag.features.embed import Embedder
 from instag.features.pca import load_pca
 from instag.features.vggish import load_vggish
@@ -38,7 +38,9 @@ from instag.learning.card import write_markdown
 from instag.learning.data import corrupted, load_openmic
 from instag.learning.export import export_run
 from instag.learning.train import Recipe, train_run
+from instag.provision import int8 as int8_step
 from instag.provision import verify
+from instag.tagging.options import TagOptions
 
 OPENMIC_URL = "https://zenodo.org/records/1432913/files/openmic-2018-v1.0.0.tgz?download=1"
 OPENMIC_ARCHIVE = "openmic-2018-v1.0.0.tgz"
@@ -58,6 +60,7 @@ class SetupOptions:
     vggish: str | None = None
     pca: Path | None = None
     force: bool = False  # redo steps whose results are there: fetch, extract, train again
+    int8_only: bool = False  # only the INT8 step, on a machine already set up
     show_progress: bool = False  # bars on a terminal; otherwise a line every TICK_SECONDS
     # Sources, overridable by environment (how the tests point setup at a local server).
     openmic_url: str = field(default_factory=lambda: _env("INSTAG_OPENMIC_URL", OPENMIC_URL))
@@ -107,6 +110,13 @@ def setup(opts: SetupOptions, say: Say = print, progress: Progress | None = None
     step that cannot be done, naming what is missing; paths the user gave are checked before
     anything touches the network."""
     check_given(opts)
+    if opts.int8_only:
+        model = locations.installed_model()
+        if not model.is_file() or vggish_onnx.find(locations.vggish_handle(opts.vggish)) is None:
+            raise InstagError("--int8: this machine is not set up yet (no model, or no VGGish "
+                              "converted to ONNX)", "run `instag setup` first")
+        step_int8(opts, say, model)
+        return model
     handle = locations.vggish_handle(opts.vggish)
     missing: dict[str, str] = {}
 
@@ -137,6 +147,7 @@ def setup(opts: SetupOptions, say: Say = print, progress: Progress | None = None
                           "; or run without --offline on a machine with internet")
     model = step_model(data_root, opts, say)
     step_verify(data_root, opts, say, model)
+    step_int8(opts, say, model)
     return model
 
 
@@ -156,11 +167,11 @@ def step_vggish(handle: str, opts: SetupOptions, say: Say) -> None:
     """A local SavedModel is checked and remembered; a hub URL fetched into the hub cache."""
     if not locations.is_url(handle):
         load_vggish(handle)  # says what is wrong with the folder
-        say(f"[1/5] VGGish: the SavedModel in {handle} - remembered for tagging")
+        say(f"[1/6] VGGish: the SavedModel in {handle} - remembered for tagging")
         locations.remember(vggish=str(Path(handle).expanduser().resolve()))
         return
     if locations.hub_cached(handle):
-        say(f"[1/5] VGGish: already in {locations.hub_cached(handle)} - skipped")
+        say(f"[1/6] VGGish: already in {locations.hub_cached(handle)} - skipped")
     elif opts.offline:
         raise InstagError(f"VGGish ({handle}) is not in the cache {locations.tfhub_cache_dir()}",
                           "run `instag setup` without --offline on a machine with internet")
@@ -173,7 +184,7 @@ def fetch_vggish(handle: str, say: Say) -> str:
     """Fetch VGGish into the hub cache from the first of its hosts that answers (tfhub.dev,
     else Kaggle Models, or the other way round); the name it came under."""
     def fetch(name: str) -> str:
-        say(f"[1/5] VGGish: fetching {name} into {locations.tfhub_cache_dir()}")
+        say(f"[1/6] VGGish: fetching {name} into {locations.tfhub_cache_dir()}")
         load_vggish(name)
         return name
 
@@ -183,7 +194,7 @@ def fetch_vggish(handle: str, say: Say) -> str:
             return fetch(name)
         except InstagError as e:
             why = e.message.split(" (", 1)[-1].removesuffix(")")
-            say(f"[1/5] VGGish: {name} failed ({why}); trying the same model at {then}")
+            say(f"[1/6] VGGish: {name} failed ({why}); trying the same model at {then}")
     return fetch(names[-1])
 
 
@@ -195,18 +206,18 @@ def step_pca(opts: SetupOptions, say: Say, progress: Progress | None) -> None:
         load_pca(given)  # says what is wrong with it
         kind = "the official file" if file_digest(given, "md5") == locations.PCA_MD5 else \
             "not the official file: used as given"
-        say(f"[2/5] PCA parameters: {given} ({kind}) - remembered for tagging")
+        say(f"[2/6] PCA parameters: {given} ({kind}) - remembered for tagging")
         locations.remember(pca=str(given.resolve()))
         return
     cached = locations.cache_dir() / locations.PCA_FILE
     if cached.is_file() and not opts.force:
         verified = file_digest(cached, "md5") == opts.pca_md5
-        say(f"[2/5] PCA parameters: {cached} " + ("verified" if verified else
+        say(f"[2/6] PCA parameters: {cached} " + ("verified" if verified else
             f"kept (its md5 is not {opts.pca_md5}; --force fetches it again)") + " - skipped")
         return
     if opts.offline:
         raise InstagError(f"{cached}: missing", "run `instag setup` without --offline")
-    say(f"[2/5] PCA parameters: fetching {opts.pca_url}")
+    say(f"[2/6] PCA parameters: fetching {opts.pca_url}")
     download(opts.pca_url, cached, opts.pca_md5, progress=progress)  # replaces only when valid
 
 
@@ -218,19 +229,19 @@ def step_openmic(opts: SetupOptions, say: Say, progress: Progress | None) -> Pat
     remembered = locations.openmic_data()
     if opts.openmic is None and remembered is not None and not opts.force:
         load_openmic(remembered)  # still valid: a re-run is a no-op
-        say(f"[3/5] OpenMIC-2018: {remembered}, as a previous setup was given - skipped")
+        say(f"[3/6] OpenMIC-2018: {remembered}, as a previous setup was given - skipped")
         return remembered
     if opts.openmic and Path(opts.openmic).is_dir():
         data = load_openmic(opts.openmic)  # validates, naming what is wrong
         keys = {*data.train.keys, *data.test.keys}
         sampled = verify.sample_from_folder(Path(opts.openmic) / "audio", keys,
                                             verify.sample_dir())
-        say(f"[3/5] OpenMIC-2018: using the directory {opts.openmic} ({sampled} clips of its "
+        say(f"[3/6] OpenMIC-2018: using the directory {opts.openmic} ({sampled} clips of its "
             "audio kept for the feature check)")
         return Path(opts.openmic)
     target = openmic_dir()
     if all((target / n).is_file() for n in NEEDED) and not opts.force:
-        say(f"[3/5] OpenMIC-2018: already extracted in {target} - skipped")
+        say(f"[3/6] OpenMIC-2018: already extracted in {target} - skipped")
         return target
     archive = Path(opts.openmic) if opts.openmic else locations.cache_dir() / OPENMIC_ARCHIVE
     if opts.openmic is None and not archive.is_file():
@@ -238,7 +249,7 @@ def step_openmic(opts: SetupOptions, say: Say, progress: Progress | None) -> Pat
             raise InstagError(f"OpenMIC-2018 is neither extracted in {target} nor downloaded to "
                               f"{archive}", "pass --openmic PATH, or run without --offline "
                               f"(downloads {OPENMIC_BYTES / 1e9:.1f} GB)")
-        say(f"[3/5] OpenMIC-2018: downloading {opts.openmic_url} to {archive} "
+        say(f"[3/6] OpenMIC-2018: downloading {opts.openmic_url} to {archive} "
             f"(resumable; {OPENMIC_BYTES / 1e9:.1f} GB for the official archive)")
         download(opts.openmic_url, archive, opts.openmic_md5, progress=progress)
     elif not archive.is_file():
@@ -248,7 +259,7 @@ def step_openmic(opts: SetupOptions, say: Say, progress: Progress | None) -> Pat
             file_digest(archive, "md5") != opts.openmic_md5:
         raise InstagError(f"{archive}: the official archive's size but not its md5 "
                           f"({opts.openmic_md5})", "it is damaged: download it again")
-    say(f"[3/5] OpenMIC-2018: extracting {', '.join(NEEDED)} from {archive}")
+    say(f"[3/6] OpenMIC-2018: extracting {', '.join(NEEDED)} from {archive}")
     extract_needed(archive, target)
     load_openmic(target)
     return target
@@ -333,14 +344,14 @@ def step_model(data_root: Path, opts: SetupOptions, say: Say) -> Path:
     card = installed.with_suffix(".json")
     if installed.is_file() and card.is_file() and not opts.force:
         if json.loads(card.read_text()).get("training_data_sha256") == data.checksum:
-            say(f"[4/5] model: {installed} was trained on this data - skipped")
+            say(f"[4/6] model: {installed} was trained on this data - skipped")
             return installed
     runs_dir = locations.data_dir() / "runs"
     best = None
     for seed in opts.seeds:
-        say(f"[4/5] model: training att, seed {seed}, {opts.epochs} epochs")
+        say(f"[4/6] model: training att, seed {seed}, {opts.epochs} epochs")
         recipe = Recipe(model="att", epochs=opts.epochs, seed=seed, device=opts.device)
-        with ticking(say, f"[4/5] model: training seed {seed}", opts.show_progress):
+        with ticking(say, f"[4/6] model: training seed {seed}", opts.show_progress):
             metrics = train_run(data, recipe, runs_dir / f"att-seed-{seed}",
                                 progress=opts.show_progress,
                                 force=True)  # setup's own run directories: retrained anew
@@ -350,7 +361,7 @@ def step_model(data_root: Path, opts: SetupOptions, say: Say) -> Path:
         if best is None or val < best[0]:
             best = (val, seed)
     path = export_run(runs_dir / f"att-seed-{best[1]}", installed)
-    say(f"[4/5] model: installed seed {best[1]} as {path}")
+    say(f"[4/6] model: installed seed {best[1]} as {path}")
     return path
 
 
@@ -359,22 +370,22 @@ def step_verify(data_root: Path, opts: SetupOptions, say: Say,
     """Re-embed the sample of OpenMIC clips here and compare with the released features; the
     figure goes into the installed model's card. Below 99 % within one step, a loud warning."""
     embedder = Embedder(opts.vggish, opts.pca, device=opts.device,
-                        note=lambda m: say(f"[5/5] {m}"))
+                        note=lambda m: say(f"[5/6] {m}"))
     if opts.force and (path := vggish_onnx.converted_path(embedder.handle)) is not None:
         path.with_suffix(".refused").unlink(missing_ok=True)  # try the conversion again
-    with ticking(say, "[5/5] VGGish: loading, and converting to ONNX once (a minute or two)",
+    with ticking(say, "[5/6] VGGish: loading, and converting to ONNX once (a minute or two)",
                  opts.show_progress):
         embedder.model  # noqa: B018 - loads it: converted to ONNX here, once, if it can be
-    say(f"[5/5] VGGish runs on {embedder.runtime}")
+    say(f"[5/6] VGGish runs on {embedder.runtime}")
     card = model.with_suffix(".json")
     doc = json.loads(card.read_text()) if card.is_file() else {}
     done = doc.get("feature_check") or {}
     if done.get("features") == embedder.identity and not opts.force:
-        say(f"[5/5] features: checked for this VGGish, PCA and resampler ({done['within_one']:.2%}"
+        say(f"[5/6] features: checked for this VGGish, PCA and resampler ({done['within_one']:.2%}"
             " within one step) - skipped; `instag doctor --verify` checks again")
         return None
     check = verify.check_features(data_root, verify.sample_dir(), embedder)
-    say(f"[5/5] features: {check.line()}" + ("" if check.clips else " - skipped"))
+    say(f"[5/6] features: {check.line()}" + ("" if check.clips else " - skipped"))
     if not check.clips:
         return None
     if card.is_file():
@@ -383,3 +394,31 @@ def step_verify(data_root: Path, opts: SetupOptions, say: Say,
             json.dump(doc, f, indent=2)
         write_markdown(doc, model)
     return check
+
+
+def step_int8(opts: SetupOptions, say: Say, model: Path) -> dict | None:
+    """Make the INT8 VGGish and keep it only at parity (`provision.int8`); its figures go into
+    the installed model's card. Skipped when it was decided before (kept or refused) unless
+    --force, and where VGGish runs on TensorFlow (nothing to quantise)."""
+    embedder = Embedder(opts.vggish, opts.pca, device=opts.device)
+    if vggish_onnx.find(embedder.handle) is None:
+        say("[6/6] INT8 VGGish: VGGish is not converted to ONNX here - skipped")
+        return None
+    decided = int8.figures(embedder.handle) or int8.refused(embedder.handle)
+    if decided and not opts.force:
+        say(f"[6/6] {int8_step.summary(decided)} - decided before; `instag setup --int8 "
+            "--force` judges again")
+        return decided
+    with ticking(say, "[6/6] INT8 VGGish: quantising and judging", opts.show_progress):
+        doc = int8_step.make_int8(embedder, TagOptions(model=model, vggish=opts.vggish,
+                                                       pca=opts.pca, device=Device.CPU),
+                                  verify.sample_dir(), say=lambda m: say(f"[6/6] {m}"))
+    say(f"[6/6] {int8_step.summary(doc)}" + ("; `instag tag --precision int8` uses it" if
+                                              doc["kept"] else ""))
+    card = model.with_suffix(".json")
+    if card.is_file():
+        card_doc = {**json.loads(card.read_text()), "int8": doc}
+        with atomic_write(card) as f:
+            json.dump(card_doc, f, indent=2)
+        write_markdown(card_doc, model)
+    return doc

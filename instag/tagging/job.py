@@ -183,7 +183,8 @@ class Scoring:
 
 @functools.lru_cache(maxsize=2)
 def _models(opts: TagOptions) -> tuple[Embedder, Scoring]:
-    embedder = Embedder(opts.vggish, opts.pca, opts.resampler, opts.device)
+    embedder = Embedder(opts.vggish, opts.pca, opts.resampler, opts.device,
+                        precision=opts.vggish_precision())
     embedder.fetch_if_missing()
     return embedder, Scoring(opts)
 

@@ -11,6 +11,7 @@ from instag.common import locations
 from instag.common.devices import Device
 from instag.common.errors import InstagError
 from instag.features.decode import AUDIO_EXTENSIONS
+from instag.features.int8 import Precision
 from instag.features.resample import DEFAULT_RESAMPLER, Resampler
 from instag.tagging.bags import check_bag_setting
 from instag.tagging.tagwriting import TagWriting
@@ -43,6 +44,7 @@ class TagOptions:
     include_hidden: bool = False
     wait: bool = False
     write_tags: TagWriting | None = None  # also write each tagged file's own tags
+    precision: str | None = None  # VGGish's: None: $INSTAG_PRECISION, settings.json, else fp32
 
     def __post_init__(self) -> None:
         """Checked where they are made, with the CLI's words: the CLI, the Python API and the
@@ -63,11 +65,19 @@ class TagOptions:
                                   f"e.g. {name} 300")
         # choices given as text (the beets plugin's config, a script) become their enums
         object.__setattr__(self, "device", Device.parse(self.device))
+        self.vggish_precision()  # a wrong one is refused here, not mid-run
         try:
             object.__setattr__(self, "resampler", Resampler(self.resampler))
         except ValueError:
             raise InstagError(f"--resampler {self.resampler!r}: not a resampler",
                               f"use one of {', '.join(r.value for r in Resampler)}") from None
+
+    def vggish_precision(self) -> Precision:
+        try:
+            return Precision(locations.precision(self.precision))
+        except ValueError:
+            raise InstagError(f"--precision {locations.precision(self.precision)!r}: not a "
+                              "precision", "use fp32 or int8") from None
 
     def cache_path(self) -> Path:
         return Path(self.cache) if self.cache else locations.cache_dir() / CACHE_FILE

@@ -317,7 +317,8 @@ class TagSession:
             held = stack.enter_context(lock(cache_path, self.opts.wait))
             self.scoring = Scoring(self.opts) if self.with_scoring else None
             self.embedder = Embedder(self.opts.vggish, self.opts.pca, self.opts.resampler,
-                                     self.opts.device, note=self.reporter.note)
+                                     self.opts.device, note=self.reporter.note,
+                                     precision=self.opts.vggish_precision())
             self.embedder.fetch_if_missing()
             self.cache = Cache(cache_path, held)
             stack.callback(self.cache.close)

@@ -36,7 +36,8 @@ def with_timeline(doc: dict, opts: TagOptions, audio: Path | None = None) -> dic
     except OSError as e:
         raise InstagError(f"{path}: cannot read it for its timeline ({e.strerror or e})",
                           "pass --audio with the file's current path") from None
-    embedder = Embedder(opts.vggish, opts.pca, opts.resampler)
+    embedder = Embedder(opts.vggish, opts.pca, opts.resampler,
+                        precision=opts.vggish_precision())
     cache_path = opts.cache_path()
     if not cache_path.exists():
         raise InstagError(f"{path}: the output has no attention timeline and there is no cache "

@@ -215,9 +215,9 @@ class RayRun(JobRun):
         scoring = Scoring(opts)
         self.thresholds = scoring.thresholds
         embedder = Embedder(opts.vggish, opts.pca, opts.resampler, opts.device,
-                            note=self.reporter.note)
+                            note=self.reporter.note, precision=opts.vggish_precision())
         embedder.fetch_if_missing()
-        onnx = vggish_onnx.find(embedder.handle)
+        onnx = embedder.onnx_file()
         if onnx is None:
             embedder.model  # noqa: B018 - converts it now, or says why it cannot
             if (onnx := vggish_onnx.find(embedder.handle)) is None:
