@@ -4,7 +4,10 @@ The stand-in SavedModel has the hub model's exact call signature (1-D float32 16
 [N, 128] float32 out, one row per 0.96 s window) and VGGish's front end (25 ms / 10 ms STFT,
 64 mel bands 125-7500 Hz, log offset 0.01, 96x64 patches). ``architecture="vggish"`` adds the
 real VGGish network (6 conv layers, 3 fully connected, 72 M parameters) with random weights, so
-benchmarks spend the same FLOPs as the real model; ``"tiny"`` is one small layer for fast tests.
+benchmarks spend the same FLOPs as the real model; ``"tiny"`` is one small layer for fast tests;
+``"small"`` two convs and a dense layer that INT8 quantises at parity, ``"fragile"`` the same
+with one tensor INT8 cannot hold, ``"brittle"`` with such a tensor after every layer (for the
+INT8 tests).
 Everything here is for tests and benchmarks; instag's own code never loads it implicitly.
 """
 
@@ -45,6 +48,31 @@ def _vggish_layers(rng, tf):
     return convs, dense
 
 
+# the small architectures, and which of their two convs have a channel INT8 cannot hold
+OUTLIERS = {"small": (), "fragile": (1,), "brittle": (0, 1)}
+
+
+def _small_layers(rng, tf, outliers: tuple[int, ...]):
+    """Two 8-channel convs and a dense layer, outputs small: INT8 keeps its features. With
+    `outliers`, those convs' last channel is a constant 1000 that the next layer ignores
+    (weights 0): FP32 does not see it, but INT8 quantising that tensor over [0, 1000] loses
+    the rest."""
+    convs, in_ch = [], 1
+    for i in range(2):
+        w = rng.normal(0, np.sqrt(2.0 / (9 * in_ch)), (3, 3, in_ch, 8)).astype(np.float32)
+        b = np.zeros(8, np.float32)
+        if i in outliers:
+            w[..., 7], b[7] = 0.0, 1000.0
+        if i - 1 in outliers:
+            w[:, :, 7, :] = 0.0  # the constant channel of the conv before is ignored
+        convs.append((tf.Variable(w), tf.Variable(b), True))
+        in_ch = 8
+    w = rng.normal(0, 0.05 / np.sqrt(24 * 16 * 8), (24 * 16 * 8, 128)).astype(np.float32)
+    if 1 in outliers:
+        w[7::8] = 0.0  # flattened [24, 16, 8]: every 8th row is the constant channel
+    return convs, [(tf.Variable(w), tf.Variable(np.zeros(128, np.float32)))]
+
+
 def build_standin_vggish(path: str | Path, architecture: str = "tiny", seed: int = 0) -> Path:
     """Write a SavedModel at `path` that `tensorflow_hub.load` accepts like the VGGish model."""
     import tensorflow as tf
@@ -56,13 +84,16 @@ def build_standin_vggish(path: str | Path, architecture: str = "tiny", seed: int
             super().__init__()
             if architecture == "vggish":
                 self.convs, self.dense = _vggish_layers(rng, tf)
+            elif architecture in OUTLIERS:
+                self.convs, self.dense = _small_layers(rng, tf, OUTLIERS[architecture])
             elif architecture == "tiny":
                 self.convs, self.dense = [], [(
                     tf.Variable(rng.normal(0, 0.05, (MEL_BANDS, 128)).astype(np.float32)),
                     tf.Variable(rng.normal(0.5, 0.2, 128).astype(np.float32)),
                 )]
             else:
-                raise ValueError(f"architecture {architecture!r}: use 'tiny' or 'vggish'")
+                raise ValueError(f"architecture {architecture!r}: use tiny, small, fragile, "
+                                 "brittle or vggish")
 
         @tf.function(input_signature=[tf.TensorSpec([None], tf.float32)])
         def __call__(self, waveform):
@@ -75,7 +106,7 @@ def build_standin_vggish(path: str | Path, architecture: str = "tiny", seed: int
                 x = tf.nn.relu(tf.nn.conv2d(x, w, 1, "SAME") + b)
                 if pool:
                     x = tf.nn.max_pool2d(x, 2, 2, "SAME")
-            x = tf.reshape(x, [-1, 6 * 4 * 512])
+            x = tf.reshape(x, [tf.shape(x)[0], -1])
             for i, (w, b) in enumerate(self.dense):
                 x = tf.matmul(x, w) + b
                 if i < len(self.dense) - 1:

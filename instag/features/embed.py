@@ -17,7 +17,7 @@ from instag.common import locations
 from instag.common.devices import Device
 from instag.common.downloads import file_digest
 from instag.common.errors import InstagError
-from instag.features import FEATURES_VERSION, int8, vggish_onnx
+from instag.features import FEATURES_VERSION, reduced, vggish_onnx
 from instag.features.decode import AudioError
 from instag.features.instances import (
     INSTANCE_SAMPLES,
@@ -27,8 +27,8 @@ from instag.features.instances import (
     check_features,
     chunk_instances,
 )
-from instag.features.int8 import Precision
 from instag.features.pca import load_pca, postprocess
+from instag.features.reduced import Precision
 from instag.features.resample import DEFAULT_RESAMPLER, Resampler, stream_16k
 from instag.features.vggish import load_vggish, tensorflow_installed
 
@@ -60,14 +60,14 @@ class Embedder:
         self.note = note or (lambda message: None)
         self.runtime = ""  # which VGGish runs, once loaded
         self._model = None
-        self.precision = Precision(precision)  # INT8: the model setup made and kept
+        self.precision = Precision(precision)  # INT8, FP16: the model setup made and kept
 
     @property
     def identity(self) -> str:
         """What the features are of: VGGish's content (the SavedModel's digest: the handle
         names it, the bytes are it), the PCA file's sha256, the resampler, instag's feature
-        code version, and the INT8 model's digest when it runs in INT8. Known once VGGish is
-        on this machine (`fetch_if_missing`)."""
+        code version, and the reduced model's digest when it runs in INT8 or FP16. Known once
+        VGGish is on this machine (`fetch_if_missing`)."""
         if self._identity is None:
             saved = locations.hub_cached(self.handle)
             if saved is None:
@@ -75,8 +75,9 @@ class Embedder:
                                   "run `instag setup`")
             parts = [f"vggish:{vggish_onnx.saved_model_digest(saved)[:16]}", self._pca_digest,
                      self.resampler.identity, f"features:{FEATURES_VERSION}"]
-            if self.precision is Precision.INT8:  # its features are its own: never mixed
-                parts.append(f"int8:{int8.digest(int8.require_kept(self.handle))[:16]}")
+            if self.precision is not Precision.FP32:  # its features are its own: never mixed
+                model = reduced.require_kept(self.handle, self.precision)
+                parts.append(f"{self.precision}:{reduced.digest(model)[:16]}")
             self._identity = "|".join(parts)
         return self._identity
 
@@ -92,8 +93,8 @@ class Embedder:
                 f"(with its onnx/ folder) of a set-up machine to {locations.tfhub_cache_dir()}")
         if locations.hub_cached(self.handle) is None:
             self.model  # noqa: B018 - loads it
-        if self.precision is Precision.INT8:
-            int8.require_kept(self.handle)
+        if self.precision is not Precision.FP32:
+            reduced.require_kept(self.handle, self.precision)
 
     @property
     def model(self):
@@ -102,15 +103,16 @@ class Embedder:
         return self._model
 
     def onnx_file(self) -> Path | None:
-        """The ONNX VGGish this embedder runs (INT8 where asked), None if none is kept."""
-        if self.precision is Precision.INT8:
-            return int8.require_kept(self.handle)
+        """The ONNX VGGish this embedder runs (INT8, FP16 where asked), None if none is kept."""
+        if self.precision is not Precision.FP32:
+            return reduced.require_kept(self.handle, self.precision)
         return vggish_onnx.find(self.handle)
 
     def _load(self):
-        if self.precision is Precision.INT8:
-            model = vggish_onnx.OnnxVggish(int8.require_kept(self.handle), self.device)
-            self.runtime = f"onnxruntime INT8 ({model.provider})"
+        if self.precision is not Precision.FP32:
+            model = vggish_onnx.OnnxVggish(reduced.require_kept(self.handle, self.precision),
+                                           self.device)
+            self.runtime = f"onnxruntime {self.precision.upper()} ({model.provider})"
             return model
         path = vggish_onnx.find(self.handle)
         if path is None and (why := vggish_onnx.refused(self.handle)):

@@ -48,6 +48,18 @@ def _source(source: dict) -> str:
             f"{', '.join(f'{n} {s} clips' for s, n in clips.items())}")
 
 
+def _reduced(q: dict) -> str:
+    """What setup found of a reduced-precision VGGish on this machine, and what it decided."""
+    layers = (f" {len(q['layers_int8'])} layers INT8, {len(q['layers_fp32'])} FP32."
+              if "layers_int8" in q else "")
+    return (f"Made by `instag setup` and {'kept' if q.get('kept') else 'refused'}: on "
+            f"{q.get('clips')} held-out clips ({q.get('openmic_clips')} of them OpenMIC's), "
+            f"uint8 features within one step of FP32's on {q.get('features_within_one', 0):.2%}"
+            f" of values, tags agree on {q.get('tags_agree', 0):.2%} of (clip, instrument) "
+            f"pairs and on {_cell(q.get('present_agree'))} of the {q.get('present_pairs')} "
+            "pairs FP32 calls present (the rule: 99 %, 99.5 %, 99 %)." + layers)
+
+
 def markdown(card: dict) -> str:
     """The card's Markdown."""
     metrics = card.get("metrics") or {}
@@ -105,17 +117,9 @@ def markdown(card: dict) -> str:
         f"({'passed' if check.get('passed') else 'FAILED: tags will be unreliable'})."
         if check else "Not run yet: `instag setup` (or `instag doctor --verify`) re-embeds "
         "OpenMIC's own clips and compares them with its released features.")
-    q = card.get("int8")
-    if q:
-        lines += ["", "## INT8 VGGish", "", (
-            f"Quantised by `instag setup` and {'kept' if q.get('kept') else 'refused'}: on "
-            f"{q.get('clips')} held-out clips ({q.get('openmic_clips')} of them OpenMIC's), "
-            f"uint8 features within one step of FP32's on {q.get('features_within_one', 0):.2%}"
-            f" of values, tags agree on {q.get('tags_agree', 0):.2%} of (clip, instrument) "
-            f"pairs and on {_cell(q.get('present_agree'))} of the {q.get('present_pairs')} "
-            "FP32 calls present (the rule: 99 %, 99.5 %, 99 %); "
-            f"{len(q.get('layers_int8') or [])} layers INT8, "
-            f"{len(q.get('layers_fp32') or [])} FP32.")]
+    for precision in ("int8", "fp16"):
+        if q := card.get(precision):
+            lines += ["", f"## {precision.upper()} VGGish", "", _reduced(q)]
     lines += ["", "## Known limits", "", *[f"- {limit}" for limit in LIMITS], ""]
     return "\n".join(lines)
 

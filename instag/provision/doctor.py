@@ -13,11 +13,12 @@ from instag.common.devices import Device
 from instag.common.downloads import file_digest
 from instag.common.errors import InstagError
 from instag.common.quiet import native_stderr_silenced
-from instag.features import int8, vggish_onnx
+from instag.features import reduced, vggish_onnx
 from instag.features.pca import load_pca
+from instag.features.reduced import Precision
 from instag.features.vggish import tensorflow_installed
 from instag.learning.data import OPENMIC_CLASSES
-from instag.provision.int8 import summary
+from instag.provision.reduced import summary
 from instag.tagging.scoring import CUDA, Scorer
 
 NEEDED_TO_TAG = ("numpy", "soundfile", "resampy", "soxr")
@@ -41,7 +42,7 @@ def _version(name: str) -> str | None:
         return None
 
 
-def _cuda_usable(model: Path | None) -> tuple[bool | None, str]:
+def cuda_usable(model: Path | None) -> tuple[bool | None, str]:
     """Whether onnxruntime really runs the scoring model on CUDA here (loading it is the only
     sure test: the provider can be compiled in and still miss its libraries)."""
     import onnxruntime as ort
@@ -90,18 +91,20 @@ def _disk(path: Path) -> str:
     return f"{path} ({shutil.disk_usage(probe).free / 1e9:.1f} GB free)"
 
 
-def _int8(handle: str) -> Check:
-    """Whether this machine's setup kept an INT8 VGGish, with its parity figures, and how to
-    make it the default once it did."""
-    if (doc := int8.figures(handle)) is not None:
-        default = locations.precision() == "int8"
-        return Check("models", "INT8 VGGish", summary(doc) + (
+def _reduced(handle: str, precision: Precision) -> Check:
+    """Whether this machine's setup kept the INT8 (or FP16) VGGish, with its parity figures,
+    and how to make it the default once it did."""
+    name = f"{precision.upper()} VGGish"
+    if (doc := reduced.figures(handle, precision)) is not None:
+        default = locations.precision() == precision
+        return Check("models", name, summary(doc, precision) + (
             "; the default here" if default else "; parity shown: make it the default with "
-            '"precision": "int8" in settings.json (README: Speed)'), True)
-    if (doc := int8.refused(handle)) is not None:
-        return Check("models", "INT8 VGGish", summary(doc))
-    return Check("models", "INT8 VGGish", "not made (`instag setup --int8` makes and judges "
-                 "it); tagging runs VGGish in FP32")
+            f'"precision": "{precision}" in settings.json (README: Speed)'), True)
+    if (doc := reduced.refused(handle, precision)) is not None:
+        return Check("models", name, summary(doc, precision))
+    return Check("models", name, "not made (`instag setup --int8` makes and judges it" + (
+        "" if precision is Precision.INT8 else ", on a machine with CUDA") +
+        "); tagging runs VGGish in FP32")
 
 
 def _vggish_runtime(handle: str) -> Check:
@@ -166,7 +169,7 @@ def diagnose(model: str | None = None, vggish: str | None = None,
     model_check, model_path = _scoring_model(model)
     checks.append(Check("runtime", "onnxruntime providers", ", ".join(
         ort.get_available_providers())))
-    cuda, why = _cuda_usable(model_path)
+    cuda, why = cuda_usable(model_path)
     checks.append(Check("runtime", "CUDA usable by onnxruntime", why, cuda))
     checks.append(Check("runtime", "GPUs TensorFlow sees", _tf_gpus()))
     ffmpeg = shutil.which("ffmpeg")
@@ -185,7 +188,7 @@ def diagnose(model: str | None = None, vggish: str | None = None,
                         "not downloaded (run `instag setup`)"), bool(local),
                         blocks_tagging=not local))
     checks.append(_vggish_runtime(handle))
-    checks.append(_int8(handle))
+    checks += [_reduced(handle, p) for p in (Precision.INT8, Precision.FP16)]
     checks.append(_pca(pca))
     checks.append(model_check)
     return checks

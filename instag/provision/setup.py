@@ -30,16 +30,18 @@ from instag.common.atomic import atomic_write, umask
 from instag.common.devices import Device
 from instag.common.downloads import download, file_digest
 from instag.common.errors import InstagError
-from instag.features import int8, vggish_onnx
+from instag.features import reduced, vggish_onnx
 from instag.features.embed import Embedder
 from instag.features.pca import load_pca
+from instag.features.reduced import Precision
 from instag.features.vggish import load_vggish
 from instag.learning.card import write_markdown
 from instag.learning.data import corrupted, load_openmic
 from instag.learning.export import export_run
 from instag.learning.train import Recipe, train_run
-from instag.provision import int8 as int8_step
+from instag.provision import reduced as reduced_step
 from instag.provision import verify
+from instag.provision.doctor import cuda_usable
 from instag.tagging.options import TagOptions
 
 OPENMIC_URL = "https://zenodo.org/records/1432913/files/openmic-2018-v1.0.0.tgz?download=1"
@@ -397,28 +399,33 @@ def step_verify(data_root: Path, opts: SetupOptions, say: Say,
 
 
 def step_int8(opts: SetupOptions, say: Say, model: Path) -> dict | None:
-    """Make the INT8 VGGish and keep it only at parity (`provision.int8`); its figures go into
-    the installed model's card. Skipped when it was decided before (kept or refused) unless
-    --force, and where VGGish runs on TensorFlow (nothing to quantise)."""
+    """Make the INT8 VGGish (and where CUDA is usable the FP16 one) and keep each only at
+    parity (`provision.reduced`); the figures go into the installed model's card. Skipped when
+    decided before (kept or refused) unless --force, and where VGGish runs on TensorFlow."""
     embedder = Embedder(opts.vggish, opts.pca, device=opts.device)
     if vggish_onnx.find(embedder.handle) is None:
         say("[6/6] INT8 VGGish: VGGish is not converted to ONNX here - skipped")
         return None
-    decided = int8.figures(embedder.handle) or int8.refused(embedder.handle)
+    int8 = Precision.INT8
+    decided = reduced.figures(embedder.handle, int8) or reduced.refused(embedder.handle, int8)
     if decided and not opts.force:
-        say(f"[6/6] {int8_step.summary(decided)} - decided before; `instag setup --int8 "
+        say(f"[6/6] {reduced_step.summary(decided)} - decided before; `instag setup --int8 "
             "--force` judges again")
         return decided
+    cuda = opts.device is not Device.CPU and cuda_usable(model)[0] is True
     with ticking(say, "[6/6] INT8 VGGish: quantising and judging", opts.show_progress):
-        doc = int8_step.make_int8(embedder, TagOptions(model=model, vggish=opts.vggish,
-                                                       pca=opts.pca, device=Device.CPU),
-                                  verify.sample_dir(), say=lambda m: say(f"[6/6] {m}"))
-    say(f"[6/6] {int8_step.summary(doc)}" + ("; `instag tag --precision int8` uses it" if
-                                              doc["kept"] else ""))
+        docs = reduced_step.make_reduced(
+            embedder, TagOptions(model=model, vggish=opts.vggish, pca=opts.pca,
+                                 device=Device.CPU),
+            verify.sample_dir(), say=lambda m: say(f"[6/6] {m}"), cuda=cuda)
+    for precision, doc in docs.items():
+        say(f"[6/6] {reduced_step.summary(doc, precision)}" + (
+            f"; `instag tag --precision {precision}` uses it" if doc["kept"] else ""))
     card = model.with_suffix(".json")
     if card.is_file():
-        card_doc = {**json.loads(card.read_text()), "int8": doc}
+        card_doc = {**json.loads(card.read_text()),
+                    **{str(precision): doc for precision, doc in docs.items()}}
         with atomic_write(card) as f:
             json.dump(card_doc, f, indent=2)
         write_markdown(card_doc, model)
-    return doc
+    return docs[int8]

@@ -11,7 +11,7 @@ from instag.common import locations
 from instag.common.devices import Device
 from instag.common.errors import InstagError
 from instag.features.decode import AUDIO_EXTENSIONS
-from instag.features.int8 import Precision
+from instag.features.reduced import Precision
 from instag.features.resample import DEFAULT_RESAMPLER, Resampler
 from instag.tagging.bags import check_bag_setting
 from instag.tagging.tagwriting import TagWriting
@@ -77,7 +77,7 @@ class TagOptions:
             return Precision(locations.precision(self.precision))
         except ValueError:
             raise InstagError(f"--precision {locations.precision(self.precision)!r}: not a "
-                              "precision", "use fp32 or int8") from None
+                              "precision", "use fp32, int8 or fp16 (CUDA)") from None
 
     def cache_path(self) -> Path:
         return Path(self.cache) if self.cache else locations.cache_dir() / CACHE_FILE

@@ -1,5 +1,6 @@
-"""`instag setup --int8`: make the INT8 VGGish (`features.int8`) and keep it only where it gives
-the same features and the same tags as FP32, on this machine's real model.
+"""`instag setup --int8`: make the INT8 VGGish (and, where CUDA is usable, the FP16 one) with
+`features.reduced` and keep each only where it gives the same features and the same tags as
+FP32, on this machine's real model.
 
 Audio: the OpenMIC clips setup keeps for its feature check, split in two (calibration, held
 out); generated music-like clips make up each side (at least 200 held-out clips). Parity, on the
@@ -8,7 +9,8 @@ instrument's present/absent decision (the installed scoring model and thresholds
 clip) equal to FP32's on >= 99.5 % of (clip, instrument) pairs and on >= 99 % of the pairs FP32
 calls present. When the all-INT8 model fails, each layer's harm is measured alone (only it in
 INT8) and the most harmful layers go back to FP32, one at a time, until parity holds or no layer
-is left in INT8: then it is refused, with its figures.
+is left in INT8: then it is refused, with its figures. FP16 is judged by the same rule on
+CUDA, as converted (no layer fallback).
 """
 
 from __future__ import annotations
@@ -18,11 +20,13 @@ from pathlib import Path
 
 import numpy as np
 
+from instag.common.devices import Device
 from instag.common.errors import InstagError
-from instag.features import int8, vggish_onnx
+from instag.features import reduced, vggish_onnx
 from instag.features.embed import Embedder
 from instag.features.instances import INSTANCE_SAMPLES, LOOKAHEAD_SAMPLES
 from instag.features.music import generate_music
+from instag.features.reduced import Precision
 from instag.features.resample import stream_16k
 from instag.tagging.job import Scoring
 from instag.tagging.options import TagOptions
@@ -71,69 +75,83 @@ def parity(fp32_feats, int8_feats, scoring: Scoring) -> dict:
     a, b = tag_decisions(scoring, fp32_feats), tag_decisions(scoring, int8_feats)
     present = a.sum()
     doc = {"clips": len(fp32_feats),
-           "features_within_one": int8.within_one(fp32_feats, int8_feats),
+           "features_within_one": reduced.within_one(fp32_feats, int8_feats),
            "tags_agree": float(np.mean(a == b)),
            "present_pairs": int(present),
            "present_agree": float(np.mean(b[a])) if present else None}
-    doc["passed"] = bool(doc["features_within_one"] >= int8.MIN_WITHIN_ONE
-                         and doc["tags_agree"] >= int8.MIN_TAG_AGREEMENT
-                         and present and doc["present_agree"] >= int8.MIN_PRESENT_AGREEMENT)
+    doc["passed"] = bool(doc["features_within_one"] >= reduced.MIN_WITHIN_ONE
+                         and doc["tags_agree"] >= reduced.MIN_TAG_AGREEMENT
+                         and present and doc["present_agree"] >= reduced.MIN_PRESENT_AGREEMENT)
     return doc
 
 
-def make_int8(embedder: Embedder, opts: TagOptions, sample_dir: Path | None,
-              say: Callable[[str], None] = print, held_out: int = int8.MIN_HELD_OUT_CLIPS,
-              clip_seconds: float = CLIP_SECONDS) -> dict:
-    """Quantise this machine's converted VGGish and keep it or refuse it (module docstring);
-    returns the figures (`kept`: whether it was)."""
-    require_onnx = vggish_onnx.find(embedder.handle)
-    if require_onnx is None:
+def make_reduced(embedder: Embedder, opts: TagOptions, sample_dir: Path | None,
+                 say: Callable[[str], None] = print, cuda: bool = False,
+                 held_out: int = reduced.MIN_HELD_OUT_CLIPS, clip_seconds: float = CLIP_SECONDS
+                 ) -> dict[Precision, dict]:
+    """Make the INT8 VGGish (and with `cuda` the FP16 one), keep or refuse each (module
+    docstring); the figures of each (`kept`: whether it was)."""
+    fp32 = vggish_onnx.find(embedder.handle)
+    if fp32 is None:
         raise InstagError("no converted ONNX VGGish here to quantise",
                           "run `instag setup` first (it converts VGGish)")
-    fp32 = require_onnx
     scoring = Scoring(opts)
     calibration, held, n_real = clips(sample_dir, embedder.resampler, held_out, clip_seconds)
     ev, mn = embedder.eigen_vectors, embedder.means
     say(f"INT8 VGGish: calibrating on {len(calibration)} clips, judging on {len(held)} held-out "
         f"clips ({n_real} of them OpenMIC's)")
-    want = int8.features_of(fp32, held, ev, mn)
+    want = reduced.features_of(fp32, held, ev, mn)
+    common = {"openmic_clips": n_real, "calibration_clips": len(calibration),
+              "rule": {"features_within_one": reduced.MIN_WITHIN_ONE,
+                       "tags_agree": reduced.MIN_TAG_AGREEMENT,
+                       "present_agree": reduced.MIN_PRESENT_AGREEMENT}}
+    docs = {Precision.INT8: _int8(fp32, calibration, held, want, scoring, ev, mn, say)}
+    if cuda:
+        model = reduced.fp16(fp32)
+        docs[Precision.FP16] = {**parity(want, reduced.features_of(model, held, ev, mn,
+                                                                   Device.CUDA), scoring),
+                                "model": model}
+    for precision, doc in docs.items():
+        model = doc.pop("model")
+        doc.update(common, kept=bool(doc["passed"]))
+        if doc["kept"]:
+            reduced.keep(fp32, precision, model, doc)
+        else:
+            reduced.refuse(fp32, precision, doc)
+    return docs
+
+
+def _int8(fp32: Path, calibration, held, want, scoring: Scoring, ev, mn,
+          say: Callable[[str], None]) -> dict:
+    """All network layers in INT8; failing parity, the most harmful back to FP32 one at a
+    time until it holds (the figures, the layers each way, and the model)."""
     import onnx
 
-    layers = int8.network_layers(onnx.load(str(fp32), load_external_data=False))
+    layers = reduced.network_layers(onnx.load(str(fp32), load_external_data=False))
     if not layers:
         raise InstagError(f"{fp32}: no network layer to quantise", "VGGish stays FP32")
 
     def judge(in_int8: Sequence[str]) -> tuple[bytes, dict]:
-        model = int8.quantize(fp32, calibration, in_int8)
-        return model, parity(want, int8.features_of(model, held, ev, mn), scoring)
+        model = reduced.quantize(fp32, calibration, in_int8)
+        return model, parity(want, reduced.features_of(model, held, ev, mn), scoring)
 
     model, figures = judge(layers)
     kept_layers = list(layers)
     if not figures["passed"]:
         say(f"INT8 VGGish: all {len(layers)} layers in INT8 miss parity "
             f"({_line(figures)}); measuring each layer's harm")
-        few = held[:SENSITIVITY_CLIPS]
-        base = want[:SENSITIVITY_CLIPS]
-        harm = {layer: 1 - int8.within_one(base, int8.features_of(
-            int8.quantize(fp32, calibration, [layer]), few, ev, mn)) for layer in layers}
+        few, base = held[:SENSITIVITY_CLIPS], want[:SENSITIVITY_CLIPS]
+        harm = {layer: 1 - reduced.within_one(base, reduced.features_of(
+            reduced.quantize(fp32, calibration, [layer]), few, ev, mn)) for layer in layers}
         for worst in sorted(layers, key=harm.get, reverse=True)[:-1]:
             kept_layers.remove(worst)
             model, figures = judge(kept_layers)
             say(f"INT8 VGGish: {worst} back to FP32: {_line(figures)}")
             if figures["passed"]:
                 break
-    doc = {**figures, "layers_int8": kept_layers if figures["passed"] else [],
-           "layers_fp32": [x for x in layers if x not in kept_layers or not figures["passed"]],
-           "openmic_clips": n_real, "calibration_clips": len(calibration),
-           "rule": {"features_within_one": int8.MIN_WITHIN_ONE,
-                    "tags_agree": int8.MIN_TAG_AGREEMENT,
-                    "present_agree": int8.MIN_PRESENT_AGREEMENT},
-           "kept": bool(figures["passed"])}
-    if figures["passed"]:
-        int8.save(fp32, model, doc)
-    else:
-        int8.refuse(fp32, doc)
-    return doc
+    int8_layers = kept_layers if figures["passed"] else []
+    return {**figures, "layers_int8": int8_layers,
+            "layers_fp32": [x for x in layers if x not in int8_layers], "model": model}
 
 
 def _line(figures: dict) -> str:
@@ -143,8 +161,10 @@ def _line(figures: dict) -> str:
             f"{'-' if present is None else f'{present:.2%}'} of {figures['present_pairs']}")
 
 
-def summary(doc: dict) -> str:
+def summary(doc: dict, precision: Precision = Precision.INT8) -> str:
     """One line for setup and doctor."""
-    what = (f"kept ({len(doc['layers_int8'])} layers INT8, {len(doc['layers_fp32'])} FP32)"
-            if doc["kept"] else "refused (VGGish stays FP32)")
-    return f"INT8 VGGish {what}: {_line(doc)} over {doc['clips']} held-out clips"
+    layers = (f" ({len(doc['layers_int8'])} layers INT8, {len(doc['layers_fp32'])} FP32)"
+              if precision is Precision.INT8 and doc["kept"] else "")
+    what = f"kept{layers}" if doc["kept"] else "refused (VGGish stays FP32)"
+    return (f"{precision.upper()} VGGish {what}: {_line(doc)} over {doc['clips']} held-out "
+            "clips")
