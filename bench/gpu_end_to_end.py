@@ -7,7 +7,9 @@ cores. Prints:
     `nvidia-smi`, sampled every 0.5 s, when it exists);
   - each stage measured alone (decode, resampling, VGGish, scoring) as audio seconds per
     second, with decode and resampling scaled by the number of workers, and each stage's share
-    of the serial time: the stage with the lowest capacity bounds the run.
+    of the serial time: the stage with the lowest capacity bounds the run;
+  - on CUDA, the FP16 VGGish beside FP32 (the network alone and end to end), with its parity
+    figures by setup's rule.
 Without a usable CUDA provider it runs on the CPU and says so (a dry run of the script).
 
     python bench/gpu_end_to_end.py [--files 200] [--jobs CORES]
@@ -26,7 +28,7 @@ from pathlib import Path
 
 sys.path[:0] = [str(Path(__file__).parent), str(Path(__file__).parents[1] / "tests")]
 
-from tag_throughput import make_library, make_models, measure  # noqa: E402
+from tag_throughput import int8_legs, make_library, make_models, measure  # noqa: E402
 
 
 class GpuSampler:
@@ -98,6 +100,8 @@ def main() -> None:
             print(f"{name:10s} {1 / c if c else float('inf'):12.0f} {c / serial:7.0%}")
         bound = max(per_stage, key=per_stage.get)
         print(f"bound by: {bound}")
+        if device == "cuda":  # FP16 beside FP32, the same parity rule as setup's
+            int8_legs(tmp, cfg, "fp16")
 
 
 if __name__ == "__main__":

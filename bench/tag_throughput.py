@@ -8,11 +8,15 @@ model, then prints audio seconds processed per wall second and peak RSS for:
   - `instag tag` (decode pool + batching + cache), with each resampler (fast = the default),
   - a re-run over the unchanged library (everything from the cache),
   - a naive loop (one file at a time: decode, resample, embed, score),
+  - the INT8 VGGish against FP32, same run: the network alone and `instag tag` end to end,
+    with the parity figures beside (setup's rule; on random weights they say nothing of the
+    real model, which `instag setup` judges on the user's machine),
   - a library of many short files (default 500 one-second clips): files per second and the
     share of the cores kept busy (CPU seconds of the run and its workers / wall / cores).
 Each measured run is a fresh process; peak RSS is that of the run and its decode workers together.
 
-    python bench/tag_throughput.py [--files 40] [--short 500] [--jobs 2]
+    python bench/tag_throughput.py [--files 40] [--short 500] [--jobs 2] [--no-int8]
+                                   [--resamplers fast,resampy,soxr]
 """
 
 from __future__ import annotations
@@ -97,10 +101,37 @@ def child(mode: str, cfg: dict) -> None:
         emb.model  # noqa: B018
         print(json.dumps({"runtime": emb.runtime, "seconds": time.perf_counter() - t0}))
         return
+    if mode == "reduced":  # once: the INT8 (or FP16) model, judged as setup judges it
+        from instag.features import reduced, vggish_onnx
+        from instag.provision.reduced import clips, parity
+        from instag.tagging.job import Scoring
+        from instag.tagging.options import TagOptions
+
+        emb = Embedder(cfg["vggish"], cfg["pca"])
+        fp32 = vggish_onnx.find(emb.handle)
+        calibration, held, _ = clips(None, emb.resampler, reduced.MIN_HELD_OUT_CLIPS)
+        import onnx
+
+        layers = reduced.network_layers(onnx.load(str(fp32), load_external_data=False))
+        precision = reduced.Precision(cfg["precision"])
+        device = "cuda" if precision is reduced.Precision.FP16 else "cpu"
+        model = reduced.quantize(fp32, calibration, layers) if precision == "int8" else \
+            reduced.fp16(fp32)
+        ev, mn = emb.eigen_vectors, emb.means
+        doc = parity(reduced.features_of(fp32, held, ev, mn, device),
+                     reduced.features_of(model, held, ev, mn, device),
+                     Scoring(TagOptions(model=Path(cfg["model"]), vggish=cfg["vggish"],
+                                        pca=cfg["pca"])))
+        # kept whatever the figures, in this bench's own hub cache: speed is measured here;
+        # whether a real VGGish's is kept is setup's decision on the user's machine
+        reduced.keep(fp32, precision, model, {**doc, "kept": True})
+        print(json.dumps({**doc, "layers": len(layers)}))
+        return
     if mode == "vggish":
         from instag.features.instances import Chunker
 
-        emb = Embedder(cfg["vggish"], cfg["pca"], device=cfg.get("device", "auto"))
+        emb = Embedder(cfg["vggish"], cfg["pca"], device=cfg.get("device", "auto"),
+                       precision=cfg.get("precision", "fp32"))
         wave = np.random.default_rng(1).uniform(-0.3, 0.3, 16000 * 900).astype(np.float32)
         chunker = Chunker()
         chunks = chunker.push(wave) + chunker.finish()
@@ -156,7 +187,7 @@ def child(mode: str, cfg: dict) -> None:
 
         opts = TagOptions(model=Path(cfg["model"]), vggish=cfg["vggish"], pca=cfg["pca"],
                           resampler=cfg["resampler"], jobs=cfg["jobs"], cache=Path(cfg["cache"]),
-                          device=cfg.get("device", "auto"))
+                          device=cfg.get("device", "auto"), precision=cfg.get("precision"))
         run = tag([cfg["library"]], opts)
         for _ in run:
             pass
@@ -215,6 +246,9 @@ def main() -> None:
     ap.add_argument("--files", type=int, default=40)
     ap.add_argument("--short", type=int, default=500, help="one-second files (0: skip)")
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--int8", action=argparse.BooleanOptionalAction, default=True,
+                    help="the INT8 legs: VGGish alone and end to end, FP32 against INT8")
+    ap.add_argument("--resamplers", default="fast,resampy,soxr")
     ap.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -226,7 +260,7 @@ def main() -> None:
                "jobs": args.jobs}
         print(f"jobs={args.jobs}")
         rows = [("VGGish alone (audio in memory)", measure("vggish", cfg))]
-        for resampler in ("fast", "resampy", "soxr"):
+        for resampler in args.resamplers.split(","):
             run_cfg = {**cfg, "resampler": resampler, "cache": str(tmp / f"{resampler}.sqlite")}
             rows.append((f"instag tag, {resampler}", measure("tag", run_cfg)))
             rows.append(("  re-run, unchanged library", measure("tag", run_cfg)))
@@ -241,8 +275,33 @@ def main() -> None:
         for i in range(1, len(rows), 3):  # each resampler: first run, re-run, naive loop
             print(f"re-run took {rows[i + 1][1]['wall_s'] / rows[i][1]['wall_s']:.1%} of the "
                   f"first run ({rows[i][0].split(', ')[1]})")
+        if args.int8:
+            int8_legs(tmp, cfg)
         if args.short:
             short_files(tmp, cfg, args.short)
+
+
+def int8_legs(tmp: Path, cfg: dict, precision: str = "int8") -> None:
+    """FP32 against INT8 (or FP16 on CUDA) in the same run: VGGish alone, then `instag tag`
+    end to end, with the parity figures (setup's rule) beside the speed."""
+    doc = measure("reduced", {**cfg, "precision": precision})
+    present = doc["present_agree"]
+    print(f"\n{precision.upper()} VGGish on {doc['clips']} held-out clips: features within one "
+          f"step {doc['features_within_one']:.2%}, tags agree {doc['tags_agree']:.2%}, present "
+          f"tags agree {'-' if present is None else f'{present:.2%}'} of "
+          f"{doc['present_pairs']} ({'meets' if doc['passed'] else 'misses'} the parity rule on"
+          " these random weights; a real VGGish is judged by `instag setup` on the user's "
+          "machine)")
+    print(f"{'':34s} {'x real time':>11s} {'vs FP32':>9s} {'wall s':>8s}")
+    for name, mode, extra in (("VGGish alone", "vggish", {}),
+                              ("instag tag, fast", "tag", {"resampler": "fast"})):
+        base = None
+        for p in ("fp32", precision):
+            r = measure(mode, {**cfg, **extra, "precision": p,
+                               "cache": str(tmp / f"{mode}-{p}.sqlite")})
+            speed = r["audio_s"] / r["wall_s"]
+            base = base or speed
+            print(f"{f'{name}, {p}':34s} {speed:11.1f} {speed / base:8.2f}x {r['wall_s']:8.1f}")
 
 
 def short_files(tmp: Path, cfg: dict, count: int) -> None:

@@ -74,6 +74,42 @@ def test_the_real_architecture_converts_within_parity(fresh_hub, tmp_path, stand
     assert json.loads(path.with_suffix(".json").read_text())["raw_max_diff"] <= 1e-4
 
 
+def test_short_chunks_of_many_files_fill_one_network_call_with_no_window_wasted(
+        fresh_hub, tmp_path, standin_pca):
+    """The graph is cut where the network starts: each chunk's log-mel patches come from the
+    front end, then one network call takes them all - no window straddling two chunks."""
+    from standins import build_standin_vggish
+
+    from instag.features.instances import INSTANCE_SAMPLES, LOOKAHEAD_SAMPLES
+    from instag.features.pca import load_pca
+    from instag.features.vggish import load_vggish
+
+    vggish = build_standin_vggish(tmp_path / "small", "small")
+    path, _ = vggish_onnx.convert(str(vggish), *load_pca(standin_pca))
+    model = vggish_onnx.OnnxVggish(path, "cpu")
+    assert model.front is not None  # the cut parts this graph in two
+    calls = []
+    network = model.session
+
+    class Counting:
+        def run(self, names, feeds):
+            calls.append(next(iter(feeds.values())).shape[0])
+            return network.run(names, feeds)
+
+        def get_inputs(self):
+            return network.get_inputs()
+
+    model.session = Counting()
+    rng = np.random.default_rng(0)
+    chunks = [rng.uniform(-.3, .3, n * INSTANCE_SAMPLES + LOOKAHEAD_SAMPLES).astype(np.float32)
+              for n in (1, 1, 3, 1)]
+    raws = model.many(chunks)
+    assert calls == [6]  # 6 windows, one call; end to end it would compute 9
+    hub = load_vggish(str(vggish))
+    for chunk, raw in zip(chunks, raws, strict=True):
+        np.testing.assert_allclose(raw, np.asarray(hub(chunk)), atol=1e-4)
+
+
 def tag_song_in_a_fresh_process(standin_vggish, standin_pca, scoring_model, tmp_path,
                                 prelude: str, report: str) -> str:
     """Convert VGGish here, then tag a 4 s song in a new process that first runs `prelude`;

@@ -141,7 +141,8 @@ class Embedder:
 
     def embed_chunks(self, chunks: list[np.ndarray]) -> list[np.ndarray | None]:
         """Features of several chunks (from any files) in one VGGish call."""
-        return embed_chunks(self.raw, chunks, self.eigen_vectors, self.means) if chunks else []
+        model = self.model if isinstance(self.model, vggish_onnx.OnnxVggish) else self.raw
+        return embed_chunks(model, chunks, self.eigen_vectors, self.means) if chunks else []
 
     def embed_blocks(self, blocks: Iterable[np.ndarray]) -> Features:
         """Features of consecutive 16 kHz blocks (a waveform is one block)."""
@@ -171,21 +172,19 @@ def embed_chunks(raw: Callable[[np.ndarray], np.ndarray], chunks: list[np.ndarra
                  eigen_vectors: np.ndarray, means: np.ndarray) -> list[np.ndarray | None]:
     """uint8 features of each chunk, from one call of `raw` (16 kHz samples -> raw [N, 128]);
     None for a chunk whose embeddings are not finite (quantised, NaN would become confident
-    features: the caller fails that chunk's file, only it). Each chunk is padded to whole
-    windows so the next one starts on a window boundary; the one window per chunk that
-    straddles the padding is computed and dropped."""
-    counts = [chunk_instances(c) for c in chunks]
-    if len(chunks) == 1:
-        out = raw(chunks[0])
+    features: the caller fails that chunk's file, only it). An ONNX VGGish embeds the chunks'
+    patches in one network call (`OnnxVggish.many`); TensorFlow's takes them end to end, each
+    padded to whole windows so the next starts on a window boundary, and the one window per
+    chunk that straddles the padding is computed and dropped."""
+    if isinstance(raw, vggish_onnx.OnnxVggish):
+        raws = raw.many(chunks)
+    elif len(chunks) == 1:
+        raws = [raw(chunks[0])]
     else:
         pad = INSTANCE_SAMPLES - LOOKAHEAD_SAMPLES
         out = raw(np.concatenate([np.pad(c, (0, pad)) for c in chunks] +
                                  [np.zeros(LOOKAHEAD_SAMPLES, np.float32)]))
-    feats: list[np.ndarray | None] = []
-    row = 0
-    for n in counts:
-        mine = out[row : row + n]
-        feats.append(postprocess(mine, eigen_vectors, means) if np.isfinite(mine).all()
-                     else None)
-        row += n + (len(chunks) > 1)
-    return feats
+        starts = np.cumsum([0] + [chunk_instances(c) + 1 for c in chunks])
+        raws = [out[a:a + chunk_instances(c)] for a, c in zip(starts, chunks, strict=False)]
+    return [postprocess(r, eigen_vectors, means) if np.isfinite(r).all() else None
+            for r in raws]

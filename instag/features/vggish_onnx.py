@@ -160,13 +160,77 @@ def parity_of(path: Path) -> Parity | None:
         return None
 
 
+def halves(model: Path | bytes) -> tuple[bytes, bytes] | None:
+    """The graph cut where the network starts (the first Conv's input: the log-mel patches):
+    the front end (16 kHz samples -> patches, one per window) and the network (patches -> raw
+    [N, 128]). None where the cut does not part the graph in two (a model of another shape)."""
+    onnx = require("onnx")
+    proto = onnx.load_from_string(model) if isinstance(model, bytes) else onnx.load(str(model))
+    conv = next((n for n in proto.graph.node if n.op_type == "Conv"), None)
+    if conv is None:
+        return None
+    cut, out = conv.input[0], proto.graph.output[0].name
+    if cut not in {v.name for v in proto.graph.value_info}:  # the extractor wants its type
+        proto.graph.value_info.append(onnx.helper.make_tensor_value_info(
+            cut, onnx.TensorProto.FLOAT, None))
+    try:
+        extractor = onnx.utils.Extractor(proto)
+        front = extractor.extract_model([INPUT], [cut])
+        network = extractor.extract_model([cut], [out])
+    except Exception:  # noqa: BLE001 - onnx's own errors come in many types: no split
+        return None
+    if {i.name for i in network.graph.input} != {cut}:
+        return None  # the network would need the samples too: no clean cut
+    return front.SerializeToString(), network.SerializeToString()
+
+
+def halves_beside(path: Path) -> tuple[Path | bytes, Path | bytes] | None:
+    """`halves` of a model file, cut once and kept beside it (cutting a 290 MB graph takes
+    seconds and a gigabyte), named by the file's size and mtime so that a model made anew is
+    cut anew; None where it does not cut (or the folder is read-only: then in memory)."""
+    stat = path.stat()
+    key = f"{stat.st_size}-{stat.st_mtime_ns}"
+    front, network = (path.with_name(f"{path.stem}.{key}.{part}.onnx")
+                      for part in ("front", "network"))
+    if front.is_file() and network.is_file():
+        return front, network
+    parts = halves(path)
+    if parts is None:
+        return None
+    try:
+        for old in path.parent.glob(f"{path.stem}.*.*.onnx"):  # an earlier model's halves
+            old.unlink(missing_ok=True)
+        for target, data in zip((front, network), parts, strict=True):
+            with atomic_path(target) as tmp:
+                tmp.write_bytes(data)
+    except OSError:
+        return parts  # in memory: bytes serve as well
+    return front, network
+
+
 class OnnxVggish:
-    """The converted model, called like the hub model: 16 kHz samples -> raw [N, 128]."""
+    """The converted model, called like the hub model: 16 kHz samples -> raw [N, 128]; `many`
+    embeds chunks of several files in one network call. It runs as two sessions, front end and
+    network (`halves`), so that the patches of many chunks fill one call with nothing wasted
+    (the whole graph on the chunks end to end would compute a window across each joint)."""
 
     def __init__(self, model: Path | bytes, device: Device | str = Device.AUTO,
                  threads: int | None = None) -> None:
-        self.session = open_session(model, choose_providers(device), threads)
+        providers = choose_providers(device)
+        parts = halves(model) if isinstance(model, bytes) else halves_beside(Path(model))
+        self.front = open_session(parts[0], providers, threads) if parts else None
+        self.session = open_session(parts[1] if parts else model, providers, threads)
         self.provider = self.session.get_providers()[0]
 
     def __call__(self, wave: np.ndarray) -> np.ndarray:
-        return self.session.run(None, {INPUT: np.asarray(wave, np.float32)})[0]
+        return self.many([wave])[0]
+
+    def many(self, chunks: list[np.ndarray]) -> list[np.ndarray]:
+        """Raw embeddings of each chunk (whole windows and the lookahead each)."""
+        if self.front is None:  # one graph: a call per chunk
+            return [self.session.run(None, {INPUT: np.asarray(c, np.float32)})[0]
+                    for c in chunks]
+        patches = [self.front.run(None, {INPUT: np.asarray(c, np.float32)})[0] for c in chunks]
+        name = self.session.get_inputs()[0].name
+        raw = self.session.run(None, {name: np.concatenate(patches)})[0]
+        return np.split(raw, np.cumsum([len(p) for p in patches])[:-1])
