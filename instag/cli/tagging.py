@@ -445,3 +445,42 @@ def export(
             writer(doc)
     console(stderr=True).print(f"{plural(writer.written, 'file')} of segments written into "
                                f"{out}", markup=False)
+
+
+@expected_errors
+def browse(
+    tags_file: Annotated[Path, typer.Argument(help="An output of `instag tag`: .csv, .json, "
+                                                   ".jsonl or .parquet.")],
+    out: Annotated[Path | None, typer.Option(
+        help="Folder to write the page into (open its index.html in a browser). Default with "
+             "--serve: a temporary folder.")] = None,
+    serve: Annotated[bool, typer.Option(
+        help="Also serve it on 127.0.0.1 (a free port, printed) until Ctrl-C: the audio of "
+             "the files TAGS lists, and nothing else on disk, with seeking.")] = False,
+    port: Annotated[int, typer.Option(help="With --serve: the port (0: a free one).")] = 0,
+) -> None:
+    """A page to browse a tagged library: filter by instrument, status and path, see where each
+    instrument plays, click a segment to listen from there."""
+    import tempfile
+
+    from instag.outputs.browse import build_site
+    from instag.outputs.browse.serve import server
+
+    if out is None and not serve:
+        raise InstagError("where should the page go?", "give --out FOLDER, or --serve")
+    with ExitStack() as stack:
+        if out is None:
+            out = Path(stack.enter_context(tempfile.TemporaryDirectory())) / "site"
+        site = build_site(read_documents(tags_file), out, str(tags_file))
+        console(stderr=True).print(
+            f"{plural(site.files, 'file')} ({site.failed} failed) in {site.folder}: "
+            f"{site.bytes / 1e6:.1f} MB; open {site.folder / 'index.html'}", markup=False)
+        if serve:
+            httpd = server(site.folder, site.audio, port)
+            stack.callback(httpd.server_close)
+            host, bound = httpd.server_address[:2]
+            console().print(f"serving on http://{host}:{bound}/ (Ctrl-C stops)", markup=False)
+            try:
+                httpd.serve_forever()
+            except KeyboardInterrupt:
+                console(stderr=True).print("stopped", markup=False)

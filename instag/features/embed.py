@@ -8,6 +8,7 @@ instances (see ``instances``), several files' chunks in one VGGish call.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -60,6 +61,8 @@ class Embedder:
         self.note = note or (lambda message: None)
         self.runtime = ""  # which VGGish runs, once loaded
         self._model = None
+        self._loading: threading.Thread | None = None
+        self._load_error: BaseException | None = None
         self.precision = Precision(precision)  # INT8, FP16: the model setup made and kept
 
     @property
@@ -96,8 +99,29 @@ class Embedder:
         if self.precision is not Precision.FP32:
             reduced.require_kept(self.handle, self.precision)
 
+    def load_soon(self) -> None:
+        """Start loading VGGish in a thread: a run that has files to embed needs it, and the
+        load (a second for the full network) then overlaps its decode workers' start. `model`
+        waits for it, and raises what it raised."""
+        if self._model is None and self._loading is None:
+            self._loading = threading.Thread(target=self._load_aside, daemon=True,
+                                             name="instag-vggish-load")
+            self._loading.start()
+
+    def _load_aside(self) -> None:
+        try:
+            self._model = self._load()
+        except BaseException as e:  # noqa: BLE001 - raised where the model is asked for
+            self._load_error = e
+
     @property
     def model(self):
+        if self._loading is not None:
+            self._loading.join()
+            self._loading = None
+            if (error := self._load_error) is not None:
+                self._load_error = None
+                raise error
         if self._model is None:
             self._model = self._load()
         return self._model

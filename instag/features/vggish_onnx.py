@@ -64,12 +64,27 @@ def converted_path(handle: str) -> Path | None:
 
 @functools.cache
 def _digest(saved: Path, stats: tuple) -> str:
-    return folder_digest(saved)
+    """Remembered beside the hub cache, by the files' names, sizes and mtimes: hashing the
+    290 MB SavedModel on every run would cost each cron run a quarter second."""
+    key = hashlib.sha256(repr(stats).encode()).hexdigest()
+    memo = locations.tfhub_cache_dir() / "onnx" / f"digest-{key[:32]}.txt"
+    try:
+        return memo.read_text().strip()
+    except OSError:
+        pass
+    digest = folder_digest(saved)
+    try:
+        memo.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(memo) as tmp:
+            tmp.write_text(digest)
+    except OSError:
+        pass  # a read-only hub cache: hashed again next run
+    return digest
 
 
 def saved_model_digest(saved: Path) -> str:
-    """The SavedModel's content digest, computed once per process while its files' sizes and
-    mtimes stay as they were."""
+    """The SavedModel's content digest, computed once while its files' names, sizes and mtimes
+    stay as they were."""
     stats = tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns)
                   for p in sorted(saved.rglob("*")) if p.is_file())
     return _digest(saved, stats)

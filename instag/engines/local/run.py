@@ -103,7 +103,9 @@ class _Run:
                 while (next_in < len(self.files) and self.held() < MAX_WAITING_RESULTS
                        and (pool.in_flight if pool else 0) < 2 * self.jobs):
                     if not self.from_cache(next_in):
-                        pool = pool or self.session.pool(self.jobs)
+                        if pool is None:  # files to embed: VGGish loads while workers start
+                            self.embedder.load_soon()
+                            pool = self.session.pool(self.jobs)
                         self.chunkers[next_in], self.parts[next_in] = Chunker(), []
                         pool.submit(next_in, self.files[next_in])
                     next_in += 1

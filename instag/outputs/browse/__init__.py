@@ -1,0 +1,149 @@
+"""`instag browse`: a static page to look through a tagged library and listen where each
+instrument plays, written from any instag output (CSV, JSON, JSONL, Parquet) as a stream.
+
+The site is a folder: the page (`index.html`, `app.js`, `style.css`: no framework, no CDN,
+everything the page needs is written into it) and the data as `<script>`-loaded `.js` files,
+since a page opened from `file://` may not fetch: `data/meta.js` (instruments, counts, chunk
+count), then `data/chunk-NNNN.js` of CHUNK_FILES files each, loaded one after another while the
+list is already in use. Every path and tag value reaches the page as JSON data, and the page
+puts it in as text, never as HTML. Audio links are relative to the site folder (percent-encoded
+bytes, so names that are not UTF-8 still play); under `--serve` the page asks the server for
+the file by its number in the output instead (`serve`).
+
+The folder is written beside its place and renamed into it: a run that fails leaves the
+previous site as it was; a folder that is not an instag site is never replaced.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import urllib.parse
+from collections import Counter
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+from instag.common.errors import InstagError
+from instag.tagging.results import audio_path
+
+CHUNK_FILES = 5000
+MARKER = "instag-site.json"  # what makes a folder an instag site, which a new one may replace
+# what Chromium plays in an <audio> element; the rest say "not playable in a browser"
+PLAYABLE = frozenset({".mp3", ".wav", ".ogg", ".oga", ".opus", ".flac", ".m4a", ".mp4",
+                      ".aac", ".webm", ".weba"})
+PAGE_FILES = ("index.html", "app.js", "style.css")
+
+
+@dataclass
+class Site:
+    """What was written: files, the count per instrument, the audio files listed (for
+    `--serve`: only these can be asked for), and the site's size."""
+
+    folder: Path
+    files: int = 0
+    failed: int = 0
+    counts: Counter = field(default_factory=Counter)
+    audio: list[Path] = field(default_factory=list)
+    bytes: int = 0
+
+
+def record(doc: dict, index: int, site: Path) -> list:
+    """One file as the page takes it: [path, href, status, reason, duration, {instrument:
+    [best probability, present, [[start, end], ...]]}, playable, number]."""
+    path = audio_path(doc["path"])
+    absolute = Path(os.path.abspath(path))
+    href = urllib.parse.quote(os.fsencode(os.path.relpath(absolute, site)).replace(b"\\", b"/"))
+    best: dict[str, float] = {}
+    for bag in doc.get("bags") or []:
+        for name, p in (bag.get("probabilities") or {}).items():
+            best[name] = max(best.get(name, 0.0), float(p))
+    present = set(doc.get("instruments") or [])
+    segments = doc.get("segments") or {}
+    instruments = {name: [round(p, 3), int(name in present),
+                          [[round(a, 2), round(b, 2)] for a, b in segments.get(name, [])]]
+                   for name, p in best.items()}
+    return [doc["path"], href, str(doc.get("status", "")), doc.get("reason") or "",
+            doc.get("duration_s"), instruments, int(path.suffix.lower() in PLAYABLE), index]
+
+
+def _script(call: str, data) -> str:
+    """A data file: one call with JSON (ASCII-escaped: nothing in it can end the script)."""
+    return f"{call}({json.dumps(data, ensure_ascii=True, separators=(',', ':'))});\n"
+
+
+def build_site(docs, out: Path, source: str) -> Site:
+    """Write the site for `docs` (an output's documents, streamed) into `out`."""
+    out = Path(out).resolve()
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and
+                                              not (out / MARKER).is_file())):
+        raise InstagError(f"--out {out}: exists and is not an instag site",
+                          "give a new folder, or one `instag browse` wrote")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        site = _write(docs, tmp, out, source)
+        _swap(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    site.folder = out
+    return site
+
+
+def _write(docs, tmp: Path, final: Path, source: str) -> Site:
+    site = Site(tmp)
+    (tmp / "data").mkdir()
+    chunk: list = []
+    chunks = 0
+
+    def flush() -> None:
+        nonlocal chunks, chunk
+        (tmp / "data" / f"chunk-{chunks:04d}.js").write_text(
+            _script("INSTAG.chunk", [chunks, chunk]), encoding="ascii")
+        chunks += 1
+        chunk = []
+
+    for doc in docs:
+        row = record(doc, site.files, final)
+        site.audio.append(audio_path(doc["path"]))
+        site.files += 1
+        site.failed += row[2] != "ok"
+        site.counts.update(name for name, (_, present, _) in row[5].items() if present)
+        chunk.append(row)
+        if len(chunk) >= CHUNK_FILES:
+            flush()
+    if chunk or not chunks:
+        flush()
+    meta = {"source": source, "files": site.files, "failed": site.failed, "chunks": chunks,
+            "counts": dict(site.counts.most_common())}
+    (tmp / "data" / "meta.js").write_text(_script("INSTAG.meta", meta), encoding="ascii")
+    page = resources.files(__package__) / "page"
+    for name in PAGE_FILES:
+        (tmp / name).write_bytes((page / name).read_bytes())
+    (tmp / MARKER).write_text(json.dumps({"source": source, "files": site.files}))
+    site.bytes = sum(p.stat().st_size for p in tmp.rglob("*") if p.is_file())
+    os.chmod(tmp, 0o777 & ~_umask())
+    return site
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _swap(tmp: Path, out: Path) -> None:
+    """The new site into place: the old one (an instag site, checked) aside, then removed."""
+    old = None
+    if out.exists() and not (out / MARKER).is_file() and any(out.iterdir()):
+        raise InstagError(f"--out {out}: became something other than an instag site while "
+                          "the site was written", "give a new folder")
+    if out.exists():
+        old = out.with_name(f".{out.name}.old-{os.getpid()}")
+        out.rename(old)
+    tmp.rename(out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
