@@ -54,6 +54,10 @@ def open_session(model: str | Path | bytes, providers: list[str], threads: int |
         preload_cuda_libraries(ort)
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
+    # onnxruntime's threads spin between calls by default, burning the cores the decode
+    # workers need: 500 one-second files went 63 -> 76 files/s without it, VGGish alone the
+    # same (bench/short_files.py, bench/tag_throughput.py)
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if threads:
         opts.intra_op_num_threads = threads
     with native_stderr_silenced():
