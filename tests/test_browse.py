@@ -60,7 +60,7 @@ def library(tmp_path):
             doc(lib / INJECTION, {"voice": (0.8, True, [[0.0, 2.0]])}),
             doc(lib / "old.wma", {"violin": (0.9, True, [[1.0, 3.0]])})]
     raw = os.fsencode(lib) + b"/caf\xe9.wav"  # Latin-1 bytes: not UTF-8
-    wav(Path(os.fsdecode(raw)))
+    os.rename(wav(lib / "cafe.wav"), raw)
     docs.append(doc(str(lib) + "/caf\\xe9.wav", {"piano": (0.8, True, [[0.0, 1.0]])}))
     (lib / INJECTION).write_bytes(b"")
     out = tmp_path / "tags.jsonl"
@@ -105,8 +105,8 @@ def test_filtering_by_instrument_shows_the_files_that_have_it(browser, library, 
     page.click(".chip[data-instrument=saxophone]")
     page.wait_for_function("document.querySelectorAll('.row').length === 1")
     assert [Path(p).name for p in visible_paths(page)] == ["sax song.wav"]
-    page.fill("#minp", "0.5")  # by probability instead of as tagged: quiet.wav's 0.55 too
-    page.dispatch_event("#minp", "input")
+    # by probability instead of as tagged: quiet.wav's 0.55 too
+    page.eval_on_selector("#minp", "e => { e.value = '0.5'; e.dispatchEvent(new Event('input')) }")
     page.wait_for_function("document.querySelectorAll('.row').length === 2")
     assert sorted(Path(p).name for p in visible_paths(page)) == ["quiet.wav", "sax song.wav"]
     assert "saxophone 1" in page.inner_text("#instruments")  # tagged in one file of 7
@@ -236,3 +236,38 @@ def test_served_nothing_else_on_disk_is_reachable(served, path):
     with pytest.raises(urllib.error.HTTPError) as e:
         urllib.request.urlopen(url + path)
     assert e.value.code == 404
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_a_library_tagged_with_the_standins_browses_from_any_output(run_tag, tmp_path, suffix):
+    lib = tmp_path / "lib"
+    for i in range(3):
+        wav(lib / f"{i}.wav", 3.0)
+    (lib / "bad.wav").write_bytes(b"RIFF0000WAVEjunk")
+    tags = tmp_path / f"tags{suffix}"
+    assert run_tag(lib, "--out", tags).exit_code == 1  # one file failed
+    out = CliRunner().invoke(app, ["browse", str(tags), "--out", str(tmp_path / "site")])
+    assert out.exit_code == 0, out.output
+    assert "4 files (1 failed)" in out.output
+    meta = (tmp_path / "site" / "data" / "meta.js").read_text()
+    assert '"files":4,"failed":1' in meta
+
+
+def test_serve_prints_its_address_and_ends_on_ctrl_c_in_one_line(library):
+    import signal
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-m", "instag", "browse", str(library), "--serve"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()
+        assert line.startswith("serving on http://127.0.0.1:"), line
+        url = line.split()[2]
+        with urllib.request.urlopen(url) as r:
+            assert r.status == 200 and b"app.js" in r.read()
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode in (0, 130) and "Traceback" not in err

@@ -164,6 +164,7 @@ def _convert(handle: str, eigen_vectors: np.ndarray, means: np.ndarray,
         tmp.write_bytes(proto.SerializeToString())
     with atomic_path(path.with_suffix(".json")) as tmp:
         tmp.write_text(json.dumps({"handle": handle, **asdict(parity)}, indent=2))
+    halves_beside(path)  # cut now, in the process that converts: no run pays for it
     return path, parity
 
 

@@ -41,7 +41,7 @@ INSTAG.meta = function (m) {
   if (m.chunks) load("data/chunk-0000.js"); else finish();
 };
 
-INSTAG.chunk = function (i, rows) {
+INSTAG.chunk = function ([i, rows]) {
   for (const r of rows) INSTAG.rows.push(r);
   INSTAG.chunks = i + 1;
   if (i + 1 < INSTAG.info.chunks) load(`data/chunk-${String(i + 1).padStart(4, "0")}.js`);
