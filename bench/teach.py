@@ -78,6 +78,9 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=None)
     args = ap.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="instag-teach-"))
+    # the stand-in's ONNX conversion and instag's own files stay in the work dir
+    os.environ.update(TFHUB_CACHE_DIR=str(work / "hub"), INSTAG_CACHE_DIR=str(work / "cache"),
+                      INSTAG_DATA_DIR=str(work / "data"))
     from standins import build_standin_vggish, write_standin_pca
 
     vggish = work / "vggish"

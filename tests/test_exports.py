@@ -115,7 +115,7 @@ def segments_in(path, fmt):
     return path.read_text()
 
 
-def test_tag_writes_the_segments_as_it_goes_as_export_would(run_tag, tagged, tmp_path):
+def test_tag_writes_the_same_segments_as_export_would(run_tag, tagged, tmp_path):
     lib, outs = tagged
     result = run_tag(lib, "--out", tmp_path / "again.csv", "--bag", "10", "--hop", "5",
                      "--threshold", "0.3", "--segments-out", tmp_path / "during",
@@ -136,3 +136,26 @@ def test_segments_into_a_file_are_refused_in_one_line(tagged, tmp_path):
                                       str(tmp_path / "afile")])
     assert result.exit_code == 2 and "is a file" in result.output
     assert (tmp_path / "afile").read_text() == "x"
+
+
+def test_a_tag_run_that_fails_leaves_the_previous_segment_files_as_they_were(tagged, tmp_path):
+    """`tag --segments-out` stages its files and moves them in only when the run's output is
+    in place: a run that fails or is stopped replaces none of them."""
+    from instag.outputs.exports import SegmentsWriter
+    from instag.outputs.readback import read_documents
+    from instag.tagging.results import audio_path
+
+    lib, outs = tagged
+    docs = [d for d in read_documents(outs["jsonl"]) if d["status"] == "ok"]
+    writer = SegmentsWriter(tmp_path / "seg", "audacity", lib)
+    with writer.staged():
+        for d in docs:
+            writer(d)
+    assert len(list((tmp_path / "seg").rglob("*.txt"))) == 3
+    first = writer.target(audio_path(docs[0]["path"]))
+    first.write_text("previous\n")
+    with pytest.raises(RuntimeError), writer.staged():
+        writer(docs[0])
+        raise RuntimeError("the run fails")
+    assert first.read_text() == "previous\n"
+    assert [p.name for p in (tmp_path / "seg").iterdir() if p.name.startswith(".")] == []

@@ -116,6 +116,8 @@ WaitOpt = Annotated[bool, typer.Option(help="If another run holds the cache, wai
                                             "instead of exiting.")]
 QuietOpt = Annotated[bool, typer.Option(help="No progress bar or progress lines; failures and "
                                              "the summary only.")]
+TagsFileArg = Annotated[Path, typer.Argument(help="An output of `instag tag`: .csv, .json, "
+                                                 ".jsonl or .parquet.")]
 StrictOpt = Annotated[bool, typer.Option(
     help="Exit 1 for any failed file, also one that failed the same way in an earlier run "
          "(by default those are listed but exit 0: a nightly job mails only news).")]
@@ -244,11 +246,13 @@ def tag(
     try:
         kept = "previous output kept" if out.exists() else "no output written"
         with stoppable(run, kept) as stop, ExitStack() as outputs:
+            # entered first, closed last: segment files move in only once the output has
+            segments = (outputs.enter_context(SegmentsWriter(
+                segments_out, segments_format, library_root(paths),
+                {"thresholds": run.thresholds}).staged()) if segments_out else None)
             write = outputs.enter_context(result_writer(out, fmt, run_info, timeline))
             write_summary = (outputs.enter_context(summary_writer(summary)) if summary else
                              lambda result: None)
-            segments = (SegmentsWriter(segments_out, segments_format, library_root(paths),
-                                       {"thresholds": run.thresholds}) if segments_out else None)
             for result in run:
                 write(result)
                 write_summary(result)
@@ -296,8 +300,7 @@ def _plot_one(result: FileResult, png: Path) -> int:
 
 @expected_errors
 def plot(
-    tags_json: Annotated[Path, typer.Argument(help="An output of `instag tag`: .csv, .json, "
-                                                   ".jsonl or .parquet.")],
+    tags_json: TagsFileArg,
     file: Annotated[str | None, typer.Option(help="Which file (its path, spelled any way: "
                                                   "relative, absolute, through a link); "
                                                   "default: the first tagged one.")] = None,
@@ -378,8 +381,7 @@ def embed(
 
 @expected_errors
 def write_tags(
-    tags_file: Annotated[Path, typer.Argument(help="An output of `instag tag`: .csv, .json, "
-                                                   ".jsonl or .parquet.")],
+    tags_file: TagsFileArg,
     remove: Annotated[bool, typer.Option(help="Remove instag's fields (the instruments field "
                                               "and INSTAG_* scores) instead.")] = False,
     write_scores: WriteScoresOpt = False,
@@ -421,8 +423,7 @@ def write_tags(
 
 @expected_errors
 def export(
-    tags_file: Annotated[Path, typer.Argument(help="An output of `instag tag`: .csv, .json, "
-                                                   ".jsonl or .parquet.")],
+    tags_file: TagsFileArg,
     out: Annotated[Path, typer.Option(help="Folder to write into: one file per tagged audio "
                                            "file, named after its path in the library.")],
     format: SegmentsFormatOpt = SegmentsFormat.JAMS,
@@ -449,8 +450,7 @@ def export(
 
 @expected_errors
 def browse(
-    tags_file: Annotated[Path, typer.Argument(help="An output of `instag tag`: .csv, .json, "
-                                                   ".jsonl or .parquet.")],
+    tags_file: TagsFileArg,
     out: Annotated[Path | None, typer.Option(
         help="Folder to write the page into (open its index.html in a browser). Default with "
              "--serve: a temporary folder.")] = None,

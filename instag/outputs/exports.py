@@ -11,8 +11,12 @@ overlapping segments, as they should in an annotation."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import os
+import shutil
+import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -74,6 +78,29 @@ class SegmentsWriter:
         self.written = 0
         if self.fmt is SegmentsFormat.JAMS:
             self.jams = require("jams")
+
+    @contextlib.contextmanager
+    def staged(self) -> Iterator[SegmentsWriter]:
+        """Files go into a hidden folder inside `out` and move into place only when the block
+        ends without error (`tag --segments-out`: a run that fails or is stopped leaves the
+        previous segment files as they were, as it leaves the previous output)."""
+        final = self.out
+        final.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".instag-staging-", dir=final))
+        self.out = staging
+        try:
+            yield self
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        finally:
+            self.out = final
+        for path in sorted(staging.rglob("*")):
+            if path.is_file():
+                dest = final / path.relative_to(staging)
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(path, dest)
+        shutil.rmtree(staging, ignore_errors=True)
 
     def target(self, audio: Path) -> Path:
         relative = os.path.relpath(os.fsencode(audio), os.fsencode(self.root))

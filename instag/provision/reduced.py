@@ -95,6 +95,12 @@ def make_reduced(embedder: Embedder, opts: TagOptions, sample_dir: Path | None,
     if fp32 is None:
         raise InstagError("no converted ONNX VGGish here to quantise",
                           "run `instag setup` first (it converts VGGish)")
+    import onnx
+
+    layers = reduced.network_layers(onnx.load(str(fp32), load_external_data=False))
+    if not layers:  # checked before any audio is made
+        raise InstagError(f"{fp32}: no convolution in it to quantise (not VGGish's network)",
+                          "VGGish stays FP32")
     scoring = Scoring(opts)
     calibration, held, n_real = clips(sample_dir, embedder.resampler, held_out, clip_seconds)
     ev, mn = embedder.eigen_vectors, embedder.means
@@ -105,7 +111,7 @@ def make_reduced(embedder: Embedder, opts: TagOptions, sample_dir: Path | None,
               "rule": {"features_within_one": reduced.MIN_WITHIN_ONE,
                        "tags_agree": reduced.MIN_TAG_AGREEMENT,
                        "present_agree": reduced.MIN_PRESENT_AGREEMENT}}
-    docs = {Precision.INT8: _int8(fp32, calibration, held, want, scoring, ev, mn, say)}
+    docs = {Precision.INT8: _int8(fp32, layers, calibration, held, want, scoring, ev, mn, say)}
     if cuda:
         model = reduced.fp16(fp32)
         docs[Precision.FP16] = {**parity(want, reduced.features_of(model, held, ev, mn,
@@ -121,15 +127,10 @@ def make_reduced(embedder: Embedder, opts: TagOptions, sample_dir: Path | None,
     return docs
 
 
-def _int8(fp32: Path, calibration, held, want, scoring: Scoring, ev, mn,
+def _int8(fp32: Path, layers: list[str], calibration, held, want, scoring: Scoring, ev, mn,
           say: Callable[[str], None]) -> dict:
     """All network layers in INT8; failing parity, the most harmful back to FP32 one at a
     time until it holds (the figures, the layers each way, and the model)."""
-    import onnx
-
-    layers = reduced.network_layers(onnx.load(str(fp32), load_external_data=False))
-    if not layers:
-        raise InstagError(f"{fp32}: no network layer to quantise", "VGGish stays FP32")
 
     def judge(in_int8: Sequence[str]) -> tuple[bytes, dict]:
         model = reduced.quantize(fp32, calibration, in_int8)

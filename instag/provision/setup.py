@@ -413,11 +413,15 @@ def step_int8(opts: SetupOptions, say: Say, model: Path) -> dict | None:
             "--force` judges again")
         return decided
     cuda = opts.device is not Device.CPU and cuda_usable(model)[0] is True
-    with ticking(say, "[6/6] INT8 VGGish: quantising and judging", opts.show_progress):
-        docs = reduced_step.make_reduced(
-            embedder, TagOptions(model=model, vggish=opts.vggish, pca=opts.pca,
-                                 device=Device.CPU),
-            verify.sample_dir(), say=lambda m: say(f"[6/6] {m}"), cuda=cuda)
+    try:
+        with ticking(say, "[6/6] INT8 VGGish: quantising and judging", opts.show_progress):
+            docs = reduced_step.make_reduced(
+                embedder, TagOptions(model=model, vggish=opts.vggish, pca=opts.pca,
+                                     device=Device.CPU),
+                verify.sample_dir(), say=lambda m: say(f"[6/6] {m}"), cuda=cuda)
+    except InstagError as e:  # optional: tagging runs in FP32 as before
+        say(f"[6/6] INT8 VGGish: not made: {e.message}; VGGish stays FP32")
+        return None
     for precision, doc in docs.items():
         say(f"[6/6] {reduced_step.summary(doc, precision)}" + (
             f"; `instag tag --precision {precision}` uses it" if doc["kept"] else ""))
