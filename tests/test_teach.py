@@ -258,3 +258,22 @@ def test_trained_with_openmic_the_model_knows_both_vocabularies(taught, audioset
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["classes"] == [*sorted(openmic, key=openmic.get), "kazoo"]
     assert all(metrics["per_class"][c]["n_observed"] > 0 for c in metrics["classes"])
+
+
+@pytest.mark.parametrize("bad, says", [
+    (["--holdout", "2"], "--holdout 2.0: a share of the songs between 0 and 1"),
+    (["--folds", "9"], "--folds 9: between 2 and the number of songs (2)"),
+    (["--out-taken"], "already holds a run (metrics.json)")])
+def test_what_can_be_refused_without_the_audio_is_refused_before_any_song_is_decoded(
+        tmp_path, bad, says, standin_vggish, standin_pca):
+    write_songs(tmp_path, ["a.wav", "b.wav"])
+    (tmp_path / "labels.csv").write_text("a.wav,kazoo,1\nb.wav,kazoo,0\n")
+    (tmp_path / "run").mkdir()
+    if bad == ["--out-taken"]:
+        (tmp_path / "run" / "metrics.json").write_text("{}")
+        bad = []
+    out = instag_cli("train", "--labels", tmp_path / "labels.csv", "--out", tmp_path / "run",
+                     "--cache", tmp_path / "cache.sqlite", "--vggish", standin_vggish, "--pca",
+                     standin_pca, *bad)
+    assert out.returncode == 2 and says in out.stderr and "Traceback" not in out.stderr
+    assert not (tmp_path / "cache.sqlite").exists()  # no song was embedded

@@ -52,11 +52,20 @@ def folds_of(labels: Labels, k: int, seed: int) -> np.ndarray:
     return fold
 
 
-def held_out(labels: Labels, bags: Sequence[np.ndarray], share: float, seed: int) -> OpenMIC:
-    """Train on all but `share` of the songs, test on those (drawn per label set)."""
+def check_split(share: float, folds: int | None, songs: int) -> None:
+    """A held-out share and a number of folds that can be drawn from `songs`: said before
+    anything is embedded."""
     if not 0 < share < 1:
         raise InstagError(f"--holdout {share}: a share of the songs between 0 and 1",
                           "e.g. --holdout 0.25")
+    if folds is not None and not 2 <= folds <= songs:
+        raise InstagError(f"--folds {folds}: between 2 and the number of songs ({songs})",
+                          "e.g. --folds 5")
+
+
+def held_out(labels: Labels, bags: Sequence[np.ndarray], share: float, seed: int) -> OpenMIC:
+    """Train on all but `share` of the songs, test on those (drawn per label set)."""
+    check_split(share, None, len(labels.files))
     k = max(2, round(1 / share))
     test = folds_of(labels, k, seed) == 0
     return dataset(labels, bags, np.flatnonzero(~test), np.flatnonzero(test))
@@ -65,9 +74,7 @@ def held_out(labels: Labels, bags: Sequence[np.ndarray], share: float, seed: int
 def cross_folds(labels: Labels, bags: Sequence[np.ndarray], k: int, seed: int
                 ) -> Iterator[OpenMIC]:
     """K data sets, each testing on one fold and training on the others."""
-    if k < 2 or k > len(labels.files):
-        raise InstagError(f"--folds {k}: between 2 and the number of songs "
-                          f"({len(labels.files)})", "e.g. --folds 5")
+    check_split(0.5, k, len(labels.files))
     fold = folds_of(labels, k, seed)
     for f in range(k):
         yield dataset(labels, bags, np.flatnonzero(fold != f), np.flatnonzero(fold == f))

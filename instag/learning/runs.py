@@ -57,14 +57,22 @@ RUN_FILES = (TORCH_FILE, RF_FILE, PICKLED_RF_FILE, METRICS_FILE, "history.csv",
              "evaluation.json")
 
 
-def claim(run_dir: Path, force: bool) -> None:
-    """Make `run_dir` ready for a new run: refuse one that holds a run, unless `force`, which
-    removes that run's files (and its exports)."""
+def refuse_taken(run_dir: Path, force: bool) -> list[Path]:
+    """Refuse a directory that holds a run, unless `force`; its run's files. Callers with work
+    to do first (embedding songs) ask before they start."""
     run_dir = Path(run_dir)
     old = [run_dir / n for n in RUN_FILES if (run_dir / n).exists()]
     if old and not force:
         raise InstagError(f"{run_dir}: already holds a run ({', '.join(p.name for p in old)})",
                           "pass --force to replace it, or another --out")
+    return old
+
+
+def claim(run_dir: Path, force: bool) -> None:
+    """Make `run_dir` ready for a new run: refuse one that holds a run, unless `force`, which
+    removes that run's files (and its exports)."""
+    run_dir = Path(run_dir)
+    old = refuse_taken(run_dir, force)
     for path in old + sorted(run_dir.glob("*.onnx")) + [p.with_suffix(".json") for p in
                                                           run_dir.glob("*.onnx")]:
         path.unlink(missing_ok=True)

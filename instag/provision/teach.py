@@ -18,8 +18,9 @@ from instag.common.atomic import atomic_write
 from instag.common.errors import InstagError
 from instag.engines.local.run import embed
 from instag.learning.data import OpenMIC, load_openmic
-from instag.learning.labelled import cross_folds, held_out, union
+from instag.learning.labelled import check_split, cross_folds, held_out, union
 from instag.learning.labels import Labels
+from instag.learning.runs import refuse_taken
 from instag.learning.train import Recipe, check_positives, train_run
 from instag.tagging.job import Reporter
 from instag.tagging.options import TagOptions
@@ -64,24 +65,27 @@ def teach(labels: Labels, out_dir: Path, opts: TagOptions, recipe: Recipe,
     """Embed, train the model in `out_dir` (tested on the held-out songs, and on OpenMIC's
     test split where `openmic` is given), and with `folds` also K runs in `out_dir/folds/`
     whose per-instrument spread goes to `out_dir/folds.json`."""
+    # what can be refused without the audio is refused before a song is decoded
+    check_split(holdout, folds, len(labels.files))
+    base = load_openmic(openmic) if openmic else None
+    refuse_taken(out_dir, force)
     taught = Taught()
     kept, bags, taught.failed = embed_labelled(labels, opts, reporter)
     if not kept.files:
         raise InstagError(f"{labels.source}: none of its songs could be embedded",
                           "see the failures listed above")
-    base = load_openmic(openmic) if openmic else None
 
     def with_openmic(own: OpenMIC) -> OpenMIC:
         return own if base is None else union(base, own)
 
     data = with_openmic(held_out(kept, bags, holdout, recipe.seed))
     note(_balance_line(data))
-    check_positives(data)  # before anything is trained or written, for every fold too
-    for fold in cross_folds(kept, bags, folds, recipe.seed) if folds else ():
-        check_positives(fold)
+    own_folds = list(cross_folds(kept, bags, folds, recipe.seed)) if folds else []
+    for checked in (data, *own_folds):  # before anything is trained or written
+        check_positives(checked)
     if folds:
         per_fold = []
-        for k, fold in enumerate(cross_folds(kept, bags, folds, recipe.seed), start=1):
+        for k, fold in enumerate(own_folds, start=1):
             note(f"fold {k} of {folds}")
             per_fold.append(train_run(with_openmic(fold), recipe, out_dir / "folds" / f"fold-{k}",
                                       progress=progress, force=force))
