@@ -50,10 +50,10 @@ class Site:
     bytes: int = 0
 
 
-def record(doc: dict, index: int, site: Path) -> list:
-    """One file as the page takes it: [path, href, status, reason, duration, {instrument:
-    [best probability, present, [[start, end], ...]]}, playable, number]."""
-    path = audio_path(doc["path"])
+def record(doc: dict, path: Path, index: int, site: Path) -> list:
+    """One file (`path`: the audio its document names) as the page takes it: [path, href,
+    status, reason, duration, {instrument: [best probability, present, [[start, end], ...]]},
+    playable, number]."""
     absolute = Path(os.path.abspath(path))
     href = urllib.parse.quote(os.fsencode(os.path.relpath(absolute, site)).replace(b"\\", b"/"))
     best: dict[str, float] = {}
@@ -107,8 +107,9 @@ def _write(docs, tmp: Path, final: Path, source: str) -> Site:
         chunk = []
 
     for doc in docs:
-        row = record(doc, site.files, final)
-        site.audio.append(audio_path(doc["path"]))
+        path = audio_path(doc["path"])
+        row = record(doc, path, site.files, final)
+        site.audio.append(path)
         site.files += 1
         site.failed += row[2] != "ok"
         site.counts.update(name for name, (_, present, _) in row[5].items() if present)
