@@ -4,6 +4,7 @@ import os
 import stat
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -45,42 +46,51 @@ def test_a_failed_write_leaves_the_old_file_and_no_temp_file(tmp_path):
     assert (tmp_path / "tags.csv").read_text() == "old\n"
 
 
-def test_a_killed_writers_temp_file_is_removed_by_the_next_write(tmp_path):
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+def _dead_pid() -> str:
+    return subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                           capture_output=True, text=True).stdout.strip()
-    stale = tmp_path / f".tags.csv.{dead}.abcd1234.tmp"
-    stale.write_text("left by kill -9")
-    other = tmp_path / f".tags.csv.{os.getpid()}.live0000.tmp"  # a live writer's: kept
-    other.write_text("in progress")
-    with atomic_write(tmp_path / "tags.csv") as f:
-        f.write("new\n")
-    assert sorted(os.listdir(tmp_path)) == sorted(["tags.csv", other.name])
 
 
-def test_a_new_dataset_folder_gets_the_umask_and_a_replaced_one_keeps_its_mode(tmp_path,
-                                                                                 umask_022):
-    from instag.common.atomic import SUCCESS, atomic_dir
-
-    with atomic_dir(tmp_path / "ds") as d:
-        (d / "part-0").write_text("a")
-    assert mode(tmp_path / "ds") == 0o755 and (tmp_path / "ds" / SUCCESS).is_file()
-    os.chmod(tmp_path / "ds", 0o750)
-    with atomic_dir(tmp_path / "ds") as d:
-        (d / "part-0").write_text("b")
-    assert mode(tmp_path / "ds") == 0o750
-    assert (tmp_path / "ds" / "part-0").read_text() == "b"
+def _age(path, seconds: float) -> None:
+    then = time.time() - seconds
+    os.utime(path, (then, then))
 
 
-def test_a_killed_writers_fixed_length_temp_is_removed_by_the_next_write_there(tmp_path):
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                          capture_output=True, text=True).stdout.strip()
-    (tmp_path / f".instag.{dead}.0123abcd.tmp").write_bytes(b"a full-size copy, left by -9")
-    (tmp_path / f".instag.{dead}.4567cdef.tmp").mkdir()  # an unfinished dataset folder
-    mine = tmp_path / ".instag.1.notours.tmp"  # not instag's form: someone else's file
-    mine.write_text("kept")
+def test_a_killed_writers_old_temp_of_this_host_is_removed_by_the_next_write_there(tmp_path):
+    from instag.common.atomic import HOST
+
+    dead = _dead_pid()
+    left = [tmp_path / f".instag.{HOST}.{dead}.0123456789abcdef.tmp",
+            tmp_path / f".instag.{HOST}.{dead}.fedcba9876543210.tmp"]
+    left[0].write_bytes(b"a full-size copy, left by -9")
+    left[1].mkdir()  # an unfinished dataset folder
+    for p in left:
+        _age(p, 2 * 3600)
     with atomic_write(tmp_path / "other.csv") as f:
         f.write("new\n")
-    assert sorted(os.listdir(tmp_path)) == sorted(["other.csv", mine.name])
+    assert sorted(os.listdir(tmp_path)) == ["other.csv"]
+
+
+def test_the_sweep_never_removes_what_it_cannot_prove_abandoned(tmp_path):
+    """Only instag's temp shape, of this host, of a dead writer, and old: a user's file in the
+    shape an older instag used, another host's temp on a share, a fresh temp and a live
+    writer's are all kept."""
+    from instag.common.atomic import HOST
+
+    dead = _dead_pid()
+    other_host = "0" * 8 if HOST != "0" * 8 else "1" * 8
+    kept = [tmp_path / f".notes.txt.{dead}.abcd1234.tmp",  # the legacy pattern: a user's file
+            tmp_path / f".instag.{dead}.0123abcd.tmp",  # an older instag's name
+            tmp_path / f".instag.{other_host}.{dead}.0123456789abcdef.tmp",  # another host
+            tmp_path / f".instag.{HOST}.{os.getpid()}.0123456789abcdef.tmp",  # alive
+            tmp_path / f".instag.{HOST}.{dead}.aaaaaaaaaaaaaaaa.tmp"]  # dead but fresh
+    for p in kept:
+        p.write_text("kept")
+    for p in kept[:-1]:
+        _age(p, 2 * 3600)
+    with atomic_write(tmp_path / "other.csv") as f:
+        f.write("new\n")
+    assert sorted(os.listdir(tmp_path)) == sorted(["other.csv", *(p.name for p in kept)])
 
 
 def test_a_folder_of_2000_files_is_listed_once_however_many_are_written(tmp_path, monkeypatch):
@@ -96,10 +106,11 @@ def test_a_folder_of_2000_files_is_listed_once_however_many_are_written(tmp_path
 
 
 def test_the_temp_name_is_short_whatever_the_target_is_called(tmp_path):
-    from instag.common.atomic import atomic_path
+    from instag.common.atomic import atomic_path, is_temp_name
 
     target = tmp_path / ("x" * 250)
     with atomic_path(target) as tmp:
-        assert len(tmp.name) <= 32 and tmp.parent == tmp_path
+        assert len(tmp.name) <= 48 and tmp.parent == tmp_path
+        assert is_temp_name(tmp.name)
         tmp.write_text("ok")
     assert target.read_text() == "ok"

@@ -168,7 +168,7 @@ def test_a_site_is_written_beside_and_renamed_and_never_over_a_foreign_folder(li
     (site / "stale.js").write_text("old")
     site_of(library, tmp_path)  # again: replaces its own site, whole
     assert (site / MARKER).is_file() and not (site / "stale.js").exists()
-    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".site")] == []
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith((".site", ".instag."))] == []
 
 
 def test_a_library_of_100000_files_loads_within_the_budget(browser, tmp_path):

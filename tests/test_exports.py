@@ -152,7 +152,7 @@ def test_a_tag_run_that_fails_leaves_the_previous_segment_files_as_they_were(tag
         for d in docs:
             writer(d)
     assert len(list((tmp_path / "seg").rglob("*.txt"))) == 3
-    first = writer.target(audio_path(docs[0]["path"]))
+    first = writer.out / os.fsdecode(writer.relative(audio_path(docs[0]["path"])))
     first.write_text("previous\n")
     with pytest.raises(RuntimeError), writer.staged():
         writer(docs[0])

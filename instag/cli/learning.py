@@ -26,6 +26,7 @@ from instag.common import locations
 from instag.common.atomic import atomic_write
 from instag.common.devices import Device
 from instag.common.errors import InstagError
+from instag.common.guard.targets import claim_file, claim_folder, json_with, png_by_instag
 from instag.learning import labels as labelling
 from instag.learning.data import load_openmic
 from instag.learning.export import export_run
@@ -33,6 +34,7 @@ from instag.learning.models import resolve_device
 from instag.learning.report import (
     SUMMARY_KEYS,
     evaluate_run,
+    is_summary,
     load_metrics,
     plot_models,
     plot_per_class_f1,
@@ -85,6 +87,7 @@ def train(
     """Train one of the paper's models on OpenMIC-2018 with the paper's recipe, or teach it
     your own instruments from weakly labelled songs (--labels, --labels-from-folders)."""
     seed_list = parse_seeds(seeds) if seeds else [seed]
+    claim_folder(out, "--out", lambda folder: True)  # a run's files: refused unless --force
     if labels or labels_from_folders:
         if seeds:
             raise InstagError("--seeds with --labels: one run per call",
@@ -197,7 +200,8 @@ def evaluate(
         console().print(f"mAP leaves out {doc['overall']['map_left_out']} instrument(s) without "
                         "a positive test label (average precision is undefined there)")
     path = json_out or run_dir / "evaluation.json"
-    with atomic_write(path) as f:
+    target = claim_file(path, "--json", json_with("per_class"), [run_dir / "metrics.json"])
+    with atomic_write(path, replaces=target.replaces) as f:
         json.dump(doc, f, indent=2)
     console().print(f"wrote {path}")
 
@@ -213,6 +217,9 @@ def report(
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write the summary.")] = None,
 ) -> None:
     """Compare runs: mean ± std over seeds per model, and a per-instrument F1 figure."""
+    targets = [claim_file(path, option, ours, run_dirs) for path, option, ours in
+               ((png, "--png", png_by_instag), (models_png, "--models-png", png_by_instag),
+                *([(json_out, "--json", is_summary)] if json_out else []))]
     docs = load_metrics(run_dirs)
     summary = summarise(docs)
     table = Table(title="test metrics, mean ± std over runs")
@@ -224,11 +231,11 @@ def report(
         table.add_row(model, str(row["runs"]),
                       *(_mean_std(row[k], row["runs"]) for k in SUMMARY_KEYS))
     print_table(table)
-    plot_per_class_f1(docs, png)
-    plot_models(docs, models_png)
+    plot_per_class_f1(docs, png, targets[0].replaces)
+    plot_models(docs, models_png, targets[1].replaces)
     console().print(f"wrote {png} and {models_png}")
     if json_out:
-        with atomic_write(json_out) as f:
+        with atomic_write(json_out, replaces=targets[2].replaces) as f:
             json.dump(summary, f, indent=2)
 
 

@@ -26,15 +26,17 @@ from instag.cli.console import (
 from instag.cli.progress import plural, reporter_for, summary_line
 from instag.cli.signals import stoppable, stopping
 from instag.common import locations
+from instag.common.atomic import Changed
 from instag.common.devices import Device
 from instag.common.errors import InstagError
+from instag.common.guard.targets import claim_file, claim_folder, inside, png_by_instag
 from instag.engines.local.retag import retag
 from instag.engines.local.run import embed as embed_run
 from instag.engines.local.run import tag as tag_run
 from instag.engines.local.timeline import with_timeline
 from instag.engines.ray.pipeline import Engine, tag_on_ray
 from instag.features.decode import AudioError
-from instag.features.featurefile import write_features
+from instag.features.featurefile import is_feature_file, write_features
 from instag.features.resample import DEFAULT_RESAMPLER
 from instag.outputs.exports import SegmentsFormat, SegmentsWriter, library_root
 from instag.outputs.filetags import Outcome
@@ -44,6 +46,7 @@ from instag.outputs.plot import load_file_doc, plot_file
 from instag.outputs.readback import read_documents, read_run_info
 from instag.outputs.writers import (
     STDOUT,
+    SUMMARY,
     Format,
     check_output,
     check_writable,
@@ -216,13 +219,15 @@ def tag(
         raise InstagError("give the music as PATHS or as --paths-from FILE (one of them)",
                           "see instag tag --help")
     paths = read_path_list(paths_from) if paths_from else read_paths(paths)
-    check_output(out, paths, opts.protected_paths(), opts.extensions, fmt)
+    inputs = [*paths, *(p for p in (paths_from, thresholds) if p is not None)]
+    target = check_output(out, inputs, opts.protected_paths(), opts.extensions, fmt)
+    summary_target = None
     if summary is not None:
         if summary.suffix.lower() != ".csv":
             raise InstagError(f"--summary {summary}: a summary is a .csv",
                               "name it e.g. summary.csv")
-        check_output(summary, paths, [*opts.protected_paths(), out], opts.extensions,
-                     Format.CSV, "--summary")
+        summary_target = check_output(summary, inputs, [*opts.protected_paths(), out],
+                                      opts.extensions, Format.CSV, "--summary", SUMMARY)
     if plot is not None:
         check_folder(plot, "--plot")
     if segments_out is not None:
@@ -249,17 +254,19 @@ def tag(
             # entered first, closed last: segment files move in only once the output has
             segments = (outputs.enter_context(SegmentsWriter(
                 segments_out, segments_format, library_root(paths),
-                {"thresholds": run.thresholds}).staged()) if segments_out else None)
-            write = outputs.enter_context(result_writer(out, fmt, run_info, timeline))
-            write_summary = (outputs.enter_context(summary_writer(summary)) if summary else
-                             lambda result: None)
+                {"thresholds": run.thresholds}, note=_note).staged()) if segments_out else None)
+            write = outputs.enter_context(result_writer(out, fmt, run_info, timeline,
+                                                        target.replaces))
+            write_summary = (outputs.enter_context(summary_writer(
+                summary, summary_target.replaces)) if summary and summary_target else
+                lambda result: None)
             for result in run:
                 write(result)
                 write_summary(result)
                 if segments is not None and result.ok:
                     segments(file_document(result))
                 if plot is not None and result.ok:
-                    plotted += _plot_one(result, plot / f"{plotted:05d}-"
+                    plotted += _plot_one(result, plot, f"{plotted:05d}-"
                                          f"{Path(result.display_path).stem}.png")
             stop.hold()  # the outputs go into place now: the run's exit code stands
             outputs.close()
@@ -275,10 +282,14 @@ def tag(
 
 
 def check_folder(folder: Path, option: str) -> None:
-    """An output folder: not a file, and writable."""
-    if folder.exists() and not folder.is_dir():
-        raise InstagError(f"{option} {folder}: is a file", "name a folder")
+    """An output folder that instag adds files to: not a file, and writable (each file in it
+    is judged by the output-target rule as it is written)."""
+    claim_folder(folder, option, lambda existing: True)
     check_writable(folder, f"{option} {folder}")
+
+
+def _note(line: str) -> None:
+    console(stderr=True).print(line, markup=False)
 
 
 def failed_exit(summary: Summary, strict: bool) -> bool:
@@ -287,12 +298,15 @@ def failed_exit(summary: Summary, strict: bool) -> bool:
     return bool(summary.failed_now or (strict and summary.failed))
 
 
-def _plot_one(result: FileResult, png: Path) -> int:
-    """Draw one file's figure; a file that cannot be drawn is one line, not the run's end."""
+def _plot_one(result: FileResult, folder: Path, name: str) -> int:
+    """Draw one file's figure into `folder` (through the output-target rule); a file that
+    cannot be drawn is one line, not the run's end."""
     try:
-        plot_file(file_document(result, timeline=True), png, audio=result.path, resampler="soxr")
+        png = inside(folder, os.fsencode(name), png_by_instag)
+        plot_file(file_document(result, timeline=True), png.path, audio=result.path,
+                  resampler="soxr", replaces=png.replaces)
         return 1
-    except (AudioError, OSError, InstagError) as e:
+    except (AudioError, OSError, InstagError, Changed) as e:
         console(stderr=True).print(f"plot: {result.display_path}: not drawn ({e})",
                                    markup=False)
         return 0
@@ -320,9 +334,12 @@ def plot(
     An output written without --timeline (CSV, Parquet, compact JSON/JSONL) has no attention
     weights: they are recomputed from the file's features in the cache, with the model."""
     doc = load_file_doc(tags_json, file)
+    target = claim_file(out, "--out", png_by_instag,
+                        [tags_json, audio or audio_path(doc["path"])])
     doc = with_timeline(doc, TagOptions(model=model, vggish=vggish, pca=pca, cache=cache), audio)
+    check_writable(out.parent, f"--out {out}")
     try:
-        path = plot_file(doc, out, audio=audio)
+        path = plot_file(doc, out, audio=audio, replaces=target.replaces)
     except AudioError as e:
         raise InstagError(f"{e.path}: cannot read it for the spectrogram ({e.reason})",
                           "pass --audio with the file's current path") from None
@@ -358,7 +375,8 @@ def embed(
     if out.suffix.lower() != ".npz":
         raise InstagError(f"--out {out}: features are written as an .npz",
                           f"name it e.g. {out.with_suffix('.npz').name}")
-    check_output(out, paths, opts.protected_paths(), opts.extensions)
+    target = check_output(out, paths, opts.protected_paths(), opts.extensions,
+                          ours=is_feature_file)
     run = embed_run(paths, opts, reporter_for(quiet, "embedding"))
     done, failed = [], []
     with stoppable(run, "nothing written"):
@@ -368,7 +386,7 @@ def embed(
             else:
                 failed.append((result.path, result.reason))
     try:
-        counts = write_features(out, done, failed, clips)
+        counts = write_features(out, done, failed, clips, target.replaces)
     except OSError as e:
         raise InstagError(f"--out {out}: cannot write ({e.strerror or e})",
                           "free some space or write elsewhere") from None
@@ -440,12 +458,20 @@ def export(
     if root is None:  # a first pass over the paths alone
         root = library_root([audio_path(d["path"]) for d in read_documents(tags_file)
                              if d.get("status") == "ok"])
-    writer = SegmentsWriter(out, format, root, read_run_info(tags_file))
-    with stopping(lambda: f"{plural(writer.written, 'file')} written"):
-        for doc in read_documents(tags_file):
-            writer(doc)
+    writer = SegmentsWriter(out, format, root, read_run_info(tags_file), note=_note)
+    try:
+        with stopping(lambda: "nothing written, the previous files kept"), writer.staged():
+            for doc in read_documents(tags_file):
+                writer(doc)
+    except OSError as e:
+        raise InstagError(f"--out {out}: cannot write ({e.strerror or e})",
+                          "free some space or write elsewhere; the previous files are "
+                          "untouched") from None
     console(stderr=True).print(f"{plural(writer.written, 'file')} of segments written into "
-                               f"{out}", markup=False)
+                               f"{out}" + (f", {writer.failed} not written" if writer.failed
+                                           else ""), markup=False)
+    if writer.failed:
+        raise typer.Exit(EXIT_SOME_FAILED)
 
 
 @expected_errors

@@ -5,21 +5,26 @@ media server reads stays readable). A write can be told what it replaces (`Stamp
 the rename it checks that the target is still that file, so an edit saved meanwhile by another
 program is never silently discarded.
 
-Temp files are named ``.instag.PID.XXXXXXXX.tmp`` beside the target: a fixed length, so any
-name that exists can be replaced (a long name plus a suffix would pass the file system's
-255-byte limit). Those of a process that was killed are removed by the next process that writes
-into that folder: each folder is listed once per process, not on every write (a 20,000-file
-album folder is listed once, not 20,000 times).
+Temp files and folders are named ``.instag.HOST.PID.XXXXXXXXXXXXXXXX.tmp`` beside the target
+(HOST: 8 hex digits of this machine's name; 16 random hex digits): a fixed length, so any name
+that exists can be replaced (a long name plus a suffix would pass the file system's 255-byte
+limit), and a shape no user file has. The sweep removes only names of that shape, written by
+this host, whose process is gone, and older than `SWEEP_AGE_S` (on a network share another
+host's temp, or one a live writer is still filling, is never touched). Each folder is swept
+once per process, not on every write (a 20,000-file album folder is listed once).
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import re
 import secrets
 import shutil
+import socket
 import stat
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -27,9 +32,9 @@ from pathlib import Path
 from typing import IO
 
 TEMP_PREFIX = ".instag."
-_OURS = re.compile(r"\.instag\.(\d+)\.[0-9a-f]{8}\.(tmp|old)")
-# what instag wrote before fixed-length names: .NAME.PID.XXXXXXXX.tmp (tempfile's 8 characters)
-_LEGACY = re.compile(r"\..+\.(\d+)\.[a-z0-9_]{8}\.tmp")
+HOST = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+_OURS = re.compile(r"\.instag\.([0-9a-f]{8})\.(\d+)\.[0-9a-f]{16}\.(tmp|old)")
+SWEEP_AGE_S = 3600.0  # a dead writer's temp is removed once it is this old
 _swept: set[tuple[int, int]] = set()  # folders (device, inode) this process has swept
 
 
@@ -73,9 +78,25 @@ def mode_for(path: Path) -> int:
         return 0o666 & ~umask()
 
 
-def _sweep(folder: Path) -> None:
-    """Remove the temp files and folders that dead instag processes left in `folder`, the
-    first time this process writes there."""
+def is_temp_name(name: str) -> bool:
+    """Whether `name` is one only instag's temp files have."""
+    return _OURS.fullmatch(name) is not None
+
+
+def _abandoned(entry: os.DirEntry, now: float) -> bool:
+    """A temp of this host whose writer is gone and that is old: provably abandoned."""
+    m = _OURS.fullmatch(entry.name)
+    if m is None or m.group(1) != HOST or _alive(int(m.group(2))):
+        return False
+    try:
+        return now - entry.stat(follow_symlinks=False).st_mtime > SWEEP_AGE_S
+    except OSError:
+        return False
+
+
+def sweep(folder: Path) -> None:
+    """Remove the temp files and folders that dead instag processes of this host left in
+    `folder`, the first time this process writes there."""
     try:
         st = os.stat(folder)
     except OSError:
@@ -83,10 +104,10 @@ def _sweep(folder: Path) -> None:
     if (st.st_dev, st.st_ino) in _swept:
         return
     _swept.add((st.st_dev, st.st_ino))
+    now = time.time()
     with contextlib.suppress(OSError), os.scandir(folder) as entries:
         for entry in entries:
-            m = _OURS.fullmatch(entry.name) or _LEGACY.fullmatch(entry.name)
-            if m is None or _alive(int(m.group(1))):
+            if not _abandoned(entry, now):
                 continue
             if entry.is_dir(follow_symlinks=False):  # an unfinished dataset folder
                 shutil.rmtree(entry.path, ignore_errors=True)
@@ -95,8 +116,24 @@ def _sweep(folder: Path) -> None:
                     os.unlink(entry.path)
 
 
-def _temp_name(folder: Path, kind: str = "tmp") -> Path:
-    return folder / f"{TEMP_PREFIX}{os.getpid()}.{secrets.token_hex(4)}.{kind}"
+def temp_name(folder: Path, kind: str = "tmp") -> Path:
+    """A new temp name in `folder` (see the module's docstring)."""
+    return Path(folder) / f"{TEMP_PREFIX}{HOST}.{os.getpid()}.{secrets.token_hex(8)}.{kind}"
+
+
+@contextmanager
+def temp_dir(folder: Path) -> Iterator[Path]:
+    """A private temp folder in `folder`, removed with what is left in it when the block
+    ends."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    sweep(folder)
+    tmp = temp_name(folder)
+    tmp.mkdir(mode=0o700)
+    try:
+        yield tmp
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _stamp_or_none(path: Path) -> Stamp | None:
@@ -116,22 +153,30 @@ def _alive(pid: int) -> bool:
     return True
 
 
+class _Unchecked:
+    """`atomic_path`'s default: replace whatever is at the path (instag's own files)."""
+
+
+UNCHECKED = _Unchecked()
+
+
 @contextmanager
-def atomic_path(path: str | os.PathLike, replaces: Stamp | None = None) -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike, replaces: Stamp | None | _Unchecked = UNCHECKED
+                ) -> Iterator[Path]:
     """Yield a temp path beside `path`; on success it replaces `path` in one rename. With
-    `replaces`, `path` must still be that file just before the rename, else `Changed` is
-    raised and nothing is replaced."""
+    `replaces`, `path` must still be that file (None: still absent) just before the rename,
+    else `Changed` is raised and nothing is replaced."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    _sweep(path.parent)
-    tmp_path = _temp_name(path.parent)
+    sweep(path.parent)
+    tmp_path = temp_name(path.parent)
     os.close(os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
     try:
         yield tmp_path
         with open(tmp_path, "rb") as f:
             os.fsync(f.fileno())
         os.chmod(tmp_path, mode_for(path))
-        if replaces is not None and _stamp_or_none(path) != replaces:
+        if replaces is not UNCHECKED and _stamp_or_none(path) != replaces:
             raise Changed(f"{path}: changed while being written")
         os.replace(tmp_path, path)
         with contextlib.suppress(OSError):  # make the rename itself durable where possible
@@ -145,9 +190,11 @@ def atomic_path(path: str | os.PathLike, replaces: Stamp | None = None) -> Itera
 
 
 @contextmanager
-def atomic_write(path: str | os.PathLike, mode: str = "w", **kwargs) -> Iterator[IO]:
-    """Open a temp file for writing that replaces `path` only when the block succeeds."""
-    with atomic_path(path) as tmp, open(tmp, mode, **kwargs) as f:
+def atomic_write(path: str | os.PathLike, mode: str = "w",
+                 replaces: Stamp | None | _Unchecked = UNCHECKED, **kwargs) -> Iterator[IO]:
+    """Open a temp file for writing that replaces `path` only when the block succeeds (and,
+    with `replaces`, only while `path` is still what it was)."""
+    with atomic_path(path, replaces) as tmp, open(tmp, mode, **kwargs) as f:
         yield f
 
 
@@ -162,8 +209,8 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     two renames `path` is briefly absent, never incomplete)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    _sweep(path.parent)
-    tmp = _temp_name(path.parent)
+    sweep(path.parent)
+    tmp = temp_name(path.parent)
     tmp.mkdir(mode=0o700)
     try:
         os.chmod(tmp, stat.S_IMODE(os.stat(path).st_mode) if path.is_dir() else
@@ -172,7 +219,7 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
         (tmp / SUCCESS).touch()
         old = None
         if path.exists():
-            old = _temp_name(path.parent, "old")
+            old = temp_name(path.parent, "old")
             os.replace(path, old)
         os.replace(tmp, path)
         if old is not None:

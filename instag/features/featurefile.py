@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from instag.common.atomic import atomic_path
+from instag.common.atomic import UNCHECKED, atomic_path
 from instag.features.instances import INSTANCE_SECONDS, Features
 
 
@@ -37,9 +37,22 @@ def file_ids(paths: list[Path]) -> list[str]:
     return ids
 
 
+FEATURE_FILE_MEMBERS = frozenset({"X.npy", "files.npy", "failed.npy", "failed_reason.npy"})
+
+
+def is_feature_file(path: Path) -> bool:
+    """An npz `instag embed` wrote (its members say so): one it may replace."""
+    import zipfile
+
+    with zipfile.ZipFile(path) as z:
+        return FEATURE_FILE_MEMBERS <= set(z.namelist())
+
+
 def write_features(out: Path, done: list[tuple[Path, Features]],
-                   failed: list[tuple[Path, str]], clips: int | None = None) -> dict:
-    """Write the npz atomically; returns counts for the caller to report."""
+                   failed: list[tuple[Path, str]], clips: int | None = None,
+                   replaces=UNCHECKED) -> dict:
+    """Write the npz atomically (`replaces`: what `out` must still be just before the
+    rename); returns counts for the caller to report."""
     files = np.array([os.fsdecode(p) for p, _ in done], dtype=str)
     common = {
         "files": files,
@@ -70,6 +83,6 @@ def write_features(out: Path, done: list[tuple[Path, Features]],
             "clip_file": np.array(owner, dtype=np.int32),
         }
         count = len(keys)
-    with atomic_path(out) as tmp, open(tmp, "wb") as f:
+    with atomic_path(out, replaces) as tmp, open(tmp, "wb") as f:
         np.savez(f, **arrays, **common)
     return {"files": len(done), "failed": len(failed), "rows": count}

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from instag.common.atomic import atomic_write
+from instag.common.atomic import UNCHECKED, atomic_write
 
 LIMITS = [
     "It knows only the instruments above, as the training data labels them; anything else "
@@ -124,9 +124,10 @@ def markdown(card: dict) -> str:
     return "\n".join(lines)
 
 
-def write_markdown(card: dict, onnx_path: Path) -> Path:
-    """Write the card's Markdown beside the model (`<name>.md`), atomically."""
+def write_markdown(card: dict, onnx_path: Path, replaces=UNCHECKED) -> Path:
+    """Write the card's Markdown beside the model (`<name>.md`), atomically (`replaces`: what
+    it must still be just before the rename)."""
     out = Path(onnx_path).with_suffix(".md")
-    with atomic_write(out, "w", encoding="utf-8") as f:
+    with atomic_write(out, "w", replaces, encoding="utf-8") as f:
         f.write(markdown(card))
     return out

@@ -21,6 +21,7 @@ from instag.common.atomic import atomic_path, atomic_write
 from instag.common.downloads import file_digest
 from instag.common.errors import InstagError
 from instag.common.extras import require
+from instag.common.guard.targets import Target, claim_file, head, json_with, starts_with
 from instag.common.modelmeta import ModelMeta
 from instag.features.embed import FEATURE_SPEC
 from instag.learning import runs
@@ -29,6 +30,20 @@ from instag.learning.models import FC_INSTANCES, MASKED_MODELS
 
 OPSET = 17  # onnxruntime >= 1.14 runs it everywhere, CUDA included
 EXPORTABLE = ("att", "att_uniform", "fc_t", "rnn", "fc")
+
+
+def _onnx_by_instag(path: Path) -> bool:
+    """An ONNX model instag exported: its producer_name (field 2 of ModelProto) is instag."""
+    return b"\x12\x06instag" in head(path, 256)
+
+
+def claim_outputs(out: Path, inputs: list[Path]) -> list[Target]:
+    """The model and its two cards, claimed by the output-target rule before any work."""
+    return [claim_file(out, "--out", _onnx_by_instag, inputs),
+            claim_file(out.with_suffix(".json"), "--out (its card)", json_with("onnx_sha256"),
+                       inputs),
+            claim_file(out.with_suffix(".md"), "--out (its card)", starts_with(b"# instag "),
+                       inputs)]
 
 
 def default_output(run_dir: Path, model_name: str) -> Path:
@@ -58,9 +73,12 @@ def _wrapper(model, input_scale: float):
     return Exported().eval()
 
 
-def export_model(model, meta: dict, out: Path, metrics: dict | None = None) -> Path:
+def export_model(model, meta: dict, out: Path, metrics: dict | None = None,
+                 targets: list[Target] | None = None) -> Path:
     """Write `model` (torch, eval mode) to `out` as ONNX with metadata, its card as JSON
-    (`out`.json) and as Markdown (`out`.md)."""
+    (`out`.json) and as Markdown (`out`.md); `targets`: the three as claimed (else claimed
+    here)."""
+    model_target, card_target, md_target = targets or claim_outputs(Path(out), [])
     onnx = require("onnx")
     torch = require("torch")
     name = meta["model"]
@@ -86,7 +104,7 @@ def export_model(model, meta: dict, out: Path, metrics: dict | None = None) -> P
         weights_sha256=weights_sha256(model), thresholds=(metrics or {}).get("thresholds"),
     )
     props = info.to_props()
-    with atomic_path(out) as tmp, warnings.catch_warnings():
+    with atomic_path(out, model_target.replaces) as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(
             _wrapper(model, info.input_scale), example, str(tmp),
@@ -115,9 +133,9 @@ def export_model(model, meta: dict, out: Path, metrics: dict | None = None) -> P
         "exported": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "metrics": metrics,
     }
-    with atomic_write(out.with_suffix(".json")) as f:
+    with atomic_write(out.with_suffix(".json"), replaces=card_target.replaces) as f:
         json.dump(card, f, indent=2)
-    write_markdown(card, out)
+    write_markdown(card, out, md_target.replaces)
     return out
 
 
@@ -131,7 +149,8 @@ def export_run(run_dir: Path, out: Path | None = None) -> Path:
         runs.read_info(run_dir)  # names the problem: a missing run, a parent of runs
         raise InstagError(f"{run_dir}: no model to export", "train one with `instag train`")
     model, meta = runs.load_torch(run_dir)
+    out = Path(out) if out else default_output(run_dir, meta["model"])
     metrics_path = run_dir / runs.METRICS_FILE
+    targets = claim_outputs(out, [run_dir / runs.TORCH_FILE, metrics_path])
     metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else None
-    return export_model(model, meta, Path(out) if out else default_output(run_dir, meta["model"]),
-                        metrics)
+    return export_model(model, meta, out, metrics, targets)

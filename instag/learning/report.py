@@ -8,9 +8,10 @@ from pathlib import Path
 
 import numpy as np
 
-from instag.common.atomic import atomic_path
+from instag.common.atomic import UNCHECKED, atomic_path
 from instag.common.errors import InstagError
 from instag.common.extras import require
+from instag.common.guard.targets import PNG_METADATA
 from instag.learning import runs
 from instag.learning.data import load_openmic
 from instag.learning.metrics import evaluate_predictions
@@ -68,6 +69,13 @@ def summarise(docs: list[dict]) -> dict[str, dict]:
     return summary
 
 
+def is_summary(path: Path) -> bool:
+    """A summary `instag report --json` wrote: per model, its number of runs and metrics."""
+    doc = json.loads(Path(path).read_bytes()[: 16 << 20])
+    return isinstance(doc, dict) and all(isinstance(row, dict) and "runs" in row and
+                                         "f1" in row for row in doc.values())
+
+
 def per_class_f1(docs: list[dict]) -> tuple[list[str], dict[str, tuple[np.ndarray, ...]]]:
     """Per model: mean and std over its runs (seeds) of each instrument's F1 (classes in the
     first run's order)."""
@@ -80,7 +88,7 @@ def per_class_f1(docs: list[dict]) -> tuple[list[str], dict[str, tuple[np.ndarra
                          np.nanstd(np.array(v, float), axis=0)) for m, v in by_model.items()}
 
 
-def plot_per_class_f1(docs: list[dict], out_png: Path) -> None:
+def plot_per_class_f1(docs: list[dict], out_png: Path, replaces=UNCHECKED) -> None:
     """Grouped bars of per-instrument F1 per model with the spread over seeds, like the
     paper's Figure 3."""
     require("matplotlib").use("Agg")
@@ -103,12 +111,12 @@ def plot_per_class_f1(docs: list[dict], out_png: Path) -> None:
     ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)  # never over bars
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
-    with atomic_path(out_png) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
+    with atomic_path(out_png, replaces) as tmp:
+        fig.savefig(tmp, format="png", dpi=120, metadata=PNG_METADATA)
     plt.close(fig)
 
 
-def plot_models(docs: list[dict], out_png: Path) -> None:
+def plot_models(docs: list[dict], out_png: Path, replaces=UNCHECKED) -> None:
     """The models side by side, like the paper's Figure 2: instrument-wise F1, mean ± std over
     seeds, at the paper's 0.5 rule and at each run's tuned thresholds (mAP, which needs no
     threshold, beside them)."""
@@ -140,6 +148,6 @@ def plot_models(docs: list[dict], out_png: Path) -> None:
     ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
-    with atomic_path(out_png) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
+    with atomic_path(out_png, replaces) as tmp:
+        fig.savefig(tmp, format="png", dpi=120, metadata=PNG_METADATA)
     plt.close(fig)

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from instag.common.atomic import SUCCESS, atomic_dir, atomic_path
+from instag.common.atomic import SUCCESS, UNCHECKED, atomic_dir, atomic_path
 from instag.common.errors import InstagError
 from instag.common.extras import require
 from instag.common.status import Status
@@ -81,6 +81,15 @@ def read_batches(path: Path, columns: list[str] | None = None,
     for part in parts:
         with pq.ParquetFile(part) as f:
             yield from f.iter_batches(batch_size=batch_size, columns=columns)
+
+
+def is_instag_parquet(path: Path) -> bool:
+    """A Parquet file instag wrote: its schema's metadata holds instag's key."""
+    with open(path, "rb") as f:
+        if f.read(4) != b"PAR1":
+            return False
+    pq = require("pyarrow.parquet")
+    return METADATA_KEY.encode() in (pq.read_schema(path).metadata or {})
 
 
 def is_dataset(out: Path) -> bool:
@@ -159,13 +168,15 @@ class _Rows:
 
 
 @contextmanager
-def parquet_writer(out: Path, run_info: Callable[[], dict] = dict) -> Iterator:
+def parquet_writer(out: Path, run_info: Callable[[], dict] = dict, replaces=UNCHECKED
+                   ) -> Iterator:
     """Yield a function that appends one FileResult's rows; the output appears (a file, or a
     dataset directory marked _SUCCESS) only when the block ends without an exception. The
     schema's metadata holds `run_info()` as JSON under `instag` (the thresholds applied)."""
     dataset = is_dataset(out)
     with ExitStack() as stack:
-        target = stack.enter_context(atomic_dir(out) if dataset else atomic_path(out))
+        target = stack.enter_context(atomic_dir(out) if dataset else
+                                     atomic_path(out, replaces))
         rows = _Rows(target, dataset, run_info)
         try:
             yield lambda r: rows.add(parquet_rows(r))

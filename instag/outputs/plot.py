@@ -10,9 +10,10 @@ from pathlib import Path
 
 import numpy as np
 
-from instag.common.atomic import atomic_path
+from instag.common.atomic import UNCHECKED, atomic_path
 from instag.common.errors import InstagError
 from instag.common.extras import require
+from instag.common.guard.targets import PNG_METADATA
 from instag.features.resample import Resampler, stream_16k
 from instag.outputs.readback import find_document, read_documents
 from instag.tagging.results import audio_path
@@ -81,11 +82,13 @@ def load_file_doc(tags_file: Path, file: str | None) -> dict:
 
 
 def plot_file(doc: dict, out_png: Path, audio: Path | None = None,
-              resampler: Resampler | str = Resampler.SOXR, max_rows: int = 4) -> Path:
+              resampler: Resampler | str = Resampler.SOXR, max_rows: int = 4,
+              replaces=UNCHECKED) -> Path:
     """Spectrogram on top; below, one row per instrument present (most probable first), bars of
     its attention per instance, its segments shaded. `doc` has its bags' timelines (a
     `--timeline` output's document, or one `engines.local.timeline` completed). `audio`: the
-    file to read (default: the one the document names)."""
+    file to read (default: the one the document names). `replaces`: what `out_png` must still
+    be just before its rename (`guard.targets`)."""
     require("matplotlib").use("Agg")
     import matplotlib.pyplot as plt
 
@@ -126,8 +129,8 @@ def plot_file(doc: dict, out_png: Path, audio: Path | None = None,
                    bbox_to_anchor=(1.0, 1.0), frameon=False, fontsize="small")
     axes[-1].set_xlabel("time (s)")
     axes[-1].set_xlim(0, duration)
-    with atomic_path(out_png) as tmp, _quiet_fonts():  # laying out draws the text
+    with atomic_path(out_png, replaces) as tmp, _quiet_fonts():  # laying out draws the text
         fig.tight_layout()
-        fig.savefig(tmp, format="png", dpi=100)
+        fig.savefig(tmp, format="png", dpi=100, metadata=PNG_METADATA)
     plt.close(fig)
     return out_png

@@ -16,18 +16,18 @@ import io
 import json
 import shutil
 import sys
-import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
 from instag.common import VERSION
-from instag.common.atomic import SUCCESS, atomic_write
+from instag.common.atomic import SUCCESS, UNCHECKED, Stamp, atomic_write
 from instag.common.enums import TextEnum
 from instag.common.errors import InstagError
+from instag.common.guard.targets import Recognise, Refused, Target, claim_file, head
 from instag.outputs.forms import CSV_FIELDS, csv_cell, csv_rows, file_document
-from instag.outputs.parquet import parquet_writer
+from instag.outputs.parquet import is_instag_parquet, parquet_writer
 from instag.tagging.results import FileResult
 
 
@@ -62,29 +62,55 @@ def format_for(path: Path, fmt: Format | str | None) -> Format:
     return Format(ext)
 
 
+def _csv_with(*columns: str) -> Recognise:
+    """A CSV whose header names `columns` (an older instag's column layout included)."""
+    def recognise(path: Path) -> bool:
+        first = head(path).removeprefix(b"\xef\xbb\xbf").split(b"\n", 1)[0]
+        return set(columns) <= {c.strip().strip(b'"').decode("utf-8", "replace")
+                                for c in first.split(b",")}
+    return recognise
+
+
+def _jsonl_output(path: Path) -> bool:
+    """A JSONL output: its first line is a file's document."""
+    line = head(path, 1 << 20).split(b"\n", 1)[0]
+    doc = json.loads(line)
+    return isinstance(doc, dict) and {"path", "status"} <= doc.keys()
+
+
+RECOGNISE: dict[Format, Recognise] = {
+    Format.CSV: _csv_with("path", "status", "instrument"),
+    Format.JSON: lambda path: head(path, 64).startswith(b'{"instag_version"'),
+    Format.JSONL: _jsonl_output,
+    Format.PARQUET: is_instag_parquet,
+}
+SUMMARY = _csv_with(*("path", "status", "instruments", "duration_s", "reason"))
+
+
 def check_output(out: Path, inputs: list[Path], protected: list[Path],
                  extensions: tuple[str, ...], fmt: Format = Format.CSV,
-                 option: str = "--out") -> None:
-    """Refuse, before any work is done, an output that would destroy an input or instag's own
-    files (`protected`: the cache and its lock), or that cannot be written: a folder (unless a
+                 option: str = "--out", ours: Recognise | None = None) -> Target:
+    """Claim `out` before any work is done (`guard.targets`: new, empty, or an output instag
+    made in this format), refusing one that would destroy an input or instag's own files
+    (`protected`: the cache and its lock), or that cannot be written: a folder (unless a
     Parquet dataset is asked for: then a folder that holds anything but one), a read-only
     place, a full disk. Standard output is always fine."""
     if out == STDOUT:
-        return
+        return Target(out, None)
     target = out.resolve()
-    if fmt is Format.PARQUET and out.is_dir():
+    if fmt is Format.PARQUET and out.is_dir() and not out.is_symlink():
         if any(out.iterdir()) and not (out / SUCCESS).is_file():
-            raise InstagError(f"{option} {out}: is a folder that is not a Parquet dataset of "
-                              f"instag (no {SUCCESS} in it)", "name a new or empty folder")
-    elif out.is_dir():
-        raise InstagError(f"{option} {out}: is a folder", f"name a file, e.g. {out / 'tags.csv'}")
+            raise Refused(f"{option} {out}: is a folder that is not a Parquet dataset of "
+                          f"instag (no {SUCCESS} in it)", "name a new or empty folder")
+        claimed = Target(out, Stamp.of(out))
+    else:
+        claimed = claim_file(out, option, ours or RECOGNISE[fmt],
+                             [*inputs, *protected])
     if target in {p.resolve() for p in protected}:
         raise InstagError(f"{option} {out}: is instag's cache or another output",
                           "write it elsewhere")
     for root in inputs:
         root = root.resolve()
-        if root == target:
-            raise InstagError(f"{option} {out}: is an input file", "write the output elsewhere")
         if root.is_dir() and (target == root or root.is_relative_to(target)):
             raise InstagError(f"{option} {out}: holds the library {root}",
                               "write the output elsewhere")
@@ -93,6 +119,7 @@ def check_output(out: Path, inputs: list[Path], protected: list[Path],
             raise InstagError(f"{option} {out}: has an audio extension inside the library "
                               f"{root}", "name it .csv, .json or .jsonl")
     check_writable(target.parent, f"{option} {out}")
+    return claimed
 
 
 def check_writable(folder: Path, what: str) -> None:
@@ -101,8 +128,10 @@ def check_writable(folder: Path, what: str) -> None:
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
     try:
-        with tempfile.TemporaryFile(dir=existing):
-            pass
+        with atomic_write(existing / "probe", "w"):
+            raise _Probed
+    except _Probed:
+        pass
     except OSError as e:
         raise InstagError(f"{what}: cannot write in {existing} ({e.strerror or e})",
                           "choose a writable place") from None
@@ -110,22 +139,28 @@ def check_writable(folder: Path, what: str) -> None:
         raise InstagError(f"{what}: {existing} is full", "free some space or write elsewhere")
 
 
+class _Probed(Exception):
+    """A probe write that worked: its temp file is removed, nothing replaced."""
+
+
 @contextmanager
 def result_writer(path: Path, fmt: Format, run_info: Callable[[], dict] = dict,
-                  timeline: bool = False) -> Iterator[Callable[[FileResult], None]]:
+                  timeline: bool = False, replaces=UNCHECKED
+                  ) -> Iterator[Callable[[FileResult], None]]:
     """Yield a function that appends one FileResult to `path`'s temp file; the file replaces
     `path` when the block ends without an exception, and is discarded otherwise. `-` is
     standard output, written as results come. `run_info()`: what JSON's header and Parquet's
     metadata say of the run (the model, the thresholds applied), asked for once the first
     result has come (the run has loaded its models by then). `timeline`: JSON and JSONL documents
-    carry each bag's per-instance timeline (`forms.file_document`)."""
+    carry each bag's per-instance timeline (`forms.file_document`). `replaces`: what the
+    output must still be just before its rename (`guard.targets.Target.replaces`)."""
     if fmt is Format.PARQUET:
-        with parquet_writer(path, run_info) as write:
+        with parquet_writer(path, run_info, replaces) as write:
             yield write
         return
     newline = "" if fmt is Format.CSV else None
     with (_stdout(newline) if path == STDOUT else
-          atomic_write(path, "w", newline=newline, encoding="utf-8")) as f:
+          atomic_write(path, "w", replaces, newline=newline, encoding="utf-8")) as f:
         if fmt is Format.CSV:
             w = csv.DictWriter(f, fieldnames=CSV_FIELDS)  # RFC 4180 quoting, \r\n endings
             w.writeheader()
@@ -157,10 +192,10 @@ SUMMARY_FIELDS = ("path", "status", "instruments", "duration_s", "reason")
 
 
 @contextmanager
-def summary_writer(path: Path) -> Iterator[Callable[[FileResult], None]]:
+def summary_writer(path: Path, replaces=UNCHECKED) -> Iterator[Callable[[FileResult], None]]:
     """`--summary`: one CSV row per file, for a person: what is in it ("guitar; voice"), or why
     it failed. Atomic like the main output, and replaced together with it."""
-    with atomic_write(path, "w", newline="", encoding="utf-8") as f:
+    with atomic_write(path, "w", replaces, newline="", encoding="utf-8") as f:
         w = csv.DictWriter(f, fieldnames=SUMMARY_FIELDS)
         w.writeheader()
         yield lambda r: w.writerow({

@@ -19,13 +19,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 import urllib.parse
 from collections import Counter
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
+from instag.common.atomic import sweep, temp_name
 from instag.common.errors import InstagError
 from instag.tagging.results import audio_path
 
@@ -82,7 +82,9 @@ def build_site(docs, out: Path, source: str) -> Site:
         raise InstagError(f"--out {out}: exists and is not an instag site",
                           "give a new folder, or one `instag browse` wrote")
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    sweep(out.parent)
+    tmp = temp_name(out.parent)
+    tmp.mkdir(mode=0o700)
     try:
         site = _write(docs, tmp, out, source)
         _swap(tmp, out)
@@ -143,7 +145,7 @@ def _swap(tmp: Path, out: Path) -> None:
         raise InstagError(f"--out {out}: became something other than an instag site while "
                           "the site was written", "give a new folder")
     if out.exists():
-        old = out.with_name(f".{out.name}.old-{os.getpid()}")
+        old = temp_name(out.parent, "old")
         out.rename(old)
     tmp.rename(out)
     if old is not None:
