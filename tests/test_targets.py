@@ -12,9 +12,9 @@ from __future__ import annotations
 import errno
 import json
 import os
+import typing
 from pathlib import Path
 
-import click
 import pytest
 import soundfile as sf
 import typer
@@ -33,6 +33,7 @@ READ_ONLY = {
     ("train", "openmic"), ("train", "labels"), ("train", "labels_from_folders"), ("train", "pca"),
     ("evaluate", "run_dir"), ("evaluate", "openmic"), ("report", "run_dirs"),
     ("export-onnx", "run_dir"), ("setup", "openmic"), ("setup", "pca"), ("setup", "vggish"),
+    ("doctor", "model"), ("doctor", "pca"),
 }
 CACHES = {(c, "cache") for c in ("tag", "plot", "embed", "write-tags", "train", "cache",
                                  "prune")}
@@ -41,7 +42,8 @@ CACHES = {(c, "cache") for c in ("tag", "plot", "embed", "write-tags", "train", 
 FILE_OUTPUTS = {
     ("tag", "out"): lambda f, out: f.tag(f.lib, "--out", out),
     ("tag", "summary"): lambda f, out: f.tag(f.lib, "--out", f.tmp / "s.csv", "--summary", out),
-    ("plot", "out"): lambda f, out: f.cli("plot", f.tags, "--out", out, *f.models),
+    ("plot", "out"): lambda f, out: f.cli("plot", f.tags, "--out", out, *f.models, "--cache",
+                                          f.cache),
     ("embed", "out"): lambda f, out: f.cli("embed", f.lib, "--out", out, *f.models[2:]),
     ("report", "png"): lambda f, out: f.report("--png", out),
     ("report", "models_png"): lambda f, out: f.report("--models-png", out),
@@ -67,18 +69,17 @@ NAME = {("tag", "out"): "tags.csv", ("tag", "summary"): "summary.csv",
 
 
 def path_options() -> set[tuple[str, str]]:
-    """Every (command, parameter) of the CLI whose value is a path."""
-    root = typer.main.get_command(app)
+    """Every (command, parameter) of the CLI whose value is a path (or paths)."""
 
-    def walk(group: click.Group, prefix: str = ""):
+    def commands(group):
         for name, command in group.commands.items():
-            if isinstance(command, click.Group):
-                yield from walk(command, name)
-            else:
-                yield (name if not prefix else name), command
+            yield from commands(command) if hasattr(command, "commands") else [(name, command)]
 
-    return {(name, p.name) for name, command in walk(root) for p in command.params
-            if isinstance(p.type, click.Path)}
+    def is_path(annotation) -> bool:
+        return annotation is Path or any(is_path(a) for a in typing.get_args(annotation))
+
+    return {(name, p.name) for name, command in commands(typer.main.get_command(app))
+            for p in command.params if is_path(p.type_descriptor.annotation)}
 
 
 def test_every_option_that_names_an_output_is_in_the_table():
@@ -230,7 +231,7 @@ def test_export_shortens_names_past_the_limit_and_separates_collisions(f):
         result = f.cli("export", tags, "--out", out, "--format", "audacity")
         assert result.exit_code == 0, result.output
         assert "3 files of segments written" in result.output
-    names = sorted(str(p.relative_to(out)) for p in out.rglob("*.txt"))
+    names = sorted(str(p.relative_to(out)) for p in out.rglob("*.txt") if p.is_file())
     assert len(names) == 3 and all(len(os.fsencode(Path(n).name)) <= 255 for n in names)
     assert "d.wav.txt" in names and any(n.startswith("d.wav~") for n in names), names
 

@@ -18,7 +18,6 @@ import json
 import os
 import shutil
 import tarfile
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -26,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from instag.common import locations
-from instag.common.atomic import atomic_write, umask
+from instag.common.atomic import atomic_write, temp_name, umask
 from instag.common.devices import Device
 from instag.common.downloads import download, file_digest
 from instag.common.errors import InstagError
@@ -284,8 +283,8 @@ def extract_needed(archive: Path, target: Path) -> None:
         raise InstagError(f"{archive}: not a readable tar archive ({e})",
                           "delete it and run `instag setup` again") from e
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".openmic-", dir=target.parent))
-    os.chmod(tmp, 0o777 & ~umask())  # mkdtemp makes it private; the user's umask decides
+    tmp = temp_name(target.parent)
+    tmp.mkdir(mode=0o777 & ~umask())  # the user's umask decides
     try:
         found = set()
         sample: list[tuple[int, str, bytes]] = []
