@@ -1,7 +1,8 @@
 """`instag browse`: a static page over any instag output, tested in a real browser (Debian's
 Chromium driven by Playwright; no browser is downloaded): filtering, segments that play from
-where they start, names inserted as text, a 100,000-file library, and `--serve`, which serves
-the listed audio with Range and nothing else."""
+where they start, names inserted as text (instrument names too, `__proto__` included), a
+100,000-file library, and `--serve`, which serves the listed audio with Range, to the page
+under its token and its strict Content-Security-Policy (its rules: test_serve.py)."""
 
 import json
 import os
@@ -27,8 +28,10 @@ INJECTION = "<img src=x onerror=alert(1)>.mp3"
 
 def doc(path, instruments: dict, duration=30.0, status="ok", reason=None) -> dict:
     """A file's document as instag's outputs hold it: {instrument: (probability, present,
-    segments)}."""
+    segments)}; the size and mtime of the file as it is now, where it is."""
+    st = os.stat(path) if os.path.exists(path) else None
     return {"path": str(path), "status": status, "reason": reason, "duration_s": duration,
+            "size": st and st.st_size, "mtime_ns": st and st.st_mtime_ns,
             "instruments": [n for n, (_, on, _) in instruments.items() if on],
             "segments": {n: segs for n, (_, on, segs) in instruments.items() if on},
             "bags": [] if status != "ok" else [{
@@ -142,6 +145,39 @@ def test_a_name_made_of_html_shows_as_text(browser, library, tmp_path):
     assert page.eval_on_selector_all("main img", "els => els.length") == 0 and dialogs == []
 
 
+OBJECT_KEYS = ["__proto__", "constructor", "toString", "hasOwnProperty"]
+
+
+def test_instruments_named_like_javascript_object_keys_filter_like_any_other(browser, tmp_path):
+    """An instrument is data: one named `__proto__` or `toString` has its chip, its count, its
+    strips and its filter, and a file without it never seems to have it."""
+    docs = [doc("/m/a.wav", {"__proto__": (0.9, True, [[0.0, 1.0]]),
+                             "constructor": (0.8, True, [[1.0, 2.0]])}),
+            doc("/m/b.wav", {"toString": (0.7, True, [[0.0, 1.0]]),
+                             "hasOwnProperty": (0.6, True, [[2.0, 3.0]]),
+                             "constructor": (0.3, False, [])}),
+            doc("/m/c.wav", {"piano": (0.9, True, [[0.0, 1.0]])})]
+    site = build_site(docs, tmp_path / "site", "by hand")
+    page = opened(browser, (site.folder / "index.html").as_uri())
+    page.set_default_timeout(5_000)
+    chips = page.inner_text("#instruments")
+    for name in [*OBJECT_KEYS, "piano"]:
+        assert f"{name} 1" in chips
+    assert "__proto__ 0.90" in page.inner_text(".row")  # a.wav's strip
+    for name, files in [("__proto__", ["a.wav"]), ("constructor", ["a.wav"]),
+                        ("toString", ["b.wav"]), ("hasOwnProperty", ["b.wav"])]:
+        chip = f'.chip[data-instrument="{name}"]'
+        page.click(chip)
+        page.wait_for_function(f"document.querySelectorAll('.row').length === {len(files)}")
+        assert [Path(p).name for p in visible_paths(page)] == files
+        page.click(chip)  # off again
+        page.wait_for_function("document.querySelectorAll('.row').length === 3")
+    page.click('.chip[data-instrument="constructor"]')  # by probability: b.wav's 0.3 too
+    page.eval_on_selector("#minp", "e => { e.value = '0.25'; e.dispatchEvent(new Event('input')) }")
+    page.wait_for_function("document.querySelectorAll('.row').length === 2")
+    assert sorted(Path(p).name for p in visible_paths(page)) == ["a.wav", "b.wav"]
+
+
 def test_formats_a_browser_cannot_play_say_so(browser, library, tmp_path):
     page = opened(browser, (site_of(library, tmp_path) / "index.html").as_uri())
     page.fill("#search", "old.wma")
@@ -206,25 +242,32 @@ def served(library, tmp_path):
                       tmp_path / "site", str(library))
     httpd = server(site.folder, site.audio)
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}", site
+    yield httpd.url, site
     httpd.shutdown()
     httpd.server_close()
 
 
 def test_served_the_page_plays_through_the_server(browser, served):
+    """...under the server's Content-Security-Policy, which the page never violates."""
     url, site = served
-    page = opened(browser, url + "/")
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    said: list[str] = []
+    page.on("console", lambda m: said.append(m.text))
+    page.goto(url)
+    # functions, not strings: the policy forbids eval, which a string would need
+    page.wait_for_function("() => window.INSTAG && window.INSTAG.loaded", timeout=30_000)
     page.click(".chip[data-instrument=saxophone]")
     page.click(".seg[data-instrument=saxophone]")
-    page.wait_for_function("document.getElementById('player').currentTime >= 12.4")
-    assert page.eval_on_selector("#player", "a => a.src") == f"{url}/audio/0"
+    page.wait_for_function("() => document.getElementById('player').currentTime >= 12.4")
+    assert page.eval_on_selector("#player", "a => a.src") == f"{url}audio/0"
+    assert not [m for m in said if "Content Security Policy" in m], said
 
 
 def test_served_audio_answers_ranges_so_seeking_works(served):
     url, site = served
-    whole = site.audio[0].read_bytes()
+    whole = site.audio[0].path.read_bytes()
     with urllib.request.urlopen(urllib.request.Request(
-            f"{url}/audio/0", headers={"Range": "bytes=100-199"})) as r:
+            f"{url}audio/0", headers={"Range": "bytes=100-199"})) as r:
         assert r.status == 206 and r.read() == whole[100:200]
         assert r.headers["Content-Range"] == f"bytes 100-199/{len(whole)}"
 
@@ -234,7 +277,7 @@ def test_served_audio_answers_ranges_so_seeking_works(served):
 def test_served_nothing_else_on_disk_is_reachable(served, path):
     url, _ = served
     with pytest.raises(urllib.error.HTTPError) as e:
-        urllib.request.urlopen(url + path)
+        urllib.request.urlopen(url + path.removeprefix("/"))
     assert e.value.code == 404
 
 

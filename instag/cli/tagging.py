@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import sqlite3
 import sys
 from contextlib import ExitStack
 from pathlib import Path
@@ -474,6 +475,31 @@ def export(
         raise typer.Exit(EXIT_SOME_FAILED)
 
 
+def _same_audio_in(cache_path: Path):
+    """`browse --serve`'s test of a file changed since it was tagged: the same audio if the
+    cache remembers instag's own tag writes making it so (as `write-tags` checks). A cache
+    opened per question: the server asks from its threads, and a connection is one thread's."""
+    import threading
+
+    from instag.engines.local.cache import Cache
+    from instag.tagging.identity import FileKey
+
+    one_at_a_time = threading.Lock()
+
+    def same_audio(path: Path, was: tuple[int, int], now: tuple[int, int]) -> bool:
+        if not cache_path.is_file():
+            return False
+        key = os.fsencode(path.resolve())
+        with one_at_a_time:
+            try:
+                with Cache(cache_path) as cache:
+                    return cache.same_audio(FileKey(key, *was), FileKey(key, *now))
+            except (InstagError, OSError, sqlite3.Error):
+                return False
+
+    return same_audio
+
+
 @expected_errors
 def browse(
     tags_file: TagsFileArg,
@@ -481,9 +507,11 @@ def browse(
         help="Folder to write the page into (open its index.html in a browser). Default with "
              "--serve: a temporary folder.")] = None,
     serve: Annotated[bool, typer.Option(
-        help="Also serve it on 127.0.0.1 (a free port, printed) until Ctrl-C: the audio of "
-             "the files TAGS lists, and nothing else on disk, with seeking.")] = False,
+        help="Also serve it on 127.0.0.1 (a free port, printed with its token) until Ctrl-C: "
+             "the page, and the audio of the files TAGS lists as tagged while they are the "
+             "audio tagged; nothing else on disk.")] = False,
     port: Annotated[int, typer.Option(help="With --serve: the port (0: a free one).")] = 0,
+    cache: CacheOpt = None,
 ) -> None:
     """A page to browse a tagged library: filter by instrument, status and path, see where each
     instrument plays, click a segment to listen from there."""
@@ -502,10 +530,10 @@ def browse(
             f"{plural(site.files, 'file')} ({site.failed} failed) in {site.folder}: "
             f"{site.bytes / 1e6:.1f} MB; open {site.folder / 'index.html'}", markup=False)
         if serve:
-            httpd = server(site.folder, site.audio, port)
+            httpd = server(site.folder, site.audio, port,
+                           _same_audio_in(TagOptions(cache=cache).cache_path()))
             stack.callback(httpd.server_close)
-            host, bound = httpd.server_address[:2]
-            console().print(f"serving on http://{host}:{bound}/ (Ctrl-C stops)", markup=False)
+            console().print(f"serving on {httpd.url} (Ctrl-C stops)", markup=False)
             try:
                 httpd.serve_forever()
             except KeyboardInterrupt:

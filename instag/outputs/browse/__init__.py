@@ -8,7 +8,9 @@ count), then `data/chunk-NNNN.js` of CHUNK_FILES files each, loaded one after an
 list is already in use. Every path and tag value reaches the page as JSON data, and the page
 puts it in as text, never as HTML. Audio links are relative to the site folder (percent-encoded
 bytes, so names that are not UTF-8 still play); under `--serve` the page asks the server for
-the file by its number in the output instead (`serve`).
+the file by its number in the output instead (`serve`). Instrument names are data, never keys
+of a JavaScript object (`__proto__` is an instrument name like any other): the data hold them
+as lists of pairs, and the page as `Map`s.
 
 The folder is written beside its place and renamed into it: a run that fails leaves the
 previous site as it was; a folder that is not an instag site is never replaced.
@@ -37,23 +39,32 @@ PLAYABLE = frozenset({".mp3", ".wav", ".ogg", ".oga", ".opus", ".flac", ".m4a", 
 PAGE_FILES = ("index.html", "app.js", "style.css")
 
 
+@dataclass(frozen=True)
+class Listed:
+    """A tagged file as its document recorded it: what `--serve` checks before sending it."""
+
+    path: Path
+    size: int | None
+    mtime_ns: int | None
+
+
 @dataclass
 class Site:
-    """What was written: files, the count per instrument, the audio files listed (for
-    `--serve`: only these can be asked for), and the site's size."""
+    """What was written: files, the count per instrument, the files listed, by number (for
+    `--serve`: a tagged file as `Listed`, None for one that failed), and the site's size."""
 
     folder: Path
     files: int = 0
     failed: int = 0
     counts: Counter = field(default_factory=Counter)
-    audio: list[Path] = field(default_factory=list)
+    audio: list[Listed | None] = field(default_factory=list)
     bytes: int = 0
 
 
 def record(doc: dict, path: Path, index: int, site: Path) -> list:
     """One file (`path`: the audio its document names) as the page takes it: [path, href,
-    status, reason, duration, {instrument: [best probability, present, [[start, end], ...]]},
-    playable, number]."""
+    status, reason, duration, [[instrument, best probability, present, [[start, end], ...]],
+    ...], playable, number]."""
     absolute = Path(os.path.abspath(path))
     href = urllib.parse.quote(os.fsencode(os.path.relpath(absolute, site)).replace(b"\\", b"/"))
     best: dict[str, float] = {}
@@ -62,9 +73,9 @@ def record(doc: dict, path: Path, index: int, site: Path) -> list:
             best[name] = max(best.get(name, 0.0), float(p))
     present = set(doc.get("instruments") or [])
     segments = doc.get("segments") or {}
-    instruments = {name: [round(p, 3), int(name in present),
-                          [[round(a, 2), round(b, 2)] for a, b in segments.get(name, [])]]
-                   for name, p in best.items()}
+    instruments = [[name, round(p, 3), int(name in present),
+                    [[round(a, 2), round(b, 2)] for a, b in segments.get(name, [])]]
+                   for name, p in best.items()]
     return [doc["path"], href, str(doc.get("status", "")), doc.get("reason") or "",
             doc.get("duration_s"), instruments, int(path.suffix.lower() in PLAYABLE), index]
 
@@ -111,17 +122,19 @@ def _write(docs, tmp: Path, final: Path, source: str) -> Site:
     for doc in docs:
         path = audio_path(doc["path"])
         row = record(doc, path, site.files, final)
-        site.audio.append(path)
+        ok = row[2] == "ok"
+        site.audio.append(Listed(path, _integer(doc.get("size")), _integer(doc.get("mtime_ns")))
+                          if ok else None)
         site.files += 1
-        site.failed += row[2] != "ok"
-        site.counts.update(name for name, (_, present, _) in row[5].items() if present)
+        site.failed += not ok
+        site.counts.update(name for name, _, present, _ in row[5] if present)
         chunk.append(row)
         if len(chunk) >= CHUNK_FILES:
             flush()
     if chunk or not chunks:
         flush()
     meta = {"source": source, "files": site.files, "failed": site.failed, "chunks": chunks,
-            "counts": dict(site.counts.most_common())}
+            "counts": [list(pair) for pair in site.counts.most_common()]}
     (tmp / "data" / "meta.js").write_text(_script("INSTAG.meta", meta), encoding="ascii")
     page = resources.files(__package__) / "page"
     for name in PAGE_FILES:
@@ -130,6 +143,11 @@ def _write(docs, tmp: Path, final: Path, source: str) -> Site:
     site.bytes = sum(p.stat().st_size for p in tmp.rglob("*") if p.is_file())
     os.chmod(tmp, 0o777 & ~_umask())
     return site
+
+
+def _integer(value) -> int | None:
+    """A size or mtime as the document gives it; anything but an integer is no record."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def _umask() -> int:

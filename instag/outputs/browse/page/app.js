@@ -1,5 +1,7 @@
 // instag browse: the page. Data arrive as <script>-loaded chunks (a file:// page may not
 // fetch); every value from them is put in as text (textContent, attributes), never as HTML.
+// Instrument names are data, never object keys (`__proto__`, `constructor` are names too):
+// they arrive as lists of pairs and are kept in Maps and Sets.
 "use strict";
 
 const ROW = 76, STRIPS = 3, OVERSCAN = 8;
@@ -11,8 +13,8 @@ const el = (tag, cls, text) => {
   return e;
 };
 
-// a row: [path, href, status, reason, duration, {instrument: [best, present, segments]},
-//         playable, number]
+// a row: [path, href, status, reason, duration, Map(instrument => [best, present, segments]),
+//         playable, number] (its instruments arrive as [[instrument, best, present, segments]])
 const INSTAG = window.INSTAG = {
   info: null, rows: [], shown: [], chunks: 0, loaded: false, selected: new Set(),
 };
@@ -28,7 +30,7 @@ function load(src) {
 INSTAG.meta = function (m) {
   INSTAG.info = m;
   const box = $("instruments");
-  for (const [name, n] of Object.entries(m.counts)) {
+  for (const [name, n] of m.counts) {
     const chip = el("span", "chip", `${name} ${n}`);
     chip.dataset.instrument = name;
     chip.addEventListener("click", () => {
@@ -42,7 +44,10 @@ INSTAG.meta = function (m) {
 };
 
 INSTAG.chunk = function ([i, rows]) {
-  for (const r of rows) INSTAG.rows.push(r);
+  for (const r of rows) {
+    r[5] = new Map(r[5].map(([name, ...rest]) => [name, rest]));
+    INSTAG.rows.push(r);
+  }
   INSTAG.chunks = i + 1;
   if (i + 1 < INSTAG.info.chunks) load(`data/chunk-${String(i + 1).padStart(4, "0")}.js`);
   else finish();
@@ -59,9 +64,9 @@ function schedule() {
 }
 
 function best(r) {  // what "by probability" sorts on: the selected instruments', else any
-  const names = INSTAG.selected.size ? [...INSTAG.selected] : Object.keys(r[5]);
+  const names = INSTAG.selected.size ? [...INSTAG.selected] : [...r[5].keys()];
   let p = 0;
-  for (const n of names) if (r[5][n]) p = Math.max(p, r[5][n][0]);
+  for (const n of names) if (r[5].has(n)) p = Math.max(p, r[5].get(n)[0]);
   return p;
 }
 
@@ -70,7 +75,7 @@ function matches(r, text, status, minp) {
   if (status === "failed" && r[2] === "ok") return false;
   if (text && !r[0].toLowerCase().includes(text)) return false;
   for (const n of INSTAG.selected) {
-    const s = r[5][n];
+    const s = r[5].get(n);
     if (!s || (minp > 0 ? s[0] < minp : !s[1])) return false;
   }
   return true;
@@ -115,10 +120,11 @@ function row(r, i) {
   if (status !== "ok") head.appendChild(el("span", "failed", reason ? `${status}: ${reason}` : status));
   if (!playable) head.appendChild(el("span", "note", "not playable in a browser"));
   div.appendChild(head);
-  const names = Object.keys(instruments).filter((n) => instruments[n][1] || INSTAG.selected.has(n));
-  names.sort((a, b) => (INSTAG.selected.has(b) - INSTAG.selected.has(a)) || instruments[b][0] - instruments[a][0]);
+  const names = [...instruments.keys()].filter((n) => instruments.get(n)[1] || INSTAG.selected.has(n));
+  names.sort((a, b) => (INSTAG.selected.has(b) - INSTAG.selected.has(a)) ||
+    instruments.get(b)[0] - instruments.get(a)[0]);
   for (const n of names.slice(0, STRIPS)) {
-    const [p, , segs] = instruments[n];
+    const [p, , segs] = instruments.get(n);
     const strip = el("div", "strip");
     strip.appendChild(el("span", "label", `${n} ${p.toFixed(2)}`));
     const track = el("div", "track");
@@ -148,7 +154,8 @@ function play(r, start) {
   const [path, href, , , , , playable, num] = r;
   if (!playable) { $("playing").textContent = "not playable in a browser: " + path; return; }
   const player = $("player");
-  const src = location.protocol.startsWith("http") ? `/audio/${num}` : href;
+  // served: by number, relative to the page (its URL carries the server's token)
+  const src = location.protocol.startsWith("http") ? `audio/${num}` : href;
   $("playing").textContent = path;
   const go = () => { player.currentTime = start; player.play().catch(() => {}); };
   if (player.dataset.src === src && player.readyState >= 1) { go(); return; }
