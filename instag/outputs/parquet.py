@@ -92,6 +92,18 @@ def is_instag_parquet(path: Path) -> bool:
     return METADATA_KEY.encode() in (pq.read_schema(path).metadata or {})
 
 
+def is_instag_dataset(folder: Path) -> bool:
+    """A Parquet dataset folder instag wrote: finished (`_SUCCESS`), only its part files, the
+    first of them instag's (an empty folder is fine too)."""
+    names = sorted(p.name for p in Path(folder).iterdir())
+    if not names:
+        return True
+    parts = [n for n in names if n != SUCCESS]
+    return (SUCCESS in names and all(n.startswith("part-") and n.endswith(".parquet")
+                                     for n in parts)
+            and (not parts or is_instag_parquet(Path(folder) / parts[0])))
+
+
 def is_dataset(out: Path) -> bool:
     """A dataset directory: an existing folder, or a name without an extension."""
     return out.is_dir() or not out.suffix

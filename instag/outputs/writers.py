@@ -22,12 +22,12 @@ from pathlib import Path
 from typing import IO
 
 from instag.common import VERSION
-from instag.common.atomic import SUCCESS, UNCHECKED, Stamp, atomic_write
+from instag.common.atomic import UNCHECKED, Stamp, atomic_write
 from instag.common.enums import TextEnum
 from instag.common.errors import InstagError
 from instag.common.guard.targets import Recognise, Refused, Target, claim_file, head
 from instag.outputs.forms import CSV_FIELDS, csv_cell, csv_rows, file_document
-from instag.outputs.parquet import is_instag_parquet, parquet_writer
+from instag.outputs.parquet import is_instag_dataset, is_instag_parquet, parquet_writer
 from instag.tagging.results import FileResult
 
 
@@ -99,9 +99,9 @@ def check_output(out: Path, inputs: list[Path], protected: list[Path],
         return Target(out, None)
     target = out.resolve()
     if fmt is Format.PARQUET and out.is_dir() and not out.is_symlink():
-        if any(out.iterdir()) and not (out / SUCCESS).is_file():
+        if not is_instag_dataset(out):
             raise Refused(f"{option} {out}: is a folder that is not a Parquet dataset of "
-                          f"instag (no {SUCCESS} in it)", "name a new or empty folder")
+                          "instag", "name a new or empty folder")
         claimed = Target(out, Stamp.of(out))
     else:
         claimed = claim_file(out, option, ours or RECOGNISE[fmt],
