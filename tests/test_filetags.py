@@ -232,3 +232,135 @@ def test_a_read_only_folder_is_reported_per_file(tmp_path):
         subprocess.run(["mount", "-o", "remount,ro", str(m)], check=True)
         change = write_tags(m / "x.flac", {"INSTRUMENTS": ["piano"]}, TagWriting())
         assert change.outcome == "failed" and "Read-only file system" in change.reason
+
+
+# -- idempotent: a file already right is never touched --------------------------------------------
+FFMPEG_MADE = {"opus": "libopus", "m4a": "aac", "wma": "wmav2", "wv": "wavpack"}
+
+
+def ffmpeg_encoders() -> set[str]:
+    if shutil.which("ffmpeg") is None:
+        return set()
+    out = subprocess.run(["ffmpeg", "-hide_banner", "-encoders"], capture_output=True,
+                         text=True).stdout
+    return {line.split()[1] for line in out.splitlines() if line.startswith(" A")}
+
+
+def every_format(root: Path) -> list[Path]:
+    """One file in each format instag writes tags into (an ID3v2.3 MP3 too); those only ffmpeg
+    makes where its encoder is there."""
+    root.mkdir()
+    sf.write(root / "a.mp3", music(3, 1), SR, format="MP3")
+    sf.write(root / "b.mp3", music(3, 2), SR, format="MP3")
+    tags = ID3()
+    tags.add(TIT2(encoding=3, text="a v2.3 file"))
+    tags.save(root / "b.mp3", v2_version=3)
+    sf.write(root / "c.flac", music(3, 3), SR)
+    write_ogg(root / "d.ogg", music(3, 4))
+    sf.write(root / "e.wav", music(3, 5), SR)
+    sf.write(root / "f.aiff", music(3, 6), SR, format="AIFF")
+    encoders = ffmpeg_encoders()
+    for seed, (ext, encoder) in enumerate(FFMPEG_MADE.items(), 7):
+        if encoder in encoders:
+            source = root.parent / f"source{seed}.wav"
+            sf.write(source, music(3, seed), SR)
+            subprocess.run(["ffmpeg", "-v", "error", "-i", str(source), "-c:a", encoder,
+                            str(root / f"{chr(ord('a') + seed - 1)}.{ext}")], check=True)
+    return sorted(root.iterdir())
+
+
+def snapshot(root: Path) -> dict[str, tuple[int, int, bytes]]:
+    """Every file in the folder (a temp copy left behind included): inode, mtime and bytes."""
+    return {p.name: (p.stat().st_ino, p.stat().st_mtime_ns, p.read_bytes())
+            for p in sorted(root.iterdir())}
+
+
+def instag_fields(path: Path) -> list[str]:
+    """The names of instag's fields in a file, as mutagen lists them in any format."""
+    audio = mutagen.File(path)
+    return [k for k in (audio.tags.keys() if audio.tags is not None else [])
+            if "INSTRUMENTS" in k.upper() or "INSTAG_" in k.upper()]
+
+
+def instag_write_tags(doc: Path, *options) -> str:
+    result = CliRunner().invoke(app, ["write-tags", str(doc), "--cache",
+                                      str(doc.parent / "cache.sqlite"), *map(str, options)])
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+@pytest.mark.parametrize("options", [[], ["--write-scores", "--tag-separator", "; "]])
+def test_tag_write_tags_again_touches_no_file_with_or_without_instruments(tmp_path, run_tag,
+                                                                          options):
+    root = tmp_path / "lib"
+    files = every_format(root)
+
+    def tag(threshold: str) -> list[dict]:
+        result = run_tag(root, "--out", tmp_path / "t.json", "--write-tags", "--threshold",
+                         threshold, *options)
+        assert result.exit_code == 0, result.output
+        docs = json.loads((tmp_path / "t.json").read_text())["files"]
+        assert [d["status"] for d in docs] == ["ok"] * len(files)
+        if threshold == "1":
+            assert all(d["instruments"] == [] for d in docs)
+            assert not any("INSTRUMENTS" in k.upper() for p in files for k in instag_fields(p))
+        return docs
+
+    for threshold in ("1", "0", "1"):  # no instrument (no field at all), every one, none again
+        tag(threshold)
+        before = snapshot(root)
+        docs = tag(threshold)
+        assert snapshot(root) == before, f"--threshold {threshold}: rewritten again"
+        assert {d["file_tags"] for d in docs} == {"unchanged"}, threshold
+
+
+@pytest.mark.parametrize("options", [[], ["--write-scores", "--in-place"],
+                                     ["--tag-separator", "; ", "--tag-field", "Instruments"]])
+def test_write_tags_again_touches_no_file_and_says_unchanged(tmp_path, run_tag, options):
+    root = tmp_path / "lib"
+    files = every_format(root)
+    doc = tmp_path / "t.json"
+    assert run_tag(root, "--out", doc, "--threshold", "0").exit_code == 0
+    data = json.loads(doc.read_text())
+    for d in data["files"][::2]:
+        d["instruments"] = []  # every other file with no instrument
+    doc.write_text(json.dumps(data))
+    assert "written" in instag_write_tags(doc, *options)
+    before = snapshot(root)
+    assert instag_write_tags(doc, *options).strip() == f"{len(files)} files unchanged"
+    assert snapshot(root) == before
+    for d in data["files"][::2]:
+        assert not any("INSTRUMENTS" in k.upper() for k in instag_fields(Path(d["path"])))
+
+
+def test_remove_on_files_without_instags_fields_says_unchanged_and_touches_nothing(
+        tmp_path, run_tag):
+    root = tmp_path / "lib"
+    files = every_format(root)
+    doc = tmp_path / "t.json"
+    assert run_tag(root, "--out", doc, "--threshold", "0").exit_code == 0
+    before = snapshot(root)
+    assert instag_write_tags(doc, "--remove").strip() == f"{len(files)} files unchanged"
+    assert snapshot(root) == before  # never tagged: nothing to take out
+
+    instag_write_tags(doc, "--write-scores")
+    assert "written" in instag_write_tags(doc, "--remove")
+    before = snapshot(root)
+    assert instag_write_tags(doc, "--remove").strip() == f"{len(files)} files unchanged"
+    assert snapshot(root) == before
+    assert not any(instag_fields(p) for p in files)
+
+
+def test_another_separator_or_scores_setting_is_a_change_the_same_scores_are_not(tmp_path):
+    scored, joined, plain = TagWriting(scores=True), TagWriting(separator="; "), TagWriting()
+    for path in every_format(tmp_path / "lib"):
+        def write(writing: TagWriting, best: dict[str, float], path=path) -> str:
+            return write_tags(path, wanted(["c0", "c1"], best, writing), writing).outcome
+
+        assert write(scored, {"c0": 0.876, "c1": 0.1}) == "written", path.name
+        before = snapshot(path.parent)
+        assert write(scored, {"c0": 0.8751, "c1": 0.1049}) == "unchanged", path.name
+        assert snapshot(path.parent) == before, path.name  # equal to two decimals
+        assert [write(joined, {}), write(joined, {})] == ["written", "unchanged"], path.name
+        assert [write(plain, {}), write(plain, {})] == ["written", "unchanged"], path.name
+        assert not any("INSTAG_" in k.upper() for k in instag_fields(path)), path.name

@@ -24,7 +24,13 @@ never a broken one. The mtime becomes the time of the write, so media servers re
 symlink is written through (its target is tagged, the link stays a link); a file with several
 hard links is not split from its other names by a copy: ``in_place`` (mutagen's own in-place
 save, which keeps hard links and needs no space, but an interrupted save can leave a broken
-file) is the way to tag it. A file whose tags are already right is not rewritten.
+file) is the way to tag it.
+
+Idempotent: a file whose instag fields already say what the result says, as its format
+reads them, is `unchanged` and not touched at all (no copy, no rename, no save: the next cron run
+moves no mtime and no inode). What the result says is exactly `fields`: no instruments is no
+field at all (never an empty one), and INSTAG_* scores only where `fields` has them, with the
+same two-decimal values; `--remove` on a file without instag's fields is `unchanged` too.
 """
 
 from __future__ import annotations
@@ -50,7 +56,6 @@ class Outcome(TextEnum):
     WOULD_CHANGE = "would_change"  # a dry run
     UNSUPPORTED = "unsupported"  # a format mutagen cannot tag safely (raw AAC, Matroska, ...)
     FAILED = "failed"
-
 
 
 @dataclass(frozen=True)
@@ -91,13 +96,31 @@ def wanted(instruments: list[str], best: dict[str, float], writing: TagWriting
 
 
 # -- the formats --------------------------------------------------------------------------------
-class _ID3:
+class _Family:
+    """How a tag family reads: names as written, values as stored (by default)."""
+
     @staticmethod
-    def get(tags, key: str) -> list[str] | None:
+    def fold(key: str) -> str:
+        return key
+
+    @staticmethod
+    def normal(tags, values: list[str]) -> list[str]:
+        return values
+
+
+class _ID3(_Family):
+    @staticmethod
+    def normal(tags, values: list[str]) -> list[str]:
+        """Values as the format means them: in ID3v2.3 "/" separates values (as earlier instag
+        and mediafile write), so "a/b" and ["a", "b"] are the same there."""
+        if tags is not None and tags.version[:2] == (2, 3):
+            return [v for joined in values for v in joined.split("/")]
+        return values
+
+    @classmethod
+    def get(cls, tags, key: str) -> list[str] | None:
         values = [str(t) for f in tags.getall(f"TXXX:{key}") for t in f.text]
-        if tags.version[:2] == (2, 3):  # "/"-joined, as earlier instag and mediafile write
-            values = [v for joined in values for v in joined.split("/")]
-        return values or None
+        return cls.normal(tags, values) or None
 
     @staticmethod
     def set(tags, key: str, values: list[str]) -> None:
@@ -120,7 +143,7 @@ class _ID3:
         audio.save(v2_version=version, v23_sep=None)  # None: null-separated, as v2.4
 
 
-class _Mapping:
+class _Mapping(_Family):
     """Vorbis comments, ASF attributes and APEv2 items: name -> list of text."""
 
     @staticmethod
@@ -149,6 +172,8 @@ class _Mapping:
 
 
 class _Vorbis(_Mapping):
+    fold = staticmethod(str.upper)  # Vorbis comment names are case-insensitive
+
     @staticmethod
     def keys(tags) -> list[str]:
         return [k.upper() for k in tags.keys()]
@@ -198,8 +223,9 @@ def _family(audio):
 # -- writing ------------------------------------------------------------------------------------
 def write_tags(path: Path, fields: dict[str, list[str]] | None, writing: TagWriting,
                expect: FileKey | None = None) -> TagChange:
-    """Give `path` instag's `fields` (None: remove every field of instag's: the field and the
-    scores), atomically unless `writing.in_place`; with `expect`, only while the file is still
+    """Give `path` exactly instag's `fields` (a field without values: none; None: remove every
+    field of instag's: the field and the scores), nothing written where it has them already,
+    atomically unless `writing.in_place`; with `expect`, only while the file is still
     the one `expect` names (its size and mtime). Never raises for one file's problem: whatever
     goes wrong with one file is that file's `failed`."""
     try:
@@ -232,9 +258,9 @@ def _write(path: Path, fields: dict[str, list[str]] | None, writing: TagWriting,
     ours = [k for k in (family.keys(tags) if tags is not None else [])
             if k.upper() == writing.field.upper() or k.upper().startswith(SCORE_PREFIX)]
     before = {k: v for k in ours if (v := family.get(tags, k)) is not None}
-    after = {} if fields is None else {**before, **fields}  # other scores stay as they are
-    if after == before:
-        return TagChange(Outcome.UNCHANGED, before, after)
+    after = {k: v for k, v in (fields or {}).items() if v}  # no values: no field at all
+    if _says(family, tags, before) == _says(family, tags, after):
+        return TagChange(Outcome.UNCHANGED, before, before)
     read_only = not st.st_mode & stat.S_IWUSR
     if writing.dry_run:
         return TagChange(Outcome.WOULD_CHANGE, before, after,
@@ -251,6 +277,12 @@ def _write(path: Path, fields: dict[str, list[str]] | None, writing: TagWriting,
         _copy(real, tmp)
         _apply(type(audio)(tmp), family, before, after)  # the original's format, not a guess
     return TagChange(Outcome.WRITTEN, before, after)
+
+
+def _says(family, tags, fields: dict[str, list[str]]) -> dict[str, list[str]]:
+    """What `fields` say as the file's format reads them (its names' case, its separators):
+    equal for a file already right, whatever spelling a reader cannot tell apart."""
+    return {family.fold(k): family.normal(tags, v) for k, v in fields.items()}
 
 
 def _apply(audio, family, before: dict, after: dict,
