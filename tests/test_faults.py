@@ -30,7 +30,7 @@ def no_decoding(monkeypatch):
 @pytest.fixture
 def old_output(tmp_path):
     out = tmp_path / "tags.csv"
-    out.write_text("path,status\nprevious,ok\n")
+    out.write_text("path,status,instrument\nprevious,ok,\n")
     return out
 
 
@@ -55,7 +55,7 @@ def test_a_missing_input_root_is_a_usage_error_that_keeps_the_output(run_tag, ol
     result = run_tag(tmp_path / "not-mounted", "--out", old_output)
     assert result.exit_code == 2
     assert "not-mounted: no such file or folder" in result.output
-    assert old_output.read_text() == "path,status\nprevious,ok\n"
+    assert old_output.read_text() == "path,status,instrument\nprevious,ok,\n"
 
 
 # -- 2. permissions ------------------------------------------------------------------------------
@@ -155,7 +155,7 @@ def test_a_signalled_run_says_what_it_kept_in_one_line(tmp_path, scoring_model, 
     assert proc.returncode == code, err
     assert f"{word}: " in err and "where the next run starts; previous output kept" in err
     assert "Traceback" not in err and "KeyboardInterrupt" not in err
-    assert old_output.read_text() == "path,status\nprevious,ok\n"
+    assert old_output.read_text() == "path,status,instrument\nprevious,ok,\n"
     assert sorted(p.name for p in old_output.parent.glob(".tags.csv*")) == []
 
 
@@ -299,7 +299,7 @@ def test_a_model_with_more_outputs_than_named_instruments_is_refused_before_scor
     assert result.exit_code == 2, result.output
     assert "outputs shapes (2, 4)" in result.output
     assert "metadata names 3 instruments" in result.output
-    assert old_output.read_text() == "path,status\nprevious,ok\n"
+    assert old_output.read_text() == "path,status,instrument\nprevious,ok,\n"
 
 
 @pytest.mark.parametrize("key, value, message", [

@@ -22,6 +22,8 @@ from instag.outputs.writers import Format, result_writer
 
 needs_ffmpeg = pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg not installed")
 
+PREVIOUS_JSON = '{"instag_version": "previous", "files": [\n]}\n'  # an earlier output
+
 
 def statuses(csv_path: Path) -> dict[str, str]:
     return {Path(r["path"]).name: r["status"] for r in read_csv(csv_path)}
@@ -144,7 +146,7 @@ def test_a_thresholds_file_with_a_utf8_bom_is_read(tmp_path, text):
 def test_a_sigterm_after_the_output_is_in_place_keeps_the_runs_exit_code(
         scoring_model, standin_vggish, standin_pca, tmp_path):
     sf.write(tmp_path / "a.wav", music(2, 1), SR)
-    (tmp_path / "t.csv").write_text("path,status\nprevious,ok\n")
+    (tmp_path / "t.csv").write_text("path,status,instrument\nprevious,ok,\n")
     code = ("import os, signal, sys; from instag.cli import app, tagging; "
             "line = tagging.summary_line; "
             "tagging.summary_line = lambda *a: (os.kill(os.getpid(), signal.SIGTERM), "
@@ -225,7 +227,7 @@ def test_a_cache_or_lock_that_vanishes_mid_run_stops_it_with_one_line(
         run_tag, tmp_path, monkeypatch, what):
     for i in range(3):
         sf.write(tmp_path / f"{i}.wav", music(2, i), SR)
-    (tmp_path / "t.csv").write_text("path,status\nprevious,ok\n")
+    (tmp_path / "t.csv").write_text("path,status,instrument\nprevious,ok,\n")
     action = {"lock deleted": lambda db: os.unlink(f"{db}.lock"),
               "cache deleted": lambda db: os.unlink(db),
               "cache truncated": lambda db: os.truncate(db, 0)}[what]
@@ -237,7 +239,7 @@ def test_a_cache_or_lock_that_vanishes_mid_run_stops_it_with_one_line(
         "vanished" if what == "cache deleted" else "replaced or truncated")
     (error,) = [line for line in result.output.splitlines() if line.startswith("error: ")]
     assert word in error and "Traceback" not in result.output
-    assert (tmp_path / "t.csv").read_text() == "path,status\nprevious,ok\n"
+    assert (tmp_path / "t.csv").read_text() == "path,status,instrument\nprevious,ok,\n"
 
 
 # -- 3. memory bounded per worker, whatever the channel count -----------------------------------
@@ -378,13 +380,13 @@ def hostile(scoring_model: Path, out: Path, kind: str) -> Path:
 def test_a_hostile_model_is_refused_at_load_with_one_line(run_tag, scoring_model, tmp_path,
                                                           kind, says):
     sf.write(tmp_path / "a.wav", music(3, 1), SR)
-    (tmp_path / "t.json").write_text("previous")
+    (tmp_path / "t.json").write_text(PREVIOUS_JSON)
     model = hostile(scoring_model, tmp_path / f"{kind}.onnx", kind)
     result = run_tag(tmp_path / "a.wav", "--out", tmp_path / "t.json", "--model", model)
     assert result.exit_code == 2 and "Traceback" not in result.output
     (error,) = [line for line in result.output.splitlines() if line.startswith("error: ")]
     assert says in error
-    assert (tmp_path / "t.json").read_text() == "previous"
+    assert (tmp_path / "t.json").read_text() == PREVIOUS_JSON
 
 
 def test_a_non_finite_score_in_a_run_is_that_files_error_and_json_holds_no_nan(

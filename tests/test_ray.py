@@ -257,7 +257,7 @@ def test_a_terminated_ray_run_says_one_line_and_keeps_the_previous_output(
 
     env = fake_ffmpeg(tmp_path, "exec sleep 600")  # the run is still going when signalled
     out = tmp_path / "t.csv"
-    out.write_text("previous\n")
+    out.write_text("path,status,instrument\nprevious,ok,\n")
     proc = subprocess.Popen(
         [sys.executable, "-c", "from instag.cli import app; app()", "tag", "--engine", "ray",
          "--model", str(options.model), "--vggish", options.vggish, "--pca", str(options.pca),
@@ -272,7 +272,7 @@ def test_a_terminated_ray_run_says_one_line_and_keeps_the_previous_output(
     assert proc.returncode == 143, err[-3000:]
     assert "terminated:" in err and "previous output kept" in err
     assert "Traceback" not in err and "SIGTERM received" not in err
-    assert out.read_text() == "previous\n"
+    assert out.read_text() == "path,status,instrument\nprevious,ok,\n"
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".t.csv")] == []
 
 

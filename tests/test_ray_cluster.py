@@ -140,7 +140,7 @@ def test_a_cluster_left_without_a_cpu_ends_the_run_in_one_line(options, tmp_path
 
     lib = library(tmp_path / "lib", 6, seconds=60)
     out = tmp_path / "tags.csv"
-    out.write_text("previous\n")
+    out.write_text("path,status,instrument\nprevious,ok,\n")
     starved = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
     worker = starved.add_node(num_cpus=1)
     starved.wait_for_nodes()
@@ -158,7 +158,7 @@ def test_a_cluster_left_without_a_cpu_ends_the_run_in_one_line(options, tmp_path
         starved.shutdown()
     assert driver.returncode == 2, err[-3000:]
     assert "the Ray cluster has had no CPU for 5 s" in err and "Traceback" not in err
-    assert out.read_text() == "previous\n"
+    assert out.read_text() == "path,status,instrument\nprevious,ok,\n"
 
 
 @pytest.mark.parametrize("record", ["none", "dead", "alive"])

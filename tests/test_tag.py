@@ -178,7 +178,7 @@ def test_a_killed_run_leaves_the_old_output_and_the_next_run_resumes(
     for i in range(12):
         sf.write(lib / f"{i:02d}.flac", music(20, i), SR)
     out, cache = tmp_path / "tags.csv", tmp_path / "cache.sqlite"
-    out.write_text("old output\n")
+    out.write_text("path,status,instrument\nold output,ok,\n")
     cmd = [sys.executable, "-m", "instag", "tag", str(lib), "--out", str(out), "--model",
            str(scoring_model), "--vggish", str(standin_vggish), "--pca", str(standin_pca),
            "--cache", str(cache), "--jobs", "1", "--resampler", "resampy"]
@@ -187,7 +187,7 @@ def test_a_killed_run_leaves_the_old_output_and_the_next_run_resumes(
     workers = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    assert out.read_text() == "old output\n"
+    assert out.read_text() == "path,status,instrument\nold output,ok,\n"
     time.sleep(4)  # orphaned decode workers notice within a couple of seconds and exit
     for pid in map(int, workers.stdout.split()):
         assert not Path(f"/proc/{pid}").exists() or \

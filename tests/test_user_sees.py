@@ -226,7 +226,8 @@ def test_a_failed_run_leaves_no_summary_either(run_tag, tmp_path, monkeypatch):
     from instag.tagging.job import Scoring
 
     sf.write(tmp_path / "a.wav", music(3, 1), SR)
-    (tmp_path / "s.csv").write_text("old summary\n")
+    old = "path,status,instruments,duration_s,reason\nold summary,ok,,,\n"
+    (tmp_path / "s.csv").write_text(old)
 
     def broken(*args, **kwargs):
         raise OSError(28, "No space left on device")
@@ -234,7 +235,7 @@ def test_a_failed_run_leaves_no_summary_either(run_tag, tmp_path, monkeypatch):
     monkeypatch.setattr(Scoring, "score_many", broken)
     result = run_tag(tmp_path, "--out", tmp_path / "t.csv", "--summary", tmp_path / "s.csv")
     assert result.exit_code == 2
-    assert (tmp_path / "s.csv").read_text() == "old summary\n" and not (tmp_path / "t.csv").exists()
+    assert (tmp_path / "s.csv").read_text() == old and not (tmp_path / "t.csv").exists()
 
 
 def test_json_and_parquet_record_the_thresholds_that_decided(run_tag, tmp_path, scoring_model):
