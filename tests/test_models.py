@@ -64,3 +64,13 @@ def test_padded_instances_change_nothing(name):
 def test_fc_needs_ten_instances():
     with pytest.raises(ValueError, match="10"):
         build_model("fc").eval()(torch.rand(1, 9, 128))
+
+
+def test_the_networks_are_importable_classes_that_build_model_makes():
+    """The paper's networks live at module level (documented, imported, subclassed), and
+    `build_model` makes exactly those."""
+    from instag.learning import networks
+
+    assert isinstance(build_model("att"), networks.Attention)
+    assert isinstance(build_model("fc_t"), networks.FCT)
+    assert build_model("att_uniform").uniform

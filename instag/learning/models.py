@@ -14,130 +14,17 @@ so its weights are uniform and its instance probabilities are its classifier on 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 
 from instag.common.devices import Device, cuda_unavailable
 from instag.common.extras import require
-
-if TYPE_CHECKING:
-    import torch
-
-TORCH_MODELS = ("att", "att_uniform", "fc_t", "fc", "rnn")
-MASKED_MODELS = ("att", "att_uniform", "fc_t")  # those that take bags of any length, padded
-MODEL_NAMES = (*TORCH_MODELS, "rf")
-ATTENTION_EPS = 1e-7
-FC_INSTANCES = 10  # the fc baseline flattens OpenMIC's fixed 10-instance clips
-
-# Learning rates of the paper's recipe; fc follows the authors' code.
-DEFAULT_LR = {"att": 5e-4, "att_uniform": 5e-4, "fc_t": 5e-4, "rnn": 5e-4, "fc": 1e-4}
-
-
-def _modules():
-    """Define the torch modules on first use, so importing this file does not import torch."""
-    torch = require("torch")
-    from torch import nn
-
-    def full_mask(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        if mask is None:
-            return torch.ones(x.shape[:2], dtype=torch.bool, device=x.device)
-        return mask
-
-    def uniform_weights(mask: torch.Tensor, n_classes: int) -> torch.Tensor:
-        m = mask.float()
-        w = m / m.sum(dim=1, keepdim=True).clamp_min(1.0)
-        return w.unsqueeze(-1).expand(-1, -1, n_classes)
-
-    class Attention(nn.Module):
-        """Decision-level attention (Eqs. 2-3): parallel instance and attention heads."""
-
-        def __init__(self, n_classes: int = 20, in_dim: int = 128, dropout: float = 0.6,
-                     uniform: bool = False):
-            super().__init__()
-            self.uniform = uniform  # the ablation: the same network, attention replaced by mean
-            self.bn0 = nn.BatchNorm1d(in_dim)
-            layers = []
-            for _ in range(3):
-                layers += [
-                    nn.Linear(in_dim, in_dim, bias=False),
-                    nn.BatchNorm1d(in_dim),
-                    nn.ReLU(),
-                    nn.Dropout(dropout),
-                ]
-            self.embedding = nn.Sequential(*layers)
-            self.instance_head = nn.Linear(in_dim, n_classes)
-            self.attention_head = nn.Linear(in_dim, n_classes)
-
-        def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None):
-            b, t, d = x.shape
-            flat = x.reshape(b * t, d)
-            emb = self.embedding(self.bn0(flat)) + flat  # skip connection from the raw input
-            inst = torch.sigmoid(self.instance_head(emb)).reshape(b, t, -1)
-            att = torch.sigmoid(self.attention_head(emb)).reshape(b, t, -1)
-            if self.uniform:
-                att = torch.ones_like(att)
-            att = att.clamp(ATTENTION_EPS, 1.0 - ATTENTION_EPS)
-            att = att * full_mask(x, mask).unsqueeze(-1).to(att.dtype)  # padding gets no weight
-            weights = att / att.sum(dim=1, keepdim=True)
-            bag = (weights * inst).sum(dim=1).clamp(0.0, 1.0)
-            return bag, inst, weights
-
-    class FCT(nn.Module):
-        """The ablation: the same kind of shared instance embedding, mean pooling, classifier."""
-
-        def __init__(self, n_classes: int = 20, in_dim: int = 128, dropout: float = 0.5):
-            super().__init__()
-            layers = []
-            for _ in range(3):
-                layers += [nn.Linear(in_dim, in_dim), nn.LeakyReLU(0.01), nn.Dropout(dropout)]
-            self.embedding = nn.Sequential(*layers)
-            self.classifier = nn.Linear(in_dim, n_classes)
-
-        def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None):
-            emb = self.embedding(x) + x
-            weights = uniform_weights(full_mask(x, mask), self.classifier.out_features)
-            pooled = (emb * weights[..., :1]).sum(dim=1)
-            bag = torch.sigmoid(self.classifier(pooled))
-            inst = torch.sigmoid(self.classifier(emb))
-            return bag, inst, weights
-
-    class FC(nn.Module):
-        """Flattened 10x128 clip through 512-512-128 fully connected layers."""
-
-        def __init__(self, n_classes: int = 20, in_dim: int = 128, dropout: float = 0.5):
-            super().__init__()
-            sizes = [FC_INSTANCES * in_dim, 512, 512, 128]
-            layers = []
-            for a, b in zip(sizes, sizes[1:], strict=False):
-                layers += [nn.Linear(a, b), nn.LeakyReLU(0.01), nn.Dropout(dropout)]
-            self.net = nn.Sequential(*layers, nn.Linear(sizes[-1], n_classes))
-
-        def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None):
-            if x.shape[1] != FC_INSTANCES:
-                raise ValueError(f"fc takes bags of exactly {FC_INSTANCES} instances")
-            bag = torch.sigmoid(self.net(x.flatten(1)))
-            weights = uniform_weights(full_mask(x, mask), bag.shape[1])
-            return bag, bag.unsqueeze(1).expand(-1, x.shape[1], -1), weights
-
-    class RNN(nn.Module):
-        """3-layer bidirectional GRU; the output at the last time step is classified."""
-
-        def __init__(self, n_classes: int = 20, in_dim: int = 128, dropout: float = 0.5):
-            super().__init__()
-            self.gru = nn.GRU(
-                in_dim, 64, num_layers=3, bidirectional=True, batch_first=True, dropout=dropout
-            )
-            self.classifier = nn.Linear(128, n_classes)
-
-        def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None):
-            out, _ = self.gru(x)
-            bag = torch.sigmoid(self.classifier(out[:, -1]))
-            weights = uniform_weights(full_mask(x, mask), bag.shape[1])
-            return bag, bag.unsqueeze(1).expand(-1, x.shape[1], -1), weights
-
-    return {"att": Attention, "att_uniform": lambda **kw: Attention(uniform=True, **kw),
-            "fc_t": FCT, "fc": FC, "rnn": RNN}
+from instag.learning.modelspec import (  # noqa: F401 - the models' names, re-exported
+    DEFAULT_LR,
+    FC_INSTANCES,
+    MASKED_MODELS,
+    MODEL_NAMES,
+    TORCH_MODELS,
+)
 
 
 def build_model(name: str, n_classes: int = 20, in_dim: int = 128):
@@ -146,7 +33,10 @@ def build_model(name: str, n_classes: int = 20, in_dim: int = 128):
         return RandomForest(n_classes)
     if name not in TORCH_MODELS:
         raise ValueError(f"unknown model {name!r}; choose from {', '.join(MODEL_NAMES)}")
-    return _modules()[name](n_classes=n_classes, in_dim=in_dim)
+    require("torch")  # a missing extra: one line naming it
+    from instag.learning.networks import NETWORKS  # torch: only where a model is built
+
+    return NETWORKS[name](n_classes=n_classes, in_dim=in_dim)
 
 
 def resolve_device(device: Device | str) -> str:
