@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from pathlib import Path
 
 from beets import ui
@@ -69,6 +70,9 @@ class InstagPlugin(BeetsPlugin):
             self.add_media_field(INSTRUMENTS, instruments_field(field))
         self.item_types = {INSTRUMENTS: types.MULTI_VALUE_DSV,
                            **{PREFIX + c: types.FLOAT for c in self.vocabulary()}}
+        # beets' threaded importer calls the stage and the listeners below from several
+        # threads at once: what they share is used under this lock
+        self._lock = threading.Lock()
         self.session: instag.TagSession | None = None  # one for a whole import
         self.tagged_on_import: list = []  # items whose files are written once moved
         if self.config["auto"].get(bool):
@@ -204,33 +208,39 @@ class InstagPlugin(BeetsPlugin):
         return tagged
 
     # -- auto: yes ------------------------------------------------------------------------------
-    def import_begin(self, session) -> None:
-        """One instag session (lock, models, decode pool) for the whole import."""
-        try:
-            self.session = instag.TagSession(self.options()).__enter__()
-        except instag.InstagError as e:
-            self.session = None
-            self._log.warning("instag: not tagging this import: {}", e)
+    def import_begin(self, session=None) -> instag.TagSession | None:
+        """One instag session (lock, models, decode pool) for the whole import: opened here, in
+        beets' main thread, and used by the import stage in a thread of beets' pipeline."""
+        with self._lock:
+            if self.session is None:
+                try:
+                    self.session = instag.TagSession(self.options()).__enter__()
+                except instag.InstagError as e:
+                    self._log.warning("instag: not tagging this import: {}", e)
+            return self.session
 
     def imported(self, session, task) -> None:
         """The import stage: tags what the import brings in, reading the files where they
         are; nothing is written here (beets has not copied or moved them yet)."""
-        if self.session is None:
-            self.import_begin(session)  # an importer that sent no import_begin
-        if self.session is None:
+        tagging = self.import_begin()  # opened already, unless the importer sent no event
+        if tagging is None:
             return
         items = [it for it in task.imported_items() if not tagged(it)]
         try:
-            self.tagged_on_import.extend(self.tag_items(self.session, items))
+            done = self.tag_items(tagging, items)
         except instag.InstagError as e:
             self._log.warning("instag: {} items not tagged: {}", len(items), e)
+            return
+        with self._lock:
+            self.tagged_on_import.extend(done)
 
     def import_task_files(self, session, task) -> None:
         """The files are in the library now (copied, moved or left in place): write the
         instruments into them, the beets way, if instag should write."""
         done = {it.id for it in task.imported_items()}
-        mine = [it for it in self.tagged_on_import if it.id in done]
-        self.tagged_on_import = [it for it in self.tagged_on_import if it.id not in done]
+        with self._lock:
+            mine = [it for it in self.tagged_on_import if it.id in done]
+            self.tagged_on_import = [it for it in self.tagged_on_import if it.id not in done]
         if mine and self.should_write():
             for item in mine:
                 item.load()  # its path in the library
@@ -238,6 +248,7 @@ class InstagPlugin(BeetsPlugin):
                 item.store()
 
     def import_end(self, *args, **kwargs) -> None:
-        if self.session is not None:
-            self.session.__exit__(None, None, None)
-            self.session = None
+        with self._lock:
+            ending, self.session = self.session, None
+        if ending is not None:
+            ending.__exit__(None, None, None)

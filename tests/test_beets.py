@@ -3,6 +3,7 @@ the import stage, and writes made the beets way (after an import has copied or m
 
 import hashlib
 import os
+import threading
 from pathlib import Path
 
 import mutagen
@@ -23,13 +24,30 @@ class Beets(beets_helper.PluginMixin, beets_helper.ImportHelper):
     preload_plugin = False  # loaded once instag's environment is set
 
 
-@pytest.fixture
-def beets(monkeypatch, scoring_model, standin_vggish, standin_pca):
+class BeetsOnDisk(Beets):
+    db_on_disk = True  # an in-memory library is one per thread: a threaded import needs a file
+
+
+def set_up(helper, monkeypatch, scoring_model, standin_vggish, standin_pca):
     monkeypatch.setenv("INSTAG_MODEL", str(scoring_model))
     monkeypatch.setenv("INSTAG_VGGISH", str(standin_vggish))
     monkeypatch.setenv("INSTAG_PCA", str(standin_pca))
-    helper = Beets()
     helper.setup_beets()
+    return helper
+
+
+@pytest.fixture
+def beets(monkeypatch, scoring_model, standin_vggish, standin_pca):
+    helper = set_up(Beets(), monkeypatch, scoring_model, standin_vggish, standin_pca)
+    yield helper
+    helper.teardown_beets()
+
+
+@pytest.fixture
+def threaded_beets(monkeypatch, scoring_model, standin_vggish, standin_pca):
+    """beets as configured by default: `threaded: yes` (its test helper turns it off)."""
+    helper = set_up(BeetsOnDisk(), monkeypatch, scoring_model, standin_vggish, standin_pca)
+    helper.config["threaded"] = True
     yield helper
     helper.teardown_beets()
 
@@ -147,6 +165,51 @@ def test_force_retags_through_instags_cache_and_recompute_decodes_again(beets, t
     assert submitted == []  # the cache knew it
     beets.run_command("instag", "--recompute", "-W")
     assert len(submitted) == 1
+
+
+def test_a_threaded_import_tags_every_item_and_the_next_import_decodes_nothing(
+        threaded_beets, monkeypatch):
+    """beets' own default: `threaded: yes` runs the plugin's stage in a pipeline thread, not
+    the one that opened instag's session at import_begin (beets' test helper turns threading
+    off: turned back on here). Copied as beets does by default, so the sources stay as they
+    were and a second import of them is served by instag's cache."""
+    from beets import plugins
+
+    from instag.engines.local.pool import DecodePool
+
+    beets = threaded_beets
+    beets.config["instag"].set({"auto": True, "write": True})
+    beets.load_plugins("instag")
+    album_to_import(beets, "one", n=3)
+    album_to_import(beets, "two", n=2)
+    submitted, threads = [], set()  # the files instag decodes, and the threads that ask
+    submit = DecodePool.submit
+
+    def decoding(self, i, p):
+        submitted.append(p)
+        threads.add(threading.current_thread())
+        return submit(self, i, p)
+
+    monkeypatch.setattr(DecodePool, "submit", decoding)
+    cache = Path(os.environ["INSTAG_CACHE_DIR"])
+
+    def import_all():
+        beets.setup_importer(autotag=False, copy=True, duplicate_action="keep")
+        beets.importer.run()
+        plugins.send("import", lib=beets.lib, paths=[])  # what `beet import` sends at its end
+        return list(beets.lib.items())
+
+    items = import_all()
+    assert len(items) == 5 and len(submitted) == 5
+    assert threading.main_thread() not in threads  # tagged in beets' pipeline, truly threaded
+    for item in items:
+        assert set(item["instruments"]) <= {"c0", "c1", "c2"} and "instag_c0" in item
+        assert in_file(item) == item["instruments"]
+    assert not list(cache.glob("*.damaged-*"))
+    items = import_all()
+    assert len(items) == 10 and len(submitted) == 5  # every file from the cache
+    assert all("instag_c0" in item for item in items)
+    assert not list(cache.glob("*.damaged-*"))
 
 
 # -- the fast tier: instag replaced -------------------------------------------------------------

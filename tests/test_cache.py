@@ -1,3 +1,6 @@
+import sqlite3
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -59,8 +62,6 @@ def test_the_cache_keeps_one_row_a_file_and_no_scores(cache):
 
 
 def test_an_older_cache_loses_its_scores_and_keeps_its_features_as_used_today(tmp_path):
-    import sqlite3
-
     from instag.engines.local.cache import today
 
     old = sqlite3.connect(tmp_path / "old.sqlite")
@@ -222,3 +223,184 @@ def test_instag_cache_without_a_cache_says_so(tmp_path):
     result = CliRunner().invoke(app, ["cache", "--cache", str(tmp_path / "none.sqlite")])
     assert result.exit_code == 2 and "no cache here yet" in result.output
     assert not (tmp_path / "none.sqlite").exists()
+
+
+# -- the cache is instag's, and usable from any thread ---------------------------------------
+def one_song(tmp_path):
+    import soundfile as sf
+    from builders import SR, music
+
+    (tmp_path / "songs").mkdir(exist_ok=True)
+    sf.write(tmp_path / "songs" / "a.wav", music(3), SR)
+    return tmp_path / "songs"
+
+
+def sqlite_file(path, *statements, wal=False):
+    import sqlite3
+
+    db = sqlite3.connect(path)
+    if wal:
+        db.execute("PRAGMA journal_mode=WAL")
+    for statement in statements:
+        db.execute(statement)
+    db.commit()
+    db.close()
+    return path
+
+
+INSTAG_FEATURES = ("CREATE TABLE features (path BLOB, vggish TEXT, size INTEGER, mtime_ns "
+                   "INTEGER, status TEXT, reason TEXT, duration REAL, n INTEGER, feats BLOB, "
+                   "used INTEGER, PRIMARY KEY (path, vggish))")
+
+
+@pytest.mark.parametrize("statements, wal", [
+    (["PRAGMA application_id=1234", INSTAG_FEATURES], False),  # another application's mark
+    (["CREATE TABLE notes (body TEXT)"], True),  # unmarked, another application's tables
+    ([INSTAG_FEATURES, "CREATE TABLE notes (body TEXT)"], False),  # ... and instag's
+    (["CREATE TABLE features (id INTEGER, name TEXT)"], False),  # a `features` not instag's
+], ids=["other-application-id", "other-tables", "instags-and-more", "other-features"])
+def test_another_applications_database_is_refused_untouched_with_nothing_beside_it(
+        run_tag, tmp_path, statements, wal):
+    (tmp_path / "app").mkdir()
+    other = sqlite_file(tmp_path / "app" / "other-app.sqlite", *statements, wal=wal)
+    before = other.read_bytes()
+    result = run_tag(one_song(tmp_path), "--out", tmp_path / "t.csv", "--cache", other)
+    assert result.exit_code == 2, result.output
+    assert "not an instag cache" in result.output and "Traceback" not in result.output
+    assert other.read_bytes() == before  # no table added, no mark, no WAL switch
+    assert sorted(p.name for p in other.parent.iterdir()) == ["other-app.sqlite"]  # no .lock
+
+
+@pytest.mark.parametrize("kind", ["new", "empty", "made before the mark"])
+def test_a_new_file_or_a_cache_made_before_the_mark_becomes_a_marked_instag_cache(tmp_path,
+                                                                                  kind):
+    path = tmp_path / "c.sqlite"
+    if kind == "empty":
+        path.touch()
+    elif kind == "made before the mark":  # today's caches: exactly instag's tables, unmarked
+        sqlite_file(path, INSTAG_FEATURES, "INSERT INTO features VALUES "
+                    "(X'2f6d757369632f612e666c6163', 'v', 10, 1, 'ok', '', 1.0, 1, "
+                    "zeroblob(128), 0)", wal=True)
+    with lock(path) as held, Cache(path, held) as c:
+        if kind == "made before the mark":
+            assert c.get_features(key(), "v").duration == 1.0  # adopted: its entries kept
+        c.put_features(key(mtime=2), "v", "ok", duration=1.0, feats=np.zeros((1, 128), np.uint8))
+    db = sqlite3.connect(path)
+    assert db.execute("PRAGMA application_id").fetchone() == (int.from_bytes(b"iTAG", "big"),)
+    assert path.read_bytes()[68:72] == b"iTAG"  # in the file itself, not only in its WAL
+
+
+@pytest.mark.parametrize("kind", ["device", "fifo", "folder"])
+def test_a_cache_that_is_not_a_regular_file_is_one_line_and_makes_no_lock_beside_it(
+        run_tag, tmp_path, kind):
+    import os
+
+    target = {"device": Path("/dev/null"), "fifo": tmp_path / "fifo", "folder": tmp_path / "dir"}[
+        kind]
+    if kind == "fifo":
+        os.mkfifo(target)
+    elif kind == "folder":
+        target.mkdir()
+    lock_before = Path(f"{target}.lock").exists()
+    result = run_tag(one_song(tmp_path), "--out", tmp_path / "t.csv", "--cache", target)
+    assert result.exit_code == 2, result.output
+    assert "must be a regular file or a new path" in result.output, result.output
+    assert len(result.output.strip().splitlines()) <= 2  # error: ..., fix: ...
+    assert Path(f"{target}.lock").exists() == lock_before  # never /dev/null.lock
+    assert not (tmp_path / "t.csv").exists()
+
+
+class Codeless:
+    """A connection whose statements fail with a DatabaseError that carries no SQLite error
+    code, as every one does on Python 3.10."""
+
+    def __init__(self, db):
+        self.db = db
+
+    def execute(self, *args):
+        raise sqlite3.DatabaseError("database disk image is malformed")
+
+    def __getattr__(self, name):
+        return getattr(self.db, name)
+
+
+@pytest.mark.parametrize("damaged", [True, False])
+def test_without_an_error_code_sqlites_quick_check_decides_whether_it_is_damaged(tmp_path,
+                                                                                  damaged):
+    path = filled_cache(tmp_path / "c.sqlite")
+    c = Cache(path)
+    if damaged:
+        damage(path, 4096 * 20, 4096 * 100)
+    c.db = Codeless(c.db)
+    with pytest.raises(InstagError if damaged else sqlite3.DatabaseError) as raised:
+        c.get_features(key(), "v")
+    assert bool(list(tmp_path.glob("c.sqlite.damaged-*"))) == damaged, raised.value
+    if not damaged:  # what it is: a healthy database, kept with every entry
+        with Cache(path) as again:
+            assert again.get_features(FileKey(b"/music/1.flac", 1, 1), "v") is not None
+
+
+def test_a_programming_error_is_what_it_is_and_the_cache_is_never_moved_aside(tmp_path):
+    path = filled_cache(tmp_path / "c.sqlite")
+    c = Cache(path)
+    c.db.close()  # a mistake in instag, not damage in the file
+    with pytest.raises(sqlite3.ProgrammingError):
+        c.get_features(FileKey(b"/music/1.flac", 1, 1), "v")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.sqlite"]
+    with Cache(path) as again:
+        assert again.get_features(FileKey(b"/music/1.flac", 1, 1), "v") is not None
+
+
+def test_a_damaged_database_not_marked_as_instags_is_refused_untouched(tmp_path):
+    path = sqlite_file(tmp_path / "other.sqlite", "CREATE TABLE notes (body BLOB)",
+                       *[f"INSERT INTO notes VALUES (zeroblob({4096 * 3}))" for _ in range(40)])
+    damage(path, 100, 3000)  # its schema page
+    before = path.read_bytes()
+    with pytest.raises(InstagError, match="not an instag cache"):
+        Cache(path)
+    assert path.read_bytes() == before and sorted(tmp_path.iterdir()) == [path]
+
+
+def test_instag_cache_lists_the_files_moved_aside_with_their_size_and_how_to_remove_them(
+        tmp_path):
+    from typer.testing import CliRunner
+
+    from instag.cli import app
+
+    path = filled_cache(tmp_path / "c.sqlite")
+    damage(path, 100, 3000)
+    Cache(path).close()  # moved aside, a fresh cache made
+    (aside,) = tmp_path.glob("c.sqlite.damaged-*")
+    shown = CliRunner().invoke(app, ["cache", "--cache", str(path)])
+    assert shown.exit_code == 0, shown.output
+    assert f"{aside}: {aside.stat().st_size / 1e3:,.0f} kB" in shown.output
+    assert f"rm -- {aside}" in shown.output
+
+
+def test_a_tag_session_is_opened_used_and_closed_from_different_threads(
+        tmp_path, scoring_model, standin_vggish, standin_pca):
+    import threading
+
+    import instag
+
+    songs = one_song(tmp_path)
+    opts = instag.TagOptions(model=scoring_model, vggish=str(standin_vggish), pca=standin_pca,
+                             cache=tmp_path / "c.sqlite", jobs=1)
+
+    def in_a_thread(work):
+        done = []
+        thread = threading.Thread(target=lambda: done.append(work()))
+        thread.start()
+        thread.join()
+        assert done, "the thread failed"
+        return done[0]
+
+    for run in range(2):  # then served by the cache another thread filled
+        session = in_a_thread(lambda: instag.TagSession(opts).__enter__())
+        tagging = session.tag([songs])
+        results = in_a_thread(lambda tagging=tagging: list(tagging))
+        in_a_thread(lambda session=session: session.__exit__(None, None, None))
+        assert [r.status for r in results] == ["ok"]
+        assert tagging.summary.cached_features == 1 and \
+            tagging.summary.embedded_files == (1 - run)
+    assert sorted(p.name for p in tmp_path.glob("c.sqlite*")) == ["c.sqlite", "c.sqlite.lock"]

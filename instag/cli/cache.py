@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import shlex
 from pathlib import Path
 from typing import Annotated
 
@@ -12,6 +13,7 @@ from instag.cli.console import console, expected_errors
 from instag.cli.tagging import CacheOpt, WaitOpt
 from instag.common.errors import InstagError
 from instag.engines.local.cache import Cache, lock
+from instag.engines.local.cachefile import moved_aside
 from instag.tagging.options import TagOptions
 
 app = typer.Typer(help="What the tagging cache holds (features per file and VGGish); prune it.",
@@ -42,7 +44,8 @@ def show(ctx: typer.Context, cache: CacheOpt = None) -> None:
     """Show the cache's size and entries, per features identity.
 
     A features identity is VGGish's digest, the PCA file's, the resampler and instag's
-    feature code; each is shown with the day a run last used it."""
+    feature code; each is shown with the day a run last used it. Databases moved aside as
+    damaged are listed with the command that removes them: instag uses them no more."""
     if ctx.invoked_subcommand:
         return
     with Cache(_existing(cache)) as db:
@@ -57,6 +60,12 @@ def show(ctx: typer.Context, cache: CacheOpt = None) -> None:
         out.print(f"  {i.vggish}: {i.entries:,} files ({i.ok:,} with features, "
                   f"{failures:,} {stay}), {_mb(i.feature_bytes)} of features, last used "
                   f"{_day(i.last_used)}", markup=False)
+    if aside := moved_aside(stats.path):
+        out.print("moved aside as damaged (instag uses them no more):", markup=False)
+        for p, size in aside:
+            out.print(f"  {p}: {_mb(size)}", markup=False)
+        out.print(f"  remove them with: rm -- {' '.join(shlex.quote(str(p)) for p, _ in aside)}",
+                  markup=False)
 
 
 @app.command()

@@ -10,7 +10,9 @@ than reading its 41 kB of scores back), so the cache is one row a file and featu
 Each row remembers the day it was last used, for `prune`.
 
 Every finished file is committed at once: a run killed with -9 loses only the files in flight.
-One run at a time per cache: `lock` takes an exclusive flock on ``<cache>.lock``.
+One run at a time per cache: `lock` takes an exclusive flock on ``<cache>.lock``. Which file
+may be a cache, and when one is moved aside as damaged: `cachefile`. A connection is used from
+whichever thread calls it (beets' threaded importer tags in a thread of its own), one at a time.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import fcntl
 import io
 import os
 import sqlite3
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -30,6 +33,16 @@ import numpy as np
 
 from instag.common.errors import InstagError
 from instag.common.status import Status
+from instag.engines.local.cachefile import (
+    header,
+    mark,
+    marked,
+    move_aside,
+    not_ours,
+    refusal,
+    refuse_foreign,
+    reported_corrupt,
+)
 from instag.tagging.identity import FileKey, sizes_and_mtimes
 
 SCHEMA = """
@@ -83,8 +96,10 @@ def lock(cache_path: Path, wait: bool = False) -> Iterator[HeldLock]:
     """Hold the cache's run lock; without `wait`, a second run exits with a clear message.
     The lock belongs to the database itself: the same file reached through a symlink or
     another relative path is the same lock. A sidecar file's flock, not a lock on the database:
-    SQLite's own POSIX locks are dropped by any close() of another descriptor on it."""
+    SQLite's own POSIX locks are dropped by any close() of another descriptor on it. A path
+    that is not instag's cache is refused first, with nothing made beside it."""
     cache_path = Path(cache_path).resolve()
+    refuse_foreign(cache_path)
     lock_path = cache_path.with_name(cache_path.name + ".lock")
     for _ in range(10):  # the file may be deleted between our open and our flock
         try:
@@ -124,11 +139,6 @@ def _unwritable(path: Path, e: Exception) -> InstagError:
                        "pass --cache on a writable disk with free space")
 
 
-def _is_sqlite(path: Path) -> bool:
-    with open(path, "rb") as f:
-        return f.read(16) == b"SQLite format 3\x00"
-
-
 def _blob(arrays: dict[str, np.ndarray]) -> bytes:
     buf = io.BytesIO()
     np.savez(buf, **arrays)
@@ -139,28 +149,29 @@ class Cache:
     """One run's connection. A damaged database (it only ever holds what can be recomputed)
     is moved aside rather than failing every later run: at opening, silently but for
     `moved_aside`; found during a run, with an error that says the next run starts afresh. A
-    file that is not SQLite at all is never touched: it may be someone's data."""
+    file that is not instag's is never touched: it may be someone's data."""
 
     def __init__(self, path: Path, held: HeldLock | None = None) -> None:
         self.path = Path(path)
         self.held = held
         self.moved_aside: Path | None = None
+        self._lock = threading.RLock()  # the connection serves any thread, one at a time
+        refuse_foreign(self.path)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._open()
-        except OSError as e:
-            raise _unwritable(self.path, e) from None
-        except sqlite3.OperationalError as e:
+        except (OSError, sqlite3.OperationalError) as e:
             raise _unwritable(self.path, e) from None
         except sqlite3.DatabaseError as e:
-            if not _is_sqlite(self.path):
-                raise InstagError(f"{self.path}: not an instag cache ({e}); left untouched",
-                                  "pass another --cache, or move this file away") from None
-            self.moved_aside = self._move_aside()
+            self.moved_aside = self._set_aside(e)
             self._open()
 
     def _open(self) -> None:
-        self.db = sqlite3.connect(str(self.path))
+        self.db = sqlite3.connect(str(self.path), check_same_thread=False)
+        if why := refusal(self.db):  # again, under the lock: what the run will write into
+            self.db.close()
+            raise not_ours(self.path, why)
+        mark(self.db)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.executescript(SCHEMA)
@@ -190,29 +201,31 @@ class Cache:
         self.db.commit()
         self._size = os.stat(self.path).st_size
 
-    def _move_aside(self) -> Path:
-        """Rename the database and its WAL files to ``NAME.damaged-TIME`` (a stale WAL next to
-        a fresh database would be replayed into it)."""
+    def _set_aside(self, e: sqlite3.DatabaseError) -> Path:
+        """Move the database aside, if SQLite itself reports it corrupt and it is instag's;
+        any other error propagates as what it is (a programming error is no damage)."""
+        if not reported_corrupt(self.path, e):
+            raise e
         with contextlib.suppress(AttributeError, sqlite3.Error):
             self.db.close()
-        aside = self.path.with_name(f"{self.path.name}.damaged-{time.strftime('%Y%m%d-%H%M%S')}")
-        for suffix in ("", "-wal", "-shm"):
-            with contextlib.suppress(FileNotFoundError):
-                os.replace(f"{self.path}{suffix}", f"{aside}{suffix}")
-        return aside
+        if not marked(header(self.path)):
+            raise not_ours(self.path, f"damaged ({e}), and not marked as instag's") from None
+        return move_aside(self.path)
 
     @contextmanager
     def _sql(self) -> Iterator[None]:
-        """Database errors during a run become one clear InstagError."""
-        try:
-            yield
-        except sqlite3.OperationalError as e:  # full disk, read-only, I/O error
-            raise _unwritable(self.path, e) from None
-        except sqlite3.DatabaseError as e:
-            aside = self._move_aside()
-            raise InstagError(f"{self.path}: the cache is damaged ({e}); moved it aside to "
-                              f"{aside}", "run again: the next run starts a fresh cache (it "
-                              "only holds what can be recomputed)") from None
+        """Database errors during a run become one clear InstagError; the connection is used
+        by one thread at a time."""
+        with self._lock:
+            try:
+                yield
+            except sqlite3.OperationalError as e:  # full disk, read-only, I/O error
+                raise _unwritable(self.path, e) from None
+            except sqlite3.DatabaseError as e:
+                aside = self._set_aside(e)
+                raise InstagError(f"{self.path}: the cache is damaged ({e}); moved it aside "
+                                  f"to {aside}", "run again: the next run starts a fresh cache "
+                                  "(it only holds what can be recomputed)") from None
 
     def __enter__(self) -> Cache:
         return self
@@ -223,10 +236,11 @@ class Cache:
     def close(self) -> None:
         """Commit what is left (the days entries were used: a run served from the cache
         writes nothing else), unless the database is no longer the one opened."""
-        with contextlib.suppress(InstagError, sqlite3.Error):
-            if self.db.in_transaction:
-                self._commit()
-        self.db.close()
+        with self._lock:
+            with contextlib.suppress(InstagError, sqlite3.Error):
+                if self.db.in_transaction:
+                    self._commit()
+            self.db.close()
 
     def get_features(self, key: FileKey, vggish: str) -> CachedFeatures | None:
         with self._sql():

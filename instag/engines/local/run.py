@@ -23,10 +23,10 @@ from pathlib import Path
 import numpy as np
 
 from instag.common.status import Status
-from instag.engines.local.cache import Cache, lock
-from instag.engines.local.pool import DecodePool, Event, Kind, refuse_while_bootstrapping
+from instag.engines.local.pool import Event, Kind
+from instag.engines.local.session import Session
 from instag.features.decode import AudioError
-from instag.features.embed import NON_FINITE, Embedder
+from instag.features.embed import NON_FINITE
 from instag.features.instances import (
     INSTANCE_SECONDS,
     Chunker,
@@ -45,7 +45,7 @@ from instag.outputs.filetags import (
 )
 from instag.tagging.bags import Bag
 from instag.tagging.identity import FileKey, result_identity
-from instag.tagging.job import JobRun, Reporter, Scoring, Summary
+from instag.tagging.job import JobRun, Reporter, Summary
 from instag.tagging.options import TagOptions
 from instag.tagging.results import FileResult
 
@@ -299,54 +299,11 @@ class _Run:
         self.pending_scores, self.pending_bags = [], 0
 
 
-class TagSession:
+class TagSession(Session):
     """What a run sets up once, kept for several runs: the cache's lock and connection, VGGish,
     the scoring model and the decode pool (the beets plugin holds one for a whole import, not
-    one per album). Use it as a context manager; `tag` (or `embed`) in it runs over paths."""
-
-    def __init__(self, opts: TagOptions | None = None, reporter: Reporter | None = None,
-                 scoring: bool = True) -> None:
-        self.opts = opts or TagOptions()
-        self.reporter = reporter or Reporter()
-        self.with_scoring = scoring
-        self._pool: DecodePool | None = None
-        self._stack: ExitStack | None = None
-
-    def __enter__(self) -> TagSession:
-        refuse_while_bootstrapping()  # an unguarded script, re-run by a starting worker
-        cache_path = self.opts.cache_path()
-        with ExitStack() as stack:
-            held = stack.enter_context(lock(cache_path, self.opts.wait))
-            self.scoring = Scoring(self.opts) if self.with_scoring else None
-            self.embedder = Embedder(self.opts.vggish, self.opts.pca, self.opts.resampler,
-                                     self.opts.device, note=self.reporter.note,
-                                     precision=self.opts.vggish_precision())
-            self.embedder.fetch_if_missing()
-            self.cache = Cache(cache_path, held)
-            stack.callback(self.cache.close)
-            stack.callback(self.drop_pool)
-            if self.cache.moved_aside:
-                self.reporter.note(f"{cache_path} was damaged: moved aside to "
-                                   f"{self.cache.moved_aside}; starting a fresh cache")
-            self._stack = stack.pop_all()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self._stack is not None:
-            self._stack.close()
-            self._stack = None
-
-    def pool(self, jobs: int) -> DecodePool:
-        """The session's decode workers, started on first need."""
-        if self._pool is None:
-            self._pool = DecodePool(jobs, self.embedder.resampler, self.opts.stall_timeout,
-                                    self.opts.max_duration)
-        return self._pool
-
-    def drop_pool(self) -> None:
-        if self._pool is not None:
-            self._pool.close()
-            self._pool = None
+    one per album), usable from any thread (`Session`). Use it as a context manager; `tag` (or
+    `embed`) in it runs over paths."""
 
     def tag(self, paths: Iterable[str | Path]) -> TagRun:
         """A run over `paths` in this session (its results, as `instag.tag`'s)."""
@@ -373,7 +330,7 @@ class TagRun(JobRun):
                 TagSession(opts, self.reporter, self.scoring))
             if session.scoring is not None:
                 self.thresholds = session.scoring.thresholds
-            yield from _Run(files, session, self.summary, self.session is None).results()
+            yield from session.run(_Run(files, session, self.summary, self.session is None).results)
         for p, why in folder_errors:
             result = FileResult(p, Status.UNREADABLE, why)
             self.summary.add(result, from_cache=False)
