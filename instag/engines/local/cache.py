@@ -18,7 +18,6 @@ whichever thread calls it (beets' threaded importer tags in a thread of its own)
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import io
 import os
 import sqlite3
@@ -30,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import portalocker
 
 from instag.common.errors import InstagError
 from instag.common.status import Status
@@ -96,7 +96,8 @@ def lock(cache_path: Path, wait: bool = False) -> Iterator[HeldLock]:
     """Hold the cache's run lock; without `wait`, a second run exits with a clear message.
     The lock belongs to the database itself: the same file reached through a symlink or
     another relative path is the same lock. A sidecar file's flock, not a lock on the database:
-    SQLite's own POSIX locks are dropped by any close() of another descriptor on it. A path
+    SQLite's own POSIX locks are dropped by any close() of another descriptor on it
+    (portalocker: flock on POSIX, LockFileEx on Windows). A path
     that is not instag's cache is refused first, with nothing made beside it."""
     cache_path = Path(cache_path).resolve()
     refuse_foreign(cache_path)
@@ -108,10 +109,9 @@ def lock(cache_path: Path, wait: bool = False) -> Iterator[HeldLock]:
         except OSError as e:
             raise _unwritable(cache_path, e) from None
         try:
-            fcntl.flock(f, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-        except BlockingIOError:
-            f.seek(0)
-            holder = f.read().strip() or "another process"
+            portalocker.lock(f, portalocker.LOCK_EX | (0 if wait else portalocker.LOCK_NB))
+        except portalocker.AlreadyLocked:
+            holder = _holder(f)
             f.close()
             raise InstagError(f"{cache_path}: another `instag tag` run (pid {holder}) is using "
                               "this cache", "wait for it, pass --wait to queue behind it, or "
@@ -131,7 +131,16 @@ def lock(cache_path: Path, wait: bool = False) -> Iterator[HeldLock]:
             yield held
         finally:
             f.truncate(0)
-            fcntl.flock(f, fcntl.LOCK_UN)
+            portalocker.unlock(f)
+
+
+def _holder(f) -> str:
+    """The pid a lock file names (Windows locks it from reading: then just "another")."""
+    try:
+        f.seek(0)
+        return f.read().strip() or "another process"
+    except OSError:
+        return "another process"
 
 
 def _unwritable(path: Path, e: Exception) -> InstagError:
