@@ -149,15 +149,16 @@ class InstagPlugin(BeetsPlugin):
         rows = []
         for spec in args[1:]:
             label, query = spec.split("=", 1)
-            negative = label.startswith(instag.NEGATIVE_PREFIX)
+            prefix = instag.learning.NEGATIVE_PREFIX
+            negative = label.startswith(prefix)
             for item in lib.items(query):
                 rows.append((f"{spec} ({item})", Path(os.fsdecode(item.path)),
-                             label.removeprefix(instag.NEGATIVE_PREFIX) if negative else label,
+                             label.removeprefix(prefix) if negative else label,
                              "0" if negative else "1"))
         try:
-            labels = instag.labels_from_rows(rows, f"beets queries {' '.join(args[1:])}")
+            labels = instag.learning.labels_from_rows(rows, f"beets queries {' '.join(args[1:])}")
             taught = instag.teach(labels, Path(args[0]), self.options(),
-                                  instag.Recipe(epochs=opts.epochs),
+                                  instag.learning.Recipe(epochs=opts.epochs),
                                   Path(opts.openmic) if opts.openmic else None,
                                   folds=opts.folds, force=True)
         except instag.InstagError as e:

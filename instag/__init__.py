@@ -19,19 +19,44 @@ tagging API, never imports torch or TensorFlow)::
   per file, streamed; ``SegmentsWriter(folder, "jams"|"audacity"|"sv", root)``: a document's
   segments as a JAMS, Audacity or Sonic Visualiser file (called with each document).
 - ``Embedder``: VGGish + PCA on waveforms or files in this process.
-- ``load_openmic``, ``Recipe``, ``train_run``, ``export_run``: the paper's learning half
-  (the ``train`` extra).
-- ``read_labels_csv``, ``labels_from_folders``, ``labels_from_rows`` (``Labels``) and
-  ``teach(labels, out_dir, options, recipe)``: new instruments from your own weakly labelled
-  songs, embedded by the same run as ``embed`` (the ``train`` extra).
+- ``instag.learning``: the paper's learning half (the ``train`` extra): ``load_openmic``,
+  ``Recipe``, ``train_run``, ``export_run``; ``read_labels_csv``, ``labels_from_folders``,
+  ``labels_from_rows`` (``Labels``), with ``teach(labels, out_dir, options, recipe)``: new
+  instruments from your own weakly labelled songs, embedded by the same run as ``embed``.
+- Errors: ``InstagError`` (a message naming the file, and a ``fix``) and its kinds, so that a
+  caller can tell them apart: ``UsageError``, ``SetupError``, ``BusyError``, ``DataError``.
+
+Type checkers and editors see the real types (``py.typed``; the names are imported for them
+under ``TYPE_CHECKING``).
 """
 
 from __future__ import annotations
 
 import importlib
-from typing import Any
+import warnings
+from typing import TYPE_CHECKING, Any
 
 from instag.common import VERSION as __version__  # noqa: F401
+
+if TYPE_CHECKING:  # what editors and type checkers see; at run time each loads on first use
+    from instag import learning
+    from instag.common.devices import Device
+    from instag.common.errors import BusyError, DataError, InstagError, SetupError, UsageError
+    from instag.common.locations import resolve_model
+    from instag.common.status import Status
+    from instag.engines.local.run import TagRun, TagSession, embed, tag
+    from instag.engines.ray.pipeline import RayRun, tag_on_ray
+    from instag.features.embed import Embedder
+    from instag.features.instances import Features
+    from instag.features.resample import Resampler
+    from instag.outputs.exports import SegmentsWriter
+    from instag.outputs.filetags import write_tags
+    from instag.outputs.readback import read_documents
+    from instag.provision.teach import teach
+    from instag.tagging.job import Reporter, Summary, score, tag_audio
+    from instag.tagging.options import TagOptions
+    from instag.tagging.results import FileResult
+    from instag.tagging.tagwriting import TagWriting
 
 # public name -> module that defines it
 _API = {
@@ -55,24 +80,32 @@ _API = {
     "Status": "instag.common.status",
     "Device": "instag.common.devices",
     "InstagError": "instag.common.errors",
+    "UsageError": "instag.common.errors",
+    "SetupError": "instag.common.errors",
+    "BusyError": "instag.common.errors",
+    "DataError": "instag.common.errors",
     "Embedder": "instag.features.embed",
     "Features": "instag.features.instances",
     "Resampler": "instag.features.resample",
-    "load_openmic": "instag.learning.data",
-    "Recipe": "instag.learning.train",
-    "train_run": "instag.learning.train",
-    "export_run": "instag.learning.export",
-    "Labels": "instag.learning.labels",
-    "read_labels_csv": "instag.learning.labels",
-    "labels_from_folders": "instag.learning.labels",
-    "labels_from_rows": "instag.learning.labels",
-    "NEGATIVE_PREFIX": "instag.learning.labels",
     "teach": "instag.provision.teach",
 }
+# the learning names, now under instag.learning; here for one more release
+_MOVED = ("load_openmic", "Recipe", "train_run", "export_run", "Labels", "read_labels_csv",
+          "labels_from_folders", "labels_from_rows", "NEGATIVE_PREFIX")
 __all__ = sorted(_API)
 
 
 def __getattr__(name: str) -> Any:
+    if name == "learning":  # `import instag` then instag.learning.X, as for the names above
+        return importlib.import_module("instag.learning")
+    if name in _MOVED:
+        warnings.warn(f"instag.{name} moved to instag.learning.{name}", DeprecationWarning,
+                      stacklevel=2)
+        return getattr(importlib.import_module("instag.learning"), name)
     if name not in _API:
         raise AttributeError(f"module 'instag' has no attribute {name!r}")
     return getattr(importlib.import_module(_API[name]), name)
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -46,9 +46,35 @@ def test_the_public_api_names_resolve_lazily():
     import instag
 
     assert instag.tag.__module__ == "instag.engines.local.run"
-    assert instag.train_run.__module__ == "instag.learning.train"
+    assert instag.learning.train_run.__module__ == "instag.learning.train"
     with pytest.raises(AttributeError):
         instag.no_such_name  # noqa: B018
+    assert {"tag", "TagOptions", "FileResult", "BusyError"} <= set(dir(instag))
+    with pytest.warns(DeprecationWarning, match="instag.learning.train_run"):
+        assert instag.train_run is instag.learning.train_run  # the old name, for one release
+
+
+def test_type_checkers_see_the_apis_real_types(tmp_path):
+    """A script using the API, checked by mypy: the names have their real types (py.typed,
+    TYPE_CHECKING imports), not Any."""
+    api = pytest.importorskip("mypy.api")
+    script = tmp_path / "use.py"
+    script.write_text(
+        "import instag\n"
+        "run = instag.tag(['music'], instag.TagOptions(bag_size=10))\n"
+        "for result in run:\n"
+        "    reveal_type(result)\n"
+        "    names: list[str] = result.instruments()\n"
+        "reveal_type(instag.learning.Recipe)\n"
+        "instag.tag(42)\n")
+    out, _, _ = api.run([str(script), "--follow-imports=silent", "--ignore-missing-imports",
+                         "--no-error-summary", "--cache-dir", str(tmp_path / "cache")])
+    assert 'Revealed type is "instag.tagging.results.FileResult"' in out, out
+    assert 'Revealed type is "def' in out and "instag.learning.train.Recipe" in out, out
+    assert 'Argument 1 to "tag" has incompatible type "int"' in out, out
+    import instag
+
+    assert (Path(instag.__file__).parent / "py.typed").is_file()
 
 
 @pytest.mark.parametrize("missing, command", [
