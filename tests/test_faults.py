@@ -269,7 +269,8 @@ def test_a_disk_that_fills_up_at_the_end_keeps_the_old_output(run_tag, tmp_path)
     sf.write(lib / "long.wav", music(240, 1), SR)
     with mounted(tmp_path / "small", "size=256k") as small:
         out = small / "tags.json"
-        out.write_bytes(b"x" * (256 * 1024 - MIN_FREE_BYTES - 8192))  # room for the check only
+        head = b'{"instag_version": "previous", "files": [\n'  # an earlier output, padded
+        out.write_bytes(head + b" " * (256 * 1024 - MIN_FREE_BYTES - 8192 - len(head)))
         before = out.read_bytes()
         result = run_tag(lib, "--out", out, "--bag", "1", "--timeline")  # ~250 bags: too big
         assert result.exit_code == 2, result.output
