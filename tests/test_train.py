@@ -115,7 +115,8 @@ def test_train_evaluate_report_on_real_vggish_features(tmp_path, audioset_mini):
     prevalence = 454 + 464 + 62 + 28 + 27 + 65 + 24  # positives per class, 968 clips
     assert doc["overall"]["map"] > 2 * prevalence / (7 * 968)  # well above chance
     assert doc["overall"]["f1"] > 0.55
-    result = cli.invoke(app, ["report", str(run), "--png", str(tmp_path / "f1.png"), "--json",
+    result = cli.invoke(app, ["report", str(run), "--png", str(tmp_path / "f1.png"),
+                              "--models-png", str(tmp_path / "models.png"), "--json",
                               str(tmp_path / "summary.json")])
     assert result.exit_code == 0, result.output
     summary = json.loads((tmp_path / "summary.json").read_text())

@@ -171,25 +171,10 @@ def _fit(torch, tqdm, data, train, val, recipe, meta, out_dir: Path, progress: b
     start = time.monotonic()
     try:
         for epoch in bar:
-            model.train()
-            order = torch.randperm(len(x), generator=gen)
-            total, seen = 0.0, 0
-            for i in range(0, len(order), recipe.batch_size):
-                idx = order[i : i + recipe.batch_size]
-                mask = None if present is None else present[idx]
-                if mask is not None:  # the batch's longest bag, not the data set's
-                    longest = int(mask.any(dim=0).nonzero().max()) + 1
-                    probs = model(x[idx, :longest].to(device), mask[:, :longest].to(device))[0]
-                else:
-                    probs = model(x[idx].to(device))[0]
-                loss = partial_bce(probs, y[idx].to(device), m[idx].to(device))
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                total += float(loss.detach()) * len(idx)
-                seen += len(idx)
+            train_loss = _epoch(model, opt, (x, y, m, present),
+                                torch.randperm(len(x), generator=gen), recipe.batch_size, device)
             val_loss = _loss_on(model, val, device)
-            row = {"epoch": epoch, "train_loss": total / max(seen, 1), "val_loss": val_loss,
+            row = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss,
                    "seconds": round(time.monotonic() - start, 3)}
             history.append(row)
             if val_loss < best:
@@ -213,6 +198,28 @@ def _fit(torch, tqdm, data, train, val, recipe, meta, out_dir: Path, progress: b
     return _finish(out_dir, data, meta, test_probs,
                    tuned, interrupted=interrupted, best_epoch=best_row["epoch"],
                    best_val_loss=best_row["val_loss"])
+
+
+def _epoch(model, opt, data: tuple, order, batch_size: int, device: str) -> float:
+    """One pass over the training bags in `order`, an Adam step a batch; the mean loss."""
+    x, y, m, present = data
+    model.train()
+    total, seen = 0.0, 0
+    for i in range(0, len(order), batch_size):
+        idx = order[i : i + batch_size]
+        mask = None if present is None else present[idx]
+        if mask is not None:  # the batch's longest bag, not the data set's
+            longest = int(mask.any(dim=0).nonzero().max()) + 1
+            probs = model(x[idx, :longest].to(device), mask[:, :longest].to(device))[0]
+        else:
+            probs = model(x[idx].to(device))[0]
+        loss = partial_bce(probs, y[idx].to(device), m[idx].to(device))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        total += float(loss.detach()) * len(idx)
+        seen += len(idx)
+    return total / max(seen, 1)
 
 
 def _write_history(path: Path, history: list[dict]) -> None:
