@@ -8,8 +8,15 @@ tagging API, never imports torch or TensorFlow)::
     for result in instag.tag(["~/Music"], instag.TagOptions(bag_size=10)):
         print(result.path, result.status, result.instruments(), result.segments())
 
-- ``tag(paths, options)``: iterate FileResults in walk order; ``embed(paths, options)``: the
-  same run, each result carrying its uint8 VGGish ``features``.
+    # what `instag tag ~/Music --out tags.csv --summary summary.csv --write-tags` writes:
+    instag.Run(["~/Music"], instag.TagOptions(), [instag.TagsFile("tags.csv"),
+               instag.SummaryFile("summary.csv"), instag.FileTags()]).run()
+
+- ``tag(paths, options, outputs=...)`` (a ``Run`` on this machine): iterate FileResults in
+  walk order; ``Run(paths, options, outputs, engine="ray")`` the same on a Ray cluster; the
+  outputs: ``TagsFile``, ``SummaryFile``, ``SegmentsFolder``, ``PlotFolder``, ``FileTags``.
+- ``embed(paths, options)``: the same walk, each result carrying its uint8 VGGish
+  ``features``.
 - ``tag_on_ray(paths, options, address=..., previous=...)``: the same run on a Ray cluster
   (the ``ray`` extra), resuming from a previous Parquet output.
 - ``Reporter``: subclass it and pass it to ``tag`` for progress as the run goes (each call
@@ -44,14 +51,16 @@ if TYPE_CHECKING:  # what editors and type checkers see; at run time each loads 
     from instag.common.errors import BusyError, DataError, InstagError, SetupError, UsageError
     from instag.common.locations import resolve_model
     from instag.common.status import Status
-    from instag.engines.local.run import TagRun, TagSession, embed, tag
+    from instag.engines.local.run import TagRun, TagSession, embed
     from instag.engines.ray.pipeline import RayRun, tag_on_ray
     from instag.features.embed import Embedder
     from instag.features.instances import Features
     from instag.features.resample import Resampler
+    from instag.jobs.run import Run, tag
     from instag.outputs.exports import SegmentsWriter
     from instag.outputs.filetags import write_tags
     from instag.outputs.readback import read_documents
+    from instag.outputs.sinks import FileTags, PlotFolder, SegmentsFolder, SummaryFile, TagsFile
     from instag.provision.teach import teach
     from instag.tagging.job import Reporter, Summary, score, tag_audio
     from instag.tagging.options import TagOptions
@@ -60,7 +69,13 @@ if TYPE_CHECKING:  # what editors and type checkers see; at run time each loads 
 
 # public name -> module that defines it
 _API = {
-    "tag": "instag.engines.local.run",
+    "tag": "instag.jobs.run",
+    "Run": "instag.jobs.run",
+    "TagsFile": "instag.outputs.sinks",
+    "SummaryFile": "instag.outputs.sinks",
+    "SegmentsFolder": "instag.outputs.sinks",
+    "PlotFolder": "instag.outputs.sinks",
+    "FileTags": "instag.outputs.sinks",
     "embed": "instag.engines.local.run",
     "TagOptions": "instag.tagging.options",
     "TagRun": "instag.engines.local.run",

@@ -45,7 +45,7 @@ def test_importing_the_tagging_api_imports_no_heavy_library():
 def test_the_public_api_names_resolve_lazily():
     import instag
 
-    assert instag.tag.__module__ == "instag.engines.local.run"
+    assert instag.tag.__module__ == "instag.jobs.run"
     assert instag.learning.train_run.__module__ == "instag.learning.train"
     with pytest.raises(AttributeError):
         instag.no_such_name  # noqa: B018

@@ -1,6 +1,8 @@
 import subprocess
 import sys
 
+import pytest
+
 
 def test_help_imports_no_heavy_library():
     code = ("import sys; from typer.testing import CliRunner; from instag.cli import app; "
@@ -8,3 +10,56 @@ def test_help_imports_no_heavy_library():
             "print(sorted(m for m in ('torch', 'tensorflow', 'onnxruntime') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+# -- instag tag: options that depend on another ------------------------------------------------
+DEPENDENT = [  # (the option alone, what it needs)
+    (["--write-scores"], "--write-tags"), (["--tag-field", "MOOD_INSTRUMENTS"], "--write-tags"),
+    (["--tag-separator", "; "], "--write-tags"), (["--no-follow-links"], "--write-tags"),
+    (["--follow-links"], "--write-tags"), (["--in-place"], "--write-tags"),
+    (["--dry-run"], "--write-tags"), (["--segments-format", "sv"], "--segments-out"),
+    (["--ray-address", "auto"], "--engine ray"), (["--hop", "2"], "--bag N"),
+    (["--timeline"], "a .json or .jsonl --out"),
+    (["--engine", "ray", "--jobs", "2"], "--engine local"),
+    (["--engine", "ray", "--cache", "c.sqlite"], "--engine local"),
+    (["--engine", "ray", "--wait"], "--engine local"),
+]
+
+
+@pytest.mark.parametrize("args, needs", DEPENDENT, ids=[" ".join(a) for a, _ in DEPENDENT])
+def test_an_option_without_the_one_it_depends_on_is_refused(tmp_path, args, needs):
+    from typer.testing import CliRunner
+
+    from instag.cli import app
+
+    result = CliRunner().invoke(app, ["tag", str(tmp_path), "--out", str(tmp_path / "t.csv"),
+                                      *args])
+    assert result.exit_code == 2, result.output
+    (line,) = [x for x in result.output.splitlines() if x.startswith("error:")]
+    assert f"means something only with {needs}" in line and not (tmp_path / "t.csv").exists()
+
+
+def test_tag_help_shows_its_options_in_panels():
+    from typer.testing import CliRunner
+
+    from instag.cli import app
+
+    shown = CliRunner().invoke(app, ["tag", "--help"], env={"COLUMNS": "200"}).output
+    panels = [line.split("─ ")[1].split(" ─")[0] for line in shown.splitlines() if "╭─ " in line]
+    assert panels[2:] == ["Input", "Outputs", "Model and scoring", "Engine",
+                          "File tags (--write-tags)", "Advanced"]
+
+
+@pytest.mark.parametrize("old, new", [("--ext", "--extensions"),
+                                      ("--thresholds", "--thresholds-file")])
+def test_an_old_spelling_still_works_for_one_release_with_a_line(tmp_path, old, new):
+    from typer.testing import CliRunner
+
+    from instag.cli import app
+
+    (tmp_path / "t.json").write_text("{}")
+    value = "flac" if old == "--ext" else str(tmp_path / "t.json")
+    result = CliRunner().invoke(app, ["tag", str(tmp_path / "nowhere"), "--out",
+                                      str(tmp_path / "t.csv"), old, value])
+    assert f"note: {old} is now {new}" in result.output
+    assert "error: no trained model" in result.output  # the run went on (to need a model)

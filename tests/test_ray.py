@@ -334,3 +334,44 @@ def test_one_mapping_from_a_decoder_failure_to_a_status_in_both_engines(
         assert result.returncode == 1, result.stderr[-3000:]
         got = {Path(r["path"]).name: r["status"] for r in read_csv(out)}
         assert got == {"bad.m4a": status, "good.wav": "ok"}, engine
+
+
+def test_ray_write_tags_writes_the_local_engines_tags_and_the_next_run_resumes(
+        tmp_path, options, scoring_model, standin_vggish, standin_pca):
+    """`--engine ray --write-tags`: the driver writes each file's tags as its result arrives,
+    the same tags as the local engine; the output records each file as it is after its write,
+    so the next run carries every file over instead of decoding it again."""
+    import mutagen
+
+    for copy in ("local", "ray"):
+        (tmp_path / copy).mkdir()
+        for i in range(3):
+            sf.write(tmp_path / copy / f"{i}.flac", music(4 + i, i), SR)
+    assert instag.Run([tmp_path / "local"], options, [
+        instag.TagsFile(tmp_path / "local.csv"), instag.FileTags()]).run().ok == 3
+    out = tmp_path / "ray.parquet"
+    result = run_ray(options, tmp_path / "ray", "--out", out, "--write-tags")
+    assert result.exit_code == 0 and "file tags: 3 files written" in result.output, \
+        result.output
+    for i in range(3):
+        local, remote = (mutagen.File(tmp_path / c / f"{i}.flac") for c in ("local", "ray"))
+        assert remote["INSTRUMENTS"] == local["INSTRUMENTS"]
+    again = instag.Run([tmp_path / "ray"], options, [instag.TagsFile(out), instag.FileTags()],
+                       engine="ray")
+    summary = again.run()
+    # no decode: every file carried over from the previous output, its tags already right
+    assert summary.from_cache == 3 and summary.file_tags_outcomes == {"unchanged": 3}
+
+
+def test_a_script_and_the_cli_write_the_same_output_on_ray(tmp_path, options):
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    for i in range(3):
+        sf.write(lib / f"{i}.wav", music(4 + i, i), SR)
+    assert run_ray(options, lib, "--out", tmp_path / "cli.csv", "--summary",
+                   tmp_path / "cli-summary.csv").exit_code == 0
+    instag.Run([lib], options, [instag.TagsFile(tmp_path / "api.csv"),
+                                instag.SummaryFile(tmp_path / "api-summary.csv")],
+               engine="ray").run()
+    for a, b in (("cli.csv", "api.csv"), ("cli-summary.csv", "api-summary.csv")):
+        assert (tmp_path / a).read_bytes() == (tmp_path / b).read_bytes()

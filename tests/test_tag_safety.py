@@ -20,7 +20,6 @@ from mutagen.id3 import ID3, TIT2
 from typer.testing import CliRunner
 
 from instag.cli import app
-from instag.engines.local import run
 from instag.engines.local.pool import DecodePool
 from instag.outputs import filetags
 from instag.outputs.filetags import write_tags
@@ -159,14 +158,16 @@ def test_write_tags_twice_on_instags_own_output_works_both_times(tmp_path, run_t
 
 def test_a_file_edited_between_decoding_and_writing_is_not_tagged_nor_cached(
         tmp_path, run_tag, monkeypatch):
+    from instag.outputs.sinks import FileTags
+
     path = flac(tmp_path / "a.flac")
-    write = run._Run.write_file_tags
+    write = FileTags._change
 
-    def edit_first(self, idx, result, writing):
+    def edit_first(self, result, context):
         sf.write(path, music(3, 7), SR)  # the user replaced the song meanwhile
-        write(self, idx, result, writing)
+        return write(self, result, context)
 
-    monkeypatch.setattr(run._Run, "write_file_tags", edit_first)
+    monkeypatch.setattr(FileTags, "_change", edit_first)
     result = run_tag(path, "--out", tmp_path / "t.json", "--threshold", "0", "--write-tags")
     doc = json.loads((tmp_path / "t.json").read_text())["files"][0]
     assert result.exit_code == 1
@@ -253,7 +254,7 @@ def test_a_file_with_hard_links_is_not_split_and_the_summary_counts_it(tmp_path,
     result = run_tag(path, "--out", tmp_path / "t.json", "--threshold", "0", "--write-tags")
     assert "file tags of" in result.output and \
         "unsupported: 2 hard links; --in-place keeps them" in result.output
-    assert "file tags not written: 0 files failed, 1 unsupported" in result.output
+    assert "; file tags: 1 file unsupported." in result.output
     assert os.path.samefile(path, tmp_path / "other-name.flac") and path.read_bytes() == data
 
 

@@ -35,7 +35,7 @@ READ_ONLY = {
     ("export-onnx", "run_dir"), ("setup", "openmic"), ("setup", "pca"), ("setup", "vggish"),
     ("doctor", "model"), ("doctor", "pca"),
 }
-CACHES = {(c, "cache") for c in ("tag", "plot", "embed", "write-tags", "train", "cache",
+CACHES = {(c, "cache") for c in ("tag", "plot", "embed", "write-tags", "train", "cache", "browse",
                                  "prune")}
 
 # (command, option): how to run the command with OUT as that option (fixtures fill the rest)

@@ -1,8 +1,9 @@
 """The `instag` command line: parse options, call the library, print, set the exit code.
 
-One module per audience: tagging a library (`tagging`), reproducing the paper (`learning`),
-setting up a machine (`provision`). Heavy libraries (torch, tensorflow, onnxruntime) are imported
-only inside the library functions that need them, so `instag --help` stays instant.
+One module per audience: the main job (`tag`), what else reads or makes a library's outputs
+(`tagging`), reproducing the paper (`learning`), setting up a machine (`provision`). Heavy
+libraries (torch, tensorflow, onnxruntime) are imported only inside the library functions that
+need them, so `instag --help` stays instant.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from instag.cli import cache, learning, provision, tagging
+from instag.cli import cache, learning, provision, tag, tagging
 from instag.common import VERSION
 
 app = typer.Typer(
@@ -38,7 +39,7 @@ def main(
 
 app.command()(provision.setup)
 app.command()(provision.doctor)
-app.command()(tagging.tag)
+app.command()(tag.tag)
 app.command("plot")(tagging.plot)
 app.command()(tagging.export)
 app.command()(tagging.browse)

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from instag.common.devices import Device
-from instag.common.errors import InstagError
+from instag.common.errors import InstagError, UsageError
 from instag.features.resample import Resampler
 
 EXIT_SOME_FAILED, EXIT_USAGE = 1, 2  # 0: everything worked
@@ -83,6 +83,29 @@ def expected_errors(fn):
             raise typer.Exit(EXIT_USAGE) from None
 
     return wrapper
+
+
+def given(ctx: typer.Context, name: str) -> bool:
+    """Whether the user gave the option (on the command line or in its environment variable),
+    not its default."""
+    source = ctx.get_parameter_source(name)
+    return source is not None and source.name in ("COMMANDLINE", "ENVIRONMENT")
+
+
+def refuse_without(ctx: typer.Context, needs: dict[str, tuple[bool, str]]) -> None:
+    """Options that mean something only with another: each one given while its condition is
+    false is refused (one line, exit 2), rather than silently ignored."""
+    for name, (met, needed) in needs.items():
+        if not met and given(ctx, name):
+            flag = next(("/".join(p.opts + p.secondary_opts) for p in ctx.command.params
+                         if p.name == name), name)
+            raise UsageError(f"{flag} means something only with {needed}",
+                             f"add {needed}, or leave {flag.split('/')[0]} out")
+
+
+# `instag tag --help` in panels, the options a newcomer needs first
+INPUT, OUTPUTS, MODEL, ENGINE, FILE_TAGS, ADVANCED = (
+    "Input", "Outputs", "Model and scoring", "Engine", "File tags (--write-tags)", "Advanced")
 
 
 def parse_seeds(text: str) -> list[int]:

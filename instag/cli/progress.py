@@ -7,7 +7,6 @@ import sys
 import time
 
 from instag.cli.console import console
-from instag.outputs.filetags import Outcome
 from instag.tagging.job import Summary
 from instag.tagging.results import FileResult
 
@@ -30,10 +29,6 @@ class LogReporter:
     def file_done(self, result: FileResult, summary: Summary) -> None:
         if not result.ok:
             self.err.print(f"{result.status}: {result.display_path}: {result.reason}",
-                           markup=False)
-        elif result.file_tags.startswith((str(Outcome.FAILED), str(Outcome.WOULD_CHANGE),
-                                          str(Outcome.UNSUPPORTED))):
-            self.err.print(f"file tags of {result.display_path}: {result.file_tags}",
                            markup=False)
         self.show_progress(summary)
 
@@ -108,9 +103,13 @@ def summary_line(summary: Summary, verb: str) -> str:
         text += "; failed: " + ", ".join(f"{n} {s}" for s, n in sorted(summary.failed.items()))
         if summary.failed_known:
             text += f" ({summary.failed_known} known from an earlier run)"
-    if summary.tags_would_change:
-        text += f"; file tags: {plural(summary.tags_would_change, 'file')} would change (dry run)"
-    if summary.tags_failed or summary.tags_unsupported:
-        text += f"; file tags not written: {plural(summary.tags_failed, 'file')} failed, " \
-            f"{summary.tags_unsupported} unsupported"
+    if summary.file_tags_outcomes:  # in a fixed order: written, unchanged, ...
+        said = {"would_change": "would change (dry run)"}
+        text += "; file tags: " + ", ".join(
+            f"{plural(n, 'file') if i == 0 else n} {said.get(o, o)}" for i, (o, n) in
+            enumerate((o, summary.file_tags_outcomes[o]) for o in FILE_TAG_OUTCOMES
+                      if summary.file_tags_outcomes.get(o)))
     return text
+
+
+FILE_TAG_OUTCOMES = ("written", "unchanged", "would_change", "unsupported", "failed")

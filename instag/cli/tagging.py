@@ -15,7 +15,6 @@ import typer
 from instag.cli.console import (
     EXIT_SOME_FAILED,
     CacheOpt,
-    DeviceOpt,
     JobsOpt,
     PcaOpt,
     PrecisionOpt,
@@ -26,41 +25,30 @@ from instag.cli.console import (
 )
 from instag.cli.progress import plural, reporter_for, summary_line
 from instag.cli.signals import stoppable, stopping
-from instag.common import locations
-from instag.common.atomic import Changed
-from instag.common.devices import Device
 from instag.common.errors import InstagError
-from instag.common.guard.targets import claim_file, claim_folder, inside, png_by_instag
+from instag.common.guard.targets import claim_file, png_by_instag
 from instag.engines.local.retag import retag
 from instag.engines.local.run import embed as embed_run
-from instag.engines.local.run import tag as tag_run
 from instag.engines.local.timeline import with_timeline
-from instag.engines.ray.pipeline import Engine, tag_on_ray
 from instag.features.decode import AudioError
 from instag.features.featurefile import is_feature_file, write_features
 from instag.features.resample import DEFAULT_RESAMPLER
 from instag.outputs.exports import SegmentsFormat, SegmentsWriter, library_root
 from instag.outputs.filetags import Outcome
-from instag.outputs.forms import file_document
-from instag.outputs.pathlists import read_path_list
 from instag.outputs.plot import load_file_doc, plot_file
 from instag.outputs.readback import read_documents, read_run_info
+from instag.outputs.sinks import (
+    check_folder,
+)
 from instag.outputs.writers import (
-    STDOUT,
-    SUMMARY,
-    Format,
     check_output,
     check_writable,
-    format_for,
-    result_writer,
-    summary_writer,
 )
-from instag.tagging.bags import parse_bag_mode
 from instag.tagging.job import Summary
 from instag.tagging.options import STALL_TIMEOUT, TagOptions
-from instag.tagging.results import FileResult, audio_path, display_path
+from instag.tagging.results import audio_path, display_path
 from instag.tagging.tagwriting import DEFAULT_FIELD, TagWriting
-from instag.tagging.walk import check_roots, parse_extensions
+from instag.tagging.walk import check_roots
 
 
 def read_paths(paths: list[Path]) -> list[Path]:
@@ -127,190 +115,21 @@ StrictOpt = Annotated[bool, typer.Option(
          "(by default those are listed but exit 0: a nightly job mails only news).")]
 
 
-@expected_errors
-def tag(
-    out: Annotated[Path, typer.Option(help="Output file: .csv, .json, .jsonl or .parquet, or a "
-                                           "folder for a Parquet dataset (with --format "
-                                           "parquet); '-' writes to standard output (CSV "
-                                           "unless --format).")],
-    paths: Annotated[list[Path] | None, typer.Argument(
-        help="Music files or folders (recursive); '-' reads paths from stdin, one a "
-             "line.")] = None,
-    format: Annotated[Format | None, typer.Option(
-        help="csv, json, jsonl or parquet (default: from --out's extension).")] = None,
-    paths_from: Annotated[Path | None, typer.Option(
-        help="The files to tag, listed: a text file with one path a line, or a Parquet file "
-             "with a `path` column (catalogues too large to walk from one machine).")] = None,
-    engine: Annotated[Engine, typer.Option(
-        help="local: this machine (decode pool + cache); ray: a Ray cluster (see README: "
-             "Beyond one machine).")] = Engine.LOCAL,
-    ray_address: Annotated[str | None, typer.Option(
-        help="With --engine ray: the cluster to use (auto, ray://HOST:10001); default "
-             "$RAY_ADDRESS, else a Ray started on this machine for the run.")] = None,
-    model: Annotated[Path | None, typer.Option(
-        help="Scoring model (.onnx). Default: $INSTAG_MODEL, else the one `instag setup` "
-             "installed.")] = None,
-    vggish: VggishOpt = None,
-    pca: PcaOpt = None,
-    bag: Annotated[str, typer.Option(
-        help="'full' (the whole file is one bag) or N instances per bag (10 = 9.6 s, "
-             "OpenMIC's clips).")] = "full",
-    hop: Annotated[int | None, typer.Option(min=1, help="Instances between bag starts "
-                                                        "(default: N, no overlap).")] = None,
-    threshold: Annotated[float | None, typer.Option(
-        help="Probability in [0, 1] at which every instrument is present (default: each "
-             "instrument's threshold tuned at training, stored in the model; else 0.5).")] = None,
-    thresholds: Annotated[Path | None, typer.Option(
-        help="Per-instrument thresholds: JSON {name: t} or CSV name,t lines.")] = None,
-    device: DeviceOpt = Device.AUTO,
-    jobs: JobsOpt = None,
-    file_timeout: FileTimeoutOpt = STALL_TIMEOUT,
-    max_duration: MaxDurationOpt = "12h",
-    cache: CacheOpt = None,
-    force: Annotated[bool, typer.Option(help="Recompute everything, ignoring the cache.")] = False,
-    wait: WaitOpt = False,
-    ext: Annotated[str | None, typer.Option(help="Extensions to take, e.g. mp3,flac "
-                                                 "(default: common audio formats).")] = None,
-    hidden: Annotated[bool, typer.Option(help="Also walk hidden files and folders.")] = False,
-    resampler: ResamplerOpt = DEFAULT_RESAMPLER,
-    precision: PrecisionOpt = None,
-    plot: Annotated[Path | None, typer.Option(
-        help="Also draw Figure 4 (attention over the spectrogram) per file into this "
-             "folder.")] = None,
-    write_tags: Annotated[bool, typer.Option(
-        help="Also write the instruments into each file's own tags (INSTRUMENTS; see README: "
-             "Into your library). Atomic: a copy is tagged and renamed over the file.")] = False,
-    write_scores: WriteScoresOpt = False,
-    tag_field: TagFieldOpt = DEFAULT_FIELD,
-    tag_separator: TagSeparatorOpt = None,
-    follow_links: FollowLinksOpt = True,
-    in_place: InPlaceOpt = False,
-    dry_run: DryRunOpt = False,
-    summary: Annotated[Path | None, typer.Option(
-        help="Also write a CSV of one row per file for a person to read: path, status, "
-             "instruments (\"guitar; voice\"), duration, reason.")] = None,
-    timeline: Annotated[bool, typer.Option(
-        help="JSON/JSONL: also each bag's per-instance probabilities and attention weights "
-             "(~90 kB a four-minute song instead of ~1 kB; `instag plot` recomputes them from "
-             "the cache when an output lacks them).")] = False,
-    segments_out: Annotated[Path | None, typer.Option(
-        help="Also write each tagged file's segments into this folder, one file per audio "
-             "file, named after its path in the library (see --segments-format).")] = None,
-    segments_format: SegmentsFormatOpt = SegmentsFormat.JAMS,
-    quiet: QuietOpt = False,
-    strict: StrictOpt = False,
-) -> None:
-    """Tag instruments in music files; every file gets a row, failed ones with the reason.
-
-    Exit codes: 0 all files tagged (or failed as they did in an earlier run, unless --strict),
-    1 some files failed in this run, 2 usage or setup error (nothing written), 130
-    interrupted, 143 terminated (previous output kept).
-    """
-    fmt = format_for(out, format)
-    opts = TagOptions(
-        model=locations.resolve_model(model), vggish=vggish, pca=pca, resampler=resampler,
-        bag_size=parse_bag_mode(bag), hop=hop, threshold=threshold, thresholds_file=thresholds,
-        device=device, jobs=jobs, stall_timeout=file_timeout,
-        max_duration=parse_duration(max_duration, "--max-duration"), cache=cache, force=force,
-        extensions=parse_extensions(ext), include_hidden=hidden, wait=wait, precision=precision,
-        write_tags=TagWriting(tag_field, write_scores, in_place, dry_run, tag_separator,
-                              follow_links) if write_tags else None,
-    )
-    if bool(paths) == bool(paths_from):
-        raise InstagError("give the music as PATHS or as --paths-from FILE (one of them)",
-                          "see instag tag --help")
-    paths = read_path_list(paths_from) if paths_from else read_paths(paths)
-    inputs = [*paths, *(p for p in (paths_from, thresholds) if p is not None)]
-    target = check_output(out, inputs, opts.protected_paths(), opts.extensions, fmt)
-    summary_target = None
-    if summary is not None:
-        if summary.suffix.lower() != ".csv":
-            raise InstagError(f"--summary {summary}: a summary is a .csv",
-                              "name it e.g. summary.csv")
-        summary_target = check_output(summary, inputs, [*opts.protected_paths(), out],
-                                      opts.extensions, Format.CSV, "--summary", SUMMARY)
-    if plot is not None:
-        check_folder(plot, "--plot")
-    if segments_out is not None:
-        check_folder(segments_out, "--segments-out")
-    if engine is Engine.RAY:
-        if write_tags:
-            raise InstagError("--write-tags runs with the local engine only",
-                              "tag with --engine ray into a .jsonl, then run `instag "
-                              "write-tags` on it where the files are")
-        run = tag_on_ray(paths, opts, reporter_for(quiet, "tagging"), ray_address,
-                         previous=out if fmt is Format.PARQUET else None)
-    else:
-        run = tag_run(paths, opts, reporter_for(quiet, "tagging"))
-    def run_info() -> dict:
-        rule = ("--threshold" if threshold is not None else "--thresholds" if thresholds else
-                "the model's tuned thresholds (0.5 where none)")
-        return {"model": str(opts.model), "bag": bag, "threshold_rule": rule,
-                "thresholds": run.thresholds}
-
-    plotted = 0
-    try:
-        kept = "previous output kept" if out.exists() else "no output written"
-        with stoppable(run, kept) as stop, ExitStack() as outputs:
-            # entered first, closed last: segment files move in only once the output has
-            segments = (outputs.enter_context(SegmentsWriter(
-                segments_out, segments_format, library_root(paths),
-                {"thresholds": run.thresholds}, note=_note).staged()) if segments_out else None)
-            write = outputs.enter_context(result_writer(out, fmt, run_info, timeline,
-                                                        target.replaces))
-            write_summary = (outputs.enter_context(summary_writer(
-                summary, summary_target.replaces)) if summary and summary_target else
-                lambda result: None)
-            for result in run:
-                write(result)
-                write_summary(result)
-                if segments is not None and result.ok:
-                    segments(file_document(result))
-                if plot is not None and result.ok:
-                    plotted += _plot_one(result, plot, f"{plotted:05d}-"
-                                         f"{Path(result.display_path).stem}.png")
-            stop.hold()  # the outputs go into place now: the run's exit code stands
-            outputs.close()
-            where = "standard output" if out == STDOUT else out
-            console(stderr=True).print(f"{summary_line(run.summary, 'tagged')}. Wrote "
-                                       f"{where}", markup=False)
-    except OSError as e:  # the output itself: a full disk, a disk gone read-only
-        raise InstagError(f"--out {out}: cannot write ({e.strerror or e})",
-                          "free some space or write elsewhere; the previous output is "
-                          "untouched") from None
-    if failed_exit(run.summary, strict) or run.summary.tags_failed:
-        raise typer.Exit(EXIT_SOME_FAILED)
-
-
-def check_folder(folder: Path, option: str) -> None:
-    """An output folder that instag adds files to: not a file, and writable (each file in it
-    is judged by the output-target rule as it is written)."""
-    claim_folder(folder, option, lambda existing: True)
-    check_writable(folder, f"{option} {folder}")
-
-
 def _note(line: str) -> None:
     console(stderr=True).print(line, markup=False)
+
+
+def exit_for(summary: Summary, strict: bool) -> None:
+    """Exit 1 when files (or their own tags) failed in this run (with --strict: any failed
+    file); else the command's exit code stands."""
+    if failed_exit(summary, strict) or summary.tags_failed:
+        raise typer.Exit(EXIT_SOME_FAILED)
 
 
 def failed_exit(summary: Summary, strict: bool) -> bool:
     """Exit 1: a failure this run computed (a retryable one, such as `timeout`, is computed by
     every run), or with --strict any failure."""
     return bool(summary.failed_now or (strict and summary.failed))
-
-
-def _plot_one(result: FileResult, folder: Path, name: str) -> int:
-    """Draw one file's figure into `folder` (through the output-target rule); a file that
-    cannot be drawn is one line, not the run's end."""
-    try:
-        png = inside(folder, os.fsencode(name), png_by_instag)
-        plot_file(file_document(result, timeline=True), png.path, audio=result.path,
-                  resampler="soxr", replaces=png.replaces)
-        return 1
-    except (AudioError, OSError, InstagError, Changed) as e:
-        console(stderr=True).print(f"plot: {result.display_path}: not drawn ({e})",
-                                   markup=False)
-        return 0
 
 
 @expected_errors

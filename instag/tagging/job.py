@@ -47,9 +47,9 @@ class Summary:
     cached_features: int = 0  # features, or a failure that stays
     failed: dict[Status, int] = field(default_factory=dict)  # status -> count
     failed_known: int = 0  # ... of which the cache (or a previous output) already knew
-    tags_failed: int = 0  # files whose own tags could not be written
-    tags_unsupported: int = 0  # ... or that instag does not write (a format, hard links)
-    tags_would_change: int = 0  # with --dry-run: files whose tags a real run would change
+    # file tags (--write-tags): outcome (written, unchanged, would_change, unsupported,
+    # failed) -> files
+    file_tags_outcomes: dict[str, int] = field(default_factory=dict)
 
     def add(self, result: FileResult, from_cache: bool) -> None:
         self.done += 1
@@ -58,6 +58,16 @@ class Summary:
         if not result.ok:
             self.failed[result.status] = self.failed.get(result.status, 0) + 1
             self.failed_known += from_cache
+
+    def file_tags(self, outcome: str) -> None:
+        """One file's own tags: written, unchanged, would_change (a dry run), unsupported (a
+        format instag does not write) or failed."""
+        key = str(getattr(outcome, "value", outcome))
+        self.file_tags_outcomes[key] = self.file_tags_outcomes.get(key, 0) + 1
+
+    @property
+    def tags_failed(self) -> int:
+        return self.file_tags_outcomes.get("failed", 0)
 
     @property
     def ok(self) -> int:

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from instag.common.status import Status
+from instag.engines.local.cache import Cache
 from instag.engines.local.pool import Event, Kind
 from instag.engines.local.session import Session
 from instag.features.decode import AudioError
@@ -33,15 +34,6 @@ from instag.features.instances import (
     Features,
     check_features,
     chunk_instances,
-)
-from instag.outputs.filetags import (
-    CHANGED_WHILE_TAGGING,
-    Outcome,
-    TagChange,
-    TagWriting,
-    failed,
-    wanted,
-    write_tags,
 )
 from instag.tagging.bags import Bag
 from instag.tagging.identity import FileKey, result_identity
@@ -129,10 +121,8 @@ class _Run:
         return len(self.waiting) + len(self.outbox)
 
     def finish(self, idx: int, result: FileResult, from_cache: bool = False) -> None:
-        if result.ok and self.opts.write_tags is not None:
-            self.write_file_tags(idx, result, self.opts.write_tags)
-        # as the file is now, tags written; then forgotten: the run's state stays the walk's
-        # list and its window, whatever the library's size
+        # the file as it was decoded; then forgotten: the run's state stays the walk's list
+        # and its window, whatever the library's size
         if (key := self.keys.pop(idx, None)) is not None:
             result.size, result.mtime_ns = key.size, key.mtime_ns
         result.model_id = self.identity
@@ -142,34 +132,6 @@ class _Run:
         while self.next_out in self.waiting:
             self.outbox.append(self.waiting.pop(self.next_out))
             self.next_out += 1
-
-    def write_file_tags(self, idx: int, result: FileResult, writing: TagWriting) -> None:
-        """Write the file's own tags, only while it is the file that was decoded (or what
-        instag's own tag writes made of it: a second link to a file already tagged); its cache
-        entry moves along (the audio did not change)."""
-        change = self._write_if_unchanged(idx, result, writing)
-        result.file_tags = change.describe()
-        self.summary.tags_failed += change.outcome is Outcome.FAILED
-        self.summary.tags_unsupported += change.outcome is Outcome.UNSUPPORTED
-        self.summary.tags_would_change += change.outcome is Outcome.WOULD_CHANGE
-
-    def _write_if_unchanged(self, idx: int, result: FileResult, writing: TagWriting
-                            ) -> TagChange:
-        decoded = self.keys[idx]
-        try:
-            now = FileKey.of(result.path)
-        except OSError as e:
-            return failed(e.strerror or str(e))
-        if now != decoded and not self.cache.same_audio(decoded, now):
-            return failed(CHANGED_WHILE_TAGGING)
-        change = write_tags(result.path, wanted(result.instruments(), result.best(), writing),
-                            writing, expect=now)
-        if change.outcome is Outcome.WRITTEN:
-            written = FileKey.of(result.path)
-            self.cache.rekey(now, written)
-            now = written
-        self.keys[idx] = now  # the output records the file as it is now
-        return change
 
     def fail(self, idx: int, status: Status, reason: str) -> None:
         if idx in self.keys:
@@ -321,6 +283,16 @@ class TagRun(JobRun):
         super().__init__(paths, opts, reporter)
         self.scoring = scoring
         self.session = session
+        self._cache: Cache | None = None  # the session's, while the run goes
+
+    def same_audio(self, was: FileKey, now: FileKey) -> bool:
+        """Whether `now` is what instag's own tag writes made of `was` (the cache remembers)."""
+        return self._cache is not None and self._cache.same_audio(was, now)
+
+    def rekey(self, was: FileKey, now: FileKey) -> None:
+        """instag rewrote a file's tags: its cache entry follows it (the audio is the same)."""
+        if self._cache is not None:
+            self._cache.rekey(was, now)
 
     def __iter__(self) -> Iterator[FileResult]:
         opts = self.opts
@@ -330,7 +302,12 @@ class TagRun(JobRun):
                 TagSession(opts, self.reporter, self.scoring))
             if session.scoring is not None:
                 self.thresholds = session.scoring.thresholds
-            yield from session.run(_Run(files, session, self.summary, self.session is None).results)
+            self._cache = session.cache
+            try:
+                yield from session.run(_Run(files, session, self.summary,
+                                            self.session is None).results)
+            finally:
+                self._cache = None
         for p, why in folder_errors:
             result = FileResult(p, Status.UNREADABLE, why)
             self.summary.add(result, from_cache=False)

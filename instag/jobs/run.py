@@ -1,0 +1,131 @@
+"""`Run`: the one way to tag a library. It walks the paths with an engine (this machine's
+decode pool and cache, or a Ray cluster), feeds each result, in walk order, to its outputs
+(`outputs.sinks`: the tags file, the summary, segment exports, plots, the files' own tags)
+and hands the result on. When the engine is done the outputs go into place in the reverse
+order of `outputs` (a segments folder named before the tags file moves in after it). A run
+that fails or is stopped, or whose caller stops iterating, leaves every previous output as it
+was.
+
+    run = Run(["~/Music"], TagOptions(), [TagsFile("tags.csv"), SummaryFile("summary.csv")])
+    for result in run:          # or run.run() for the summary alone
+        ...
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import ExitStack
+from pathlib import Path
+
+from instag.common.errors import UsageError
+from instag.common.locations import resolve_model
+from instag.engines.local.run import TagRun
+from instag.engines.local.run import tag as tag_locally
+from instag.engines.ray.pipeline import Engine, RayRun, tag_on_ray
+from instag.outputs.sinks import FileTags, RunContext, Sink, TagsFile
+from instag.outputs.writers import Format
+from instag.tagging.job import Reporter, Summary
+from instag.tagging.options import TagOptions
+from instag.tagging.results import FileResult
+
+
+class Run:
+    """A tagging job over `paths` with `options`, on `engine` (`address`: the Ray cluster),
+    feeding `outputs`. Every output's settings and target are checked here, before anything
+    runs; iterate the run for its FileResults (one per file, in walk order), or call `run()`.
+    With `options.write_tags`, the files' own tags are written too (a `FileTags` output)."""
+
+    def __init__(self, paths: Iterable[str | Path], options: TagOptions | None = None,
+                 outputs: Sequence[Sink] = (), *, engine: Engine | str = Engine.LOCAL,
+                 address: str | None = None, reporter: Reporter | None = None,
+                 inputs: Sequence[Path] = (), before_commit: Callable[[], None] = lambda: None
+                 ) -> None:
+        self.paths = [Path(p) for p in paths]
+        self.options = opts = options or TagOptions()
+        self.engine = Engine(engine)
+        extra = [FileTags(opts.write_tags)] if opts.write_tags else []
+        # file tags first: the other outputs record each file as it is after its write
+        self.outputs: list[Sink] = sorted([*extra, *outputs],
+                                          key=lambda o: not isinstance(o, FileTags))
+        self.before_commit = before_commit
+        tags_file = next((o for o in self.outputs if isinstance(o, TagsFile)), None)
+        self.context = RunContext(
+            inputs=[*self.paths, *inputs, *([opts.thresholds_file] if opts.thresholds_file
+                                            else [])],
+            protected=opts.protected_paths(), extensions=opts.extensions,
+            run_info=self._run_info, thresholds=lambda: self.engine_run.thresholds)
+        for output in self.outputs:
+            output.check(self.context)
+        _refuse_shared_targets(self.outputs)
+        if self.engine is Engine.RAY:
+            previous = (tags_file.path if tags_file and tags_file.format == Format.PARQUET
+                        else None)
+            self.engine_run: TagRun | RayRun = tag_on_ray(self.paths, opts, reporter, address,
+                                                          previous)
+        else:
+            self.engine_run = tag_locally(self.paths, opts, reporter)
+        self.context.summary = self.engine_run.summary
+        self.context.note = self.engine_run.reporter.note
+        if isinstance(self.engine_run, TagRun):
+            self.context.same_audio = self.engine_run.same_audio
+            self.context.rekey = self.engine_run.rekey
+
+    @property
+    def summary(self) -> Summary:
+        return self.engine_run.summary
+
+    @property
+    def reporter(self) -> Reporter:
+        return self.engine_run.reporter
+
+    @property
+    def thresholds(self) -> dict[str, float]:
+        return self.engine_run.thresholds
+
+    def __iter__(self) -> Iterator[FileResult]:
+        with ExitStack() as stack:
+            feeds = [stack.enter_context(o.opened(self.context)) for o in self.outputs]
+            for result in self.engine_run:
+                for feed in feeds:
+                    feed(result)
+                yield result
+            self.before_commit()
+        # every output is in place
+
+    def run(self) -> Summary:
+        """Run to the end (the outputs in place); the counts of what happened."""
+        for _ in self:
+            pass
+        return self.summary
+
+    def _run_info(self) -> dict:
+        """What the tags file says of the run: the model, the bags, the thresholds applied."""
+        opts = self.options
+        rule = ("--threshold" if opts.threshold is not None else "--thresholds" if
+                opts.thresholds_file else "the model's tuned thresholds (0.5 where none)")
+        return {"model": str(resolve_model(opts.model)),
+                "bag": "full" if opts.bag_size is None else str(opts.bag_size),
+                "threshold_rule": rule, "thresholds": self.engine_run.thresholds}
+
+
+def _refuse_shared_targets(outputs: Sequence[Sink]) -> None:
+    """Two outputs on one path would overwrite each other."""
+    seen: dict[Path, str] = {}
+    for output in outputs:
+        where = getattr(output, "path", None) or getattr(output, "folder", None)
+        if where is None or str(where) == "-":
+            continue
+        resolved = Path(where).resolve()
+        if resolved in seen:
+            raise UsageError(f"{where}: named twice, as {seen[resolved]} and as "
+                             f"{type(output).__name__}", "give each output its own path")
+        seen[resolved] = type(output).__name__
+
+
+def tag(paths: Iterable[str | Path], options: TagOptions | None = None,
+        reporter: Reporter | None = None, outputs: Sequence[Sink] = ()) -> Run:
+    """Tag every audio file under `paths` (files or folders) on this machine: iterate the
+    result for FileResults, each with its status, bags, probabilities and segments; `outputs`
+    as the CLI writes them (`TagsFile`, `SummaryFile`, `SegmentsFolder`, `PlotFolder`,
+    `FileTags`)."""
+    return Run(paths, options, outputs, reporter=reporter)
