@@ -95,3 +95,34 @@ def test_a_missing_extra_is_one_line_naming_the_pip_command(monkeypatch, tmp_pat
     extra = "train" if missing == "torch" else "plot"
     assert f"pip install 'instag[{extra}]'" in result.output
     assert "Traceback" not in result.output
+
+
+MAX_MODULE_LINES, MAX_FUNCTION_LINES = 400, 60
+
+
+def _sources():
+    root = Path(__file__).resolve().parent.parent
+    return [p for d in ("instag", "beetsplug") for p in sorted((root / d).rglob("*.py"))]
+
+
+def test_no_module_is_over_400_lines():
+    long = {str(p): n for p in _sources() if (n := len(p.read_text().splitlines()))
+            > MAX_MODULE_LINES}
+    assert long == {}
+
+
+def test_no_function_body_is_over_60_lines():
+    """Signature and docstring excluded: the body a reader has to hold in mind."""
+    import ast
+
+    long = {}
+    for path in _sources():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                continue
+            body = node.body[1:] if (isinstance(node.body[0], ast.Expr) and isinstance(
+                node.body[0].value, ast.Constant) and isinstance(node.body[0].value.value,
+                                                                  str)) else node.body
+            if body and (n := body[-1].end_lineno - body[0].lineno + 1) > MAX_FUNCTION_LINES:
+                long[f"{path.name}:{node.name}"] = n
+    assert long == {}
