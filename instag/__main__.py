@@ -21,6 +21,10 @@ def _stop(signum: int, frame) -> None:
 
 
 def main() -> None:
+    """The process's entry point: once the command is over, Ctrl-C and SIGTERM are ignored
+    until the process has exited (finalising it, or waiting for a thread, must not turn a
+    finished command into a traceback or a death by SIGTERM)."""
+    Process.held = Process.said = False
     for s in STOPS:
         signal.signal(s, _stop)
     try:
