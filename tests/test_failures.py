@@ -2,8 +2,13 @@
 cause, retried by the next run otherwise."""
 
 import errno
+import os
+import re
+from pathlib import Path
 
 import pytest
+import soundfile as sf
+from builders import SR, music, read_csv
 
 from instag.common.status import Status
 from instag.features.decode import AudioError
@@ -27,3 +32,61 @@ def test_each_failure_has_one_status(error, status):
 
 def test_only_what_the_file_itself_causes_is_permanent():
     assert {s for s in Status if s.permanent} == {Status.ERROR, Status.EMPTY, Status.TOO_SHORT}
+
+
+# -- what a decoder's or prober's end says of the file ---------------------------------------------
+def only_row(out: Path) -> dict[str, str]:
+    (row,) = {r["path"]: r for r in read_csv(out)}.values()
+    return row
+
+
+@pytest.mark.parametrize("kept", [5_000, 200_000])
+def test_a_flac_cut_short_is_damaged_with_both_durations_never_too_short_or_ok(
+        run_tag, tmp_path, kept):
+    sf.write(tmp_path / "whole.flac", music(150, 1), SR)
+    cut = tmp_path / "Music" / "cut.flac"
+    cut.parent.mkdir()
+    cut.write_bytes((tmp_path / "whole.flac").read_bytes()[:kept])
+    result = run_tag(cut.parent, "--out", tmp_path / "t.csv")
+    row = only_row(tmp_path / "t.csv")
+    assert result.exit_code == 1, result.output
+    assert row["status"] == "error", row
+    assert re.fullmatch(r"damaged: the header says 150\.0 s, \d+\.\d s decodes", row["reason"])
+    assert row["instrument"] == ""  # its decodable part is not tagged
+
+
+def huge_flac(folder: Path) -> Path:
+    """A FLAC whose header claims 2**36 samples: libsndfile opens it, cannot read it, and
+    ffmpeg (probed first) is asked instead."""
+    sf.write(folder / "ok.flac", music(3, 1), SR)
+    data = bytearray((folder / "ok.flac").read_bytes())
+    (folder / "ok.flac").unlink()
+    fields = int.from_bytes(data[18:26], "big")  # STREAMINFO: ..., total samples (36 bits)
+    data[18:26] = (fields | (1 << 36) - 1).to_bytes(8, "big")
+    (folder / "huge.flac").write_bytes(bytes(data))
+    return folder / "huge.flac"
+
+
+@pytest.mark.parametrize("make", [
+    lambda folder: (folder / "song.m4a").write_bytes(b"\0" * 4096),  # ffmpeg's from the start
+    huge_flac,  # libsndfile's, then ffmpeg's
+], ids=["m4a", "flac libsndfile cannot read"])
+def test_a_prober_killed_by_a_signal_is_crashed_and_retried_by_the_next_run(
+        run_tag, tmp_path, monkeypatch, make):
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    calls = tmp_path / "calls"
+    (tools / "ffprobe").write_text(f"#!/bin/sh\necho probe >> {calls}\nkill -KILL $$\n")
+    (tools / "ffmpeg").write_text("#!/bin/sh\nexit 1\n")  # (never reached)
+    for tool in ("ffprobe", "ffmpeg"):
+        os.chmod(tools / tool, 0o755)
+    monkeypatch.setenv("PATH", f"{tools}{os.pathsep}{os.environ['PATH']}")
+    (tmp_path / "Music").mkdir()
+    make(tmp_path / "Music")
+    for run in (1, 2):
+        result = run_tag(tmp_path / "Music", "--out", tmp_path / "t.csv")
+        row = only_row(tmp_path / "t.csv")
+        assert result.exit_code == 1, result.output
+        assert (row["status"], row["reason"]) == (
+            "crashed", "ffprobe was killed by signal 9; retried next run"), row
+        assert calls.read_text().count("probe") == run  # not remembered: probed again

@@ -10,6 +10,7 @@ import typer
 
 from instag.common.devices import Device
 from instag.common.errors import InstagError, UsageError
+from instag.common.stops import Process, Terminated, signal_behind
 from instag.features.resample import Resampler
 
 EXIT_SOME_FAILED, EXIT_USAGE = 1, 2  # 0: everything worked
@@ -35,30 +36,14 @@ def print_table(table) -> None:
     out.print(table)
 
 
-class Terminated(BaseException):
-    """SIGTERM, turned into an exception so that a command unwinds as it does on Ctrl-C (a
-    BaseException, like KeyboardInterrupt: no per-file `except Exception` swallows it)."""
-
-
-def signal_behind(e: BaseException) -> KeyboardInterrupt | Terminated | None:
-    """The Ctrl-C or SIGTERM that `e` is, or that caused it: one that lands while a C
-    extension imports (onnxruntime, numpy) comes back as ImportError("initialization failed"),
-    which the loading code would report as a broken model."""
-    seen: set[int] = set()
-    cur: BaseException | None = e
-    while cur is not None and id(cur) not in seen:
-        if isinstance(cur, KeyboardInterrupt | Terminated):
-            return cur
-        seen.add(id(cur))
-        cur = cur.__cause__ or cur.__context__
-    return None
-
-
-def stopped_by(signal_error: KeyboardInterrupt | Terminated) -> tuple[str, int]:
-    """The word for a stop by this signal, and the exit code."""
-    if isinstance(signal_error, Terminated):
-        return "terminated", EXIT_TERMINATED
-    return "interrupted", EXIT_INTERRUPTED
+def say_stopped(signal_error: KeyboardInterrupt | Terminated, what: str) -> int:
+    """Say in one line that a signal stopped the command and `what` it leaves; its exit code.
+    (Said once: `python -m instag` says nothing more.)"""
+    word, code = (("terminated", EXIT_TERMINATED) if isinstance(signal_error, Terminated) else
+                  ("interrupted", EXIT_INTERRUPTED))
+    console(stderr=True).print(f"{word}: {what}", markup=False)
+    Process.said = True
+    return code
 
 
 def expected_errors(fn):
@@ -72,9 +57,7 @@ def expected_errors(fn):
             return fn(*args, **kwargs)
         except (InstagError, KeyboardInterrupt, Terminated, ImportError) as e:
             if (behind := signal_behind(e)) is not None:
-                word, code = stopped_by(behind)
-                console(stderr=True).print(f"{word}: nothing written", markup=False)
-                raise typer.Exit(code) from None
+                raise typer.Exit(say_stopped(behind, "nothing written")) from None
             if not isinstance(e, InstagError):
                 raise
             from rich.markup import escape

@@ -27,6 +27,7 @@ from instag.common.atomic import atomic_write
 from instag.common.devices import Device
 from instag.common.errors import InstagError
 from instag.common.guard.targets import claim_file, claim_folder, json_with, png_by_instag
+from instag.common.stops import Process
 from instag.learning import labels as labelling
 from instag.learning.data import load_openmic
 from instag.learning.export import export_run
@@ -121,6 +122,7 @@ def train(
         out_console.print(f"{model} seed {s}: test F1 {o['f1']:.3f}  P {o['precision']:.3f}  "
                           f"R {o['recall']:.3f}  mAP {o['map']:.3f}  -> {run_dir}")
         if metrics.get("interrupted"):
+            Process.said = True  # (its line is above)
             raise typer.Exit(130)
 
 

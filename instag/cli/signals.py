@@ -10,7 +10,8 @@ from collections.abc import Callable, Iterator
 
 import typer
 
-from instag.cli.console import Terminated, console, signal_behind, stopped_by
+from instag.cli.console import say_stopped
+from instag.common.stops import Process, Terminated, signal_behind
 from instag.engines.local.run import TagRun
 from instag.engines.ray.pipeline import RayRun
 
@@ -24,6 +25,7 @@ class Stop:
 
     def hold(self) -> None:
         self.held = True
+        Process.held = True  # and `python -m instag`'s own handler, once this one is restored
 
     def handler(self, error: type[BaseException]):
         def raise_unless_held(signum, frame):
@@ -48,9 +50,7 @@ def stopping(say: Callable[[], str], before: Callable[[], None] = lambda: None
         if (behind := signal_behind(e)) is None:
             raise
         before()
-        word, code = stopped_by(behind)
-        console(stderr=True).print(f"{word}: {say()}", markup=False)
-        raise typer.Exit(code) from None
+        raise typer.Exit(say_stopped(behind, say())) from None
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

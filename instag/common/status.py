@@ -10,14 +10,14 @@ class Status(TextEnum):
     """A file's outcome. A str, so it is written as its value in CSV and JSON."""
 
     OK = "ok"
-    ERROR = "error"  # not audio, corrupt or truncated: will not change by itself
+    ERROR = "error"  # not audio, corrupt, or cut short (damaged): will not change by itself
     EMPTY = "empty"  # zero samples
     TOO_SHORT = "too_short"  # less than one 0.96 s instance
     TOO_LONG = "too_long"  # over --max-duration (not remembered: the limit may change)
     UNSUPPORTED = "unsupported"  # no decoder here for it (e.g. ffmpeg missing)
     MISSING = "missing"  # vanished between the walk and the decoding
     UNREADABLE = "unreadable"  # permission denied, folder unreadable
-    CRASHED = "crashed"  # the decoder died on it (may be the machine's fault, not the file's)
+    CRASHED = "crashed"  # a decoder or prober died on it (the OOM killer?): not the file's
     TIMEOUT = "timeout"  # the decoder made no progress (a hung mount, a stuck ffmpeg)
 
 

@@ -34,6 +34,9 @@ READ_BYTES = 8 << 20  # one read of all channels: memory bounded whatever the ch
 # encoding is that small): its duration is then counted while decoding, not trusted
 PLAUSIBLE_BYTES_PER_SECOND = 16
 SF_ERR_SYSTEM = 2  # libsndfile's "System error": the operating system's, not the file's
+# a file that decodes this much less than its header says is damaged (a cut download or copy):
+# more than half a second and more than 1 %, so that encoders' rounding never counts
+SHORTFALL_SECONDS, SHORTFALL_SHARE = 0.5, 0.01
 MAX_SAMPLE = 1e8  # |sample| beyond this is not audio (full scale is 1.0; 24-bit ints 8.4e6)
 Blocks = Callable[[int], Iterator[np.ndarray]]  # frames per block -> mono float32 blocks
 Opened = tuple[int, Blocks, int | None]  # rate, blocks, frames the decoder claims (None: unknown)
@@ -54,7 +57,8 @@ def open_audio(path: Path, max_seconds: float | None = None) -> tuple[int, Block
     Nothing a decoder reports is trusted unchecked: a rate outside what audio uses, a channel
     count that is not positive, samples that are not finite or absurdly large are per-file
     errors; a file longer than `max_seconds` is `too_long` (from a plausible header at once,
-    else when its decoded samples pass the limit)."""
+    else when its decoded samples pass the limit); one that decodes less than a plausible
+    header promises is damaged, with both durations (an `error`: its part is not tagged)."""
     try:
         st = path.stat()
         if not stat.S_ISREG(st.st_mode):  # opening a FIFO or a device would block forever
@@ -74,10 +78,11 @@ def open_audio(path: Path, max_seconds: float | None = None) -> tuple[int, Block
         raise AudioError(path, f"the decoder reports a sample rate of {rate} Hz, outside what "
                          f"audio uses ({MIN_RATE // 1000} kHz to {MAX_RATE // 1000} kHz): not "
                          "audio, or a damaged header")
-    if max_seconds is not None and frames and frames / rate > max_seconds and \
-            st.st_size / (frames / rate) >= PLAUSIBLE_BYTES_PER_SECOND:
+    if not (frames and st.st_size / (frames / rate) >= PLAUSIBLE_BYTES_PER_SECOND):
+        frames = None  # no claim, or one not to believe: counted while decoding instead
+    if max_seconds is not None and frames and frames / rate > max_seconds:
         raise _too_long(path, frames / rate, max_seconds)
-    return rate, _checked(path, rate, blocks, max_seconds)
+    return rate, _checked(path, rate, blocks, max_seconds, frames)
 
 
 def check_waveform(path: Path, x: np.ndarray, rate: int) -> np.ndarray:
@@ -87,7 +92,7 @@ def check_waveform(path: Path, x: np.ndarray, rate: int) -> np.ndarray:
                          f"({MIN_RATE // 1000} kHz to {MAX_RATE // 1000} kHz)")
     if x.ndim != 1:
         raise AudioError(path, f"samples of shape {x.shape}: expected [n] or [n, channels]")
-    return next(_checked(path, rate, lambda n: iter([x]), None)(len(x)), x)
+    return next(_checked(path, rate, lambda n: iter([x]), None, None)(len(x)), x)
 
 
 def _too_long(path: Path, seconds: float, max_seconds: float) -> AudioError:
@@ -95,15 +100,27 @@ def _too_long(path: Path, seconds: float, max_seconds: float) -> AudioError:
                       f"({max_seconds / 3600:g} h)", status=Status.TOO_LONG)
 
 
-def _checked(path: Path, rate: int, blocks: Blocks, max_seconds: float | None) -> Blocks:
+def _checked(path: Path, rate: int, blocks: Blocks, max_seconds: float | None,
+             promised: int | None) -> Blocks:
     """The same blocks, or an AudioError at the first NaN, infinite or absurdly large sample
     (beyond even a float file written at 24-bit integer scale: such a file has no meaningful
-    features, and must not get confident tags from overflowed ones), or once more than
-    `max_seconds` have been decoded."""
+    features, and must not get confident tags from overflowed ones), once more than
+    `max_seconds` have been decoded, or when fewer frames than the `promised` ones decode
+    (at the end, or where the decoder fails: a cut file must pass neither for a short song nor
+    for a whole one, nor for a corrupt one)."""
 
     def checked(n: int) -> Iterator[np.ndarray]:
         done = 0
-        for block in blocks(n):
+        decoded = iter(blocks(n))
+        while True:
+            try:
+                block = next(decoded, None)
+            except AudioError as e:
+                if e.status is not Status.ERROR or not _cut(promised, done, rate):
+                    raise
+                raise _damaged(path, promised, done, rate) from e
+            if block is None:
+                break
             if max_seconds is not None and done + len(block) > max_seconds * rate:
                 raise _too_long(path, (done + len(block)) / rate, max_seconds)
             bad = np.flatnonzero(~(np.abs(block) <= MAX_SAMPLE))  # NaN compares False
@@ -115,8 +132,21 @@ def _checked(path: Path, rate: int, blocks: Blocks, max_seconds: float | None) -
                                  "damaged float file")
             done += len(block)
             yield block
+        if _cut(promised, done, rate):
+            raise _damaged(path, promised, done, rate)
 
     return checked
+
+
+def _cut(promised: int | None, done: int, rate: int) -> bool:
+    """Fewer frames decoded than promised, by more than an encoder's rounding."""
+    return bool(promised) and promised - done > max(SHORTFALL_SECONDS * rate,
+                                                    SHORTFALL_SHARE * promised)
+
+
+def _damaged(path: Path, promised: int, done: int, rate: int) -> AudioError:
+    return AudioError(path, f"damaged: the header says {promised / rate:.1f} s, "
+                      f"{done / rate:.1f} s decodes")
 
 
 def _ensure_readable(path: Path) -> None:
@@ -179,7 +209,9 @@ def _ffmpeg_instead(path: Path, rate: int) -> Blocks | None:
     the rate libsndfile reported (that rate was already checked and given out)."""
     try:
         other_rate, blocks, _ = _open_ffmpeg(path)
-    except AudioError:
+    except AudioError as e:
+        if e.status is Status.CRASHED:  # its prober was killed: the machine's, not the file's
+            raise
         return None
     return blocks if other_rate == rate else None
 
@@ -249,13 +281,17 @@ def ffmpeg_url(path: Path) -> str:
 
 def _ffprobe(path: Path, ffmpeg: str) -> tuple[int | None, float | None]:
     """The first audio stream's sample rate and the file's duration, as ffprobe reports them
-    (None where it reports none): one value a line, the rate first."""
+    (None where it reports none): one value a line, the rate first. An ffprobe killed by a
+    signal is `crashed`, never taken for "not audio"."""
     ffprobe = shutil.which("ffprobe") or str(Path(ffmpeg).with_name("ffprobe"))
     out = subprocess.run(
         [ffprobe, "-v", "error", "-select_streams", "a:0", "-show_entries",
          "stream=sample_rate:format=duration", "-of", "default=nw=1:nk=1", ffmpeg_url(path)],
         capture_output=True, text=True,
     )
+    if out.returncode < 0:  # killed (the OOM killer): says nothing of the file
+        raise AudioError(path, f"ffprobe was killed by signal {-out.returncode}; retried next "
+                         "run", status=Status.CRASHED)
     values = out.stdout.split()
     try:
         rate = int(values[0])

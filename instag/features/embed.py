@@ -102,10 +102,11 @@ class Embedder:
     def load_soon(self) -> None:
         """Start loading VGGish in a thread: a run that has files to embed needs it, and the
         load (a second for the full network) then overlaps its decode workers' start. `model`
-        waits for it, and raises what it raised."""
+        waits for it, and raises what it raised. Not a daemon: a run stopped meanwhile (Ctrl-C)
+        waits for it at exit, where a daemon thread still inside onnxruntime would end the
+        process by SIGABRT."""
         if self._model is None and self._loading is None:
-            self._loading = threading.Thread(target=self._load_aside, daemon=True,
-                                             name="instag-vggish-load")
+            self._loading = threading.Thread(target=self._load_aside, name="instag-vggish-load")
             self._loading.start()
 
     def _load_aside(self) -> None:

@@ -1,11 +1,13 @@
 """The one mapping from what went wrong with a file to its status, for both engines.
 
 Permanent statuses are the ones that cannot change without the file changing: `error` (corrupt,
-not audio, a damaged header), `empty`, `too_short`. Everything else is retried by the next
+not audio, a damaged header, a cut file: "damaged: the header says 150.0 s, 15.8 s decodes", whose
+decodable part is not tagged), `empty`, `too_short`. Everything else is retried by the next
 run: the file vanished (`missing`), could not be read (`unreadable`: permission denied, and
 every I/O error: EIO, ENXIO, ESTALE from a network or USB disk), the decoder died or failed in
-a way that is not the file's (`crashed`: killed by a signal such as the OOM killer, a bug in a
-decoder), or made no progress (`timeout`)."""
+a way that is not the file's (`crashed`: a decoder, a prober or a decode worker killed by a
+signal such as the OOM killer, at whichever stage; a bug in a decoder), or made no progress
+(`timeout`)."""
 
 from __future__ import annotations
 

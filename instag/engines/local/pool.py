@@ -17,12 +17,13 @@ Workers are spawn-started, so nothing of TensorFlow or onnxruntime is forked int
 single-threaded (numpy's BLAS included): there is one worker per core already, and a BLAS
 thread pool in each would take cores from VGGish. Each sends through a small bounded buffer
 (memory stays bounded for any file length) and ignores Ctrl-C, which is the main process's to
-handle; a worker exits by itself as soon as its pipe to the main process breaks.
+handle; a worker exits by itself as soon as its pipe to the main process breaks. A Ctrl-C or
+SIGTERM while a worker starts is held back until the start returns, then stops the run (the
+worker is born with both blocked, and sets its own handling once it runs).
 """
 
 from __future__ import annotations
 
-import contextlib
 import multiprocessing as mp
 import os
 import queue
@@ -30,7 +31,6 @@ import signal
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from enum import Enum
 from multiprocessing.connection import Connection
@@ -41,6 +41,7 @@ import numpy as np
 from instag.common.environment import environment
 from instag.common.errors import InstagError
 from instag.common.status import Status
+from instag.common.stops import STOPS, deferred
 from instag.features.resample import Resampler
 from instag.tagging.failures import failure, stalled
 from instag.tagging.options import STALL_TIMEOUT
@@ -88,7 +89,8 @@ def _decode_worker(conn: Connection, resampler: Resampler, max_seconds: float | 
     """Worker process: decode each assigned file, streaming its blocks to the main process."""
     from instag.features.resample import stream_16k
 
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C (to the whole terminal) is the
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOPS)  # run's; a SIGTERM ends this worker
     out: queue.Queue = queue.Queue(maxsize=BLOCKS_BUFFERED)
 
     def sender() -> None:
@@ -136,19 +138,6 @@ class _Worker:
         return self.files[0][0] if self.files else None
 
 
-@contextlib.contextmanager
-def _sigint_ignored() -> Iterator[None]:
-    try:
-        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    except ValueError:  # not the main thread: nothing to change
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-
-
 class DecodePool:
     """`jobs` decode workers; a worker that crashes or stalls is replaced, costing its file."""
 
@@ -173,8 +162,9 @@ class DecodePool:
         mine, theirs = self.ctx.Pipe()
         process = self.ctx.Process(target=_decode_worker,
                                    args=(theirs, self.resampler, self.max_seconds), daemon=True)
-        # both inherited: a Ctrl-C during its start-up prints nothing; one thread
-        with _sigint_ignored(), environment(**ONE_THREAD):
+        # both inherited: Ctrl-C and SIGTERM blocked while it boots (a Ctrl-C prints nothing
+        # there; one now stops the run once the start has returned); one thread
+        with deferred(), environment(**ONE_THREAD):
             process.start()
         theirs.close()  # only the worker holds its end: its death ends the pipe
         w = _Worker(process, mine)
