@@ -358,6 +358,7 @@ def test_report_shows_no_spread_for_a_single_seed_and_draws_both_figures(tmp_pat
 
 def test_a_run_forgets_each_file_once_its_result_is_out(run_tag, tmp_path, monkeypatch):
     from instag.engines.local import run
+    from instag.tagging import job
 
     for i in range(60):
         sf.write(tmp_path / f"{i:02d}.wav", music(1, i), SR)
@@ -371,4 +372,4 @@ def test_a_run_forgets_each_file_once_its_result_is_out(run_tag, tmp_path, monke
 
     monkeypatch.setattr(run._Run, "finish", watched)
     assert run_tag(tmp_path, "--out", tmp_path / "b.csv").exit_code == 0
-    assert len(held) == 60 and max(held) <= run.SCORE_BATCH_FILES  # not one key per file
+    assert len(held) == 60 and max(held) <= job.SCORE_BATCH_FILES  # not one key per file

@@ -28,6 +28,8 @@ from instag.tagging.thresholds import load_thresholds
 from instag.tagging.walk import PathList, files_and_folder_errors
 
 MIN_FILES_FOR_ETA = 3  # files embedded before an estimate of the time left is shown
+SCORE_BATCH_BAGS = 1024  # bags gathered before one round of ONNX calls ...
+SCORE_BATCH_FILES = 32  # ... or files, so results reach the caller as the run goes
 
 
 @dataclass
@@ -58,6 +60,20 @@ class Summary:
         if not result.ok:
             self.failed[result.status] = self.failed.get(result.status, 0) + 1
             self.failed_known += from_cache
+
+    # each state change of a file, named, so that both engines count alike
+    def embedded_audio(self, seconds: float) -> None:
+        """More audio went through VGGish (progress between finished files)."""
+        self.embedded_s += seconds
+
+    def embedded_file(self, seconds: float) -> None:
+        """A file's features are complete (`seconds`: the audio this run embedded of it)."""
+        self.embedded_files += 1
+        self.embedded_files_s += seconds
+
+    def cached(self, count: int = 1) -> None:
+        """The local cache holds the file's features, or a failure that stays."""
+        self.cached_features += count
 
     def file_tags(self, outcome: str) -> None:
         """One file's own tags: written, unchanged, would_change (a dry run), unsupported (a
@@ -189,6 +205,37 @@ class Scoring:
             bag_result(b, self.classes, bag[j], instance[rows[j] : rows[j + 1]],
                        attention[rows[j] : rows[j + 1]], self.thresholds)
             for j, b in enumerate(bags)])
+
+
+class ScoringBatch:
+    """Files waiting for their scores, scored together in one round of ONNX calls once
+    SCORE_BATCH_FILES files or SCORE_BATCH_BAGS bags have gathered (or when flushed): both
+    engines fill one. Each file comes with a key of the caller's, handed back with its
+    result."""
+
+    def __init__(self, scoring: Scoring, summary: Summary) -> None:
+        self.scoring, self.summary = scoring, summary
+        self.waiting: list[tuple[object, Path, Features, list[Bag]]] = []
+        self.bags = 0
+
+    def add(self, key: object, path: Path, feats: Features) -> list[tuple[object, FileResult]]:
+        """Queue a file; the results of the batch when this one filled it."""
+        bags = self.scoring.bags(feats)
+        self.waiting.append((key, path, feats, bags))
+        self.bags += len(bags)
+        self.summary.scoring += 1
+        full = self.bags >= SCORE_BATCH_BAGS or len(self.waiting) >= SCORE_BATCH_FILES
+        return self.flush() if full else []
+
+    def flush(self) -> list[tuple[object, FileResult]]:
+        """Score every waiting file: (key, result) in the order they came."""
+        if not self.waiting:
+            return []
+        results = self.scoring.score_many([(p, f, b) for _, p, f, b in self.waiting])
+        done = [(key, result) for (key, *_), result in zip(self.waiting, results, strict=True)]
+        self.summary.scoring -= len(done)
+        self.waiting, self.bags = [], 0
+        return done
 
 
 @functools.lru_cache(maxsize=2)

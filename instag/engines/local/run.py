@@ -35,17 +35,14 @@ from instag.features.instances import (
     check_features,
     chunk_instances,
 )
-from instag.tagging.bags import Bag
 from instag.tagging.identity import FileKey, result_identity
-from instag.tagging.job import JobRun, Reporter, Summary
+from instag.tagging.job import JobRun, Reporter, ScoringBatch, Summary
 from instag.tagging.options import TagOptions
 from instag.tagging.results import FileResult
 
 # VGGish windows per call (its activations are most of a run's memory): as fast per window as
 # 128, with half the memory; a chunk of 64 instances (CHUNK_INSTANCES) is one call
 EMBED_BATCH_WINDOWS = 64
-SCORE_BATCH_BAGS = 1024  # bags gathered before one round of ONNX calls ...
-SCORE_BATCH_FILES = 32  # ... or files, so results reach the cache as the run goes
 MAX_WAITING_RESULTS = 256  # finished results held: waiting for an earlier file, or for the caller
 
 
@@ -77,8 +74,7 @@ class _Run:
         self.ready: list[tuple[int, np.ndarray]] = []  # chunks waiting for a VGGish call
         self.ready_windows = 0  # ... and the VGGish windows they take
         # (file, features, from cache, its bags), and how many bags they hold together
-        self.pending_scores: list[tuple[int, Features, bool, list[Bag]]] = []
-        self.pending_bags = 0
+        self.batch = ScoringBatch(scoring, summary) if scoring else None
 
     def results(self) -> Iterator[FileResult]:
         """Walk the files in order: finish what the cache knows, send the rest to the decode
@@ -106,7 +102,7 @@ class _Run:
                 elif self.chunkers:
                     self.embed_ready()
                 else:  # nothing decoding: what remains waits only for scoring
-                    self.score(flush=True)
+                    self.finish_scored(self.batch.flush() if self.batch else [])
                 while self.outbox:
                     yield self.outbox.popleft()
             finished = True
@@ -136,7 +132,7 @@ class _Run:
     def fail(self, idx: int, status: Status, reason: str) -> None:
         if idx in self.keys:
             self.cache.put_features(self.keys[idx], self.embedder.identity, status, reason)
-            self.summary.cached_features += status.permanent
+            self.summary.cached(status.permanent)
         self.finish(idx, FileResult(self.files[idx], status, reason))
 
     def from_cache(self, idx: int) -> bool:
@@ -155,7 +151,7 @@ class _Run:
         cached = self.cache.get_features(key, self.embedder.identity)
         if cached is None:
             return False
-        self.summary.cached_features += 1
+        self.summary.cached()
         if cached.status is not Status.OK:
             self.finish(idx, FileResult(path, cached.status, cached.reason), from_cache=True)
             return True
@@ -211,7 +207,7 @@ class _Run:
             self.parts[i].append(f)
         self.ready.clear()
         self.ready_windows = 0
-        self.summary.embedded_s += sum(chunk_instances(c) for _, c in live) * INSTANCE_SECONDS
+        self.summary.embedded_audio(sum(chunk_instances(c) for _, c in live) * INSTANCE_SECONDS)
         for i in sorted(self.decoded & set(self.chunkers)):
             feats = Features.from_parts(self.parts[i], self.chunkers[i].samples)
             self._drop(i)
@@ -222,11 +218,9 @@ class _Run:
                 continue
             self.cache.put_features(self.keys[i], self.embedder.identity, Status.OK,
                                     duration=feats.duration, feats=feats.values)
-            summary = self.summary
-            summary.cached_features += 1
-            summary.embedded_files += 1
+            self.summary.cached()
             # the audio embedded, not the file's duration: partly embedded files are the rest
-            summary.embedded_files_s += len(feats.values) * INSTANCE_SECONDS
+            self.summary.embedded_file(len(feats.values) * INSTANCE_SECONDS)
             if self.scoring is None:
                 self.finish(i, FileResult(self.files[i], Status.OK, duration=feats.duration,
                                           features=feats))
@@ -242,23 +236,11 @@ class _Run:
 
     # -- scoring -------------------------------------------------------------------------------
     def add_for_scoring(self, idx: int, feats: Features, from_cache: bool = False) -> None:
-        bags = self.scoring.bags(feats)
-        self.pending_scores.append((idx, feats, from_cache, bags))
-        self.pending_bags += len(bags)
-        self.summary.scoring += 1
-        self.score(flush=False)
+        self.finish_scored(self.batch.add((idx, from_cache), self.files[idx], feats))
 
-    def score(self, flush: bool) -> None:
-        """Score the pending files' bags in batched ONNX calls once enough have gathered."""
-        s, work = self.scoring, self.pending_scores
-        if s is None or not work or not (flush or self.pending_bags >= SCORE_BATCH_BAGS
-                                         or len(work) >= SCORE_BATCH_FILES):
-            return
-        results = s.score_many([(self.files[idx], feats, bags) for idx, feats, _, bags in work])
-        for (idx, _, cached, _), result in zip(work, results, strict=True):
-            self.summary.scoring -= 1
-            self.finish(idx, result, cached)
-        self.pending_scores, self.pending_bags = [], 0
+    def finish_scored(self, done: list[tuple[object, FileResult]]) -> None:
+        for (idx, from_cache), result in done:
+            self.finish(idx, result, from_cache)
 
 
 class TagSession(Session):

@@ -60,7 +60,7 @@ from instag.features.embed import NON_FINITE, Embedder
 from instag.features.instances import INSTANCE_SECONDS, Features, check_features
 from instag.outputs.parquet import PreviousOutput
 from instag.tagging.identity import sizes_and_mtimes
-from instag.tagging.job import JobRun, Reporter, Scoring
+from instag.tagging.job import JobRun, Reporter, Scoring, ScoringBatch
 from instag.tagging.options import TagOptions
 from instag.tagging.results import FileResult, display_path
 
@@ -75,7 +75,6 @@ MAX_RETRIES = 3  # a task or actor call whose worker died is tried this many mor
 # decode tasks take one file each up to this many files, then several: a task is the unit of
 # retry (a file that kills its worker every time costs its task's files, reported `crashed`)
 MAX_BLOCKS = 20_000
-SCORE_BATCH_FILES = 32
 
 
 class RayRun(JobRun):
@@ -332,17 +331,17 @@ def _results(rows: Iterator[dict], files: Sequence[Path], todo: np.ndarray, scor
     batches, and yield results in walk order; a file whose rows are not all there (every retry
     of its task died) is `crashed`, or `timeout` where the tries froze (`frozen`: how many
     tries of each file the watchdog ended)."""
-    ready: list[tuple[Path, Features, dict]] = []
+    batch = ScoringBatch(scoring, run.summary)
+
+    def stamped(done: list) -> Iterator[FileResult]:
+        for row, result in done:
+            yield _stamp(result, row, identity)
 
     def flush() -> Iterator[FileResult]:
-        work = [(path, feats, scoring.bags(feats)) for path, feats, _ in ready]
-        for (_, _, row), result in zip(ready, scoring.score_many(work), strict=True):
-            run.summary.scoring -= 1
-            yield _stamp(result, row, identity)
-        ready.clear()
+        return stamped(batch.flush())
 
     def progress(row: dict) -> None:
-        run.summary.embedded_s += len(row["feats"]) * INSTANCE_SECONDS
+        run.summary.embedded_audio(len(row["feats"]) * INSTANCE_SECONDS)
         run.reporter.embedded(run.summary)
 
     for file in reassembly.files(rows, map(int, todo), progress):
@@ -368,14 +367,10 @@ def _results(rows: Iterator[dict], files: Sequence[Path], todo: np.ndarray, scor
             yield from flush()
             yield _stamp(FileResult(path, e.status, e.reason), row, identity)
             continue
-        ready.append((path, feats, row))
-        summary = run.summary
-        summary.embedded_files += 1
-        summary.embedded_files_s += len(feats.values) * INSTANCE_SECONDS
-        summary.scoring += 1
-        run.reporter.embedded(summary)
-        if len(ready) >= SCORE_BATCH_FILES:
-            yield from flush()
+        run.summary.embedded_file(len(feats.values) * INSTANCE_SECONDS)
+        done = batch.add(row, path, feats)
+        run.reporter.embedded(run.summary)
+        yield from stamped(done)
     yield from flush()
 
 
