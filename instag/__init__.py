@@ -16,8 +16,10 @@ tagging API, never imports torch or TensorFlow)::
   gets the running ``Summary``: files counted once their features are in, audio embedded,
   the time left).
 - ``read_documents(output)``: any output (CSV, JSON, JSONL, Parquet) back as one document
-  per file, streamed; ``SegmentsWriter(folder, "jams"|"audacity"|"sv", root)``: a document's
-  segments as a JAMS, Audacity or Sonic Visualiser file (called with each document).
+  per file, streamed, each checked against one schema (``checked_documents(output)``: all
+  checked before the first is handed out); ``SegmentsWriter(folder, "jams"|"audacity"|"sv",
+  root)``: a document's segments as a JAMS, Audacity or Sonic Visualiser file (called with
+  each document).
 - ``Embedder``: VGGish + PCA on waveforms or files in this process.
 - ``load_openmic``, ``Recipe``, ``train_run``, ``export_run``: the paper's learning half
   (the ``train`` extra).
@@ -50,6 +52,7 @@ _API = {
     "TagWriting": "instag.tagging.tagwriting",
     "write_tags": "instag.outputs.filetags",
     "read_documents": "instag.outputs.readback",
+    "checked_documents": "instag.outputs.readback",
     "SegmentsWriter": "instag.outputs.exports",
     "resolve_model": "instag.common.locations",
     "Status": "instag.common.status",
