@@ -23,8 +23,10 @@ tagging API, never imports torch or TensorFlow)::
   gets the running ``Summary``: files counted once their features are in, audio embedded,
   the time left).
 - ``read_documents(output)``: any output (CSV, JSON, JSONL, Parquet) back as one document
-  per file, streamed; ``SegmentsWriter(folder, "jams"|"audacity"|"sv", root)``: a document's
-  segments as a JAMS, Audacity or Sonic Visualiser file (called with each document).
+  per file, streamed, each checked against one schema (``checked_documents(output)``: all
+  checked before the first is handed out); ``SegmentsWriter(folder, "jams"|"audacity"|"sv",
+  root)``: a document's segments as a JAMS, Audacity or Sonic Visualiser file (called with
+  each document).
 - ``Embedder``: VGGish + PCA on waveforms or files in this process.
 - ``instag.learning``: the paper's learning half (the ``train`` extra): ``load_openmic``,
   ``Recipe``, ``train_run``, ``export_run``; ``read_labels_csv``, ``labels_from_folders``,
@@ -59,7 +61,7 @@ if TYPE_CHECKING:  # what editors and type checkers see; at run time each loads 
     from instag.jobs.run import Run, tag
     from instag.outputs.exports import SegmentsWriter
     from instag.outputs.filetags import write_tags
-    from instag.outputs.readback import read_documents
+    from instag.outputs.readback import checked_documents, read_documents
     from instag.outputs.sinks import FileTags, PlotFolder, SegmentsFolder, SummaryFile, TagsFile
     from instag.provision.teach import teach
     from instag.tagging.job import Reporter, Summary, score, tag_audio
@@ -90,6 +92,7 @@ _API = {
     "TagWriting": "instag.tagging.tagwriting",
     "write_tags": "instag.outputs.filetags",
     "read_documents": "instag.outputs.readback",
+    "checked_documents": "instag.outputs.readback",
     "SegmentsWriter": "instag.outputs.exports",
     "resolve_model": "instag.common.locations",
     "Status": "instag.common.status",

@@ -89,7 +89,8 @@ def test_a_missing_extra_is_one_line_naming_the_pip_command(monkeypatch, tmp_pat
     monkeypatch.chdir(tmp_path)
     random_openmic(tmp_path)
     (tmp_path / "tags.json").write_text('{"files": [{"path": "a.wav", "status": "ok", '
-                                        '"duration_s": 1.0, "bags": [], "segments": {}}]}')
+                                        '"duration_s": 1.0, "instruments": [], "bags": [], '
+                                        '"segments": {}}]}')
     result = CliRunner().invoke(app, command)
     assert result.exit_code == 2, result.output
     extra = "train" if missing == "torch" else "plot"

@@ -26,6 +26,7 @@ from instag.cli.console import (
 from instag.cli.progress import plural, reporter_for, summary_line
 from instag.cli.signals import stoppable, stopping
 from instag.common.errors import InstagError
+from instag.common.guard.inputs import stdin_lines
 from instag.common.guard.targets import claim_file, png_by_instag
 from instag.engines.local.retag import retag
 from instag.engines.local.run import embed as embed_run
@@ -36,10 +37,8 @@ from instag.features.resample import DEFAULT_RESAMPLER
 from instag.outputs.exports import SegmentsFormat, SegmentsWriter, library_root
 from instag.outputs.filetags import Outcome
 from instag.outputs.plot import load_file_doc, plot_file
-from instag.outputs.readback import read_documents, read_run_info
-from instag.outputs.sinks import (
-    check_folder,
-)
+from instag.outputs.readback import checked_documents, read_documents, read_run_info
+from instag.outputs.sinks import check_folder
 from instag.outputs.writers import (
     check_output,
     check_writable,
@@ -56,8 +55,8 @@ def read_paths(paths: list[Path]) -> list[Path]:
     unmounted disk must not replace good output); a lone '-' reads them from stdin (`find ... |
     instag tag -`), one a line, bytes kept as they are: those may vanish, per file."""
     if len(paths) == 1 and str(paths[0]) == "-":
-        return [Path(os.fsdecode(line.rstrip(b"\r\n"))) for line in sys.stdin.buffer
-                if line.strip()]
+        return [Path(os.fsdecode(line.rstrip(b"\r"))) for line in
+                stdin_lines(sys.stdin.buffer, "PATHS") if line.strip()]
     check_roots(paths)
     return paths
 
@@ -239,7 +238,7 @@ def write_tags(
     reached are left as they were)."""
     writing = TagWriting(tag_field, write_scores, in_place, dry_run, tag_separator,
                          follow_links)
-    docs = read_documents(tags_file)
+    docs = checked_documents(tags_file)  # in full, before the first file is touched
     counts: dict[Outcome, int] = {}
     err = console(stderr=True)
 
@@ -275,9 +274,11 @@ def export(
     (File > Import > Labels); sv: a .csv of time,value,duration,label (File > Import
     Annotation Layer). Read as a stream: any size of output."""
     check_folder(out, "--out")
-    if root is None:  # a first pass over the paths alone
+    if root is None:  # a first pass over the paths alone, which checks every document
         root = library_root([audio_path(d["path"]) for d in read_documents(tags_file)
                              if d.get("status") == "ok"])
+    else:
+        checked_documents(tags_file)  # in full, before the first file is written
     writer = SegmentsWriter(out, format, root, read_run_info(tags_file), note=_note)
     try:
         with stopping(lambda: "nothing written, the previous files kept"), writer.staged():
@@ -344,7 +345,7 @@ def browse(
     with ExitStack() as stack:
         if out is None:
             out = Path(stack.enter_context(tempfile.TemporaryDirectory())) / "site"
-        site = build_site(read_documents(tags_file), out, str(tags_file))
+        site = build_site(checked_documents(tags_file), out, str(tags_file))
         console(stderr=True).print(
             f"{plural(site.files, 'file')} ({site.failed} failed) in {site.folder}: "
             f"{site.bytes / 1e6:.1f} MB; open {site.folder / 'index.html'}", markup=False)

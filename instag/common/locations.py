@@ -20,6 +20,7 @@ from pathlib import Path
 from instag.common.atomic import atomic_write
 from instag.common.downloads import download
 from instag.common.errors import InstagError
+from instag.common.guard.inputs import SETTINGS, read_text
 
 APP = "instag"
 DEFAULT_VGGISH = "https://tfhub.dev/google/vggish/1"
@@ -53,14 +54,31 @@ def tfhub_cache_dir() -> Path:
     return Path(os.environ.get("TFHUB_CACHE_DIR") or cache_dir() / "tfhub")
 
 
+# what settings.json may hold: each a non-empty string (a path, a handle, a precision)
+SETTINGS_KEYS = ("vggish", "pca", "openmic", "precision")
+SETTINGS_FIX = ("correct it or remove the file (`instag setup` writes it again); each of "
+                + ", ".join(SETTINGS_KEYS) + " is a string")
+
+
 def settings() -> dict:
-    """What `instag setup` remembered (the VGGish, PCA and OpenMIC folder it used)."""
+    """What `instag setup` remembered (the VGGish, PCA and OpenMIC folder it used): a regular
+    file of bounded size (`guard.inputs`), a JSON object whose every known value is checked
+    (a user may edit it), or one InstagError naming the key."""
     path = data_dir() / SETTINGS_FILE
-    try:
-        doc = json.loads(path.read_text()) if path.is_file() else {}
-    except (OSError, ValueError):
+    if not os.path.lexists(path):
         return {}
-    return doc if isinstance(doc, dict) else {}
+    text = read_text(path, "", SETTINGS)
+    try:
+        doc = json.loads(text)
+    except (ValueError, RecursionError) as e:
+        raise InstagError(f"{path}: not JSON ({str(e)[:200]})", SETTINGS_FIX) from None
+    if not isinstance(doc, dict):
+        raise InstagError(f"{path}: not a JSON object", SETTINGS_FIX)
+    for key in SETTINGS_KEYS:
+        if key in doc and not (isinstance(doc[key], str) and doc[key]):
+            raise InstagError(f"{path}: key {key!r}: {json.dumps(doc[key])[:60]} is not a "
+                              "non-empty string", SETTINGS_FIX)
+    return doc
 
 
 def openmic_data() -> Path | None:

@@ -63,6 +63,20 @@ def check_split(share: float, folds: int | None, songs: int) -> None:
                           "e.g. --folds 5")
 
 
+def check_sides(labels: Labels, known: tuple[str, ...] = ()) -> None:
+    """Refuse an instrument that no song is labelled with, or none without (unless it is one
+    of OpenMIC's `known` classes, whose clips give both): a model learns nothing from one side,
+    and its figures would read F1 0.000 or AP 1.000. Said before anything is embedded."""
+    one_sided = [f"{name} ({c['positive']} with it, {c['negative']} without)"
+                 for name, c in labels.balance().items()
+                 if name not in known and not (c["positive"] and c["negative"])]
+    if one_sided:
+        raise InstagError(f"{labels.source}: an instrument needs songs labelled with it and "
+                          f"songs labelled without it: {'; '.join(one_sided)}",
+                          "label songs on both sides (present 1 and 0 rows, or DIR/<name>/ "
+                          "and DIR/not-<name>/ folders), or leave the instrument out")
+
+
 def held_out(labels: Labels, bags: Sequence[np.ndarray], share: float, seed: int) -> OpenMIC:
     """Train on all but `share` of the songs, test on those (drawn per label set)."""
     check_split(share, None, len(labels.files))

@@ -15,7 +15,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +23,7 @@ import numpy as np
 
 from instag.common.downloads import file_digest
 from instag.common.errors import InstagError
+from instag.common.guard.inputs import LABELS, regular_file, text_lines
 
 NEGATIVE_PREFIX = "not-"  # DIR/not-<instrument>/: songs without the instrument
 AUDIO_SUFFIXES = frozenset({".wav", ".flac", ".mp3", ".ogg", ".oga", ".opus", ".m4a", ".aac",
@@ -113,17 +114,14 @@ def labels_from_rows(rows: Iterable[tuple[str, Path, str, str] | str], source: s
 
 
 def read_labels_csv(path: str | Path) -> Labels:
-    """A `path,instrument,present` CSV (a header row of those names is optional)."""
-    path = Path(path).expanduser()
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as e:
-        raise InstagError(f"{path}: cannot read the labels ({e})",
-                          "a UTF-8 CSV of path,instrument,present rows") from None
+    """A `path,instrument,present` CSV (a header row of those names is optional): a regular
+    file of bounded size (`guard.inputs`), its rows split on "\\n" only (a name may hold
+    U+2028 and the other characters str.splitlines() ends lines at)."""
+    path = regular_file(Path(path).expanduser(), "--labels", LABELS)
     base = path.resolve().parent
 
     def rows():
-        for n, row in enumerate(csv.reader(text.splitlines()), start=1):
+        for n, row in _csv_rows(path):
             if not row or not "".join(row).strip() or row[0].lstrip().startswith("#"):
                 continue
             if n == 1 and [c.strip().lower() for c in row] == ["path", "instrument", "present"]:
@@ -139,6 +137,17 @@ def read_labels_csv(path: str | Path) -> Labels:
             yield where, file.resolve(), row[1], row[2]
 
     return labels_from_rows(rows(), str(path), file_digest(path))
+
+
+def _csv_rows(path: Path) -> Iterator[tuple[int, list[str]]]:
+    """A labels CSV's rows and the line each ends on."""
+    reader = csv.reader(text_lines(path, "--labels", LABELS, keepends=True))
+    try:
+        for row in reader:
+            yield reader.line_num, row
+    except csv.Error as e:
+        raise InstagError(f"--labels {path}, line {reader.line_num}: {e}",
+                          "a UTF-8 CSV of path,instrument,present rows") from None
 
 
 def labels_from_folders(root: str | Path) -> Labels:

@@ -27,15 +27,19 @@ import numpy as np
 from instag.common.atomic import SUCCESS, UNCHECKED, atomic_dir, atomic_path
 from instag.common.errors import InstagError
 from instag.common.extras import require
+from instag.common.guard.inputs import DOCUMENT, regular_file
 from instag.common.status import Status
 from instag.features.instances import INSTANCE_SECONDS
+from instag.outputs.documents import STATUSES, Malformed, check_document, malformed
 from instag.tagging.bags import Bag
-from instag.tagging.results import BagResult, FileResult
+from instag.tagging.results import BagResult, FileResult, display_path
 
 METADATA_KEY = "instag"  # the schema's metadata: the run (model, thresholds), as JSON
 ROW_GROUP_ROWS = 20_000  # rows buffered before they are written as one row group
 PART_ROWS = 500_000  # rows per part file of a dataset directory
 _NO_VALUES = np.zeros((0, 0), np.float32)  # a carried bag's instance values: not in Parquet
+PREVIOUS_FIX = ("the previous output is not as instag writes it (it is kept as it is): move it "
+                "aside, or write elsewhere")
 
 
 def schema():
@@ -71,15 +75,30 @@ def parquet_rows(r: FileResult) -> list:
             for b in r.bags]
 
 
+def parquet_bag(row: dict) -> dict:
+    """A row's bag in a document's shape (`documents`), its values as read: the schema's check
+    names what is wrong with them; a null segment is Malformed here."""
+    segments: dict = {}
+    for s in row["segments"] or ():
+        if s is None:
+            raise Malformed("segments", "a null segment")
+        segments.setdefault(s["instrument"], []).append([s["start_s"], s["end_s"]])
+    probabilities, present = row["probabilities"], row["present"]
+    return {"start_s": row["bag_start_s"], "end_s": row["bag_end_s"],
+            "probabilities": None if probabilities is None else dict(probabilities),
+            "present": None if present is None else list(present), "segments": segments}
+
+
 def read_batches(path: Path, columns: list[str] | None = None,
-                 batch_size: int = ROW_GROUP_ROWS) -> Iterator:
+                 batch_size: int = ROW_GROUP_ROWS, option: str = "") -> Iterator:
     """A Parquet file's (or a dataset folder's part files', in order) record batches, read a
     row group at a time as they are asked for: Arrow's dataset scanner reads ahead as fast as
-    it can, and a slow consumer then holds most of the file."""
+    it can, and a slow consumer then holds most of the file. Each file is an input of
+    `guard.inputs`' rule (a regular file: never a FIFO or device)."""
     pq = require("pyarrow.parquet")
     parts = sorted(Path(path).glob("*.parquet")) if Path(path).is_dir() else [Path(path)]
     for part in parts:
-        with pq.ParquetFile(part) as f:
+        with pq.ParquetFile(regular_file(part, option, DOCUMENT)) as f:
             yield from f.iter_batches(batch_size=batch_size, columns=columns)
 
 
@@ -216,6 +235,7 @@ class PreviousOutput:
         pa = require("pyarrow")
         self.out, self.model_id = out, model_id
         self.final = pa.array(sorted(s.value for s in Status if s is Status.OK or s.permanent))
+        self.statuses = pa.array(sorted(STATUSES))
         self.candidates = pa.table({"path": pa.array([], pa.string()),
                                     "size": pa.array([], pa.int64()),
                                     "mtime_ns": pa.array([], pa.int64())})
@@ -234,8 +254,10 @@ class PreviousOutput:
         whether the piece starts file k), file by file in the output's order; a file cut by a
         batch's end comes in two pieces."""
         pa, pc = require("pyarrow"), require("pyarrow.compute")
-        k, last = -1, None
+        k, last, rows = -1, None, 0
         for batch in self._batches(columns):
+            self._check(batch, rows)
+            rows += batch.num_rows
             batch = batch.filter(self._carryable(batch))
             if not batch.num_rows:
                 continue
@@ -267,10 +289,31 @@ class PreviousOutput:
 
     def _batches(self, columns: list[str] | None = None):
         try:
-            yield from read_batches(self.out, columns)
+            yield from read_batches(self.out, columns, option="--out")
+        except InstagError:
+            raise
         except Exception as e:  # pyarrow's own errors: not a Parquet output of instag
             raise InstagError(f"--out {self.out}: cannot read it as a previous Parquet output "
                               f"({str(e)[:200]})", "remove it, or write elsewhere") from None
+
+    def _check(self, batch, before: int) -> None:
+        """The columns resuming relies on, in every row (`before` rows came earlier): a path,
+        a status of instag's; a size and mtime where the row may be carried over."""
+        pc = require("pyarrow.compute")
+        carryable = self._carryable(batch)
+        checks = {
+            "path": (pc.fill_null(pc.equal(batch["path"], ""), True), "null or empty"),
+            "status": (pc.invert(pc.fill_null(pc.is_in(batch["status"], value_set=self.statuses),
+                                              False)), "not a status of instag's"),
+            "size": (pc.and_(carryable, pc.fill_null(pc.less(batch["size"], 0), True)),
+                     "null or negative"),
+            "mtime_ns": (pc.and_(carryable, pc.is_null(batch["mtime_ns"])), "null")}
+        for name, (bad, problem) in checks.items():
+            wrong = np.flatnonzero(bad.to_numpy(zero_copy_only=False))
+            if len(wrong):
+                value = batch[name][int(wrong[0])].as_py()
+                raise InstagError(f"--out {self.out}, row {before + int(wrong[0]) + 1}: field "
+                                  f"{name}: {value!r} is {problem}", PREVIOUS_FIX)
 
     def _carryable(self, batch):
         pc = require("pyarrow.compute")
@@ -293,28 +336,36 @@ class PreviousOutput:
                     held[1].append(RowSpan(table, a, b))
                     continue
                 if held is not None:
-                    yield carried_result(path_of(held[0]), held[1])
+                    yield self._result(path_of(held[0]), held[1])
                 held = (k, [RowSpan(table, a, b)])
         if held is not None:
-            yield carried_result(path_of(held[0]), held[1])
+            yield self._result(path_of(held[0]), held[1])
+
+    def _result(self, path: Path, spans: list[RowSpan]) -> FileResult:
+        return carried_result(path, spans, f"--out {self.out}, the rows of {display_path(path)}")
 
 
-def carried_result(path: Path, spans: list[RowSpan]) -> FileResult:
+def carried_result(path: Path, spans: list[RowSpan], where: str = "") -> FileResult:
     """A file's result as a previous output's Parquet rows have it: status, sizes, bags with
     probabilities, instruments present and segments (no per-instance values), and the rows
-    themselves, to be written again as they are."""
+    themselves, to be written again as they are. Rows that break the documents' schema are
+    one InstagError naming `where`."""
     first, *_ = listed = [row for span in spans for row in span.arrow().to_pylist()]
-    bags = []
-    if first["status"] == Status.OK.value and first["bag_start_s"] is not None:
-        for row in listed:
-            segments: dict[str, list[tuple[float, float]]] = {}
-            for seg in row["segments"] or ():
-                segments.setdefault(seg["instrument"], []).append((seg["start_s"], seg["end_s"]))
-            bag = Bag(round(row["bag_start_s"] / INSTANCE_SECONDS),
-                      round(row["bag_end_s"] / INSTANCE_SECONDS))
-            bags.append(BagResult(bag, dict(row["probabilities"]), _NO_VALUES, _NO_VALUES,
-                                  list(row["present"]), segments))
+    ok = first["status"] == Status.OK.value and first["bag_start_s"] is not None
+    try:
+        bags = [parquet_bag(row) for row in listed] if ok else []
+    except Malformed as e:
+        raise malformed(where, e) from None
+    check_document({**{k: first[k] for k in ("path", "status", "duration_s", "size",
+                                             "mtime_ns", "model_id")},
+                    "reason": first["reason"] or "", "file_tags": first["file_tags"] or "",
+                    "instruments": [], "segments": {}, "bags": bags}, where)
+    results = [BagResult(Bag(round(b["start_s"] / INSTANCE_SECONDS),
+                             round(b["end_s"] / INSTANCE_SECONDS)),
+                         b["probabilities"], _NO_VALUES, _NO_VALUES, b["present"],
+                         {c: [tuple(s) for s in segs] for c, segs in b["segments"].items()})
+               for b in bags]
     return FileResult(path, Status(first["status"]), first["reason"] or "",
-                      duration=first["duration_s"], bags=bags, size=first["size"],
+                      duration=first["duration_s"], bags=results, size=first["size"],
                       mtime_ns=first["mtime_ns"], model_id=first["model_id"],
                       file_tags=first["file_tags"] or "", rows=spans)

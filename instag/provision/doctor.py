@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import platform
 import shutil
+import tempfile
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -16,7 +17,7 @@ from instag.common.quiet import native_stderr_silenced
 from instag.features import reduced, vggish_onnx
 from instag.features.pca import load_pca
 from instag.features.reduced import Precision
-from instag.features.vggish import tensorflow_installed
+from instag.features.vggish import load_vggish, tensorflow_installed
 from instag.learning.data import OPENMIC_CLASSES
 from instag.provision.reduced import summary
 from instag.tagging.scoring import CUDA, Scorer
@@ -122,6 +123,51 @@ def _vggish_runtime(handle: str) -> Check:
     return Check("models", "VGGish runtime", f"onnxruntime: {path}{checked}")
 
 
+def _one_line(e: Exception, fix: str) -> str:
+    """An error as one row's text, with what to do."""
+    if isinstance(e, InstagError):
+        return f"{e.message} (fix: {e.fix or fix})"
+    first = str(e).splitlines()[0][:200] if str(e) else ""
+    return f"{type(e).__name__}: {first} (fix: {fix})"
+
+
+def _vggish_loads(handle: str) -> Check:
+    """VGGish loaded as tagging loads it (its ONNX conversion if kept, else the SavedModel on
+    TensorFlow) and run on a second of silence: a folder with a junk saved_model.pb is
+    present, but cannot tag."""
+    import numpy as np
+
+    item = "VGGish loads"
+    path = vggish_onnx.find(handle)
+    if path is None and not (locations.hub_cached(handle) and tensorflow_installed()):
+        return Check("models", item, "not checked: no VGGish to load (above)")
+    try:
+        model = vggish_onnx.OnnxVggish(path, Device.CPU) if path else load_vggish(handle)
+        out = np.asarray(model(np.zeros(16000, np.float32)))
+        if out.ndim != 2 or out.shape[1] != 128:
+            raise InstagError(f"it returned shape {out.shape}, not [N, 128]")
+    except Exception as e:  # whatever a broken model raises: a row, never a traceback
+        return Check("models", item, f"{handle}: " + _one_line(
+            e, "run `instag setup --force` to fetch and convert VGGish again"), False,
+            blocks_tagging=True)
+    return Check("models", item, f"yes, on {'onnxruntime' if path else 'tensorflow'}", True)
+
+
+def _cache_writable() -> Check:
+    """The cache folder takes a file (tagging keeps its features there): a probe is written
+    and removed."""
+    folder = locations.cache_dir()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".instag-doctor-"):
+            pass
+    except OSError as e:
+        return Check("directories", "cache writable", f"{folder}: cannot write in it "
+                     f"({e.strerror or e}) (fix: make it a writable folder, or set "
+                     "INSTAG_CACHE_DIR)", False, blocks_tagging=True)
+    return Check("directories", "cache writable", "yes", True)
+
+
 def _pca(pca: str | None) -> Check:
     """The PCA file tagging would use: --pca, $INSTAG_PCA, setup's, or the official one."""
     try:
@@ -135,7 +181,8 @@ def _pca(pca: str | None) -> Check:
         kind = "official, md5 verified" if official else "not the official file"
         return Check("models", "PCA parameters", f"{path} ({kind})", True)
     except InstagError as e:
-        return Check("models", "PCA parameters", str(e), False, blocks_tagging=True)
+        return Check("models", "PCA parameters", _one_line(e, "pass --pca FILE"), False,
+                     blocks_tagging=True)
 
 
 def _scoring_model(model: str | None) -> tuple[Check, Path | None]:
@@ -143,7 +190,8 @@ def _scoring_model(model: str | None) -> tuple[Check, Path | None]:
         path = locations.resolve_model(model)
         scorer = Scorer(path, Device.CPU)
     except InstagError as e:
-        return Check("models", "scoring model", str(e), False, blocks_tagging=True), None
+        return Check("models", "scoring model", _one_line(e, "run `instag setup`"), False,
+                     blocks_tagging=True), None
     vocabulary = "OpenMIC-2018's" if scorer.classes == OPENMIC_CLASSES else "a custom"
     return Check("models", "scoring model", f"{path} ({scorer.model_name}, "
                  f"{len(scorer.classes)} instruments: {vocabulary} vocabulary)", True), path
@@ -176,6 +224,7 @@ def diagnose(model: str | None = None, vggish: str | None = None,
     checks.append(Check("runtime", "ffmpeg (m4a/aac, wma...)", ffmpeg or "not on PATH",
                         bool(ffmpeg)))
     checks.append(Check("directories", "cache", _disk(locations.cache_dir())))
+    checks.append(_cache_writable())
     checks.append(Check("directories", "data", _disk(locations.data_dir())))
     checks.append(Check("directories", "hub cache", str(locations.tfhub_cache_dir())))
     data = locations.openmic_data()
@@ -188,6 +237,7 @@ def diagnose(model: str | None = None, vggish: str | None = None,
                         "not downloaded (run `instag setup`)"), bool(local),
                         blocks_tagging=not local))
     checks.append(_vggish_runtime(handle))
+    checks.append(_vggish_loads(handle))
     checks += [_reduced(handle, p) for p in (Precision.INT8, Precision.FP16)]
     checks.append(_pca(pca))
     checks.append(model_check)

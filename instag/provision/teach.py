@@ -18,7 +18,7 @@ from instag.common.atomic import atomic_write
 from instag.common.errors import InstagError
 from instag.engines.local.run import embed
 from instag.learning.data import OpenMIC, load_openmic
-from instag.learning.labelled import check_split, cross_folds, held_out, union
+from instag.learning.labelled import check_sides, check_split, cross_folds, held_out, union
 from instag.learning.labels import Labels
 from instag.learning.runs import refuse_taken
 from instag.learning.train import Recipe, check_positives, train_run
@@ -68,12 +68,15 @@ def teach(labels: Labels, out_dir: Path, opts: TagOptions, recipe: Recipe,
     # what can be refused without the audio is refused before a song is decoded
     check_split(holdout, folds, len(labels.files))
     base = load_openmic(openmic) if openmic else None
+    known = base.classes if base is not None else ()
+    check_sides(labels, known)
     refuse_taken(out_dir, force)
     taught = Taught()
     kept, bags, taught.failed = embed_labelled(labels, opts, reporter)
     if not kept.files:
         raise InstagError(f"{labels.source}: none of its songs could be embedded",
                           "see the failures listed above")
+    check_sides(kept, known)  # the songs that failed may have been one side
 
     def with_openmic(own: OpenMIC) -> OpenMIC:
         return own if base is None else union(base, own)

@@ -12,6 +12,7 @@ import math
 from pathlib import Path
 
 from instag.common.errors import InstagError
+from instag.common.guard.inputs import THRESHOLDS, read_text
 
 DEFAULT = 0.5  # the paper's rule, for a model without tuned thresholds
 FIX = 'use JSON {"piano": 0.4, ...} or CSV lines piano,0.4 (thresholds in [0, 1])'
@@ -44,10 +45,7 @@ def load_thresholds(classes: tuple[str, ...], default: float | None, path: Path 
         out = {c: (tuned or {}).get(c, DEFAULT) for c in classes}
     if path is None:
         return out
-    try:
-        text = Path(path).read_text(encoding="utf-8-sig")  # a BOM, as Excel writes, is read
-    except (OSError, UnicodeDecodeError) as e:
-        raise InstagError(f"{path}: unreadable thresholds ({e})", FIX) from e
+    text = read_text(path, "--thresholds", THRESHOLDS)  # a regular file; a BOM is read
     given = _from_json(path, text) if text.lstrip().startswith("{") else _from_csv(path, text)
     unknown = sorted(set(given) - set(classes))
     if unknown:
@@ -59,15 +57,16 @@ def load_thresholds(classes: tuple[str, ...], default: float | None, path: Path 
 
 def _from_json(path: Path, text: str) -> dict[str, float]:
     try:
-        doc = json.loads(text)
-    except ValueError as e:
+        doc = json.loads(text)  # an object: the text starts with "{"
+    except (ValueError, RecursionError) as e:
         raise InstagError(f"{path}: not valid JSON ({e})", FIX) from None
     return {name: check_threshold(v, f"{path}: {name!r}") for name, v in doc.items()}
 
 
 def _from_csv(path: Path, text: str) -> dict[str, float]:
     given = {}
-    for n, row in enumerate(csv.reader(text.splitlines()), start=1):
+    for n, row in enumerate(csv.reader(text.split("\n")), start=1):  # "\n" only: names may
+        # hold U+2028 and the other characters str.splitlines() ends lines at
         cells = [c.strip() for c in row]
         if not any(cells) or (n == 1 and cells[:2] == ["instrument", "threshold"]):
             continue
