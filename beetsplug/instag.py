@@ -216,6 +216,12 @@ class InstagPlugin(BeetsPlugin):
             if self.session is None:
                 try:
                     self.session = instag.TagSession(self.options()).__enter__()
+                except instag.BusyError as e:  # another run holds the cache: the next import
+                    self._log.warning("instag: busy, not tagging this import (the next "
+                                      "`beet import` or `beet instag` will): {}", e)
+                except instag.SetupError as e:
+                    self._log.warning("instag: not set up, not tagging this import (run "
+                                      "`instag setup`): {}", e)
                 except instag.InstagError as e:
                     self._log.warning("instag: not tagging this import: {}", e)
             return self.session

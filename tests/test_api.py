@@ -63,3 +63,20 @@ def test_options_are_checked_where_they_are_made(given, says):
 def test_options_given_as_text_become_their_choices():
     opts = instag.TagOptions(device="cpu", resampler="soxr")
     assert (opts.device, opts.resampler) == (instag.Device.CPU, instag.Resampler.SOXR)
+
+
+def test_errors_have_kinds_a_caller_can_tell_apart(tmp_path, scoring_model, standin_vggish,
+                                                   standin_pca):
+    """A busy cache (retry later) is a BusyError, a machine not set up a SetupError; both are
+    InstagErrors with a message and a fix."""
+    import instag
+    from instag.engines.local.cache import lock
+
+    (tmp_path / "a.wav").write_bytes(b"")
+    with pytest.raises(instag.SetupError, match="no trained model") as missing:
+        instag.Run([tmp_path], instag.TagOptions(cache=tmp_path / "c.sqlite")).run()
+    assert missing.value.fix and isinstance(missing.value, instag.InstagError)
+    opts = instag.TagOptions(model=scoring_model, vggish=str(standin_vggish), pca=standin_pca,
+                             cache=tmp_path / "c.sqlite")
+    with lock(tmp_path / "c.sqlite"), pytest.raises(instag.BusyError, match="is using"):
+        instag.Run([tmp_path], opts).run()

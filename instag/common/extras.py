@@ -7,7 +7,7 @@ import importlib
 import importlib.util
 from types import ModuleType
 
-from instag.common.errors import InstagError
+from instag.common.errors import SetupError
 
 # module -> (pip extra, what needs it)
 EXTRAS = {
@@ -41,5 +41,5 @@ def require(module: str) -> ModuleType:
         return importlib.import_module(module)
     except ImportError as e:
         extra, purpose = EXTRAS[module.split(".")[0]]
-        raise InstagError(f"{module.split('.')[0]} is not installed; {purpose} needs it",
+        raise SetupError(f"{module.split('.')[0]} is not installed; {purpose} needs it",
                           f"pip install 'instag[{extra}]'") from e

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from instag.common.atomic import atomic_write
 from instag.common.downloads import download
-from instag.common.errors import InstagError
+from instag.common.errors import InstagError, SetupError
 from instag.common.guard.inputs import SETTINGS, read_text
 
 APP = "instag"
@@ -157,7 +157,7 @@ def pca_params(path_or_none: str | Path | None = None, url: str = PCA_URL,
     try:
         return download(url, cached, md5)
     except InstagError as e:
-        raise InstagError(f"no VGGish PCA parameters in {cache_dir()}: {e.message}",
+        raise SetupError(f"no VGGish PCA parameters in {cache_dir()}: {e.message}",
                           "run `instag setup` once on a machine with internet, or pass "
                           "--pca FILE") from e
 
@@ -178,5 +178,5 @@ def resolve_model(option: str | Path | None = None) -> Path:
         return path
     if installed_model().is_file():
         return installed_model()
-    raise InstagError("no trained model", "run `instag setup` (downloads 2.6 GB, trains in "
+    raise SetupError("no trained model", "run `instag setup` (downloads 2.6 GB, trains in "
                       "minutes) or pass --model")

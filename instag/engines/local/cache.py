@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import portalocker
 
-from instag.common.errors import InstagError
+from instag.common.errors import BusyError, InstagError
 from instag.common.status import Status
 from instag.engines.local.cachefile import (
     header,
@@ -113,7 +113,7 @@ def lock(cache_path: Path, wait: bool = False) -> Iterator[HeldLock]:
         except portalocker.AlreadyLocked:
             holder = _holder(f)
             f.close()
-            raise InstagError(f"{cache_path}: another `instag tag` run (pid {holder}) is using "
+            raise BusyError(f"{cache_path}: another `instag tag` run (pid {holder}) is using "
                               "this cache", "wait for it, pass --wait to queue behind it, or "
                               "use another --cache") from None
         held = HeldLock(lock_path, f)
