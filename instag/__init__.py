@@ -5,7 +5,7 @@ tagging API, never imports torch or TensorFlow)::
 
     import instag
 
-    for result in instag.tag(["~/Music"], instag.TagOptions(bag_size=10)):
+    for result in instag.tag(["~/Music"], instag.TagOptions(bag=10)):
         print(result.path, result.status, result.instruments(), result.segments())
 
     # what `instag tag ~/Music --out tags.csv --summary summary.csv --write-tags` writes:

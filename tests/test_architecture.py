@@ -61,7 +61,7 @@ def test_type_checkers_see_the_apis_real_types(tmp_path):
     script = tmp_path / "use.py"
     script.write_text(
         "import instag\n"
-        "run = instag.tag(['music'], instag.TagOptions(bag_size=10))\n"
+        "run = instag.tag(['music'], instag.TagOptions(bag=10))\n"
         "for result in run:\n"
         "    reveal_type(result)\n"
         "    names: list[str] = result.instruments()\n"

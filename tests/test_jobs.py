@@ -30,7 +30,7 @@ def here(tmp_path, monkeypatch):
 @pytest.fixture
 def options(scoring_model, standin_vggish, standin_pca, here):
     return instag.TagOptions(model=scoring_model, vggish=str(standin_vggish), pca=standin_pca,
-                             cache=here / "cache.sqlite", jobs=2, bag_size=5, threshold=0.3)
+                             cache=here / "cache.sqlite", jobs=2, bag=5, threshold=0.3)
 
 
 def files(folder):

@@ -26,7 +26,7 @@ def test_hidden_files_and_folders_are_skipped_unless_asked(tmp_path):
     touch(tmp_path / ".b.mp3")
     touch(tmp_path / "c.mp3")
     assert [p.name for p in walk([tmp_path])] == ["c.mp3"]
-    assert len(list(walk([tmp_path], include_hidden=True))) == 3
+    assert len(list(walk([tmp_path], hidden=True))) == 3
 
 
 def test_symlink_loops_are_walked_once(tmp_path):

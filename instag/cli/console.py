@@ -10,6 +10,7 @@ import typer
 
 from instag.common.devices import Device
 from instag.common.errors import InstagError, UsageError
+from instag.common.spelling import cli_spelling
 from instag.common.stops import Process, Terminated, signal_behind
 from instag.features.resample import Resampler
 
@@ -54,7 +55,8 @@ def expected_errors(fn):
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
-            return fn(*args, **kwargs)
+            with cli_spelling():  # errors name the flags the user typed
+                return fn(*args, **kwargs)
         except (InstagError, KeyboardInterrupt, Terminated, ImportError) as e:
             if (behind := signal_behind(e)) is not None:
                 raise typer.Exit(say_stopped(behind, "nothing written")) from None

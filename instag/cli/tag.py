@@ -177,10 +177,10 @@ def tag(
     })
     opts = TagOptions(
         model=locations.resolve_model(model), vggish=vggish, pca=pca, resampler=resampler,
-        bag_size=parse_bag_mode(bag), hop=hop, threshold=threshold,
-        thresholds_file=thresholds_file, device=device, jobs=jobs, stall_timeout=file_timeout,
+        bag=parse_bag_mode(bag), hop=hop, threshold=threshold,
+        thresholds_file=thresholds_file, device=device, jobs=jobs, file_timeout=file_timeout,
         max_duration=parse_duration(max_duration, "--max-duration"), cache=cache, force=force,
-        extensions=parse_extensions(extensions), include_hidden=hidden, wait=wait,
+        extensions=parse_extensions(extensions), hidden=hidden, wait=wait,
         precision=precision,
         write_tags=TagWriting(tag_field, write_scores, in_place, dry_run, tag_separator,
                               follow_links) if write_tags else None,

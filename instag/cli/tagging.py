@@ -187,7 +187,7 @@ def embed(
 ) -> None:
     """Turn audio files into OpenMIC-style VGGish features (uint8, 0.96 s instances)."""
     opts = TagOptions(vggish=vggish, pca=pca, resampler=resampler, jobs=jobs, precision=precision,
-                      stall_timeout=file_timeout,
+                      file_timeout=file_timeout,
                       max_duration=parse_duration(max_duration, "--max-duration"), cache=cache,
                       wait=wait)
     paths = read_paths(paths)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from instag.common.enums import TextEnum
-from instag.common.errors import InstagError
+from instag.common.errors import InstagError, UsageError
+from instag.common.spelling import said
 
 
 class Device(TextEnum):
@@ -17,7 +18,7 @@ class Device(TextEnum):
         try:
             return cls(text)
         except ValueError:
-            raise InstagError(f"--device {text}: choose auto, cuda or cpu") from None
+            raise UsageError(f"{said('device', text)}: choose auto, cuda or cpu") from None
 
 
 def cuda_unavailable(backend: str, detail: str) -> InstagError:

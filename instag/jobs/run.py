@@ -104,7 +104,7 @@ class Run:
         rule = ("--threshold" if opts.threshold is not None else "--thresholds" if
                 opts.thresholds_file else "the model's tuned thresholds (0.5 where none)")
         return {"model": str(resolve_model(opts.model)),
-                "bag": "full" if opts.bag_size is None else str(opts.bag_size),
+                "bag": "full" if opts.bag is None else str(opts.bag),
                 "threshold_rule": rule, "thresholds": self.engine_run.thresholds}
 
 

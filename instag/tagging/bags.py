@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from instag.common.errors import InstagError
+from instag.common.errors import InstagError, UsageError
+from instag.common.spelling import option, said
 from instag.features.instances import INSTANCE_SECONDS
 
 
@@ -49,10 +50,12 @@ def parse_bag_mode(text: str) -> int | None:
 def check_bag_setting(size: int | None, hop: int | None) -> None:
     """A hop needs a bag size, and may not skip instances: every instance is in some bag."""
     if hop is not None and size is None:
-        raise InstagError(f"--hop {hop} without --bag N", "give the bag size too, e.g. --bag 10")
+        raise UsageError(f"{said('hop', hop)} without {option('bag')} N",
+                         f"give the bag size too, e.g. {said('bag', 10)}")
     if hop is not None and size is not None and hop > size:
-        raise InstagError(f"--hop {hop} is larger than --bag {size}: the instances between "
-                          "bags would never be scored", f"use --hop {size} or less")
+        raise UsageError(f"{said('hop', hop)} is larger than {said('bag', size)}: the "
+                         "instances between bags would never be scored",
+                         f"use {said('hop', size)} or less")
 
 
 def make_bags(n_instances: int, size: int | None = None, hop: int | None = None,

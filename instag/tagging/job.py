@@ -140,7 +140,7 @@ class JobRun:
     def walk(self) -> tuple[PathList, list[tuple[Path, str]]]:
         """The run's files and the folders it could not read; the summary's total counts both."""
         files, errors = files_and_folder_errors(self.paths, self.opts.extensions,
-                                                self.opts.include_hidden)
+                                                self.opts.hidden)
         self.summary.total = len(files) + len(errors)
         return files, errors
 
@@ -152,15 +152,15 @@ class Scoring:
     def __init__(self, opts: TagOptions) -> None:
         self.scorer = Scorer(locations.resolve_model(opts.model), opts.device)
         self.exact = self.scorer.meta.fixed_instances  # the model takes exactly this many
-        if self.exact and opts.bag_size != self.exact:
+        if self.exact and opts.bag != self.exact:
             raise InstagError(f"{self.scorer.path}: {self.scorer.model_name} scores bags of "
                               f"exactly {self.exact} instances", f"use --bag {self.exact}")
         self.classes = self.scorer.classes
         self.thresholds = load_thresholds(self.classes, opts.threshold, opts.thresholds_file,
                                           self.scorer.meta.thresholds)
         self.model_digest = file_digest(self.scorer.path)
-        self.bag_size, self.hop = opts.bag_size, opts.hop
-        self.bag_setting = f"{opts.bag_size or 'full'}/{opts.hop or opts.bag_size or ''}"
+        self.bag, self.hop = opts.bag, opts.hop
+        self.bag_setting = f"{opts.bag or 'full'}/{opts.hop or opts.bag or ''}"
 
     def identity(self, features: str) -> str:
         """What a result depends on besides the file: the features' identity (VGGish, PCA,
@@ -169,7 +169,7 @@ class Scoring:
                                json.dumps(self.thresholds, sort_keys=True))
 
     def bags(self, feats: Features) -> list[Bag]:
-        return make_bags(len(feats.values), self.bag_size, self.hop, exact=bool(self.exact))
+        return make_bags(len(feats.values), self.bag, self.hop, exact=bool(self.exact))
 
     def too_short(self, path: Path, feats: Features) -> FileResult:
         """A file with features but no bag: shorter than a fixed-size model's bag."""

@@ -3,13 +3,16 @@ all build a `TagOptions`."""
 
 from __future__ import annotations
 
+import functools
 import math
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 from instag.common import locations
 from instag.common.devices import Device
-from instag.common.errors import InstagError
+from instag.common.errors import UsageError
+from instag.common.spelling import option, said
 from instag.features.decode import AUDIO_EXTENSIONS
 from instag.features.reduced import Precision
 from instag.features.resample import DEFAULT_RESAMPLER, Resampler
@@ -22,6 +25,10 @@ STALL_TIMEOUT = 300.0  # seconds without progress before a decoder is stopped
 MAX_DURATION = 12 * 3600.0  # seconds: longer than any album side, shorter than a runaway header
 
 
+# the keywords of an earlier release, which still work for one more (with a warning)
+OLD_KEYWORDS = {"bag_size": "bag", "stall_timeout": "file_timeout", "include_hidden": "hidden"}
+
+
 @dataclass(frozen=True)
 class TagOptions:
     """Everything a run can be told; the defaults are the CLI's."""
@@ -30,54 +37,55 @@ class TagOptions:
     vggish: str | None = None
     pca: Path | None = None
     resampler: Resampler = DEFAULT_RESAMPLER
-    bag_size: int | None = None  # None: the whole file is one bag
+    bag: int | None = None  # instances per bag; None: the whole file is one bag
     hop: int | None = None
     threshold: float | None = None  # None: the model's tuned thresholds (else 0.5)
     thresholds_file: Path | None = None
     device: Device = Device.AUTO
     jobs: int | None = None  # decoding processes; None: one per CPU (never more than files)
-    stall_timeout: float = STALL_TIMEOUT  # seconds a decoder may make no progress on a file
+    file_timeout: float = STALL_TIMEOUT  # seconds a decoder may make no progress on a file
     max_duration: float | None = MAX_DURATION  # seconds; longer files are `too_long`
     cache: Path | None = None  # None: tags.sqlite in the user cache directory
     force: bool = False
     extensions: tuple[str, ...] = AUDIO_EXTENSIONS
-    include_hidden: bool = False
+    hidden: bool = False  # also walk hidden files and folders
     wait: bool = False
     write_tags: TagWriting | None = None  # also write each tagged file's own tags
     precision: str | None = None  # VGGish's: None: $INSTAG_PRECISION, settings.json, else fp32
 
     def __post_init__(self) -> None:
-        """Checked where they are made, with the CLI's words: the CLI, the Python API and the
-        beets plugin refuse the same settings, before anything runs."""
-        check_bag_setting(self.bag_size, self.hop)
-        for name, value in (("--bag", self.bag_size), ("--hop", self.hop), ("--jobs", self.jobs)):
+        """Checked where they are made: the CLI, the Python API and the beets plugin refuse
+        the same settings, before anything runs, each error naming the option as the caller
+        spelled it (`--bag 0` from the command line, `bag=0` from Python)."""
+        check_bag_setting(self.bag, self.hop)
+        for name, value in (("bag", self.bag), ("hop", self.hop), ("jobs", self.jobs)):
             if value is not None and (isinstance(value, bool) or not isinstance(value, int)
                                       or value < 1):
-                raise InstagError(f"{name} {value!r}: needs a whole number of at least 1",
-                                  f"e.g. {name} 2")
+                raise UsageError(f"{said(name, value)}: needs a whole number of at least 1",
+                                 f"e.g. {said(name, 2)}")
         if self.threshold is not None:
-            check_threshold(self.threshold, "--threshold")
-        for name, value in (("--file-timeout", self.stall_timeout),
-                            ("--max-duration", self.max_duration)):
+            check_threshold(self.threshold, option("threshold"), f"e.g. {said('threshold', 0.5)}")
+        for name, value in (("file_timeout", self.file_timeout),
+                            ("max_duration", self.max_duration)):
             if value is not None and not (isinstance(value, int | float) and value > 0
                                           and math.isfinite(value)):
-                raise InstagError(f"{name} {value!r}: needs a number of seconds above 0",
-                                  f"e.g. {name} 300")
+                raise UsageError(f"{said(name, value)}: needs a number of seconds above 0",
+                                 f"e.g. {said(name, 300)}")
         # choices given as text (the beets plugin's config, a script) become their enums
         object.__setattr__(self, "device", Device.parse(self.device))
         self.vggish_precision()  # a wrong one is refused here, not mid-run
         try:
             object.__setattr__(self, "resampler", Resampler(self.resampler))
         except ValueError:
-            raise InstagError(f"--resampler {self.resampler!r}: not a resampler",
+            raise UsageError(f"{said('resampler', self.resampler)}: not a resampler",
                               f"use one of {', '.join(r.value for r in Resampler)}") from None
 
     def vggish_precision(self) -> Precision:
         try:
             return Precision(locations.precision(self.precision))
         except ValueError:
-            raise InstagError(f"--precision {locations.precision(self.precision)!r}: not a "
-                              "precision", "use fp32, int8 or fp16 (CUDA)") from None
+            raise UsageError(f"{said('precision', locations.precision(self.precision))}: not "
+                             "a precision", "use fp32, int8 or fp16 (CUDA)") from None
 
     def cache_path(self) -> Path:
         return Path(self.cache) if self.cache else locations.cache_dir() / CACHE_FILE
@@ -86,3 +94,19 @@ class TagOptions:
         """instag's own files that no output may replace: the cache, its WAL files, its lock."""
         db = self.cache_path()
         return [db.with_name(db.name + s) for s in ("", "-wal", "-shm", ".lock")]
+
+
+def _old_keywords(init):
+    """TagOptions(bag_size=10) and the other old keywords: as the new ones, with a warning."""
+    @functools.wraps(init)
+    def accepting(self, *args, **kwargs):
+        for old, new in OLD_KEYWORDS.items():
+            if old in kwargs:
+                warnings.warn(f"TagOptions({old}=...) is now TagOptions({new}=...)",
+                              DeprecationWarning, stacklevel=2)
+                kwargs[new] = kwargs.pop(old)
+        init(self, *args, **kwargs)
+    return accepting
+
+
+TagOptions.__init__ = _old_keywords(TagOptions.__init__)  # type: ignore[method-assign]

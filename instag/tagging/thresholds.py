@@ -11,26 +11,27 @@ import json
 import math
 from pathlib import Path
 
-from instag.common.errors import InstagError
+from instag.common.errors import InstagError, UsageError
 from instag.common.guard.inputs import THRESHOLDS, read_text
 
 DEFAULT = 0.5  # the paper's rule, for a model without tuned thresholds
 FIX = 'use JSON {"piano": 0.4, ...} or CSV lines piano,0.4 (thresholds in [0, 1])'
 
 
-def check_threshold(value: object, where: str) -> float:
-    """A threshold as a float in [0, 1], or an InstagError saying `where` it is wrong."""
+def check_threshold(value: object, where: str, fix: str = FIX) -> float:
+    """A threshold as a float in [0, 1], or an InstagError saying `where` it is wrong (and
+    `fix`: a file's format by default, an example for the option)."""
     if isinstance(value, bool) or not isinstance(value, int | float | str):
-        raise InstagError(f"{where}: threshold {value!r} is not a number", FIX)
+        raise UsageError(f"{where}: threshold {value!r} is not a number", fix)
     try:
         t = float(value)
     except OverflowError:  # an integer of hundreds of digits
-        raise InstagError(f"{where}: threshold {str(value)[:20]}... is outside [0, 1]",
-                          FIX) from None
+        raise UsageError(f"{where}: threshold {str(value)[:20]}... is outside [0, 1]",
+                          fix) from None
     except ValueError:
-        raise InstagError(f"{where}: threshold {value!r} is not a number", FIX) from None
+        raise UsageError(f"{where}: threshold {value!r} is not a number", fix) from None
     if not (math.isfinite(t) and 0.0 <= t <= 1.0):
-        raise InstagError(f"{where}: threshold {t:g} is outside [0, 1]", FIX)
+        raise UsageError(f"{where}: threshold {t:g} is outside [0, 1]", fix)
     return t
 
 

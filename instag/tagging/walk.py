@@ -36,7 +36,7 @@ def check_roots(paths: Iterable[str | Path]) -> None:
 def walk(
     paths: Iterable[str | Path],
     extensions: tuple[str, ...] = AUDIO_EXTENSIONS,
-    include_hidden: bool = False,
+    hidden: bool = False,
     on_error: Callable[[Path, str], None] | None = None,
 ) -> Iterator[Path]:
     """Yield audio files, as absolute paths: a file given by name is yielded whatever its
@@ -54,7 +54,7 @@ def walk(
             entry = next(stack[-1], None)
             if entry is None:
                 stack.pop()
-            elif not include_hidden and entry.name.startswith("."):
+            elif not hidden and entry.name.startswith("."):
                 continue
             elif _is_dir(entry):
                 stack.append(_entries(Path(entry.path), seen_dirs, on_error))
@@ -113,10 +113,10 @@ class PathList(Sequence[Path]):
 
 
 def files_and_folder_errors(paths: Iterable[str | Path], extensions: tuple[str, ...],
-                            include_hidden: bool) -> tuple[PathList, list[tuple[Path, str]]]:
+                            hidden: bool) -> tuple[PathList, list[tuple[Path, str]]]:
     """A run's audio files, and the folders it could not read (each becomes an `unreadable`
     result after the files), as both engines take them."""
     errors: list[tuple[Path, str]] = []
-    files = PathList(walk(paths, extensions, include_hidden,
+    files = PathList(walk(paths, extensions, hidden,
                           on_error=lambda p, why: errors.append((p, why))))
     return files, errors

@@ -67,7 +67,7 @@ class Session:
         with self._lock:
             if self._pool is None:
                 self._pool = DecodePool(jobs, self.embedder.resampler,
-                                        self.opts.stall_timeout, self.opts.max_duration)
+                                        self.opts.file_timeout, self.opts.max_duration)
             return self._pool
 
     def drop_pool(self) -> None:

@@ -130,7 +130,7 @@ class RayRun(JobRun):
                     yield self._done(result, from_cache=True)
             todo = np.flatnonzero(~carried)  # the files to compute, by their index in the walk
             if len(todo):
-                with Sentinel(ray, opts.stall_timeout) as sentinel:
+                with Sentinel(ray, opts.file_timeout) as sentinel:
                     rows = _unless_starved(lambda: _pipeline(
                         ray, files, todo, opts, onnx, embedder, sentinel.watchdog).iter_rows(),
                         sentinel.starved)
@@ -269,7 +269,7 @@ def _pipeline(ray, files: Sequence[Path], todo: np.ndarray, opts: TagOptions, on
         ds = ray.data.from_arrow([items.slice(a, b - a) for a, b in zip(bounds[:-1], bounds[1:],
                                                                          strict=True)])
         ds = ds.flat_map(decode_file, fn_kwargs={"resampler": opts.resampler.value,
-                                                 "stall_timeout": opts.stall_timeout,
+                                                 "stall_timeout": opts.file_timeout,
                                                  "watchdog": watchdog,
                                                  "max_seconds": opts.max_duration},
                          num_cpus=0, concurrency=max(1, cpus), scheduling_strategy="SPREAD",
@@ -350,7 +350,7 @@ def _results(rows: Iterator[dict], files: Sequence[Path], todo: np.ndarray, scor
             yield from flush()
             if frozen[file.idx]:
                 yield FileResult(path, Status.TIMEOUT, frozen_reason(
-                    run.opts.stall_timeout, frozen[file.idx]), model_id=identity)
+                    run.opts.file_timeout, frozen[file.idx]), model_id=identity)
             else:
                 yield FileResult(path, Status.CRASHED, f"its worker died on every retry "
                                  f"({file.incomplete}); retried next run", model_id=identity)

@@ -1,0 +1,30 @@
+"""How a message names an option: as the caller spelled it, its flag on the command line
+(`--bag 0`), its keyword from Python (`bag=0`). The CLI's commands set `cli_spelling` while
+they run; everything else is a Python caller."""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+from collections.abc import Iterator
+
+_CLI = contextvars.ContextVar("instag_cli_spelling", default=False)
+
+
+@contextlib.contextmanager
+def cli_spelling() -> Iterator[None]:
+    token = _CLI.set(True)
+    try:
+        yield
+    finally:
+        _CLI.reset(token)
+
+
+def option(name: str) -> str:
+    """The option `name` (a Python keyword) as the caller knows it."""
+    return "--" + name.replace("_", "-") if _CLI.get() else name
+
+
+def said(name: str, value: object) -> str:
+    """The option with its value as the caller wrote it: `--bag 0` or `bag=0`."""
+    return f"{option(name)} {value}" if _CLI.get() else f"{name}={value!r}"
