@@ -61,7 +61,7 @@ def test_options_are_checked_where_they_are_made_in_the_callers_words(given, say
     assert says in e.value.message and "--" not in e.value.message
 
 
-@pytest.mark.parametrize("flag, says", [(["--bag", "0"], "--bag '0': expected 'full' or a positive"),
+@pytest.mark.parametrize("flag, says", [(["--bag", "0"], "--bag '0': expected 'full' or a"),
                                         (["--bag", "5", "--hop", "7"], "--hop 7 is larger than "
                                                                        "--bag 5"),
                                         (["--threshold", "1.5"], "--threshold: threshold 1.5")])

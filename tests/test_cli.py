@@ -63,3 +63,33 @@ def test_an_old_spelling_still_works_for_one_release_with_a_line(tmp_path, old, 
                                       str(tmp_path / "t.csv"), old, value])
     assert f"note: {old} is now {new}" in result.output
     assert "error: no trained model" in result.output  # the run went on (to need a model)
+
+
+def test_the_documented_cron_line_prints_only_news(tmp_path, scoring_model, standin_vggish,
+                                                   standin_pca):
+    """docs/guides/nightly.md's line, twice, on a library with a permanent failure: the first
+    run says the new failure in one line (exit 1); the second prints nothing, exit 0."""
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import soundfile as sf
+    from builders import SR, music
+
+    doc = (Path(__file__).parent.parent / "docs" / "guides" / "nightly.md").read_text()
+    cron = doc.split("```cron")[1].split("```")[0]
+    (line,) = re.findall(r"instag tag /srv/music --out \S+ (.*)", cron)
+    lib = tmp_path / "music"
+    lib.mkdir()
+    sf.write(lib / "song.wav", music(3, 1), SR)
+    (lib / "empty.wav").write_bytes(b"")
+    cmd = [sys.executable, "-m", "instag", "tag", str(lib), "--out", str(tmp_path / "t.csv"),
+           *line.split(), "--model", str(scoring_model), "--vggish", str(standin_vggish),
+           "--pca", str(standin_pca), "--cache", str(tmp_path / "c.sqlite")]
+    first = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert first.returncode == 1 and first.stdout == ""
+    news = [x for x in first.stderr.splitlines() if not x.startswith("note: ")]  # (once:
+    assert news == [f"empty: {lib / 'empty.wav'}: empty file (0 bytes)"], first.stderr  # VGGish)
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert (again.returncode, again.stdout, again.stderr) == (0, "", "")

@@ -12,7 +12,9 @@ from instag.tagging.results import FileResult
 
 
 class LogReporter:
-    """Plain lines for cron logs: every failure, a progress line every 30 s (not with quiet)."""
+    """Plain lines for cron logs: every failure, a progress line every 30 s. With `quiet`,
+    only news: a failure this run found (not one the cache remembers from an earlier run), so
+    that a nightly job whose library has not changed prints nothing and cron mails nothing."""
 
     def __init__(self, quiet: bool, verb: str = "tagging") -> None:
         self.clock = time.monotonic
@@ -20,6 +22,7 @@ class LogReporter:
         self.verb = verb
         self.err = console(stderr=True)
         self.last = self.start = self.clock()
+        self.known = 0  # failures the cache remembered, counted so far
 
     def started(self, summary: Summary, provider: str | None) -> None:
         if not self.quiet:
@@ -27,7 +30,8 @@ class LogReporter:
             self.err.print(f"{self.verb} {plural(summary.total, 'file')}{on}", markup=False)
 
     def file_done(self, result: FileResult, summary: Summary) -> None:
-        if not result.ok:
+        known, self.known = summary.failed_known > self.known, summary.failed_known
+        if not result.ok and not (self.quiet and known):
             self.err.print(f"{result.status}: {result.display_path}: {result.reason}",
                            markup=False)
         self.show_progress(summary)

@@ -37,7 +37,6 @@ from instag.cli.tagging import (
     FollowLinksOpt,
     InPlaceOpt,
     MaxDurationOpt,
-    QuietOpt,
     SegmentsFormatOpt,
     StrictOpt,
     TagFieldOpt,
@@ -109,7 +108,10 @@ def tag(
         "With a .json or .jsonl --out: also each bag's per-instance probabilities and "
         "attention weights (~90 kB a four-minute song instead of ~1 kB; `instag plot` "
         "recomputes them from the cache when an output lacks them).", OUTPUTS)] = False,
-    quiet: panel(QuietOpt, OUTPUTS) = False,
+    quiet: Annotated[bool, opt(
+        "Print only news: a failure this run found, one line a file, or one line when the run "
+        "cannot do its job. A run whose library has not changed prints nothing (for cron).",
+        OUTPUTS)] = False,
     strict: panel(StrictOpt, OUTPUTS) = False,
     model: Annotated[Path | None, opt(
         "Scoring model (.onnx). Default: $INSTAG_MODEL, else the one `instag setup` "
@@ -200,8 +202,9 @@ def tag(
         with stoppable(run.engine_run, kept) as stop:
             run.before_commit = stop.hold  # the outputs go into place: the exit code stands
             run.run()
-            console(stderr=True).print(f"{summary_line(run.summary, 'tagged')}. Wrote "
-                                       f"{tags_file.where}", markup=False)
+            if not quiet:  # (quiet: only news; the exit code says the rest)
+                console(stderr=True).print(f"{summary_line(run.summary, 'tagged')}. Wrote "
+                                           f"{tags_file.where}", markup=False)
     except OSError as e:  # the output itself: a full disk, a disk gone read-only
         raise InstagError(f"--out {out}: cannot write ({e.strerror or e})",
                           "free some space or write elsewhere; the previous output is "
