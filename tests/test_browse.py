@@ -305,8 +305,8 @@ def test_serve_prints_its_address_and_ends_on_ctrl_c_in_one_line(library):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         line = proc.stdout.readline()
-        assert line.startswith("serving on http://127.0.0.1:"), line
-        url = line.split()[2]
+        assert line.startswith("open http://127.0.0.1:"), line
+        url = line.split()[1]
         with urllib.request.urlopen(url) as r:
             assert r.status == 200 and b"app.js" in r.read()
         proc.send_signal(signal.SIGINT)

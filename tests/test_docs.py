@@ -120,3 +120,14 @@ def test_the_site_builds_strictly_and_its_cli_reference_covers_every_command(tmp
                     assert option in cli, f"instag {' '.join(path)} {option} is not documented"
     for page in site.rglob("*.html"):  # no user page names a build-machine path
         assert not BUILD_MACHINE.findall(page.read_text(encoding="utf-8")), page
+
+
+def test_every_page_instags_messages_point_at_exists():
+    """Messages and --help say `the docs: guides/python.md`: each such page is in docs/."""
+    import re
+
+    root = Path(__file__).resolve().parent.parent
+    pointed = {m for p in (root / "instag").rglob("*.py")
+               for m in re.findall(r"the docs: ([\w/.-]+\.md)", p.read_text())}
+    assert pointed and all((root / "docs" / page).is_file() for page in pointed), pointed
+    assert not [p for p in (root / "instag").rglob("*.py") if "README:" in p.read_text()]

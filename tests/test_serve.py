@@ -81,8 +81,8 @@ def served(tmp_path_factory):
                             env={**os.environ, "INSTAG_CACHE_DIR": str(root)})
     try:
         line = proc.stdout.readline()
-        assert line.startswith("serving on http://127.0.0.1:"), line
-        yield line.split()[2], root / "stderr.txt", song.read_bytes()
+        assert line.startswith("open http://127.0.0.1:"), line
+        yield line.split()[1], root / "stderr.txt", song.read_bytes()
     finally:
         proc.kill()
         proc.wait()

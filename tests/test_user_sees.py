@@ -252,11 +252,12 @@ def test_json_and_parquet_record_the_thresholds_that_decided(run_tag, tmp_path, 
     expected = {c: 0.25 if c == first else (meta.thresholds or {}).get(c, 0.5)
                 for c in meta.classes}
     for out in ("t.json", "t.parquet"):
-        run_tag(tmp_path / "a.wav", "--out", tmp_path / out, "--thresholds", tmp_path / "th.json")
+        run_tag(tmp_path / "a.wav", "--out", tmp_path / out, "--thresholds-file",
+                tmp_path / "th.json")
     head = json.loads((tmp_path / "t.json").read_text().split("\n", 1)[0] + "]}")
     meta = json.loads(pq.read_schema(tmp_path / "t.parquet").metadata[b"instag"])
     assert head["thresholds"] == meta["thresholds"] == expected
-    assert head["threshold_rule"] == "--thresholds"
+    assert head["threshold_rule"] == "--thresholds-file"
 
 
 # -- terminals and messages ----------------------------------------------------------------------

@@ -111,7 +111,7 @@ PcaOpt = Annotated[Path | None, typer.Option(
 ResamplerOpt = Annotated[Resampler, typer.Option(
     help="fast (default: resampy's kaiser_best, VGGish's reference, as a polyphase filter "
          "bank; 1e-6 from resampy), resampy (the library itself, ~50x slower) or soxr (moves "
-         "the top two mel bands by ~3 dB; see README).")]
+         "the top two mel bands by ~3 dB; see the docs: explanation/fidelity.md).")]
 JobsOpt = Annotated[int | None, typer.Option(min=1, help="Decoding processes (default: CPUs, "
                                                           "never more than files).")]
 CacheOpt = Annotated[Path | None, typer.Option(

@@ -92,8 +92,8 @@ def setup(
                                              "fetch, extract and train again.")] = False,
     int8: Annotated[bool, typer.Option(
         "--int8", help="Only the INT8 step, on a machine already set up: quantise VGGish and "
-                       "keep it only where it gives FP32's features and tags (README: "
-                       "Speed).")] = False,
+                       "keep it only where it gives FP32's features and tags (the docs: "
+                       "guides/int8.md).")] = False,
 ) -> None:
     """Provision a new machine: VGGish, PCA, OpenMIC-2018, and a trained, exported model.
 

@@ -343,17 +343,19 @@ def browse(
     if out is None and not serve:
         raise InstagError("where should the page go?", "give --out FOLDER, or --serve")
     with ExitStack() as stack:
+        kept = out is not None  # else a temporary site, gone when the server stops
         if out is None:
             out = Path(stack.enter_context(tempfile.TemporaryDirectory())) / "site"
         site = build_site(checked_documents(tags_file), out, str(tags_file))
-        console(stderr=True).print(
-            f"{plural(site.files, 'file')} ({site.failed} failed) in {site.folder}: "
-            f"{site.bytes / 1e6:.1f} MB; open {site.folder / 'index.html'}", markup=False)
+        where = f" in {site.folder}: {site.bytes / 1e6:.1f} MB; open " \
+            f"{site.folder / 'index.html'}" if kept else ""
+        console(stderr=True).print(f"{plural(site.files, 'file')} ({site.failed} failed)"
+                                   f"{where}", markup=False)
         if serve:
             httpd = server(site.folder, site.audio, port,
                            _same_audio_in(TagOptions(cache=cache).cache_path()))
             stack.callback(httpd.server_close)
-            console().print(f"serving on {httpd.url} (Ctrl-C stops)", markup=False)
+            console().print(f"open {httpd.url} in a browser (Ctrl-C stops)", markup=False)
             try:
                 httpd.serve_forever()
             except KeyboardInterrupt:

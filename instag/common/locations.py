@@ -179,4 +179,5 @@ def resolve_model(option: str | Path | None = None) -> Path:
     if installed_model().is_file():
         return installed_model()
     raise SetupError("no trained model", "run `instag setup` (downloads 2.6 GB, trains in "
-                      "minutes) or pass --model")
+                     "minutes; offline: `instag setup --offline --vggish DIR --pca FILE "
+                     "--openmic PATH`), or pass --model")

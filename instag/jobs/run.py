@@ -101,7 +101,7 @@ class Run:
     def _run_info(self) -> dict:
         """What the tags file says of the run: the model, the bags, the thresholds applied."""
         opts = self.options
-        rule = ("--threshold" if opts.threshold is not None else "--thresholds" if
+        rule = ("--threshold" if opts.threshold is not None else "--thresholds-file" if
                 opts.thresholds_file else "the model's tuned thresholds (0.5 where none)")
         return {"model": str(resolve_model(opts.model)),
                 "bag": "full" if opts.bag is None else str(opts.bag),

@@ -70,8 +70,8 @@ class TagChange:
             return f"{self.outcome}: {self.reason}"
         if self.outcome is Outcome.UNCHANGED:
             return str(self.outcome)
-        return f"{self.outcome}: " + "; ".join(
-            f"{k}={'/'.join(self.after.get(k, [])) or '(removed)'}"
+        return f"{self.outcome}: " + "; ".join(  # values as in a list: "a, b"
+            f"{k}={', '.join(self.after.get(k, [])) or '(removed)'}"
             for k in sorted(set(self.before) | set(self.after))
             if self.before.get(k) != self.after.get(k))
 

@@ -112,25 +112,30 @@ def read_run_info(tags_file: Path) -> dict:
     return {k: v for k, v in info.items() if k != "files"}
 
 
-def _json(text: str, where: str) -> object:
+def _json(text: str, where: str, first: bool = False) -> object:
+    """A record's JSON; the first of a file that is not JSON is a file that is not an output
+    (its fix says what to pass), a later one a damaged record."""
     try:
         return json.loads(text)
     except (ValueError, RecursionError) as e:
-        raise InstagError(f"{where}: not JSON ({str(e)[:200]})", FIX) from None
+        raise InstagError(f"{where}: not JSON ({str(e)[:200]})",
+                          NOT_AN_OUTPUT if first else FIX) from None
 
 
 def _header(head: str, where: str) -> dict:
-    header = _json(head + "]}", where)
+    header = _json(head + "]}", where, first=True)
     if not isinstance(header, dict):
         raise InstagError(f"{where}: field (header): not an object", FIX)
     return header
 
 
 def _jsonl_documents(path: Path, option: str) -> Iterator[dict]:
+    first = True
     for n, line in enumerate(text_lines(path, option, DOCUMENT), start=1):
         if line.strip():
             where = f"{path}, line {n}"
-            yield check_document(_json(line, where), where)
+            yield check_document(_json(line, where, first), where)
+            first = False
 
 
 def _json_documents(path: Path, option: str) -> Iterator[dict]:
@@ -163,7 +168,7 @@ def _whole_json(path: Path, head: str, lines: Iterator[str]) -> Iterator[dict]:
                               f"{DOCUMENT.max_line >> 20} MiB", "tag again: instag writes one "
                               "document a line")
         parts.append(line)
-    doc = _json("\n".join(parts), str(path))
+    doc = _json("\n".join(parts), str(path), first=True)
     if not isinstance(doc, dict) or not isinstance(doc.get("files"), list):
         raise InstagError(f"{path}: field files: not a JSON object with a list of files",
                           NOT_AN_OUTPUT)
@@ -174,6 +179,9 @@ def _whole_json(path: Path, head: str, lines: Iterator[str]) -> Iterator[dict]:
 def _csv_documents(path: Path, option: str) -> Iterator[dict]:
     rows = csv.DictReader(text_lines(path, option, DOCUMENT, keepends=True))
     missing = [f for f in CSV_NEEDED if f not in (rows.fieldnames or ())]
+    if missing and {"path", "status", "instruments"} <= set(rows.fieldnames or ()):
+        raise InstagError(f"{path}: a --summary file, for people: it has no bags or "
+                          "probabilities", "pass the run's tags file (its --out)")
     if missing:
         raise InstagError(f"{path}: field {missing[0]}: no such column (a CSV from `instag "
                           "tag` has the columns " + ",".join(CSV_FIELDS) + ")", NOT_AN_OUTPUT)

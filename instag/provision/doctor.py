@@ -100,7 +100,7 @@ def _reduced(handle: str, precision: Precision) -> Check:
         default = locations.precision() == precision
         return Check("models", name, summary(doc, precision) + (
             "; the default here" if default else "; parity shown: make it the default with "
-            f'"precision": "{precision}" in settings.json (README: Speed)'), True)
+            f'"precision": "{precision}" in settings.json (the docs: guides/int8.md)'), True)
     if (doc := reduced.refused(handle, precision)) is not None:
         return Check("models", name, summary(doc, precision))
     return Check("models", name, "not made (`instag setup --int8` makes and judges it" + (
@@ -174,14 +174,15 @@ def _pca(pca: str | None) -> Check:
         given = locations.given_pca(pca)
         path = given or locations.cache_dir() / locations.PCA_FILE
         if not path.is_file():
-            raise InstagError(f"{path}: no such PCA file" if given else
-                              "not downloaded (run `instag setup` or pass --pca)")
+            raise InstagError(f"{path}: no such PCA file" if given else "not downloaded",
+                              "run `instag setup` (offline: `instag setup --offline --pca "
+                              "FILE ...`), or pass --pca FILE")
         load_pca(path)
         official = file_digest(path, "md5") == locations.PCA_MD5
         kind = "official, md5 verified" if official else "not the official file"
         return Check("models", "PCA parameters", f"{path} ({kind})", True)
     except InstagError as e:
-        return Check("models", "PCA parameters", _one_line(e, "pass --pca FILE"), False,
+        return Check("models", "PCA parameters", _one_line(e, e.fix or "pass --pca FILE"), False,
                      blocks_tagging=True)
 
 

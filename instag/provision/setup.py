@@ -99,7 +99,7 @@ def ticking(say: Say, what: str, on_terminal: bool,
 
 
 OFFLINE_HINT = ("no internet here? provision from local files: instag setup --vggish DIR "
-                "--pca FILE --openmic PATH (README: Offline, or from your own mirror)")
+                "--pca FILE --openmic PATH (the docs: getting-started/setup.md)")
 
 
 def setup(opts: SetupOptions, say: Say = print, progress: Progress | None = None) -> Path:

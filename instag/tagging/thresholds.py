@@ -46,7 +46,7 @@ def load_thresholds(classes: tuple[str, ...], default: float | None, path: Path 
         out = {c: (tuned or {}).get(c, DEFAULT) for c in classes}
     if path is None:
         return out
-    text = read_text(path, "--thresholds", THRESHOLDS)  # a regular file; a BOM is read
+    text = read_text(path, "--thresholds-file", THRESHOLDS)  # a regular file; a BOM is read
     given = _from_json(path, text) if text.lstrip().startswith("{") else _from_csv(path, text)
     unknown = sorted(set(given) - set(classes))
     if unknown:

@@ -53,7 +53,7 @@ STARTUP_SECONDS = 60.0  # a worker not ready by then (or by the stall timeout, i
 REENTERED_SCRIPT = 86
 UNGUARDED = ("instag.tag/embed was called while a decode worker was starting: the script that "
              "calls it runs again in every worker")
-GUARD_FIX = 'put the call under `if __name__ == "__main__":` (see README: From Python)'
+GUARD_FIX = 'put the call under `if __name__ == "__main__":` (see the docs: guides/python.md)'
 
 BLOCKS_BUFFERED = 4  # decoded blocks a worker may hold while the main process is busy
 FILES_PER_WORKER = 2  # files assigned to a worker at once: the next is ready when one ends
