@@ -201,10 +201,34 @@ def test_a_site_is_written_beside_and_renamed_and_never_over_a_foreign_folder(li
     assert out.exit_code == 2 and "not an instag site" in out.output
     assert (foreign / "notes.txt").read_text() == "keep"
     site = site_of(library, tmp_path)
-    (site / "stale.js").write_text("old")
+    (site / "data" / "chunk-0009.js").write_text("old")  # a part of a larger, earlier site
     site_of(library, tmp_path)  # again: replaces its own site, whole
-    assert (site / MARKER).is_file() and not (site / "stale.js").exists()
+    assert (site / MARKER).is_file() and not (site / "data" / "chunk-0009.js").exists()
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith((".site", ".instag."))] == []
+
+
+@pytest.mark.parametrize("mine", ["notes.txt", "photos/me.jpg", "tags.jsonl"])
+def test_a_site_folder_holding_anything_browse_did_not_write_is_refused_untouched(
+        library, tmp_path, mine):
+    """A marker alone does not make a folder browse's: a user's file in it (or the command's
+    own input) is never deleted by a re-run."""
+    site = site_of(library, tmp_path)
+    (site / mine).parent.mkdir(parents=True, exist_ok=True)
+    (site / mine).write_bytes(library.read_bytes() if mine == "tags.jsonl" else b"mine")
+    before = (site / mine).read_bytes()
+    source = site / "tags.jsonl" if mine == "tags.jsonl" else library
+    out = CliRunner().invoke(app, ["browse", str(source), "--out", str(site)])
+    assert out.exit_code == 2 and "not an instag site" in out.output, out.output
+    assert (site / mine).read_bytes() == before
+
+
+def test_a_folder_with_a_forged_marker_is_not_a_site(library, tmp_path):
+    fake = tmp_path / "fake"
+    fake.mkdir()
+    (fake / MARKER).touch()
+    (fake / "song.wav").write_bytes(b"RIFF")
+    out = CliRunner().invoke(app, ["browse", str(library), "--out", str(fake)])
+    assert out.exit_code == 2 and (fake / "song.wav").read_bytes() == b"RIFF"
 
 
 def test_a_library_of_100000_files_loads_within_the_budget(browser, tmp_path):

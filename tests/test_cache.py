@@ -375,6 +375,9 @@ def test_instag_cache_lists_the_files_moved_aside_with_their_size_and_how_to_rem
     assert shown.exit_code == 0, shown.output
     assert f"{aside}: {aside.stat().st_size / 1e3:,.0f} kB" in shown.output
     assert f"rm -- {aside}" in shown.output
+    path.unlink()  # and when nothing but the moved-aside file is left
+    shown = CliRunner().invoke(app, ["cache", "--cache", str(path)])
+    assert shown.exit_code == 0 and f"rm -- {aside}" in shown.output, shown.output
 
 
 def test_a_tag_session_is_opened_used_and_closed_from_different_threads(

@@ -171,6 +171,8 @@ MALFORMED = [  # (what, writer, what the error names)
     ("segments as a list", jsonl(lambda g: other(g, segments=[])), "field segments"),
     ("a three-number segment", jsonl(lambda g: other(g, segments={"piano": [[0, 1, 2]]})),
      "field segments.piano[0]"),
+    ("an instrument twice", jsonl(lambda g: other(g, instruments=["piano", "piano"])),
+     "field instruments[1]"),
     ("a segment ending before it starts",
      jsonl(lambda g: other(g, segments={"piano": [[2.0, 1.0]]})), "field segments.piano[0]"),
     ("null bags", jsonl(lambda g: other(g, bags=None)), "field bags"),

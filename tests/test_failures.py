@@ -55,6 +55,22 @@ def test_a_flac_cut_short_is_damaged_with_both_durations_never_too_short_or_ok(
     assert row["instrument"] == ""  # its decodable part is not tagged
 
 
+@pytest.mark.parametrize("suffix", [".wav", ".aiff"])
+def test_a_wav_or_aiff_cut_short_is_damaged_though_libsndfile_reads_what_is_left(
+        run_tag, tmp_path, suffix):
+    """libsndfile reports the frames a cut WAV still holds; the header's data size says
+    more."""
+    sf.write(tmp_path / f"whole{suffix}", music(30, 1), SR)
+    cut = tmp_path / "Music" / f"cut{suffix}"
+    cut.parent.mkdir()
+    data = (tmp_path / f"whole{suffix}").read_bytes()
+    cut.write_bytes(data[: len(data) // 2])
+    run_tag(cut.parent, "--out", tmp_path / "t.csv")
+    row = only_row(tmp_path / "t.csv")
+    assert row["status"] == "error" and re.fullmatch(
+        r"damaged: the header says 30\.0 s, 1[45]\.\d s decodes", row["reason"]), row
+
+
 def huge_flac(folder: Path) -> Path:
     """A FLAC whose header claims 2**36 samples: libsndfile opens it, cannot read it, and
     ffmpeg (probed first) is asked instead."""

@@ -90,3 +90,18 @@ def test_a_run_stopped_by_its_caller_leaves_the_previous_outputs(options, here):
 def test_two_outputs_on_one_path_are_refused_before_anything_runs(options, here):
     with pytest.raises(instag.UsageError, match="named twice"):
         instag.Run(["lib"], options, [instag.TagsFile("t.csv"), instag.SummaryFile("t.csv")])
+
+
+def test_an_output_another_program_writes_during_the_run_puts_no_output_in_place(
+        run_tag, options, here):
+    """All targets are checked before the first goes into place: the summary is not replaced
+    while the tags file (changed meanwhile) is refused; the CLI says so in one line, exit 2."""
+    assert run_tag("lib", "--out", "t.csv", "--summary", "s.csv").exit_code == 0
+    before = {p: (here / "a" / p).read_bytes() for p in ("t.csv", "s.csv")}
+    run = instag.Run(["lib"], options, [instag.TagsFile("t.csv"), instag.SummaryFile("s.csv")])
+    results = iter(run)
+    next(results)
+    (here / "a" / "t.csv").write_bytes(before["t.csv"] + b"\n")  # someone saves it meanwhile
+    with pytest.raises(Exception, match="written by another program"):
+        list(results)
+    assert (here / "a" / "s.csv").read_bytes() == before["s.csv"]

@@ -228,12 +228,33 @@ def test_two_links_to_one_file_in_a_run_tag_it_once(tmp_path, run_tag):
     for name in ("x.flac", "y.flac"):
         (tmp_path / "lib" / name).symlink_to(target)
     result = run_tag(tmp_path / "lib", "--out", tmp_path / "t.json", "--threshold", "0",
-                     "--write-tags")
+                     "--write-tags", "--follow-links")  # links out of the library, asked for
     assert result.exit_code == 0, result.output
     outcomes = [d["file_tags"] for d in json.loads((tmp_path / "t.json").read_text())["files"]]
     # whichever link finished decoding first wrote the file; the other found it done
     assert sorted(o.split(":")[0] for o in outcomes) == ["unchanged", "written"], outcomes
     assert list(mutagen.File(target)["INSTRUMENTS"]) == ["c0", "c1", "c2"]
+
+
+def test_by_default_a_link_is_written_through_only_while_it_stays_in_the_library(
+        tmp_path, run_tag):
+    """Nothing is written through a link out of the folder the run was aimed at, unless
+    --follow-links says so; a link to another file of the library is written through."""
+    (tmp_path / "elsewhere").mkdir()
+    outside = flac(tmp_path / "elsewhere" / "out.flac")
+    before = outside.read_bytes()
+    lib = tmp_path / "lib"
+    (lib / "real").mkdir(parents=True)
+    inside = flac(lib / "real" / "in.flac")
+    (lib / "out.flac").symlink_to(outside)
+    (lib / "in.flac").symlink_to(inside)
+    assert run_tag(lib, "--out", tmp_path / "t.json", "--threshold", "0",
+                   "--write-tags").exit_code == 0
+    docs = {Path(d["path"]).name: d["file_tags"]
+            for d in json.loads((tmp_path / "t.json").read_text())["files"]}
+    assert docs["out.flac"].startswith("unsupported: a link out of the library"), docs
+    assert outside.read_bytes() == before
+    assert list(mutagen.File(inside)["INSTRUMENTS"]) == ["c0", "c1", "c2"]
 
 
 def test_no_follow_links_leaves_linked_files_alone(tmp_path):

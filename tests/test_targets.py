@@ -27,7 +27,8 @@ from instag.cli import app
 # rule (instag's database: tests/test_cache.py).
 READ_ONLY = {
     ("tag", "paths"), ("tag", "paths_from"), ("tag", "model"), ("tag", "pca"),
-    ("tag", "thresholds"), ("plot", "tags_json"), ("plot", "audio"), ("plot", "model"),
+    ("tag", "thresholds"), ("tag", "thresholds_file"), ("plot", "tags_json"), ("plot", "audio"),
+    ("plot", "model"),
     ("plot", "pca"), ("embed", "paths"), ("embed", "pca"), ("write-tags", "tags_file"),
     ("export", "tags_file"), ("export", "root"), ("browse", "tags_file"),
     ("train", "openmic"), ("train", "labels"), ("train", "labels_from_folders"), ("train", "pca"),

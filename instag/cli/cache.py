@@ -48,6 +48,10 @@ def show(ctx: typer.Context, cache: CacheOpt = None) -> None:
     damaged are listed with the command that removes them: instag uses them no more."""
     if ctx.invoked_subcommand:
         return
+    path = TagOptions(cache=cache).cache_path()
+    if not path.is_file() and moved_aside(path):  # only what was moved aside is left
+        _aside(path)
+        return
     with Cache(_existing(cache)) as db:
         stats = db.stats()
     out = console()
@@ -60,7 +64,16 @@ def show(ctx: typer.Context, cache: CacheOpt = None) -> None:
         out.print(f"  {i.vggish}: {i.entries:,} files ({i.ok:,} with features, "
                   f"{failures:,} {stay}), {_mb(i.feature_bytes)} of features, last used "
                   f"{_day(i.last_used)}", markup=False)
-    if aside := moved_aside(stats.path):
+    _aside(stats.path)
+
+
+def _aside(path: Path) -> None:
+    """The databases moved aside as damaged beside `path`, and how to remove them."""
+    out = console()
+    if aside := moved_aside(path):
+        if not path.is_file():
+            out.print(f"{path}: no cache here yet (the next `instag tag` makes one)",
+                      markup=False)
         out.print("moved aside as damaged (instag uses them no more):", markup=False)
         for p, size in aside:
             out.print(f"  {p}: {_mb(size)}", markup=False)

@@ -48,6 +48,7 @@ from instag.cli.tagging import (
     read_paths,
 )
 from instag.common import locations
+from instag.common.atomic import Changed
 from instag.common.devices import Device
 from instag.common.errors import InstagError
 from instag.engines.ray.pipeline import Engine
@@ -147,7 +148,7 @@ def tag(
     write_scores: panel(WriteScoresOpt, FILE_TAGS) = False,
     tag_field: panel(TagFieldOpt, FILE_TAGS) = DEFAULT_FIELD,
     tag_separator: panel(TagSeparatorOpt, FILE_TAGS) = None,
-    follow_links: panel(FollowLinksOpt, FILE_TAGS) = True,
+    follow_links: panel(FollowLinksOpt, FILE_TAGS) = None,
     in_place: panel(InPlaceOpt, FILE_TAGS) = False,
     dry_run: panel(DryRunOpt, FILE_TAGS) = False,
     device: panel(DeviceOpt, ADVANCED) = Device.AUTO,
@@ -205,11 +206,17 @@ def tag(
             if not quiet:  # (quiet: only news; the exit code says the rest)
                 console(stderr=True).print(f"{summary_line(run.summary, 'tagged')}. Wrote "
                                            f"{tags_file.where}", markup=False)
+    except Changed as e:  # another program wrote an output while the run went
+        raise InstagError(f"{e}; nothing put in place, the previous outputs kept",
+                          "run again once the other program is done") from None
+    except BrokenPipeError:  # `instag tag ... --out - | head`: the reader left
+        raise InstagError("--out -: the program reading standard output closed it",
+                          "read the whole output, or write it to a file") from None
     except OSError as e:  # the output itself: a full disk, a disk gone read-only
         raise InstagError(f"--out {out}: cannot write ({e.strerror or e})",
                           "free some space or write elsewhere; the previous output is "
                           "untouched") from None
-    exit_for(run.summary, strict)
+    exit_for(run.summary, strict, run.files_not_written)
 
 
 def _old_spellings(ext, extensions, thresholds, thresholds_file):

@@ -88,9 +88,11 @@ TagSeparatorOpt = Annotated[str | None, typer.Option(
     help='Join the instruments into one value with this, e.g. "; " (for ffprobe, exiftool and '
          "mediainfo, which show only a field's first value). Default: the format's own "
          "multi-value form.")]
-FollowLinksOpt = Annotated[bool, typer.Option(
-    help="Tag a symlinked file's target (the link stays a link); --no-follow-links reports "
-         "linked files `unsupported` instead.")]
+FollowLinksOpt = Annotated[bool | None, typer.Option(
+    "--follow-links/--no-follow-links",
+    help="A symlinked file: by default its target is tagged (the link stays a link) while it "
+         "is in the library, and a link out of it is `unsupported`; --follow-links writes "
+         "through any link, --no-follow-links through none.")]
 InPlaceOpt = Annotated[bool, typer.Option(
     help="Save tags in place (mutagen) instead of tagging a copy and renaming it: keeps hard "
          "links and needs no free space, but a crash mid-save can corrupt the file.")]
@@ -118,10 +120,10 @@ def _note(line: str) -> None:
     console(stderr=True).print(line, markup=False)
 
 
-def exit_for(summary: Summary, strict: bool) -> None:
-    """Exit 1 when files (or their own tags) failed in this run (with --strict: any failed
-    file); else the command's exit code stands."""
-    if failed_exit(summary, strict) or summary.tags_failed:
+def exit_for(summary: Summary, strict: bool, not_written: int = 0) -> None:
+    """Exit 1 when files (their own tags, or their files in an output folder) failed in this
+    run (with --strict: any failed file); else the command's exit code stands."""
+    if failed_exit(summary, strict) or summary.tags_failed or not_written:
         raise typer.Exit(EXIT_SOME_FAILED)
 
 
@@ -224,7 +226,7 @@ def write_tags(
     write_scores: WriteScoresOpt = False,
     tag_field: TagFieldOpt = DEFAULT_FIELD,
     tag_separator: TagSeparatorOpt = None,
-    follow_links: FollowLinksOpt = True,
+    follow_links: FollowLinksOpt = None,
     in_place: InPlaceOpt = False,
     dry_run: DryRunOpt = False,
     cache: CacheOpt = None,
@@ -247,8 +249,9 @@ def write_tags(
             "they were"
 
     with stopping(written):
+        library = library_root([audio_path(d["path"]) for d in docs if d["status"] == "ok"])
         for path, change in retag(docs, writing, remove, TagOptions(cache=cache).cache_path(),
-                                  wait):
+                                  wait, within=[library]):
             counts[change.outcome] = counts.get(change.outcome, 0) + 1
             if change.outcome is not Outcome.UNCHANGED:
                 err.print(f"{display_path(path)}: {change.describe()}", markup=False)

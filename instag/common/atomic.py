@@ -17,6 +17,7 @@ once per process, not on every write (a 20,000-file album folder is listed once)
 from __future__ import annotations
 
 import contextlib
+import filecmp
 import hashlib
 import os
 import re
@@ -160,12 +161,21 @@ class _Unchecked:
 UNCHECKED = _Unchecked()
 
 
+def _same_bytes(a: Path, b: Path) -> bool:
+    try:
+        return os.path.getsize(a) == os.path.getsize(b) and filecmp.cmp(a, b, shallow=False)
+    except OSError:
+        return False
+
+
 @contextmanager
-def atomic_path(path: str | os.PathLike, replaces: Stamp | None | _Unchecked = UNCHECKED
-                ) -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike, replaces: Stamp | None | _Unchecked = UNCHECKED,
+                keep_same: bool = False) -> Iterator[Path]:
     """Yield a temp path beside `path`; on success it replaces `path` in one rename. With
     `replaces`, `path` must still be that file (None: still absent) just before the rename,
-    else `Changed` is raised and nothing is replaced."""
+    else `Changed` is raised and nothing is replaced. With `keep_same`, new bytes equal to
+    the old ones leave `path` as it was (its inode and mtime: backups and media servers see
+    no change)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     sweep(path.parent)
@@ -178,6 +188,8 @@ def atomic_path(path: str | os.PathLike, replaces: Stamp | None | _Unchecked = U
         os.chmod(tmp_path, mode_for(path))
         if replaces is not UNCHECKED and _stamp_or_none(path) != replaces:
             raise Changed(f"{path}: changed while being written")
+        if keep_same and _same_bytes(tmp_path, path):
+            return
         os.replace(tmp_path, path)
         with contextlib.suppress(OSError):  # make the rename itself durable where possible
             dir_fd = os.open(path.parent, os.O_RDONLY)
@@ -191,10 +203,12 @@ def atomic_path(path: str | os.PathLike, replaces: Stamp | None | _Unchecked = U
 
 @contextmanager
 def atomic_write(path: str | os.PathLike, mode: str = "w",
-                 replaces: Stamp | None | _Unchecked = UNCHECKED, **kwargs) -> Iterator[IO]:
+                 replaces: Stamp | None | _Unchecked = UNCHECKED, keep_same: bool = False,
+                 **kwargs) -> Iterator[IO]:
     """Open a temp file for writing that replaces `path` only when the block succeeds (and,
-    with `replaces`, only while `path` is still what it was)."""
-    with atomic_path(path, replaces) as tmp, open(tmp, mode, **kwargs) as f:
+    with `replaces`, only while `path` is still what it was; with `keep_same`, only if the
+    bytes differ)."""
+    with atomic_path(path, replaces, keep_same) as tmp, open(tmp, mode, **kwargs) as f:
         yield f
 
 

@@ -12,6 +12,7 @@ import math
 import os
 import shutil
 import stat
+import struct
 import subprocess
 import threading
 from collections import deque
@@ -68,7 +69,8 @@ def open_audio(path: Path, max_seconds: float | None = None) -> tuple[int, Block
         if st.st_size == 0:
             raise AudioError(path, "empty file (0 bytes)", status=Status.EMPTY)
         rate, blocks, frames = _open_soundfile(path) or _open_ffmpeg(path)
-    except FileNotFoundError:
+        frames = max(frames or 0, header_frames(path)) or frames  # libsndfile's is what is
+    except FileNotFoundError:                                      # there, not what was
         raise AudioError(path, "file vanished", status=Status.MISSING) from None
     except PermissionError:
         raise AudioError(path, "permission denied", status=Status.UNREADABLE) from None
@@ -83,6 +85,37 @@ def open_audio(path: Path, max_seconds: float | None = None) -> tuple[int, Block
     if max_seconds is not None and frames and frames / rate > max_seconds:
         raise _too_long(path, frames / rate, max_seconds)
     return rate, _checked(path, rate, blocks, max_seconds, frames)
+
+
+def header_frames(path: Path) -> int:
+    """The frames a WAV or AIFF header promises (its data chunk's size; AIFF's frame count):
+    libsndfile reports the frames a cut file still holds, so a cut WAV would pass for a short
+    song. 0 where there is no such header, or it promises nothing definite."""
+    with open(path, "rb") as f:
+        head = f.read(1 << 16)
+    if head[:4] == b"RIFF" and head[8:12] == b"WAVE":
+        chunks, order = _chunks(head, 12, "<"), "<"
+        fmt, data = chunks.get(b"fmt "), chunks.get(b"data")
+        if fmt is None or data is None or len(fmt[1]) < 14:
+            return 0
+        align = struct.unpack(order + "H", fmt[1][12:14])[0]
+        return data[0] // align if align and data[0] not in (0, 0xFFFFFFFF) else 0
+    if head[:4] == b"FORM" and head[8:12] in (b"AIFF", b"AIFC"):
+        comm = _chunks(head, 12, ">").get(b"COMM")
+        return struct.unpack(">I", comm[1][2:6])[0] if comm and len(comm[1]) >= 6 else 0
+    return 0
+
+
+def _chunks(head: bytes, at: int, order: str) -> dict[bytes, tuple[int, bytes]]:
+    """The chunks of a RIFF or IFF header: id -> (declared size, the bytes read of it)."""
+    found: dict[bytes, tuple[int, bytes]] = {}
+    while at + 8 <= len(head):
+        cid, size = head[at:at + 4], struct.unpack(order + "I", head[at + 4:at + 8])[0]
+        found.setdefault(cid, (size, head[at + 8:at + 8 + min(size, 64)]))
+        if cid == b"data" or cid == b"SSND":
+            break
+        at += 8 + size + (size & 1)
+    return found
 
 
 def check_waveform(path: Path, x: np.ndarray, rate: int) -> np.ndarray:

@@ -52,7 +52,7 @@ class Run:
         self.context = RunContext(
             inputs=[*self.paths, *inputs, *([opts.thresholds_file] if opts.thresholds_file
                                             else [])],
-            protected=opts.protected_paths(), extensions=opts.extensions,
+            library=self.paths, protected=opts.protected_paths(), extensions=opts.extensions,
             run_info=self._run_info, thresholds=lambda: self.engine_run.thresholds)
         for output in self.outputs:
             output.check(self.context)
@@ -89,8 +89,15 @@ class Run:
                 for feed in feeds:
                     feed(result)
                 yield result
+            for output in self.outputs:  # all still ours, before the first goes into place
+                getattr(output, "still_claimed", lambda: None)()
             self.before_commit()
         # every output is in place
+
+    @property
+    def files_not_written(self) -> int:
+        """Files of the output folders (segments, plots) that could not be written."""
+        return sum(getattr(getattr(o, "writer", None), "failed", 0) for o in self.outputs)
 
     def run(self) -> Summary:
         """Run to the end (the outputs in place); the counts of what happened."""

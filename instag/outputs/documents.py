@@ -91,6 +91,8 @@ def names(value: object, field: str, known: dict | None = None) -> list[str]:
         text(name, f"{field}[{i}]", empty=False)
         if known is not None and name not in known:
             raise Malformed(f"{field}[{i}]", f"{name!r} has no probability in the bags")
+        if name in value[:i]:
+            raise Malformed(f"{field}[{i}]", f"{name!r} a second time")
     return value
 
 

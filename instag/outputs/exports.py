@@ -11,29 +11,22 @@ overlapping segments, as they should in an annotation."""
 
 from __future__ import annotations
 
-import contextlib
 import csv
-import errno
 import os
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
 
 from instag.common import VERSION
-from instag.common.atomic import Changed, atomic_path, temp_dir
 from instag.common.enums import TextEnum
-from instag.common.errors import InstagError
 from instag.common.extras import require
 from instag.common.guard.targets import (
     Recognise,
-    Refused,
-    claim_folder,
     head,
-    inside,
     starts_with,
 )
+from instag.outputs.folders import FolderOutput
 from instag.tagging.results import DECIMALS, audio_path
 
 TOOL = f"instag {VERSION}"
@@ -52,7 +45,6 @@ EXTENSION = {SegmentsFormat.JAMS: ".jams", SegmentsFormat.AUDACITY: ".txt",
 SV_HEADER = "time,value,duration,label"
 LABEL_LINE = re.compile(rb"\d+\.\d{6}\t\d+\.\d{6}\t[^\t]+")
 MAX_RECOGNISED = 16 << 20  # what is read of an existing file to recognise it as instag's
-MANIFEST = "manifest"  # in the staging folder: each staged file's place, one a line
 
 
 @dataclass(frozen=True, order=True)
@@ -95,78 +87,25 @@ RECOGNISE: dict[SegmentsFormat, Recognise] = {
 }
 
 
-class SegmentsWriter:
+class SegmentsWriter(FolderOutput):
     """Writes each tagged file's segments into `out` (a folder), the audio file's path relative
-    to `root` mirrored under it, through the output-target rule (`guard.targets.inside`):
-    nothing through a link, long names shortened, collisions given names of their own, and
-    only over files instag made; a file refused is `note`d and counted in `failed`, the rest
-    are written. `run`: what the annotations say of the run (the model's identity, the
-    thresholds applied), as far as it is known."""
+    to `root` mirrored under it (`folders.FolderOutput`: through the output-target rule,
+    staged with `staged()`). `run`: what the annotations say of the run (the model's
+    identity, the thresholds applied), as far as it is known."""
 
     def __init__(self, out: Path, fmt: SegmentsFormat | str, root: Path,
                  run: dict | None = None, note: Callable[[str], None] = lambda line: None
                  ) -> None:
-        self.out, self.fmt, self.root = Path(out), SegmentsFormat(fmt), Path(root)
+        self.fmt = SegmentsFormat(fmt)
+        super().__init__(out, root, EXTENSION[self.fmt], RECOGNISE[self.fmt], note)
         self.run = run or {}
-        self.note = note
-        self.written = self.failed = 0
-        self._staging: Path | None = None
-        self._manifest: IO[str] | None = None
-        self._staged = 0
         if self.fmt is SegmentsFormat.JAMS:
             self.jams = require("jams")
 
-    @contextlib.contextmanager
-    def staged(self) -> Iterator[SegmentsWriter]:
-        """Files go into a temp folder inside `out` and move into place only when the block
-        ends without error (`tag --segments-out`, `export`: a run that fails, is stopped or
-        fills the disk leaves the previous segment files as they were)."""
-        claim_folder(self.out, "--out", lambda folder: True)
-        with temp_dir(self.out) as staging, open(staging / MANIFEST, "w+") as manifest:
-            self._staging, self._manifest = staging, manifest
-            try:
-                yield self
-            finally:
-                self._staging = self._manifest = None
-            manifest.seek(0)
-            for line in manifest:
-                number, relative = line.rstrip("\n").split(" ", 1)
-                self._put(bytes.fromhex(relative),
-                          lambda tmp, staged=staging / number: os.replace(staged, tmp))
-
-    def relative(self, audio: Path) -> bytes:
-        """The name of `audio`'s file, relative to the folder: its path under the root."""
-        relative = os.path.relpath(os.fsencode(audio), os.fsencode(self.root))
-        if relative.startswith(b".." + os.fsencode(os.sep)) or relative == b"..":
-            raise InstagError(f"{audio}: not under the library's root {self.root}",
-                              "pass --root with a folder that holds every file")
-        return relative.replace(os.fsencode(os.sep), b"/") + EXTENSION[self.fmt].encode()
-
     def __call__(self, doc: dict) -> None:
         """Write one document's file; failed files have no segments and get none."""
-        if doc.get("status") != "ok":
-            return
-        relative = self.relative(audio_path(doc["path"]))
-        if self._staging is None or self._manifest is None:
-            self._put(relative, lambda tmp: self._content(doc, tmp))
-            return
-        self._staged += 1
-        self._content(doc, self._staging / str(self._staged))
-        self._manifest.write(f"{self._staged} {relative.hex()}\n")
-
-    def _put(self, relative: bytes, fill: Callable[[Path], None]) -> None:
-        """A file into its place in the folder (`fill` writes it), or one line saying why
-        not; a full disk ends the whole export."""
-        try:
-            target = inside(self.out, relative, RECOGNISE[self.fmt])
-            with atomic_path(target.path, target.replaces) as tmp:
-                fill(tmp)
-            self.written += 1
-        except (Refused, Changed, OSError) as e:
-            if isinstance(e, OSError) and e.errno == errno.ENOSPC:
-                raise
-            self.failed += 1
-            self.note(f"{os.fsdecode(relative)}: not written ({e})")
+        if doc.get("status") == "ok":
+            self.add(audio_path(doc["path"]), lambda path: self._content(doc, path))
 
     def _content(self, doc: dict, path: Path) -> None:
         segments = segments_of(doc)

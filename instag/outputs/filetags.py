@@ -38,7 +38,7 @@ from __future__ import annotations
 import os
 import shutil
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -222,13 +222,16 @@ def _family(audio):
 
 # -- writing ------------------------------------------------------------------------------------
 def write_tags(path: Path, fields: dict[str, list[str]] | None, writing: TagWriting,
-               expect: FileKey | None = None) -> TagChange:
+               expect: FileKey | None = None, within: Sequence[Path] = ()) -> TagChange:
     """Give `path` exactly instag's `fields` (a field without values: none; None: remove every
     field of instag's: the field and the scores), nothing written where it has them already,
     atomically unless `writing.in_place`; with `expect`, only while the file is still
     the one `expect` names (its size and mtime). Never raises for one file's problem: whatever
-    goes wrong with one file is that file's `failed`."""
+    goes wrong with one file is that file's `failed`. `within`: the folders a link may lead
+    into (the library), unless `writing.follow_links` says otherwise."""
     try:
+        if (why := _link_refused(Path(path), writing.follow_links, within)) is not None:
+            return TagChange(Outcome.UNSUPPORTED, {}, {}, why)
         return _write(Path(path), fields, writing, expect)
     except Changed:
         return failed(CHANGED_WHILE_TAGGING)
@@ -238,13 +241,25 @@ def write_tags(path: Path, fields: dict[str, list[str]] | None, writing: TagWrit
         return failed(f"{type(e).__name__}: {e}" if not str(e) else str(e))
 
 
+def _link_refused(path: Path, follow: bool | None, within: Sequence[Path]) -> str | None:
+    """Why a file reached through a link is not written: nothing is written through a link
+    out of the folder the run was aimed at, unless --follow-links says so."""
+    real = Path(os.path.realpath(path))
+    if real == Path(os.path.abspath(path)) or follow is True:
+        return None
+    if follow is False:
+        return "a link (--no-follow-links)"
+    folders = [Path(os.path.realpath(w)) for w in within]
+    if not folders or any(real.is_relative_to(f) for f in folders):
+        return None
+    return f"a link out of the library (to {real}; --follow-links writes through it)"
+
+
 def _write(path: Path, fields: dict[str, list[str]] | None, writing: TagWriting,
            expect: FileKey | None) -> TagChange:
     import mutagen
 
     real = Path(os.path.realpath(path))
-    if real != Path(os.path.abspath(path)) and not writing.follow_links:
-        return TagChange(Outcome.UNSUPPORTED, {}, {}, "a link (--no-follow-links)")
     st = os.stat(real)  # before reading: what the guard will compare with
     stamp = Stamp.of_stat(st)
     if expect is not None and (stamp.size, stamp.mtime_ns) != (expect.size, expect.mtime_ns):

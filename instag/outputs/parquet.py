@@ -207,7 +207,7 @@ def parquet_writer(out: Path, run_info: Callable[[], dict] = dict, replaces=UNCH
     dataset = is_dataset(out)
     with ExitStack() as stack:
         target = stack.enter_context(atomic_dir(out) if dataset else
-                                     atomic_path(out, replaces))
+                                     atomic_path(out, replaces, keep_same=True))
         rows = _Rows(target, dataset, run_info)
         try:
             yield lambda r: rows.add(parquet_rows(r))

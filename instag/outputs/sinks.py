@@ -12,14 +12,14 @@ each is written as its result arrives (and recorded in the other outputs as the 
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from instag.common.atomic import Changed, Stamp
 from instag.common.errors import InstagError, UsageError
-from instag.common.guard.targets import Target, claim_folder, inside, png_by_instag
+from instag.common.guard.targets import Target, claim_folder, png_by_instag
 from instag.outputs.exports import SegmentsFormat, SegmentsWriter, library_root
 from instag.outputs.filetags import (
     CHANGED_WHILE_TAGGING,
@@ -29,6 +29,7 @@ from instag.outputs.filetags import (
     wanted,
     write_tags,
 )
+from instag.outputs.folders import FolderOutput
 from instag.outputs.forms import file_document
 from instag.outputs.writers import (
     STDOUT,
@@ -55,6 +56,7 @@ class RunContext:
     the engine's answers about files instag itself rewrote (the local cache's; none on Ray)."""
 
     inputs: list[Path]
+    library: list[Path] = field(default_factory=list)  # the folders (or files) it tags
     protected: list[Path] = field(default_factory=list)  # the cache and its lock
     extensions: tuple[str, ...] = ()
     run_info: Callable[[], dict] = dict
@@ -68,6 +70,10 @@ class RunContext:
 class Sink(Protocol):
     def check(self, run: RunContext) -> None:
         """Refuse settings and targets that cannot work, before anything runs."""
+
+    def still_claimed(self) -> None:
+        """Just before the outputs go into place: raise `Changed` if something else wrote the
+        target meanwhile (then no output is put in place)."""
 
     def opened(self, run: RunContext) -> contextlib.AbstractContextManager[Feed]:
         """A function fed each result; leaving the block without error puts the output in
@@ -89,6 +95,9 @@ class TagsFile:
         self.format = format_for(self.path, self.format)
         self._target = check_output(self.path, run.inputs, run.protected, run.extensions,
                                     self.format)
+
+    def still_claimed(self) -> None:
+        _still(self._target)
 
     def opened(self, run: RunContext) -> contextlib.AbstractContextManager[Feed]:
         assert self._target is not None, "check() first"
@@ -116,9 +125,24 @@ class SummaryFile:
         self._target = check_output(self.path, run.inputs, run.protected, run.extensions,
                                     Format.CSV, "--summary", SUMMARY)
 
+    def still_claimed(self) -> None:
+        _still(self._target)
+
     def opened(self, run: RunContext) -> contextlib.AbstractContextManager[Feed]:
         assert self._target is not None, "check() first"
         return summary_writer(self.path, self._target.replaces)
+
+
+def _still(target: Target | None) -> None:
+    """The target is still what was claimed (absent, or the same file)."""
+    if target is None or str(target.path) == "-":
+        return
+    try:
+        now: Stamp | None = Stamp.of(target.path)
+    except FileNotFoundError:
+        now = None
+    if now != target.replaces:
+        raise Changed(f"{target.path}: written by another program during the run")
 
 
 def check_folder(folder: Path, option: str) -> None:
@@ -142,19 +166,19 @@ class SegmentsFolder:
 
     @contextlib.contextmanager
     def opened(self, run: RunContext) -> Iterator[Feed]:
-        writer = SegmentsWriter(self.folder, self.format, library_root(run.inputs),
-                                {"thresholds": run.thresholds()}, note=run.note)
+        self.writer = writer = SegmentsWriter(self.folder, self.format, library_root(run.inputs),
+                                              {"thresholds": run.thresholds()}, note=run.note)
         with writer.staged():
             yield lambda result: writer(file_document(result)) if result.ok else None
 
 
 @dataclass
 class PlotFolder:
-    """`--plot`: the paper's Figure 4 per tagged file, drawn as it comes (a file that cannot be
-    drawn is one line, not the run's end)."""
+    """`--plot`: the paper's Figure 4 per tagged file, named after its path in the library
+    (`album/01.flac.png`: the same place on every run), staged and moved in when the run ends
+    like the segments (`folders.FolderOutput`); a file that cannot be drawn is one line."""
 
     folder: Path
-    drawn: int = 0
 
     def check(self, run: RunContext) -> None:
         self.folder = Path(self.folder)
@@ -162,20 +186,20 @@ class PlotFolder:
 
     @contextlib.contextmanager
     def opened(self, run: RunContext) -> Iterator[Feed]:
-        yield lambda result: self._draw(result, run) if result.ok else None
+        self.writer = FolderOutput(self.folder, library_root(run.inputs), ".png",
+                                   png_by_instag, run.note)
+        with self.writer.staged():
+            yield lambda result: self._draw(result, run) if result.ok else None
 
     def _draw(self, result: FileResult, run: RunContext) -> None:
-        from instag.common.atomic import Changed
         from instag.features.decode import AudioError
         from instag.outputs.plot import plot_file
 
-        name = f"{self.drawn:05d}-{Path(result.display_path).stem}.png"
+        doc = file_document(result, timeline=True)
         try:
-            png = inside(self.folder, os.fsencode(name), png_by_instag)
-            plot_file(file_document(result, timeline=True), png.path, audio=result.path,
-                      resampler="soxr", replaces=png.replaces)
-            self.drawn += 1
-        except (AudioError, OSError, InstagError, Changed) as e:
+            self.writer.add(result.path, lambda png: plot_file(doc, png, audio=result.path,
+                                                                  resampler="soxr"))
+        except (AudioError, InstagError) as e:
             run.note(f"plot: {result.display_path}: not drawn ({e})")
 
 
@@ -209,8 +233,10 @@ class FileTags:
         decoded = FileKey(now.path, result.size, result.mtime_ns)
         if now != decoded and not run.same_audio(decoded, now):
             return failed(CHANGED_WHILE_TAGGING)
+        within = [p if p.is_dir() else p.parent for p in run.library]
         change = write_tags(result.path, wanted(result.instruments(), result.best(),
-                                                self.writing), self.writing, expect=now)
+                                                self.writing), self.writing, expect=now,
+                            within=within)
         if change.outcome is Outcome.WRITTEN:
             written = FileKey.of(result.path)
             run.rekey(now, written)

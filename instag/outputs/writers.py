@@ -160,7 +160,8 @@ def result_writer(path: Path, fmt: Format, run_info: Callable[[], dict] = dict,
         return
     newline = "" if fmt is Format.CSV else None
     with (_stdout(newline) if path == STDOUT else
-          atomic_write(path, "w", replaces, newline=newline, encoding="utf-8")) as f:
+          atomic_write(path, "w", replaces, keep_same=True, newline=newline,
+                       encoding="utf-8")) as f:
         if fmt is Format.CSV:
             w = csv.DictWriter(f, fieldnames=CSV_FIELDS)  # RFC 4180 quoting, \r\n endings
             w.writeheader()
@@ -195,7 +196,7 @@ SUMMARY_FIELDS = ("path", "status", "instruments", "duration_s", "reason")
 def summary_writer(path: Path, replaces=UNCHECKED) -> Iterator[Callable[[FileResult], None]]:
     """`--summary`: one CSV row per file, for a person: what is in it ("guitar; voice"), or why
     it failed. Atomic like the main output, and replaced together with it."""
-    with atomic_write(path, "w", replaces, newline="", encoding="utf-8") as f:
+    with atomic_write(path, "w", replaces, keep_same=True, newline="", encoding="utf-8") as f:
         w = csv.DictWriter(f, fieldnames=SUMMARY_FIELDS)
         w.writeheader()
         yield lambda r: w.writerow({

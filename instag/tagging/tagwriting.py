@@ -25,7 +25,9 @@ class TagWriting:
     in_place: bool = False
     dry_run: bool = False
     separator: str | None = None  # None: the format's own multi-value form
-    follow_links: bool = True  # False: a linked file is `unsupported: a link`
+    # None (the default): a link is written through while its target is in the library (the
+    # folder the run was aimed at), else `unsupported`; True: any link; False: no link
+    follow_links: bool | None = None
 
     def __post_init__(self) -> None:
         check_field(self.field)

@@ -3,7 +3,7 @@ the audio that was tagged (the local engine's cache remembers instag's own rewri
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from instag.engines.local.cache import Cache, lock
@@ -16,7 +16,7 @@ CHANGED_SINCE_TAGGED = "changed since it was tagged (re-run instag tag)"
 
 
 def retag(docs: Iterator[dict], writing: TagWriting, remove: bool, cache_path: Path,
-          wait: bool = False) -> Iterator[tuple[Path, TagChange]]:
+          wait: bool = False, within: Sequence[Path] = ()) -> Iterator[tuple[Path, TagChange]]:
     """`instag write-tags`: write (or with `remove`, take out) the tags of a finished run's
     files, from its JSON documents. A file is written only while it holds the audio that was
     tagged: the size and mtime the document recorded, or what instag's own tag writes made of
@@ -29,13 +29,13 @@ def retag(docs: Iterator[dict], writing: TagWriting, remove: bool, cache_path: P
                 if doc.get("status") != "ok":
                     continue
                 path = audio_path(doc["path"])
-                yield path, _retag_one(path, doc, writing, remove, cache)
+                yield path, _retag_one(path, doc, writing, remove, cache, within)
         finally:
             cache.close()
 
 
-def _retag_one(path: Path, doc: dict, writing: TagWriting, remove: bool, cache: Cache
-               ) -> TagChange:
+def _retag_one(path: Path, doc: dict, writing: TagWriting, remove: bool, cache: Cache,
+               within: Sequence[Path]) -> TagChange:
     try:
         now = FileKey.of(path)
     except OSError as e:
@@ -48,7 +48,7 @@ def _retag_one(path: Path, doc: dict, writing: TagWriting, remove: bool, cache: 
     best = {c: max(b["probabilities"][c] for b in doc["bags"])
             for c in (doc["bags"][0]["probabilities"] if doc["bags"] else {})}
     change = write_tags(path, None if remove else wanted(doc["instruments"], best, writing),
-                        writing, expect=now)
+                        writing, expect=now, within=within)
     if change.outcome is Outcome.WRITTEN:
         cache.rekey(now, FileKey.of(path))
     return change

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import urllib.parse
 from collections import Counter
@@ -85,13 +86,39 @@ def _script(call: str, data) -> str:
     return f"{call}({json.dumps(data, ensure_ascii=True, separators=(',', ':'))});\n"
 
 
+SITE_DATA = re.compile(r"meta\.js|chunk-\d{4,}\.js")
+
+
+def is_site(folder: Path) -> bool:
+    """A folder `instag browse` wrote, and nothing else: its page, its data, its marker (whose
+    content is browse's). Only such a folder (or an empty one) is replaced as a whole."""
+    folder = Path(folder)
+    if folder.is_symlink() or not folder.is_dir():
+        return False
+    names = {p.name for p in folder.iterdir()}
+    if not names:
+        return True
+    if not names <= {*PAGE_FILES, MARKER, "data"} or MARKER not in names:
+        return False
+    try:
+        marker = json.loads((folder / MARKER).read_text()[:4096])
+    except (OSError, ValueError):
+        return False
+    data = folder / "data"
+    return (isinstance(marker, dict) and {"source", "files"} <= marker.keys()
+            and (not data.exists() or (data.is_dir() and not data.is_symlink() and all(
+                SITE_DATA.fullmatch(p.name) and p.is_file() and not p.is_symlink()
+                for p in data.iterdir()))))
+
+
 def build_site(docs, out: Path, source: str) -> Site:
-    """Write the site for `docs` (an output's documents, streamed) into `out`."""
-    out = Path(out).resolve()
-    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and
-                                              not (out / MARKER).is_file())):
-        raise InstagError(f"--out {out}: exists and is not an instag site",
-                          "give a new folder, or one `instag browse` wrote")
+    """Write the site for `docs` (an output's documents, streamed) into `out`: a new folder,
+    an empty one, or a site browse wrote (`is_site`)."""
+    out = Path(out).absolute()
+    if out.exists() and not is_site(out):
+        raise InstagError(f"--out {out}: exists and is not an instag site (it holds files "
+                          "`instag browse` did not write)", "give a new folder, or one "
+                          "`instag browse` wrote")
     out.parent.mkdir(parents=True, exist_ok=True)
     sweep(out.parent)
     tmp = temp_name(out.parent)
@@ -159,7 +186,7 @@ def _umask() -> int:
 def _swap(tmp: Path, out: Path) -> None:
     """The new site into place: the old one (an instag site, checked) aside, then removed."""
     old = None
-    if out.exists() and not (out / MARKER).is_file() and any(out.iterdir()):
+    if out.exists() and not is_site(out):
         raise InstagError(f"--out {out}: became something other than an instag site while "
                           "the site was written", "give a new folder")
     if out.exists():
