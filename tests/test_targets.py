@@ -279,3 +279,31 @@ def test_a_report_of_an_older_shape_is_recognised(f):
     out = f.tmp / "summary.json"
     out.write_text(json.dumps({"att": {"runs": 1, "f1": {"mean": 0.5, "std": 0.0}}}))
     assert f.report("--json", out).exit_code == 0
+
+
+# -- what instag reads: every option that names a file to read refuses a FIFO at once --------
+INPUT_FILES = {  # (command, option) -> its arguments with FILE as that option's value
+    ("tag", "paths_from"): lambda f, x: ["tag", "--paths-from", x, "--out", f.tmp / "t.csv"],
+    ("tag", "thresholds_file"): lambda f, x: ["tag", f.lib, "--out", f.tmp / "t.csv",
+                                              "--thresholds-file", x, *f.models],
+    ("tag", "model"): lambda f, x: ["tag", f.lib, "--out", f.tmp / "t.csv", "--model", x],
+    ("plot", "tags_json"): lambda f, x: ["plot", x, "--out", f.tmp / "p.png"],
+    ("write-tags", "tags_file"): lambda f, x: ["write-tags", x],
+    ("export", "tags_file"): lambda f, x: ["export", x, "--out", f.tmp / "x"],
+    ("browse", "tags_file"): lambda f, x: ["browse", x, "--out", f.tmp / "site"],
+    ("train", "labels"): lambda f, x: ["train", "--labels", x, "--out", f.tmp / "run"],
+}
+
+
+@pytest.mark.parametrize("case", sorted(INPUT_FILES), ids="{0[0]} --{0[1]}".format)
+def test_a_fifo_named_as_an_input_is_refused_in_one_line_without_blocking(f, case):
+    import subprocess
+    import sys
+
+    fifo = f.tmp / "pipe.csv"
+    os.mkfifo(fifo)
+    args = [str(a) for a in INPUT_FILES[case](f, fifo)]
+    done = subprocess.run([sys.executable, "-m", "instag", *args], capture_output=True,
+                          text=True, timeout=120, stdin=subprocess.DEVNULL)
+    assert done.returncode == 2, done.stderr
+    assert "error:" in done.stderr and "Traceback" not in done.stderr, done.stderr
