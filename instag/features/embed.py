@@ -62,6 +62,7 @@ class Embedder:
         self.runtime = ""  # which VGGish runs, once loaded
         self._model = None
         self._loading: threading.Thread | None = None
+        self._loaded = threading.Event()  # set when the thread's load has ended, either way
         self._load_error: BaseException | None = None
         self.precision = Precision(precision)  # INT8, FP16: the model setup made and kept
 
@@ -102,23 +103,35 @@ class Embedder:
     def load_soon(self) -> None:
         """Start loading VGGish in a thread: a run that has files to embed needs it, and the
         load (a second for the full network) then overlaps its decode workers' start. `model`
-        waits for it, and raises what it raised. Not a daemon: a run stopped meanwhile (Ctrl-C)
-        waits for it at exit, where a daemon thread still inside onnxruntime would end the
-        process by SIGABRT."""
+        waits for it, and raises what it raised; `settle` waits for it without using it. Both
+        wait on an Event, never in `Thread.join`: on Python 3.11 a Ctrl-C that interrupts a
+        join marks the still running thread as stopped, and the process would then exit under
+        it."""
         if self._model is None and self._loading is None:
+            self._loaded.clear()
             self._loading = threading.Thread(target=self._load_aside, name="instag-vggish-load")
             self._loading.start()
+
+    def settle(self) -> None:
+        """Wait for a load in progress (what it raised is kept for `model`). A run stopped
+        meanwhile (Ctrl-C) ends only then: a thread still inside onnxruntime while the process
+        exits ends it by SIGABRT. (Not a daemon either, for a caller that never settles.)"""
+        if self._loading is not None:
+            self._loaded.wait()
 
     def _load_aside(self) -> None:
         try:
             self._model = self._load()
         except BaseException as e:  # noqa: BLE001 - raised where the model is asked for
             self._load_error = e
+        finally:
+            self._loaded.set()
 
     @property
     def model(self):
         if self._loading is not None:
-            self._loading.join()
+            self._loaded.wait()
+            self._loading.join()  # (ending: its load has)
             self._loading = None
             if (error := self._load_error) is not None:
                 self._load_error = None

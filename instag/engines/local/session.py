@@ -47,6 +47,7 @@ class Session:
                                      self.opts.device, note=self.reporter.note,
                                      precision=self.opts.vggish_precision())
             self.embedder.fetch_if_missing()
+            stack.callback(self.embedder.settle)  # (closed last: a stopped run waits for it)
             self.cache = Cache(cache_path, held)
             stack.callback(self.cache.close)
             stack.callback(self.drop_pool)
