@@ -50,6 +50,19 @@ def shared_audio():
 
 
 @pytest.fixture(autouse=True)
+def signal_handlers_restored():
+    """A test that runs `instag.__main__.main()` in-process leaves Ctrl-C and SIGTERM ignored
+    (as the real command does once it is over): put the test process's handlers back, so that
+    no later test, nor any process it starts, inherits them."""
+    import signal
+
+    kept = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    yield
+    for s, handler in kept.items():
+        signal.signal(s, handler)
+
+
+@pytest.fixture(autouse=True)
 def private_dirs(tmp_path, monkeypatch):
     """Each test gets its own cache and data directories, never the user's."""
     monkeypatch.setenv("INSTAG_CACHE_DIR", str(tmp_path / "cache"))
