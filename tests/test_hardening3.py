@@ -128,7 +128,7 @@ def test_json_keeps_a_formula_like_name_exactly(run_tag, tmp_path, monkeypatch):
 def test_a_threshold_of_400_digits_is_one_line(run_tag, tmp_path):
     sf.write(tmp_path / "a.wav", music(2, 1), SR)
     (tmp_path / "t.json").write_text('{"c0": 1' + "0" * 400 + "}")
-    result = run_tag(tmp_path / "a.wav", "--out", tmp_path / "t.csv", "--thresholds",
+    result = run_tag(tmp_path / "a.wav", "--out", tmp_path / "t.csv", "--thresholds-file",
                      tmp_path / "t.json")
     assert result.exit_code == 2 and "Traceback" not in result.output
     assert result.output.startswith("error: ") and "outside [0, 1]" in result.output
@@ -162,12 +162,12 @@ def test_a_sigterm_after_the_output_is_in_place_keeps_the_runs_exit_code(
 
 
 def test_ctrl_c_before_a_run_starts_is_one_line(run_tag, tmp_path, monkeypatch):
-    from instag.cli import tagging
+    from instag.jobs import run
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt  # as while the models load
 
-    monkeypatch.setattr(tagging, "tag_run", interrupted)
+    monkeypatch.setattr(run, "tag_locally", interrupted)
     sf.write(tmp_path / "a.wav", music(2, 1), SR)
     result = run_tag(tmp_path / "a.wav", "--out", tmp_path / "t.csv")
     assert (result.exit_code, result.output.strip()) == (130, "interrupted: nothing written")
