@@ -197,3 +197,18 @@ def test_run_dir_meta_reaches_the_onnx_file(tmp_path):
     runs.save_torch(tmp_path / "run", model, meta_for("att"))
     path = export_run(tmp_path / "run", tmp_path / "att.onnx")
     assert Scorer(path, "cpu").model_name == "att"
+
+
+def test_a_cuda_provider_that_does_not_load_is_tried_once_per_process(monkeypatch):
+    """Each try dlopens and dlcloses the provider's library; many sessions (an import through
+    beets, the tests) then raced glibc's thread-local storage and ended the process."""
+    from pathlib import Path
+
+    from instag.common import onnxsession
+
+    monkeypatch.setattr(onnxsession, "_cuda_loads", [])
+    golden = Path(__file__).parent / "golden" / "att.onnx"
+    session = onnxsession.open_session(golden, choose_providers("auto"))
+    if "CUDAExecutionProvider" in session.get_providers():
+        pytest.skip("CUDA loads here")
+    assert choose_providers("auto") == ["CPUExecutionProvider"]  # not asked again

@@ -12,6 +12,12 @@ CUDA, CPU = "CUDAExecutionProvider", "CPUExecutionProvider"
 # TF32 matrix products (CUDA's default on Ampere and later) move probabilities by ~1e-4; this
 # model is far too small for TF32 to pay, so keep full fp32.
 PROVIDER_OPTIONS = {CUDA: {"use_tf32": "0"}}
+# Whether the CUDA provider loaded, once a session has tried it in this process. A provider
+# that cannot load (no GPU, no CUDA libraries) is dlopen'ed and dlclose'd by every session
+# that asks for it: a process that makes many sessions (the beets plugin over an import, the
+# tests) then races glibc's thread-local storage with every thread it starts ("Inconsistency
+# detected by ld.so: dl-tls.c", the process ends with exit 127). Asked once, remembered.
+_cuda_loads: list[bool] = []
 
 
 def choose_providers(device: Device | str) -> list[str]:
@@ -25,6 +31,8 @@ def choose_providers(device: Device | str) -> list[str]:
     if device is Device.CUDA and CUDA not in available:
         raise cuda_unavailable("onnxruntime", f"its providers: {', '.join(available)}; "
                                "install onnxruntime-gpu")
+    if device is Device.AUTO and _cuda_loads and not _cuda_loads[0]:
+        return [CPU]  # tried in this process already, and it did not load
     return [CUDA, CPU] if CUDA in available else [CPU]
 
 
@@ -61,6 +69,9 @@ def open_session(model: str | Path | bytes, providers: list[str], threads: int |
     if threads:
         opts.intra_op_num_threads = threads
     with native_stderr_silenced():
-        return ort.InferenceSession(
+        session = ort.InferenceSession(
             model if isinstance(model, bytes) else str(model), opts,
             providers=[(p, PROVIDER_OPTIONS.get(p, {})) for p in providers])
+    if CUDA in providers and not _cuda_loads:
+        _cuda_loads.append(CUDA in session.get_providers())
+    return session
