@@ -109,7 +109,7 @@ def test_precision_int8_without_an_int8_model_is_one_line(run_tag, tmp_path):
 
 
 def test_an_unknown_precision_is_refused_where_the_options_are_made():
-    with pytest.raises(instag.InstagError, match="--precision 'int4': not a precision"):
+    with pytest.raises(instag.InstagError, match="precision='int4': not a precision"):
         instag.TagOptions(precision="int4")
 
 
