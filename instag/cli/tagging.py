@@ -249,7 +249,7 @@ def write_tags(
             "they were"
 
     with stopping(written):
-        library = library_root([audio_path(d["path"]) for d in docs if d["status"] == "ok"])
+        library = library_root(audio_path(d["path"]) for d in docs if d["status"] == "ok")
         for path, change in retag(docs, writing, remove, TagOptions(cache=cache).cache_path(),
                                   wait, within=[library]):
             counts[change.outcome] = counts.get(change.outcome, 0) + 1
@@ -278,8 +278,8 @@ def export(
     Annotation Layer). Read as a stream: any size of output."""
     check_folder(out, "--out")
     if root is None:  # a first pass over the paths alone, which checks every document
-        root = library_root([audio_path(d["path"]) for d in read_documents(tags_file)
-                             if d.get("status") == "ok"])
+        root = library_root(audio_path(d["path"]) for d in read_documents(tags_file)
+                            if d.get("status") == "ok")
     else:
         checked_documents(tags_file)  # in full, before the first file is written
     writer = SegmentsWriter(out, format, root, read_run_info(tags_file), note=_note)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import csv
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,11 +64,15 @@ def segments_of(doc: dict) -> list[Segment]:
                   for s, e in segs)
 
 
-def library_root(paths: list[Path]) -> Path:
-    """The deepest folder holding every file (a folder given is its own root)."""
-    folders = [os.fsencode(os.path.abspath(p)) if os.path.isdir(p) else
-               os.path.dirname(os.fsencode(os.path.abspath(p))) for p in paths]
-    return Path(os.fsdecode(os.path.commonpath(folders))) if folders else Path("/")
+def library_root(paths: Iterable[Path]) -> Path:
+    """The deepest folder holding every file (a folder given is its own root); the paths are
+    folded one at a time, so a document's million paths are never held at once."""
+    root: bytes | None = None
+    for p in paths:
+        folder = (os.fsencode(os.path.abspath(p)) if os.path.isdir(p) else
+                  os.path.dirname(os.fsencode(os.path.abspath(p))))
+        root = folder if root is None else os.path.commonpath([root, folder])
+    return Path(os.fsdecode(root)) if root is not None else Path("/")
 
 
 def _jams_by_instag(path: Path) -> bool:
