@@ -67,14 +67,14 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
     args = ap.parse_args()
     from instag.common.errors import InstagError
-    from instag.tagging.scoring import Scorer
+    from instag.tagging.scoring import ScoringModel
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         cfg = {**make_library(tmp / "library", args.files), **make_models(tmp),
                "jobs": args.jobs, "resampler": "fast", "cache": str(tmp / "cache.sqlite")}
         try:  # loading a model on CUDA is the only sure test that CUDA is usable
-            Scorer(cfg["model"], "cuda")
+            ScoringModel(cfg["model"], "cuda")
             cfg["device"] = "cuda"
         except InstagError as e:
             cfg["device"] = "cpu"

@@ -19,12 +19,13 @@ import numpy as np
 
 from instag.learning.export import export_model
 from instag.learning.models import build_model
-from instag.tagging.scoring import CUDA, Scorer
+from instag.tagging.scoring import CUDA, ScoringModel
 
 SHAPES = [(256, 10), (16, 600)]
 
 
-def throughput(scorer: Scorer, feats: np.ndarray, mask: np.ndarray, seconds: float = 3.0) -> float:
+def throughput(scorer: ScoringModel, feats: np.ndarray, mask: np.ndarray,
+               seconds: float = 3.0) -> float:
     scorer.run(feats, mask)  # warm-up (CUDA kernels, memory arena)
     n, start = 0, time.perf_counter()
     while time.perf_counter() - start < seconds:
@@ -41,9 +42,9 @@ def main() -> int:
         model = build_model("att").eval()
         meta = {"model": "att", "classes": [f"c{i}" for i in range(20)], "in_dim": 128}
         path = export_model(model, meta, Path(tmp) / "att.onnx")
-        cpu = Scorer(path, "cpu")
+        cpu = ScoringModel(path, "cpu")
         try:
-            gpu = Scorer(path, "cuda")
+            gpu = ScoringModel(path, "cuda")
         except Exception as e:  # no CUDA here: nothing to check
             print(f"no usable CUDA provider ({str(e).splitlines()[0]}); skipping the GPU check")
             return 0

@@ -173,7 +173,8 @@ def stage(name: str, root: Path, n: int, models: dict[str, str]) -> dict:
 
         run = instag.tag(roots(root, n), opts)
         count = sum(r.ok for r in run)
-        return {"files": count, "from_cache": run.summary.from_cache}
+        counts = getattr(run, "counts", None) or run.summary  # the code before: .summary
+        return {"files": count, "from_cache": counts.from_cache}
     if name == "write-tags":
         from instag.engines.local.retag import retag
         from instag.outputs.readback import read_documents
@@ -224,11 +225,11 @@ def scores_vs_rescoring(models: dict[str, str], files: int = 640) -> tuple[float
 
     import numpy as np
 
-    from instag.tagging.scoring import Scorer
+    from instag.tagging.scoring import ScoringModel
 
     rng = np.random.default_rng(0)
     feats = [rng.integers(0, 256, (INSTANCES, 128), dtype=np.uint8) for _ in range(files)]
-    scorer = Scorer(Path(models["model"]), "cpu")
+    scorer = ScoringModel(Path(models["model"]), "cpu")
     scorer.score(feats[:32])  # warm
     t = time.perf_counter()
     for i in range(0, files, 32):

@@ -48,11 +48,11 @@ def attention_of(root: Path, X: np.ndarray) -> np.ndarray:
     from instag.learning.data import load_openmic
     from instag.learning.export import export_run
     from instag.learning.train import Recipe, train_run
-    from instag.tagging.scoring import Scorer
+    from instag.tagging.scoring import ScoringModel
 
     train_run(load_openmic(root), Recipe(model="att", epochs=40, batch_size=64, device="cpu"),
               root / "run", False)
-    scorer = Scorer(export_run(root / "run", root / "att.onnx"))
+    scorer = ScoringModel(export_run(root / "run", root / "att.onnx"))
     return np.stack([s.attention for s in scorer.score(list(X))])  # [N, T, C]
 
 

@@ -35,7 +35,8 @@ if __name__ == "__main__":
     run = tag([cfg["library"]], opts)
     for _ in run:
         pass
-    print(json.dumps({"files": run.summary.done, "wall": time.perf_counter() - t}))
+    counts = getattr(run, "counts", None) or run.summary  # the code before: .summary
+    print(json.dumps({"files": counts.done, "wall": time.perf_counter() - t}))
 """
 
 

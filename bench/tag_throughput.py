@@ -102,29 +102,33 @@ def child(mode: str, cfg: dict) -> None:
         print(json.dumps({"runtime": emb.runtime, "seconds": time.perf_counter() - t0}))
         return
     if mode == "reduced":  # once: the INT8 (or FP16) model, judged as setup judges it
-        from instag.features import reduced, vggish_onnx
-        from instag.provision.reduced import clips, parity
-        from instag.tagging.job import Scoring
+        from instag.features import precision as at_precision
+        from instag.features import vggish_onnx
+        from instag.provision.int8 import clips, parity
+        try:
+            from instag.tagging.scoring import Scoring
+        except ImportError:  # the code before
+            from instag.tagging.job import Scoring
         from instag.tagging.options import TagOptions
 
         emb = Embedder(cfg["vggish"], cfg["pca"])
         fp32 = vggish_onnx.find(emb.handle)
-        calibration, held, _ = clips(None, emb.resampler, reduced.MIN_HELD_OUT_CLIPS)
+        calibration, held, _ = clips(None, emb.resampler, at_precision.MIN_HELD_OUT_CLIPS)
         import onnx
 
-        layers = reduced.network_layers(onnx.load(str(fp32), load_external_data=False))
-        precision = reduced.Precision(cfg["precision"])
-        device = "cuda" if precision is reduced.Precision.FP16 else "cpu"
-        model = reduced.quantize(fp32, calibration, layers) if precision == "int8" else \
-            reduced.fp16(fp32)
+        layers = at_precision.network_layers(onnx.load(str(fp32), load_external_data=False))
+        precision = at_precision.Precision(cfg["precision"])
+        device = "cuda" if precision is at_precision.Precision.FP16 else "cpu"
+        model = at_precision.quantize(fp32, calibration, layers) if precision == "int8" else \
+            at_precision.fp16(fp32)
         ev, mn = emb.eigen_vectors, emb.means
-        doc = parity(reduced.features_of(fp32, held, ev, mn, device),
-                     reduced.features_of(model, held, ev, mn, device),
+        doc = parity(at_precision.features_of(fp32, held, ev, mn, device),
+                     at_precision.features_of(model, held, ev, mn, device),
                      Scoring(TagOptions(model=Path(cfg["model"]), vggish=cfg["vggish"],
                                         pca=cfg["pca"])))
         # kept whatever the figures, in this bench's own hub cache: speed is measured here;
         # whether a real VGGish's is kept is setup's decision on the user's machine
-        reduced.keep(fp32, precision, model, {**doc, "kept": True})
+        at_precision.keep(fp32, precision, model, {**doc, "kept": True})
         print(json.dumps({**doc, "layers": len(layers)}))
         return
     if mode == "vggish":
@@ -152,9 +156,9 @@ def child(mode: str, cfg: dict) -> None:
             else:
                 audio += sum(len(b) for b in stream_16k(path, cfg["resampler"])) / 16000
     elif mode == "score":
-        from instag.tagging.scoring import Scorer
+        from instag.tagging.scoring import ScoringModel
 
-        scorer = Scorer(cfg["model"], cfg.get("device", "auto"))
+        scorer = ScoringModel(cfg["model"], cfg.get("device", "auto"))
         bags = [np.random.default_rng(0).integers(0, 256, (250, 128), np.uint8)] * 16
         scorer.score(bags)
         t0 = time.perf_counter()
@@ -163,9 +167,10 @@ def child(mode: str, cfg: dict) -> None:
         audio = 20 * 16 * 250 * 0.96
     elif mode == "naive":
         from instag.tagging.bags import make_bags
-        from instag.tagging.scoring import Scorer
+        from instag.tagging.scoring import ScoringModel
 
-        emb, scorer = Embedder(cfg["vggish"], cfg["pca"], cfg["resampler"]), Scorer(cfg["model"])
+        emb = Embedder(cfg["vggish"], cfg["pca"], cfg["resampler"])
+        scorer = ScoringModel(cfg["model"])
         audio = 0.0
         for path in sorted(Path(cfg["library"]).iterdir()):
             feats = emb.embed_file(path)
@@ -180,7 +185,8 @@ def child(mode: str, cfg: dict) -> None:
         run = tag_on_ray([cfg["library"]], opts)
         for _ in run:
             pass
-        audio, files = run.summary.audio_s, run.summary.done
+        counts = getattr(run, "counts", None) or run.summary  # the code before: .summary
+        audio, files = counts.audio_s, counts.done
     else:
         from instag.engines.local.run import tag
         from instag.tagging.options import TagOptions
@@ -191,7 +197,8 @@ def child(mode: str, cfg: dict) -> None:
         run = tag([cfg["library"]], opts)
         for _ in run:
             pass
-        audio, files = run.summary.audio_s, run.summary.done
+        counts = getattr(run, "counts", None) or run.summary  # the code before: .summary
+        audio, files = counts.audio_s, counts.done
     wall = time.perf_counter() - t0
     print(json.dumps({"audio_s": audio, "wall_s": wall, "rss_mb": rss.mb,
                       "main_mb": rss.main_mb(),

@@ -20,7 +20,7 @@ tagging API, never imports torch or TensorFlow)::
 - ``tag_on_ray(paths, options, address=..., previous=...)``: the same run on a Ray cluster
   (the ``ray`` extra), resuming from a previous Parquet output.
 - ``Reporter``: subclass it and pass it to ``tag`` for progress as the run goes (each call
-  gets the running ``Summary``: files counted once their features are in, audio embedded,
+  gets the running ``RunCounts``: files counted once their features are in, audio embedded,
   the time left).
 - ``read_documents(output)``: any output (CSV, JSON, JSONL, Parquet) back as one document
   per file, streamed, each checked against one schema (``checked_documents(output)``: all
@@ -64,7 +64,8 @@ if TYPE_CHECKING:  # what editors and type checkers see; at run time each loads 
     from instag.outputs.readback import checked_documents, read_documents
     from instag.outputs.sinks import FileTags, PlotFolder, SegmentsFolder, SummaryFile, TagsFile
     from instag.provision.teach import teach
-    from instag.tagging.job import Reporter, Summary, score, tag_audio
+    from instag.tagging.counts import RunCounts
+    from instag.tagging.job import Reporter, score, tag_audio
     from instag.tagging.options import TagOptions
     from instag.tagging.results import FileResult
     from instag.tagging.tagwriting import TagWriting
@@ -87,7 +88,7 @@ _API = {
     "score": "instag.tagging.job",
     "RayRun": "instag.engines.ray.pipeline",
     "Reporter": "instag.tagging.job",
-    "Summary": "instag.tagging.job",
+    "RunCounts": "instag.tagging.counts",
     "FileResult": "instag.tagging.results",
     "TagWriting": "instag.tagging.tagwriting",
     "write_tags": "instag.outputs.filetags",
@@ -116,6 +117,9 @@ __all__ = sorted(_API)
 def __getattr__(name: str) -> Any:
     if name == "learning":  # `import instag` then instag.learning.X, as for the names above
         return importlib.import_module("instag.learning")
+    if name == "Summary":
+        warnings.warn("instag.Summary is now instag.RunCounts", DeprecationWarning, stacklevel=2)
+        name = "RunCounts"
     if name in _MOVED:
         warnings.warn(f"instag.{name} moved to instag.learning.{name}", DeprecationWarning,
                       stacklevel=2)

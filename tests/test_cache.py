@@ -404,6 +404,6 @@ def test_a_tag_session_is_opened_used_and_closed_from_different_threads(
         results = in_a_thread(lambda tagging=tagging: list(tagging))
         in_a_thread(lambda session=session: session.__exit__(None, None, None))
         assert [r.status for r in results] == ["ok"]
-        assert tagging.summary.cached_features == 1 and \
-            tagging.summary.embedded_files == (1 - run)
+        assert tagging.counts.cached_features == 1 and \
+            tagging.counts.embedded_files == (1 - run)
     assert sorted(p.name for p in tmp_path.glob("c.sqlite*")) == ["c.sqlite", "c.sqlite.lock"]

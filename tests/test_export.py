@@ -9,7 +9,7 @@ from instag.common.errors import InstagError
 from instag.learning import runs
 from instag.learning.export import export_model, export_run
 from instag.learning.models import build_model
-from instag.tagging.scoring import Scorer, choose_providers
+from instag.tagging.scoring import ScoringModel, choose_providers
 
 
 def meta_for(name, classes=("a", "b", "c")):
@@ -47,14 +47,14 @@ def test_onnxruntime_on_cpu_matches_torch(att_onnx, batch, length):
     model, path = att_onnx
     feats = np.random.default_rng(length).integers(0, 256, (batch, length, 128), dtype=np.uint8)
     mask = np.ones((batch, length), bool)
-    got = Scorer(path, device="cpu").run(feats, mask)
+    got = ScoringModel(path, device="cpu").run(feats, mask)
     for g, want in zip(got, torch_outputs(model, feats, mask), strict=True):
         assert np.abs(g - want).max() <= 1e-5
 
 
 def test_a_padded_batch_scores_like_each_bag_alone(att_onnx):
     _, path = att_onnx
-    scorer = Scorer(path, device="cpu")
+    scorer = ScoringModel(path, device="cpu")
     rng = np.random.default_rng(0)
     bags = [rng.integers(0, 256, (n, 128), dtype=np.uint8) for n in (3, 10, 57)]
     together = scorer.score(bags)
@@ -85,14 +85,14 @@ def test_baselines_export_and_match_torch(tmp_path, name):
     path = export_model(model, meta_for(name), tmp_path / f"{name}.onnx")
     feats = np.random.default_rng(0).integers(0, 256, (4, 10, 128), dtype=np.uint8)
     mask = np.ones((4, 10), bool)
-    got = Scorer(path, device="cpu").run(feats, mask)
+    got = ScoringModel(path, device="cpu").run(feats, mask)
     for g, want in zip(got, torch_outputs(model, feats, mask), strict=True):
         assert np.abs(g - want).max() <= 1e-5
 
 
 def test_rnn_bags_of_different_lengths_are_scored_unpadded(tmp_path):
     model = trained_like("rnn")
-    scorer = Scorer(export_model(model, meta_for("rnn"), tmp_path / "rnn.onnx"), device="cpu")
+    scorer = ScoringModel(export_model(model, meta_for("rnn"), tmp_path / "rnn.onnx"), device="cpu")
     rng = np.random.default_rng(0)
     bags = [rng.integers(0, 256, (n, 128), dtype=np.uint8) for n in (4, 9)]
     for bag, scored in zip(bags, scorer.score(bags), strict=True):
@@ -112,7 +112,7 @@ def test_export_run_writes_beside_a_model_card_with_metrics(tmp_path):
     card = json.loads(path.with_suffix(".json").read_text())
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert card["metrics"] == metrics and card["training_data_sha256"] == data.checksum
-    scorer = Scorer(path, "cpu")
+    scorer = ScoringModel(path, "cpu")
     assert scorer.classes == ("c0", "c1", "c2")
     assert scorer.meta.thresholds == metrics["thresholds"]  # tuned at training, for tagging
 
@@ -172,31 +172,31 @@ def test_cpu_is_chosen_by_auto_without_cuda(monkeypatch):
 def test_a_corrupt_model_file_is_a_clear_error(tmp_path):
     (tmp_path / "bad.onnx").write_bytes(b"not a model at all")
     with pytest.raises(InstagError, match="bad.onnx: not a loadable ONNX model"):
-        Scorer(tmp_path / "bad.onnx", "cpu")
+        ScoringModel(tmp_path / "bad.onnx", "cpu")
 
 
 def test_an_onnx_file_without_instag_metadata_is_refused(tmp_path):
     model = torch.nn.Linear(128, 3)
     torch.onnx.export(model, (torch.rand(1, 128),), str(tmp_path / "plain.onnx"), dynamo=False)
     with pytest.raises(InstagError, match="not an instag model"):
-        Scorer(tmp_path / "plain.onnx", "cpu")
+        ScoringModel(tmp_path / "plain.onnx", "cpu")
 
 
 def test_a_model_with_other_classes_is_refused(att_onnx):
     with pytest.raises(InstagError, match="differ from the expected"):
-        Scorer(att_onnx[1], "cpu", expected_classes=["piano", "voice", "drums"])
+        ScoringModel(att_onnx[1], "cpu", expected_classes=["piano", "voice", "drums"])
 
 
 def test_missing_model_file_names_the_fix(tmp_path):
     with pytest.raises(InstagError, match="instag export-onnx"):
-        Scorer(tmp_path / "none.onnx", "cpu")
+        ScoringModel(tmp_path / "none.onnx", "cpu")
 
 
 def test_run_dir_meta_reaches_the_onnx_file(tmp_path):
     model = trained_like("att")
     runs.save_torch(tmp_path / "run", model, meta_for("att"))
     path = export_run(tmp_path / "run", tmp_path / "att.onnx")
-    assert Scorer(path, "cpu").model_name == "att"
+    assert ScoringModel(path, "cpu").model_name == "att"
 
 
 def test_a_cuda_provider_that_does_not_load_is_tried_once_per_process(monkeypatch):

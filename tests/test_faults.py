@@ -311,13 +311,13 @@ def test_a_model_with_more_outputs_than_named_instruments_is_refused_before_scor
 def test_malformed_model_metadata_is_a_clear_error(scoring_model, tmp_path, key, value, message):
     import onnx
 
-    from instag.tagging.scoring import Scorer
+    from instag.tagging.scoring import ScoringModel
 
     proto = onnx.load(str(scoring_model))
     next(p for p in proto.metadata_props if p.key == key).value = value
     onnx.save(proto, str(tmp_path / "bad.onnx"))
     with pytest.raises(InstagError, match=message):
-        Scorer(tmp_path / "bad.onnx", "cpu")
+        ScoringModel(tmp_path / "bad.onnx", "cpu")
 
 
 # -- 6d. other inputs ----------------------------------------------------------------------------

@@ -391,11 +391,11 @@ def test_a_hostile_model_is_refused_at_load_with_one_line(run_tag, scoring_model
 
 def test_a_non_finite_score_in_a_run_is_that_files_error_and_json_holds_no_nan(
         run_tag, tmp_path, monkeypatch):
-    from instag.tagging.scoring import Scorer
+    from instag.tagging.scoring import ScoringModel
 
     sf.write(tmp_path / "good.wav", music(3, 1), SR)
     sf.write(tmp_path / "bad.wav", music(8, 2), SR)  # 8 instances: the longer bag
-    run = Scorer.run
+    run = ScoringModel.run
 
     def nan_for_long_bags(self, features, mask):
         bag, inst, att = run(self, features, mask)
@@ -403,7 +403,7 @@ def test_a_non_finite_score_in_a_run_is_that_files_error_and_json_holds_no_nan(
         bag[mask.sum(axis=1) >= 8] = np.nan
         return bag, inst, att
 
-    monkeypatch.setattr(Scorer, "run", nan_for_long_bags)
+    monkeypatch.setattr(ScoringModel, "run", nan_for_long_bags)
     result = run_tag(tmp_path, "--out", tmp_path / "t.json", "--jobs", "1")
     assert result.exit_code == 1
     text = (tmp_path / "t.json").read_text()

@@ -68,10 +68,10 @@ def test_a_ray_resume_carries_nothing_over_new_vggish_weights(
             for r in instag.tag_on_ray([tmp_path], opts):
                 write(r)
         again = instag.tag_on_ray([tmp_path], opts, previous=out)
-        assert len(list(again)) == 2 and again.summary.from_cache == 2
+        assert len(list(again)) == 2 and again.counts.from_cache == 2
         new_weights_in_place(own_vggish, tmp_path)
         after = instag.tag_on_ray([tmp_path], opts, previous=out)
-        assert len(list(after)) == 2 and after.summary.from_cache == 0
+        assert len(list(after)) == 2 and after.counts.from_cache == 0
     finally:
         ray.shutdown()
 

@@ -15,9 +15,10 @@ from typer.testing import CliRunner
 import instag
 from instag.cli import app
 from instag.common import locations
-from instag.features import reduced, vggish_onnx
+from instag.features import precision as at_precision
+from instag.features import vggish_onnx
 from instag.features.embed import Embedder
-from instag.features.reduced import Precision
+from instag.features.precision import Precision
 
 
 @pytest.fixture(scope="module")
@@ -45,8 +46,8 @@ def installed(tmp_path, monkeypatch, scoring_model, standin_pca):
         monkeypatch.setenv("INSTAG_VGGISH", str(path))
         Embedder(str(path), standin_pca).model  # noqa: B018 - converted to ONNX, as setup does
         fp32 = vggish_onnx.find(str(path))
-        reduced.refused_marker(fp32, Precision.INT8).unlink(missing_ok=True)
-        reduced.model_path(fp32, Precision.INT8).unlink(missing_ok=True)
+        at_precision.refused_marker(fp32, Precision.INT8).unlink(missing_ok=True)
+        at_precision.model_path(fp32, Precision.INT8).unlink(missing_ok=True)
         return model
     return vggish
 
@@ -60,7 +61,7 @@ def test_int8_is_kept_where_it_gives_fp32s_features_and_tags(installed, standins
     out = setup_int8()
     assert out.exit_code == 0, out.output
     assert "INT8 VGGish kept (3 layers INT8, 0 FP32)" in out.output
-    doc = reduced.figures(str(standins["small"]), Precision.INT8)
+    doc = at_precision.figures(str(standins["small"]), Precision.INT8)
     assert doc["kept"] and doc["clips"] == 200 and doc["features_within_one"] >= 0.99
     assert doc["tags_agree"] >= 0.995 and doc["present_agree"] >= 0.99
     assert doc["present_pairs"] > 0  # agreement on absent pairs alone would prove little
@@ -73,7 +74,7 @@ def test_a_layer_that_breaks_parity_goes_back_to_fp32_and_the_rest_stays_int8(in
     installed(standins["fragile"])
     out = setup_int8()
     assert out.exit_code == 0, out.output
-    doc = reduced.figures(str(standins["fragile"]), Precision.INT8)
+    doc = at_precision.figures(str(standins["fragile"]), Precision.INT8)
     assert doc["kept"] and doc["features_within_one"] >= 0.99
     # the first conv (its input is the log-mel) stays INT8; the layers touching the constant
     # channel went back to FP32
@@ -87,8 +88,8 @@ def test_without_a_layer_set_at_parity_it_is_refused_and_remembered_with_its_fig
     out = setup_int8()
     assert out.exit_code == 0, out.output  # a decision, not a failure of setup
     assert "INT8 VGGish refused (VGGish stays FP32): features within one step" in out.output
-    assert reduced.find(str(standins["brittle"]), Precision.INT8) is None
-    doc = reduced.refused(str(standins["brittle"]), Precision.INT8)
+    assert at_precision.find(str(standins["brittle"]), Precision.INT8) is None
+    doc = at_precision.refused(str(standins["brittle"]), Precision.INT8)
     assert not doc["kept"] and doc["features_within_one"] < 0.99
     again = setup_int8()  # not judged on every run
     assert "decided before" in again.output and "calibrating" not in again.output
@@ -124,7 +125,7 @@ def test_int8_features_are_their_own_in_the_cache(installed, standins, standin_p
     for precision in ("fp32", "int8", "int8"):
         run = instag.tag([tmp_path / "a.wav"], instag.TagOptions(precision=precision, **common))
         (result,) = list(run)
-        runs.setdefault(precision, []).append((result, run.summary.from_cache))
+        runs.setdefault(precision, []).append((result, run.counts.from_cache))
     ((fp32, _),), ((first, cached_first), (second, cached_second)) = runs["fp32"], runs["int8"]
     assert cached_first == 0 and cached_second == 1  # INT8 never served FP32's features
     assert fp32.model_id != first.model_id == second.model_id
@@ -146,7 +147,7 @@ def test_fp16_conversion_keeps_the_graphs_input_and_output_types(installed, stan
     onnx = pytest.importorskip("onnx")
     installed(standins["small"])
     fp32 = vggish_onnx.find(str(standins["small"]))
-    half = onnx.load_from_string(reduced.fp16(fp32))
+    half = onnx.load_from_string(at_precision.fp16(fp32))
     full = onnx.load(str(fp32))
     types = [(v.name, v.type.tensor_type.elem_type) for v in (*full.graph.input,
                                                               *full.graph.output)]
@@ -160,6 +161,6 @@ def test_fp16_conversion_keeps_the_graphs_input_and_output_types(installed, stan
     waves = [np.asarray(music(5, seed)[:, 0][:15360 * 4 + 240], np.float32) for seed in (1, 2)]
     ev, mn = Embedder(str(standins["small"])).eigen_vectors, Embedder(
         str(standins["small"])).means
-    a = reduced.features_of(fp32, waves, ev, mn, "cuda")
-    b = reduced.features_of(reduced.fp16(fp32), waves, ev, mn, "cuda")
-    assert reduced.within_one(a, b) >= reduced.MIN_WITHIN_ONE
+    a = at_precision.features_of(fp32, waves, ev, mn, "cuda")
+    b = at_precision.features_of(at_precision.fp16(fp32), waves, ev, mn, "cuda")
+    assert at_precision.within_one(a, b) >= at_precision.MIN_WITHIN_ONE

@@ -8,7 +8,7 @@ import instag
 from instag.engines.local import run
 from instag.engines.local.cache import Cache
 from instag.features.embed import Embedder
-from instag.tagging import job
+from instag.tagging import scoring
 from instag.tagging.identity import FileKey
 
 
@@ -42,5 +42,5 @@ def test_a_run_served_from_the_cache_hands_out_results_as_it_goes(
                    if scored else instag.embed([lib], opts))
     first = next(results)
     assert first.ok and first.path.name == "000.wav"
-    assert len(looked_up) <= run.MAX_WAITING_RESULTS + job.SCORE_BATCH_FILES
+    assert len(looked_up) <= run.MAX_WAITING_RESULTS + scoring.SCORE_BATCH_FILES
     assert sum(1 for _ in results) == 599

@@ -227,7 +227,7 @@ def test_the_python_api_yields_one_result_per_file_in_walk_order(library, scorin
     assert [r.status for r in results] == [instag.Status.OK, instag.Status.OK,
                                            instag.Status.ERROR]
     assert all(len(r.bags) == 1 and r.features.values.shape[1] == 128 for r in results[:2])
-    assert (run.summary.ok, run.summary.done) == (2, 3)
+    assert (run.counts.ok, run.counts.done) == (2, 3)
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import soundfile as sf
 from builders import SR, music
 
 import instag
-from instag.tagging.job import Summary
+from instag.tagging.counts import RunCounts
 
 
 def options(scoring_model, standin_vggish, standin_pca, tmp_path):
@@ -47,10 +47,10 @@ def test_a_file_counts_when_its_features_are_committed_not_when_its_batch_is_sco
 
 
 def test_the_time_left_comes_from_the_audio_embedded_per_second():
-    s = Summary(total=10, done=3, scoring=1, embedded_files=4, embedded_files_s=400.0,
+    s = RunCounts(total=10, done=3, awaiting_scores=1, embedded_files=4, embedded_files_s=400.0,
                 embedded_s=450.0)  # 100 s per file; 50 s of the fifth file embedded already
     assert s.eta(elapsed=45.0) == 55.0  # (6 files * 100 s - 50 s) at 10 s of audio per second
-    assert Summary(total=10, embedded_files=2, embedded_files_s=200.0,
+    assert RunCounts(total=10, embedded_files=2, embedded_files_s=200.0,
                    embedded_s=200.0).eta(elapsed=20.0) is None  # too few files to tell
 
 
@@ -61,7 +61,7 @@ def test_the_log_line_says_the_time_left(capsys):
     reporter.clock = lambda: 45.0
     reporter.start = reporter.last = 0.0
     reporter.err.width = 200
-    reporter.embedded(Summary(total=10, done=3, scoring=1, embedded_files=4,
+    reporter.embedded(RunCounts(total=10, done=3, awaiting_scores=1, embedded_files=4,
                               embedded_files_s=400.0, embedded_s=450.0))
     assert capsys.readouterr().err == (
         "4/10 files done, 0.12 h of audio embedded so far, about 0:00:55 left\n")
@@ -69,7 +69,7 @@ def test_the_log_line_says_the_time_left(capsys):
 
 def test_ctrl_c_before_the_first_scoring_batch_counts_the_features_in_the_cache(
         run_tag, tmp_path, monkeypatch):
-    from instag.tagging.job import Scoring
+    from instag.tagging.scoring import Scoring
 
     lib = tmp_path / "lib"
     lib.mkdir()
@@ -223,7 +223,7 @@ def test_the_summary_csv_has_a_row_per_file_saying_what_is_in_it(run_tag, tmp_pa
 
 
 def test_a_failed_run_leaves_no_summary_either(run_tag, tmp_path, monkeypatch):
-    from instag.tagging.job import Scoring
+    from instag.tagging.scoring import Scoring
 
     sf.write(tmp_path / "a.wav", music(3, 1), SR)
     old = "path,status,instruments,duration_s,reason\nold summary,ok,,,\n"
@@ -243,10 +243,10 @@ def test_json_and_parquet_record_the_thresholds_that_decided(run_tag, tmp_path, 
 
     import pyarrow.parquet as pq
 
-    from instag.tagging.scoring import Scorer
+    from instag.tagging.scoring import ScoringModel
 
     sf.write(tmp_path / "a.wav", music(3, 1), SR)
-    meta = Scorer(scoring_model).meta
+    meta = ScoringModel(scoring_model).meta
     first = meta.classes[0]
     (tmp_path / "th.json").write_text(json.dumps({first: 0.25}))
     expected = {c: 0.25 if c == first else (meta.thresholds or {}).get(c, 0.5)
@@ -359,7 +359,7 @@ def test_report_shows_no_spread_for_a_single_seed_and_draws_both_figures(tmp_pat
 
 def test_a_run_forgets_each_file_once_its_result_is_out(run_tag, tmp_path, monkeypatch):
     from instag.engines.local import run
-    from instag.tagging import job
+    from instag.tagging import scoring
 
     for i in range(60):
         sf.write(tmp_path / f"{i:02d}.wav", music(1, i), SR)
@@ -373,4 +373,4 @@ def test_a_run_forgets_each_file_once_its_result_is_out(run_tag, tmp_path, monke
 
     monkeypatch.setattr(run._Run, "finish", watched)
     assert run_tag(tmp_path, "--out", tmp_path / "b.csv").exit_code == 0
-    assert len(held) == 60 and max(held) <= job.SCORE_BATCH_FILES  # not one key per file
+    assert len(held) == 60 and max(held) <= scoring.SCORE_BATCH_FILES  # not one key per file

@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from instag.cli import cache, learning, provision, tag, tagging
+from instag.cli import learning, provision, tag, tagging, upkeep
 from instag.common import VERSION
 
 app = typer.Typer(
@@ -45,7 +45,7 @@ app.command()(tagging.export)
 app.command()(tagging.browse)
 app.command("write-tags")(tagging.write_tags)
 app.command()(tagging.embed)
-app.add_typer(cache.app, name="cache")
+app.add_typer(upkeep.app, name="cache")
 app.command()(learning.train)
 app.command()(learning.evaluate)
 app.command()(learning.report)

@@ -7,7 +7,7 @@ import sys
 import time
 
 from instag.cli.console import console
-from instag.tagging.job import Summary
+from instag.tagging.counts import RunCounts
 from instag.tagging.results import FileResult
 
 
@@ -24,27 +24,27 @@ class LogReporter:
         self.last = self.start = self.clock()
         self.known = 0  # failures the cache remembered, counted so far
 
-    def started(self, summary: Summary, provider: str | None) -> None:
+    def started(self, counts: RunCounts, provider: str | None) -> None:
         if not self.quiet:
             on = f" (scoring on {provider})" if provider else ""
-            self.err.print(f"{self.verb} {plural(summary.total, 'file')}{on}", markup=False)
+            self.err.print(f"{self.verb} {plural(counts.total, 'file')}{on}", markup=False)
 
-    def file_done(self, result: FileResult, summary: Summary) -> None:
-        known, self.known = summary.failed_known > self.known, summary.failed_known
+    def file_done(self, result: FileResult, counts: RunCounts) -> None:
+        known, self.known = counts.failed_known > self.known, counts.failed_known
         if not result.ok and not (self.quiet and known):
             self.err.print(f"{result.status}: {result.display_path}: {result.reason}",
                            markup=False)
-        self.show_progress(summary)
+        self.show_progress(counts)
 
-    def embedded(self, summary: Summary) -> None:
-        self.show_progress(summary)
+    def embedded(self, counts: RunCounts) -> None:
+        self.show_progress(counts)
 
-    def show_progress(self, summary: Summary) -> None:
+    def show_progress(self, counts: RunCounts) -> None:
         if not self.quiet and self.clock() - self.last > 30:
             self.last = self.clock()
-            left = summary.eta(self.clock() - self.start)
-            self.err.print(f"{summary.progressed}/{summary.total} files done, "
-                           f"{summary.embedded_s / 3600:.2f} h of audio embedded so far"
+            left = counts.eta(self.clock() - self.start)
+            self.err.print(f"{counts.progressed}/{counts.total} files done, "
+                           f"{counts.embedded_s / 3600:.2f} h of audio embedded so far"
                            + ("" if left is None else f", about {duration(left)} left"),
                            markup=False)
 
@@ -58,24 +58,24 @@ class LogReporter:
 class RichReporter(LogReporter):
     """The same, with a progress bar on a terminal: files, hours of audio, files/s, ETA."""
 
-    def started(self, summary: Summary, provider: str | None) -> None:
+    def started(self, counts: RunCounts, provider: str | None) -> None:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-        super().started(summary, provider)
+        super().started(counts, provider)
         self.progress = Progress(
             TextColumn(f"[bold]{self.verb}"), BarColumn(), MofNCompleteColumn(),
             TextColumn("{task.fields[hours]:.2f} h embedded"), TextColumn("{task.fields[rate]}"),
             TextColumn("{task.fields[left]}"), console=self.err)
-        self.task = self.progress.add_task(self.verb, total=summary.total, hours=0.0, rate="",
+        self.task = self.progress.add_task(self.verb, total=counts.total, hours=0.0, rate="",
                                            left="")
         self.progress.start()
 
-    def show_progress(self, summary: Summary) -> None:
+    def show_progress(self, counts: RunCounts) -> None:
         elapsed = self.clock() - self.start
-        rate = summary.embedded_s / max(elapsed, 1e-9)
-        left = summary.eta(elapsed)
-        self.progress.update(self.task, completed=summary.progressed,
-                             hours=summary.embedded_s / 3600, rate=f"{rate:.0f}x real time",
+        rate = counts.embedded_s / max(elapsed, 1e-9)
+        left = counts.eta(elapsed)
+        self.progress.update(self.task, completed=counts.progressed,
+                             hours=counts.embedded_s / 3600, rate=f"{rate:.0f}x real time",
                              left="" if left is None else f"{duration(left)} left")
 
     def close(self) -> None:
@@ -98,21 +98,21 @@ def reporter_for(quiet: bool, verb: str) -> LogReporter:
         LogReporter(quiet, verb)
 
 
-def summary_line(summary: Summary, verb: str) -> str:
+def summary_line(counts: RunCounts, verb: str) -> str:
     """`8 of 9 files tagged (5 from the cache); failed: 1 empty (1 known from an earlier
     run)`: the files counted from the cache are among those tagged."""
-    ok_cached = summary.from_cache - summary.failed_known
-    text = f"{summary.ok} of {plural(summary.done, 'file')} {verb} ({ok_cached} from the cache)"
-    if summary.failed:
-        text += "; failed: " + ", ".join(f"{n} {s}" for s, n in sorted(summary.failed.items()))
-        if summary.failed_known:
-            text += f" ({summary.failed_known} known from an earlier run)"
-    if summary.file_tags_outcomes:  # in a fixed order: written, unchanged, ...
+    ok_cached = counts.from_cache - counts.failed_known
+    text = f"{counts.ok} of {plural(counts.done, 'file')} {verb} ({ok_cached} from the cache)"
+    if counts.failed:
+        text += "; failed: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.failed.items()))
+        if counts.failed_known:
+            text += f" ({counts.failed_known} known from an earlier run)"
+    if counts.file_tags_outcomes:  # in a fixed order: written, unchanged, ...
         said = {"would_change": "would change (dry run)"}
         text += "; file tags: " + ", ".join(
             f"{plural(n, 'file') if i == 0 else n} {said.get(o, o)}" for i, (o, n) in
-            enumerate((o, summary.file_tags_outcomes[o]) for o in FILE_TAG_OUTCOMES
-                      if summary.file_tags_outcomes.get(o)))
+            enumerate((o, counts.file_tags_outcomes[o]) for o in FILE_TAG_OUTCOMES
+                      if counts.file_tags_outcomes.get(o)))
     return text
 
 

@@ -70,7 +70,7 @@ def stoppable(run: TagRun | RayRun, kept: str) -> Iterator[Stop]:
 def interrupted_line(run: TagRun | RayRun, kept: str) -> str:
     """What a stopped run leaves for the next one: locally, what the cache holds of the run's
     files (their features: scoring them again is quick); on Ray, the results."""
-    s = run.summary
+    s = run.counts
     if isinstance(run, RayRun):
         return f"{s.done} of {s.total} files finished, {kept}"
     return (f"the cache holds {s.cached_features} of {s.total} files, where the next run "

@@ -204,7 +204,7 @@ def tag(
             run.before_commit = stop.hold  # the outputs go into place: the exit code stands
             run.run()
             if not quiet:  # (quiet: only news; the exit code says the rest)
-                console(stderr=True).print(f"{summary_line(run.summary, 'tagged')}. Wrote "
+                console(stderr=True).print(f"{summary_line(run.counts, 'tagged')}. Wrote "
                                            f"{tags_file.where}", markup=False)
     except Changed as e:  # another program wrote an output while the run went
         raise InstagError(f"{e}; nothing put in place, the previous outputs kept",
@@ -216,7 +216,7 @@ def tag(
         raise InstagError(f"--out {out}: cannot write ({e.strerror or e})",
                           "free some space or write elsewhere; the previous output is "
                           "untouched") from None
-    exit_for(run.summary, strict, run.files_not_written)
+    exit_for(run.counts, strict, run.files_not_written)
 
 
 def _old_spellings(ext, extensions, thresholds, thresholds_file):

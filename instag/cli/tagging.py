@@ -43,7 +43,7 @@ from instag.outputs.writers import (
     check_output,
     check_writable,
 )
-from instag.tagging.job import Summary
+from instag.tagging.counts import RunCounts
 from instag.tagging.options import STALL_TIMEOUT, TagOptions
 from instag.tagging.results import audio_path, display_path
 from instag.tagging.tagwriting import DEFAULT_FIELD, TagWriting
@@ -120,17 +120,17 @@ def _note(line: str) -> None:
     console(stderr=True).print(line, markup=False)
 
 
-def exit_for(summary: Summary, strict: bool, not_written: int = 0) -> None:
+def exit_for(counts: RunCounts, strict: bool, not_written: int = 0) -> None:
     """Exit 1 when files (their own tags, or their files in an output folder) failed in this
     run (with --strict: any failed file); else the command's exit code stands."""
-    if failed_exit(summary, strict) or summary.tags_failed or not_written:
+    if failed_exit(counts, strict) or counts.tags_failed or not_written:
         raise typer.Exit(EXIT_SOME_FAILED)
 
 
-def failed_exit(summary: Summary, strict: bool) -> bool:
+def failed_exit(counts: RunCounts, strict: bool) -> bool:
     """Exit 1: a failure this run computed (a retryable one, such as `timeout`, is computed by
     every run), or with --strict any failure."""
-    return bool(summary.failed_now or (strict and summary.failed))
+    return bool(counts.failed_now or (strict and counts.failed))
 
 
 @expected_errors
@@ -212,9 +212,9 @@ def embed(
         raise InstagError(f"--out {out}: cannot write ({e.strerror or e})",
                           "free some space or write elsewhere") from None
     what = f"{counts['rows']} clips" if clips else f"{counts['rows']} instances"
-    console(stderr=True).print(f"{summary_line(run.summary, 'embedded')}. Wrote {out}: {what}",
+    console(stderr=True).print(f"{summary_line(run.counts, 'embedded')}. Wrote {out}: {what}",
                                markup=False)
-    if failed_exit(run.summary, strict):
+    if failed_exit(run.counts, strict):
         raise typer.Exit(EXIT_SOME_FAILED)
 
 

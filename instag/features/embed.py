@@ -18,7 +18,8 @@ from instag.common import locations
 from instag.common.devices import Device
 from instag.common.downloads import file_digest
 from instag.common.errors import InstagError
-from instag.features import FEATURES_VERSION, reduced, vggish_onnx
+from instag.features import FEATURES_VERSION, vggish_onnx
+from instag.features import precision as at_precision
 from instag.features.decode import AudioError
 from instag.features.instances import (
     INSTANCE_SAMPLES,
@@ -29,7 +30,7 @@ from instag.features.instances import (
     chunk_instances,
 )
 from instag.features.pca import load_pca, postprocess
-from instag.features.reduced import Precision
+from instag.features.precision import Precision
 from instag.features.resample import DEFAULT_RESAMPLER, Resampler, stream_16k
 from instag.features.vggish import load_vggish, tensorflow_installed
 
@@ -80,8 +81,8 @@ class Embedder:
             parts = [f"vggish:{vggish_onnx.saved_model_digest(saved)[:16]}", self._pca_digest,
                      self.resampler.identity, f"features:{FEATURES_VERSION}"]
             if self.precision is not Precision.FP32:  # its features are its own: never mixed
-                model = reduced.require_kept(self.handle, self.precision)
-                parts.append(f"{self.precision}:{reduced.digest(model)[:16]}")
+                model = at_precision.require_kept(self.handle, self.precision)
+                parts.append(f"{self.precision}:{at_precision.digest(model)[:16]}")
             self._identity = "|".join(parts)
         return self._identity
 
@@ -98,7 +99,7 @@ class Embedder:
         if locations.hub_cached(self.handle) is None:
             self.model  # noqa: B018 - loads it
         if self.precision is not Precision.FP32:
-            reduced.require_kept(self.handle, self.precision)
+            at_precision.require_kept(self.handle, self.precision)
 
     def load_soon(self) -> None:
         """Start loading VGGish in a thread: a run that has files to embed needs it, and the
@@ -143,12 +144,12 @@ class Embedder:
     def onnx_file(self) -> Path | None:
         """The ONNX VGGish this embedder runs (INT8, FP16 where asked), None if none is kept."""
         if self.precision is not Precision.FP32:
-            return reduced.require_kept(self.handle, self.precision)
+            return at_precision.require_kept(self.handle, self.precision)
         return vggish_onnx.find(self.handle)
 
     def _load(self):
         if self.precision is not Precision.FP32:
-            model = vggish_onnx.OnnxVggish(reduced.require_kept(self.handle, self.precision),
+            model = vggish_onnx.OnnxVggish(at_precision.require_kept(self.handle, self.precision),
                                            self.device)
             self.runtime = f"onnxruntime {self.precision.upper()} ({model.provider})"
             return model

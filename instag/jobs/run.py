@@ -7,12 +7,13 @@ that fails or is stopped, or whose caller stops iterating, leaves every previous
 was.
 
     run = Run(["~/Music"], TagOptions(), [TagsFile("tags.csv"), SummaryFile("summary.csv")])
-    for result in run:          # or run.run() for the summary alone
+    for result in run:          # or run.run() for the counts alone
         ...
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import ExitStack
 from pathlib import Path
@@ -24,7 +25,8 @@ from instag.engines.local.run import tag as tag_locally
 from instag.engines.ray.pipeline import Engine, RayRun, tag_on_ray
 from instag.outputs.sinks import FileTags, RunContext, Sink, TagsFile
 from instag.outputs.writers import Format
-from instag.tagging.job import Reporter, Summary
+from instag.tagging.counts import RunCounts
+from instag.tagging.job import Reporter
 from instag.tagging.options import TagOptions
 from instag.tagging.results import FileResult
 
@@ -64,15 +66,21 @@ class Run:
                                                           previous)
         else:
             self.engine_run = tag_locally(self.paths, opts, reporter)
-        self.context.summary = self.engine_run.summary
+        self.context.counts = self.engine_run.counts
         self.context.note = self.engine_run.reporter.note
         if isinstance(self.engine_run, TagRun):
             self.context.same_audio = self.engine_run.same_audio
             self.context.rekey = self.engine_run.rekey
 
     @property
-    def summary(self) -> Summary:
-        return self.engine_run.summary
+    def counts(self) -> RunCounts:
+        """What the run has done so far (files, audio, failures, file tags)."""
+        return self.engine_run.counts
+
+    @property
+    def summary(self) -> RunCounts:
+        warnings.warn("Run.summary is now Run.counts", DeprecationWarning, stacklevel=2)
+        return self.counts
 
     @property
     def reporter(self) -> Reporter:
@@ -99,11 +107,11 @@ class Run:
         """Files of the output folders (segments, plots) that could not be written."""
         return sum(getattr(getattr(o, "writer", None), "failed", 0) for o in self.outputs)
 
-    def run(self) -> Summary:
+    def run(self) -> RunCounts:
         """Run to the end (the outputs in place); the counts of what happened."""
         for _ in self:
             pass
-        return self.summary
+        return self.counts
 
     def _run_info(self) -> dict:
         """What the tags file says of the run: the model, the bags, the thresholds applied."""

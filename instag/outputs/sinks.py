@@ -41,8 +41,8 @@ from instag.outputs.writers import (
     result_writer,
     summary_writer,
 )
+from instag.tagging.counts import RunCounts
 from instag.tagging.identity import FileKey
-from instag.tagging.job import Summary
 from instag.tagging.results import FileResult
 from instag.tagging.tagwriting import TagWriting
 
@@ -61,7 +61,7 @@ class RunContext:
     extensions: tuple[str, ...] = ()
     run_info: Callable[[], dict] = dict
     thresholds: Callable[[], dict] = dict
-    summary: Summary = field(default_factory=Summary)
+    counts: RunCounts = field(default_factory=RunCounts)
     same_audio: Callable[[FileKey, FileKey], bool] = lambda was, now: False
     rekey: Callable[[FileKey, FileKey], None] = lambda was, now: None
     note: Callable[[str], None] = lambda line: None
@@ -221,7 +221,7 @@ class FileTags:
     def _write(self, result: FileResult, run: RunContext) -> None:
         change = self._change(result, run)
         result.file_tags = change.describe()
-        run.summary.file_tags(change.outcome)
+        run.counts.file_tags(change.outcome)
         if change.outcome in (Outcome.FAILED, Outcome.WOULD_CHANGE, Outcome.UNSUPPORTED):
             run.note(f"file tags of {result.display_path}: {result.file_tags}")
 

@@ -14,13 +14,14 @@ from instag.common.devices import Device
 from instag.common.downloads import file_digest
 from instag.common.errors import InstagError
 from instag.common.quiet import native_stderr_silenced
-from instag.features import reduced, vggish_onnx
+from instag.features import precision as at_precision
+from instag.features import vggish_onnx
 from instag.features.pca import load_pca
-from instag.features.reduced import Precision
+from instag.features.precision import Precision
 from instag.features.vggish import load_vggish, tensorflow_installed
 from instag.learning.data import OPENMIC_CLASSES
-from instag.provision.reduced import summary
-from instag.tagging.scoring import CUDA, Scorer
+from instag.provision.int8 import decision_line
+from instag.tagging.scoring import CUDA, ScoringModel
 
 NEEDED_TO_TAG = ("numpy", "soundfile", "resampy", "soxr")
 # torch trains and exports (the `train` extra); TensorFlow fetches and converts VGGish (`setup`)
@@ -53,7 +54,7 @@ def cuda_usable(model: Path | None) -> tuple[bool | None, str]:
     if model is None:
         return None, "not checked: no scoring model to load"
     try:
-        Scorer(model, Device.CUDA)
+        ScoringModel(model, Device.CUDA)
     except InstagError as e:
         return False, e.message
     return True, "yes"
@@ -96,13 +97,13 @@ def _reduced(handle: str, precision: Precision) -> Check:
     """Whether this machine's setup kept the INT8 (or FP16) VGGish, with its parity figures,
     and how to make it the default once it did."""
     name = f"{precision.upper()} VGGish"
-    if (doc := reduced.figures(handle, precision)) is not None:
+    if (doc := at_precision.figures(handle, precision)) is not None:
         default = locations.precision() == precision
-        return Check("models", name, summary(doc, precision) + (
+        return Check("models", name, decision_line(doc, precision) + (
             "; the default here" if default else "; parity shown: make it the default with "
             f'"precision": "{precision}" in settings.json (the docs: guides/int8.md)'), True)
-    if (doc := reduced.refused(handle, precision)) is not None:
-        return Check("models", name, summary(doc, precision))
+    if (doc := at_precision.refused(handle, precision)) is not None:
+        return Check("models", name, decision_line(doc, precision))
     return Check("models", name, "not made (`instag setup --int8` makes and judges it" + (
         "" if precision is Precision.INT8 else ", on a machine with CUDA") +
         "); tagging runs VGGish in FP32")
@@ -189,7 +190,7 @@ def _pca(pca: str | None) -> Check:
 def _scoring_model(model: str | None) -> tuple[Check, Path | None]:
     try:
         path = locations.resolve_model(model)
-        scorer = Scorer(path, Device.CPU)
+        scorer = ScoringModel(path, Device.CPU)
     except InstagError as e:
         return Check("models", "scoring model", _one_line(e, "run `instag setup`"), False,
                      blocks_tagging=True), None

@@ -26,16 +26,17 @@ from instag.common.atomic import atomic_write
 from instag.common.devices import Device
 from instag.common.downloads import download, file_digest
 from instag.common.errors import InstagError
-from instag.features import reduced, vggish_onnx
+from instag.features import precision as at_precision
+from instag.features import vggish_onnx
 from instag.features.embed import Embedder
 from instag.features.pca import load_pca
-from instag.features.reduced import Precision
+from instag.features.precision import Precision
 from instag.features.vggish import load_vggish
 from instag.learning.card import write_markdown
 from instag.learning.data import load_openmic
 from instag.learning.export import export_run
 from instag.learning.train import Recipe, train_run
-from instag.provision import reduced as reduced_step
+from instag.provision import int8 as int8_step
 from instag.provision import verify
 from instag.provision.doctor import cuda_usable
 from instag.provision.openmic import NEEDED, extract_needed
@@ -322,22 +323,23 @@ def step_verify(data_root: Path, opts: SetupOptions, say: Say,
 
 def step_int8(opts: SetupOptions, say: Say, model: Path) -> dict | None:
     """Make the INT8 VGGish (and where CUDA is usable the FP16 one) and keep each only at
-    parity (`provision.reduced`); the figures go into the installed model's card. Skipped when
+    parity (`provision.int8`); the figures go into the installed model's card. Skipped when
     decided before (kept or refused) unless --force, and where VGGish runs on TensorFlow."""
     embedder = Embedder(opts.vggish, opts.pca, device=opts.device)
     if vggish_onnx.find(embedder.handle) is None:
         say("[6/6] INT8 VGGish: VGGish is not converted to ONNX here - skipped")
         return None
     int8 = Precision.INT8
-    decided = reduced.figures(embedder.handle, int8) or reduced.refused(embedder.handle, int8)
+    decided = (at_precision.figures(embedder.handle, int8)
+               or at_precision.refused(embedder.handle, int8))
     if decided and not opts.force:
-        say(f"[6/6] {reduced_step.summary(decided)} - decided before; `instag setup --int8 "
+        say(f"[6/6] {int8_step.decision_line(decided)} - decided before; `instag setup --int8 "
             "--force` judges again")
         return decided
     cuda = opts.device is not Device.CPU and cuda_usable(model)[0] is True
     try:
         with ticking(say, "[6/6] INT8 VGGish: quantising and judging", opts.show_progress):
-            docs = reduced_step.make_reduced(
+            docs = int8_step.make_reduced(
                 embedder, TagOptions(model=model, vggish=opts.vggish, pca=opts.pca,
                                      device=Device.CPU),
                 verify.sample_dir(), say=lambda m: say(f"[6/6] {m}"), cuda=cuda)
@@ -345,7 +347,7 @@ def step_int8(opts: SetupOptions, say: Say, model: Path) -> dict | None:
         say(f"[6/6] INT8 VGGish: not made: {e.message}; VGGish stays FP32")
         return None
     for precision, doc in docs.items():
-        say(f"[6/6] {reduced_step.summary(doc, precision)}" + (
+        say(f"[6/6] {int8_step.decision_line(doc, precision)}" + (
             f"; `instag tag --precision {precision}` uses it" if doc["kept"] else ""))
     card = model.with_suffix(".json")
     if card.is_file():

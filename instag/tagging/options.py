@@ -14,7 +14,7 @@ from instag.common.devices import Device
 from instag.common.errors import UsageError
 from instag.common.spelling import option, said
 from instag.features.decode import AUDIO_EXTENSIONS
-from instag.features.reduced import Precision
+from instag.features.precision import Precision
 from instag.features.resample import DEFAULT_RESAMPLER, Resampler
 from instag.tagging.bags import check_bag_setting
 from instag.tagging.tagwriting import TagWriting

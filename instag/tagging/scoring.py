@@ -1,4 +1,6 @@
-"""Score bags with an exported ONNX model through onnxruntime, on CUDA where it works.
+"""Scoring, shared by both engines: `ScoringModel` scores bags with an exported ONNX model
+through onnxruntime (CUDA where it works); `Scoring` adds the run's bag and threshold settings;
+`ScoringBatch` gathers files for one round of calls.
 
 One session per process, created once and validated on load (metadata, inputs and outputs:
 ``common.modelmeta``). Bags of different lengths are padded into batches with the mask (models
@@ -7,19 +9,31 @@ whose metadata says they support padding) or grouped by length (the others).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from instag.common import modelmeta
+from instag.common import locations, modelmeta
 from instag.common.devices import Device, cuda_unavailable
+from instag.common.downloads import file_digest
 from instag.common.errors import InstagError
 from instag.common.modelmeta import ModelMeta
 from instag.common.onnxsession import CUDA, choose_providers, open_session
+from instag.common.status import Status
+from instag.features.instances import INSTANCE_SECONDS, Features
+from instag.tagging.bags import Bag, make_bags
+from instag.tagging.counts import RunCounts
+from instag.tagging.identity import result_identity
+from instag.tagging.options import TagOptions
+from instag.tagging.results import FileResult, bag_result
+from instag.tagging.thresholds import load_thresholds
 
 MAX_BATCH_INSTANCES = 1 << 17  # 16 MB of uint8 features per call
+SCORE_BATCH_BAGS = 1024  # bags gathered before one round of ONNX calls ...
+SCORE_BATCH_FILES = 32  # ... or files, so results reach the caller as the run goes
 
 
 @dataclass(frozen=True)
@@ -29,7 +43,7 @@ class BagScores:
     attention: np.ndarray  # [T, C] attention weights, summing to 1 over T
 
 
-class Scorer:
+class ScoringModel:
     """An ONNX scoring model, validated on load; `score` takes bags of uint8 features."""
 
     def __init__(self, path: str | Path, device: Device | str = Device.AUTO,
@@ -153,3 +167,96 @@ class Scorer:
             batch.append(i)
         if batch:
             yield batch
+
+
+class Scoring:
+    """The scoring model with the run's bag and threshold settings: bags of a file's features
+    and its result from their scores (shared by the engines)."""
+
+    def __init__(self, opts: TagOptions) -> None:
+        self.scorer = ScoringModel(locations.resolve_model(opts.model), opts.device)
+        self.exact = self.scorer.meta.fixed_instances  # the model takes exactly this many
+        if self.exact and opts.bag != self.exact:
+            raise InstagError(f"{self.scorer.path}: {self.scorer.model_name} scores bags of "
+                              f"exactly {self.exact} instances", f"use --bag {self.exact}")
+        self.classes = self.scorer.classes
+        self.thresholds = load_thresholds(self.classes, opts.threshold, opts.thresholds_file,
+                                          self.scorer.meta.thresholds)
+        self.model_digest = file_digest(self.scorer.path)
+        self.bag, self.hop = opts.bag, opts.hop
+        self.bag_setting = f"{opts.bag or 'full'}/{opts.hop or opts.bag or ''}"
+
+    def identity(self, features: str) -> str:
+        """What a result depends on besides the file: the features' identity (VGGish, PCA,
+        resampler), the scoring model's digest, the bags and the thresholds."""
+        return result_identity(features, self.model_digest, self.bag_setting,
+                               json.dumps(self.thresholds, sort_keys=True))
+
+    def bags(self, feats: Features) -> list[Bag]:
+        return make_bags(len(feats.values), self.bag, self.hop, exact=bool(self.exact))
+
+    def too_short(self, path: Path, feats: Features) -> FileResult:
+        """A file with features but no bag: shorter than a fixed-size model's bag."""
+        need = f"{self.exact} instances ({self.exact * INSTANCE_SECONDS:.2f} s)"
+        return FileResult(path, Status.TOO_SHORT, f"{feats.duration:.2f} s; "
+                          f"{self.scorer.model_name} scores exactly {need}",
+                          duration=feats.duration, features=feats)
+
+    def score_many(self, work: list[tuple[Path, Features, list[Bag]]]) -> list[FileResult]:
+        """Each file's result, from one round of ONNX calls over every file's bags."""
+        flat = [feats.values[b.first : b.stop] for _, feats, bags in work for b in bags]
+        scored = iter(self.scorer.score(flat))
+        out = []
+        for path, feats, bags in work:
+            if not bags:
+                out.append(self.too_short(path, feats))
+                continue
+            bs = [next(scored) for _ in bags]
+            scores = (np.stack([x.bag for x in bs]), np.concatenate([x.instance for x in bs]),
+                      np.concatenate([x.attention for x in bs]))
+            if not all(np.isfinite(x).all() for x in scores):  # never written
+                out.append(FileResult(path, Status.ERROR, "the model gave non-finite scores "
+                                      "(NaN or infinity) for it", duration=feats.duration,
+                                      features=feats))
+                continue
+            out.append(self.result(path, feats, bags, *scores))
+        return out
+
+    def result(self, path: Path, feats: Features, bags: list[Bag], bag, instance,
+               attention) -> FileResult:
+        rows = np.cumsum([0] + [b.length for b in bags])
+        return FileResult(path, Status.OK, duration=feats.duration, features=feats, bags=[
+            bag_result(b, self.classes, bag[j], instance[rows[j] : rows[j + 1]],
+                       attention[rows[j] : rows[j + 1]], self.thresholds)
+            for j, b in enumerate(bags)])
+
+
+class ScoringBatch:
+    """Files waiting for their scores, scored together in one round of ONNX calls once
+    SCORE_BATCH_FILES files or SCORE_BATCH_BAGS bags have gathered (or when flushed): both
+    engines fill one. Each file comes with a key of the caller's, handed back with its
+    result."""
+
+    def __init__(self, scoring: Scoring, counts: RunCounts) -> None:
+        self.scoring, self.counts = scoring, counts
+        self.waiting: list[tuple[object, Path, Features, list[Bag]]] = []
+        self.bags = 0
+
+    def add(self, key: object, path: Path, feats: Features) -> list[tuple[object, FileResult]]:
+        """Queue a file; the results of the batch when this one filled it."""
+        bags = self.scoring.bags(feats)
+        self.waiting.append((key, path, feats, bags))
+        self.bags += len(bags)
+        self.counts.awaiting_scores += 1
+        full = self.bags >= SCORE_BATCH_BAGS or len(self.waiting) >= SCORE_BATCH_FILES
+        return self.flush() if full else []
+
+    def flush(self) -> list[tuple[object, FileResult]]:
+        """Score every waiting file: (key, result) in the order they came."""
+        if not self.waiting:
+            return []
+        results = self.scoring.score_many([(p, f, b) for _, p, f, b in self.waiting])
+        done = [(key, result) for (key, *_), result in zip(self.waiting, results, strict=True)]
+        self.counts.awaiting_scores -= len(done)
+        self.waiting, self.bags = [], 0
+        return done

@@ -35,10 +35,12 @@ from instag.features.instances import (
     check_features,
     chunk_instances,
 )
+from instag.tagging.counts import RunCounts
 from instag.tagging.identity import FileKey, result_identity
-from instag.tagging.job import JobRun, Reporter, ScoringBatch, Summary
+from instag.tagging.job import JobRun, Reporter
 from instag.tagging.options import TagOptions
 from instag.tagging.results import FileResult
+from instag.tagging.scoring import ScoringBatch
 
 # VGGish windows per call (its activations are most of a run's memory): as fast per window as
 # 128, with half the memory; a chunk of 64 instances (CHUNK_INSTANCES) is one call
@@ -49,7 +51,7 @@ MAX_WAITING_RESULTS = 256  # finished results held: waiting for an earlier file,
 class _Run:
     """State of one run over a list of files, in a session (the cache open, its lock held)."""
 
-    def __init__(self, files: Sequence[Path], session: TagSession, summary: Summary,
+    def __init__(self, files: Sequence[Path], session: TagSession, counts: RunCounts,
                  private: bool) -> None:
         self.files = files
         self.session = session
@@ -58,7 +60,7 @@ class _Run:
         self.embedder = embedder = session.embedder
         self.scoring = scoring = session.scoring
         self.reporter = session.reporter
-        self.summary = summary
+        self.counts = counts
         # never more workers than files, unless the pool outlives this run
         jobs = opts.jobs or os.cpu_count() or 1
         self.jobs = max(1, min(jobs, len(files)) if private else jobs)
@@ -74,12 +76,12 @@ class _Run:
         self.ready: list[tuple[int, np.ndarray]] = []  # chunks waiting for a VGGish call
         self.ready_windows = 0  # ... and the VGGish windows they take
         # (file, features, from cache, its bags), and how many bags they hold together
-        self.batch = ScoringBatch(scoring, summary) if scoring else None
+        self.batch = ScoringBatch(scoring, counts) if scoring else None
 
     def results(self) -> Iterator[FileResult]:
         """Walk the files in order: finish what the cache knows, send the rest to the decode
         pool, and yield results as soon as every earlier file's result has been yielded."""
-        self.reporter.started(self.summary,
+        self.reporter.started(self.counts,
                               self.scoring.scorer.provider if self.scoring else None)
         pool = None
         next_in = 0
@@ -122,8 +124,8 @@ class _Run:
         if (key := self.keys.pop(idx, None)) is not None:
             result.size, result.mtime_ns = key.size, key.mtime_ns
         result.model_id = self.identity
-        self.summary.add(result, from_cache)
-        self.reporter.file_done(result, self.summary)
+        self.counts.add(result, from_cache)
+        self.reporter.file_done(result, self.counts)
         self.waiting[idx] = result
         while self.next_out in self.waiting:
             self.outbox.append(self.waiting.pop(self.next_out))
@@ -132,7 +134,7 @@ class _Run:
     def fail(self, idx: int, status: Status, reason: str) -> None:
         if idx in self.keys:
             self.cache.put_features(self.keys[idx], self.embedder.identity, status, reason)
-            self.summary.cached(status.permanent)
+            self.counts.cached(status.permanent)
         self.finish(idx, FileResult(self.files[idx], status, reason))
 
     def from_cache(self, idx: int) -> bool:
@@ -151,7 +153,7 @@ class _Run:
         cached = self.cache.get_features(key, self.embedder.identity)
         if cached is None:
             return False
-        self.summary.cached()
+        self.counts.cached()
         if cached.status is not Status.OK:
             self.finish(idx, FileResult(path, cached.status, cached.reason), from_cache=True)
             return True
@@ -207,7 +209,7 @@ class _Run:
             self.parts[i].append(f)
         self.ready.clear()
         self.ready_windows = 0
-        self.summary.embedded_audio(sum(chunk_instances(c) for _, c in live) * INSTANCE_SECONDS)
+        self.counts.embedded_audio(sum(chunk_instances(c) for _, c in live) * INSTANCE_SECONDS)
         for i in sorted(self.decoded & set(self.chunkers)):
             feats = Features.from_parts(self.parts[i], self.chunkers[i].samples)
             self._drop(i)
@@ -218,16 +220,16 @@ class _Run:
                 continue
             self.cache.put_features(self.keys[i], self.embedder.identity, Status.OK,
                                     duration=feats.duration, feats=feats.values)
-            self.summary.cached()
+            self.counts.cached()
             # the audio embedded, not the file's duration: partly embedded files are the rest
-            self.summary.embedded_file(len(feats.values) * INSTANCE_SECONDS)
+            self.counts.embedded_file(len(feats.values) * INSTANCE_SECONDS)
             if self.scoring is None:
                 self.finish(i, FileResult(self.files[i], Status.OK, duration=feats.duration,
                                           features=feats))
             else:
                 self.add_for_scoring(i, feats)
         if live:  # after the files now complete are counted
-            self.reporter.embedded(self.summary)
+            self.reporter.embedded(self.counts)
 
     def _drop(self, idx: int) -> None:
         self.chunkers.pop(idx, None)
@@ -286,14 +288,14 @@ class TagRun(JobRun):
                 self.thresholds = session.scoring.thresholds
             self._cache = session.cache
             try:
-                yield from session.run(_Run(files, session, self.summary,
+                yield from session.run(_Run(files, session, self.counts,
                                             self.session is None).results)
             finally:
                 self._cache = None
         for p, why in folder_errors:
             result = FileResult(p, Status.UNREADABLE, why)
-            self.summary.add(result, from_cache=False)
-            self.reporter.file_done(result, self.summary)
+            self.counts.add(result, from_cache=False)
+            self.reporter.file_done(result, self.counts)
             yield result
 
 

@@ -11,9 +11,10 @@ from contextlib import ExitStack
 from instag.engines.local.cache import Cache, lock
 from instag.engines.local.pool import DecodePool, refuse_while_bootstrapping
 from instag.features.embed import Embedder
-from instag.tagging.job import Reporter, Scoring
+from instag.tagging.job import Reporter
 from instag.tagging.options import TagOptions
 from instag.tagging.results import FileResult
+from instag.tagging.scoring import Scoring
 
 
 class Session:

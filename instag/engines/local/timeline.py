@@ -17,9 +17,9 @@ from instag.features.instances import INSTANCE_SECONDS, Features
 from instag.outputs.forms import bag_timeline
 from instag.tagging.bags import Bag
 from instag.tagging.identity import FileKey
-from instag.tagging.job import Scoring
 from instag.tagging.options import TagOptions
 from instag.tagging.results import audio_path
+from instag.tagging.scoring import Scoring
 
 TOLERANCE = 6e-4  # outputs round probabilities to 4 decimals (CSV) or keep them (Parquet)
 

@@ -60,9 +60,10 @@ from instag.features.embed import NON_FINITE, Embedder
 from instag.features.instances import INSTANCE_SECONDS, Features, check_features
 from instag.outputs.parquet import PreviousOutput
 from instag.tagging.identity import sizes_and_mtimes
-from instag.tagging.job import JobRun, Reporter, Scoring, ScoringBatch
+from instag.tagging.job import JobRun, Reporter
 from instag.tagging.options import TagOptions
 from instag.tagging.results import FileResult, display_path
+from instag.tagging.scoring import Scoring, ScoringBatch
 
 
 class Engine(TextEnum):
@@ -123,7 +124,7 @@ class RayRun(JobRun):
                                   f"{str(e).splitlines()[0][:200]}",
                                   "start it (`ray start --head`) or check --ray-address") from None
         try:
-            self.reporter.started(self.summary, scoring.scorer.provider)
+            self.reporter.started(self.counts, scoring.scorer.provider)
             carried = np.zeros(len(files), bool)
             if self.previous is not None:
                 for result in _carried(files, PreviousOutput(self.previous, identity), carried):
@@ -145,8 +146,8 @@ class RayRun(JobRun):
             yield self._done(FileResult(p, Status.UNREADABLE, why))
 
     def _done(self, result: FileResult, from_cache: bool = False) -> FileResult:
-        self.summary.add(result, from_cache)
-        self.reporter.file_done(result, self.summary)
+        self.counts.add(result, from_cache)
+        self.reporter.file_done(result, self.counts)
         return result
 
 
@@ -331,7 +332,7 @@ def _results(rows: Iterator[dict], files: Sequence[Path], todo: np.ndarray, scor
     batches, and yield results in walk order; a file whose rows are not all there (every retry
     of its task died) is `crashed`, or `timeout` where the tries froze (`frozen`: how many
     tries of each file the watchdog ended)."""
-    batch = ScoringBatch(scoring, run.summary)
+    batch = ScoringBatch(scoring, run.counts)
 
     def stamped(done: list) -> Iterator[FileResult]:
         for row, result in done:
@@ -341,8 +342,8 @@ def _results(rows: Iterator[dict], files: Sequence[Path], todo: np.ndarray, scor
         return stamped(batch.flush())
 
     def progress(row: dict) -> None:
-        run.summary.embedded_audio(len(row["feats"]) * INSTANCE_SECONDS)
-        run.reporter.embedded(run.summary)
+        run.counts.embedded_audio(len(row["feats"]) * INSTANCE_SECONDS)
+        run.reporter.embedded(run.counts)
 
     for file in reassembly.files(rows, map(int, todo), progress):
         path, row = files[file.idx], file.last
@@ -367,9 +368,9 @@ def _results(rows: Iterator[dict], files: Sequence[Path], todo: np.ndarray, scor
             yield from flush()
             yield _stamp(FileResult(path, e.status, e.reason), row, identity)
             continue
-        run.summary.embedded_file(len(feats.values) * INSTANCE_SECONDS)
+        run.counts.embedded_file(len(feats.values) * INSTANCE_SECONDS)
         done = batch.add(row, path, feats)
-        run.reporter.embedded(run.summary)
+        run.reporter.embedded(run.counts)
         yield from stamped(done)
     yield from flush()
 

@@ -1,5 +1,5 @@
 """`instag setup --int8`: make the INT8 VGGish (and, where CUDA is usable, the FP16 one) with
-`features.reduced` and keep each only where it gives the same features and the same tags as
+`features.precision` and keep each only where it gives the same features and the same tags as
 FP32, on this machine's real model.
 
 Audio: the OpenMIC clips setup keeps for its feature check, split in two (calibration, held
@@ -22,14 +22,15 @@ import numpy as np
 
 from instag.common.devices import Device
 from instag.common.errors import InstagError
-from instag.features import reduced, vggish_onnx
+from instag.features import precision as at_precision
+from instag.features import vggish_onnx
 from instag.features.embed import Embedder
 from instag.features.instances import INSTANCE_SAMPLES, LOOKAHEAD_SAMPLES
 from instag.features.music import generate_music
-from instag.features.reduced import Precision
+from instag.features.precision import Precision
 from instag.features.resample import stream_16k
-from instag.tagging.job import Scoring
 from instag.tagging.options import TagOptions
+from instag.tagging.scoring import Scoring
 
 CLIP_SECONDS = 10.0  # OpenMIC's clips
 CALIBRATION_CLIPS = 32
@@ -75,19 +76,19 @@ def parity(fp32_feats, int8_feats, scoring: Scoring) -> dict:
     a, b = tag_decisions(scoring, fp32_feats), tag_decisions(scoring, int8_feats)
     present = a.sum()
     doc = {"clips": len(fp32_feats),
-           "features_within_one": reduced.within_one(fp32_feats, int8_feats),
+           "features_within_one": at_precision.within_one(fp32_feats, int8_feats),
            "tags_agree": float(np.mean(a == b)),
            "present_pairs": int(present),
            "present_agree": float(np.mean(b[a])) if present else None}
-    doc["passed"] = bool(doc["features_within_one"] >= reduced.MIN_WITHIN_ONE
-                         and doc["tags_agree"] >= reduced.MIN_TAG_AGREEMENT
-                         and present and doc["present_agree"] >= reduced.MIN_PRESENT_AGREEMENT)
+    doc["passed"] = bool(doc["features_within_one"] >= at_precision.MIN_WITHIN_ONE
+                         and doc["tags_agree"] >= at_precision.MIN_TAG_AGREEMENT
+                         and present and doc["present_agree"] >= at_precision.MIN_PRESENT_AGREEMENT)
     return doc
 
 
 def make_reduced(embedder: Embedder, opts: TagOptions, sample_dir: Path | None,
                  say: Callable[[str], None] = print, cuda: bool = False,
-                 held_out: int = reduced.MIN_HELD_OUT_CLIPS, clip_seconds: float = CLIP_SECONDS
+                 held_out: int = at_precision.MIN_HELD_OUT_CLIPS, clip_seconds: float = CLIP_SECONDS
                  ) -> dict[Precision, dict]:
     """Make the INT8 VGGish (and with `cuda` the FP16 one), keep or refuse each (module
     docstring); the figures of each (`kept`: whether it was)."""
@@ -97,7 +98,7 @@ def make_reduced(embedder: Embedder, opts: TagOptions, sample_dir: Path | None,
                           "run `instag setup` first (it converts VGGish)")
     import onnx
 
-    layers = reduced.network_layers(onnx.load(str(fp32), load_external_data=False))
+    layers = at_precision.network_layers(onnx.load(str(fp32), load_external_data=False))
     if not layers:  # checked before any audio is made
         raise InstagError(f"{fp32}: no convolution in it to quantise (not VGGish's network)",
                           "VGGish stays FP32")
@@ -106,24 +107,24 @@ def make_reduced(embedder: Embedder, opts: TagOptions, sample_dir: Path | None,
     ev, mn = embedder.eigen_vectors, embedder.means
     say(f"INT8 VGGish: calibrating on {len(calibration)} clips, judging on {len(held)} held-out "
         f"clips ({n_real} of them OpenMIC's)")
-    want = reduced.features_of(fp32, held, ev, mn)
+    want = at_precision.features_of(fp32, held, ev, mn)
     common = {"openmic_clips": n_real, "calibration_clips": len(calibration),
-              "rule": {"features_within_one": reduced.MIN_WITHIN_ONE,
-                       "tags_agree": reduced.MIN_TAG_AGREEMENT,
-                       "present_agree": reduced.MIN_PRESENT_AGREEMENT}}
+              "rule": {"features_within_one": at_precision.MIN_WITHIN_ONE,
+                       "tags_agree": at_precision.MIN_TAG_AGREEMENT,
+                       "present_agree": at_precision.MIN_PRESENT_AGREEMENT}}
     docs = {Precision.INT8: _int8(fp32, layers, calibration, held, want, scoring, ev, mn, say)}
     if cuda:
-        model = reduced.fp16(fp32)
-        docs[Precision.FP16] = {**parity(want, reduced.features_of(model, held, ev, mn,
+        model = at_precision.fp16(fp32)
+        docs[Precision.FP16] = {**parity(want, at_precision.features_of(model, held, ev, mn,
                                                                    Device.CUDA), scoring),
                                 "model": model}
     for precision, doc in docs.items():
         model = doc.pop("model")
         doc.update(common, kept=bool(doc["passed"]))
         if doc["kept"]:
-            reduced.keep(fp32, precision, model, doc)
+            at_precision.keep(fp32, precision, model, doc)
         else:
-            reduced.refuse(fp32, precision, doc)
+            at_precision.refuse(fp32, precision, doc)
     return docs
 
 
@@ -133,8 +134,8 @@ def _int8(fp32: Path, layers: list[str], calibration, held, want, scoring: Scori
     time until it holds (the figures, the layers each way, and the model)."""
 
     def judge(in_int8: Sequence[str]) -> tuple[bytes, dict]:
-        model = reduced.quantize(fp32, calibration, in_int8)
-        return model, parity(want, reduced.features_of(model, held, ev, mn), scoring)
+        model = at_precision.quantize(fp32, calibration, in_int8)
+        return model, parity(want, at_precision.features_of(model, held, ev, mn), scoring)
 
     model, figures = judge(layers)
     kept_layers = list(layers)
@@ -142,8 +143,8 @@ def _int8(fp32: Path, layers: list[str], calibration, held, want, scoring: Scori
         say(f"INT8 VGGish: all {len(layers)} layers in INT8 miss parity "
             f"({_line(figures)}); measuring each layer's harm")
         few, base = held[:SENSITIVITY_CLIPS], want[:SENSITIVITY_CLIPS]
-        harm = {layer: 1 - reduced.within_one(base, reduced.features_of(
-            reduced.quantize(fp32, calibration, [layer]), few, ev, mn)) for layer in layers}
+        harm = {layer: 1 - at_precision.within_one(base, at_precision.features_of(
+            at_precision.quantize(fp32, calibration, [layer]), few, ev, mn)) for layer in layers}
         for worst in sorted(layers, key=harm.get, reverse=True)[:-1]:
             kept_layers.remove(worst)
             model, figures = judge(kept_layers)
@@ -162,7 +163,7 @@ def _line(figures: dict) -> str:
             f"{'-' if present is None else f'{present:.2%}'} of {figures['present_pairs']}")
 
 
-def summary(doc: dict, precision: Precision = Precision.INT8) -> str:
+def decision_line(doc: dict, precision: Precision = Precision.INT8) -> str:
     """One line for setup and doctor."""
     layers = (f" ({len(doc['layers_int8'])} layers INT8, {len(doc['layers_fp32'])} FP32)"
               if precision is Precision.INT8 and doc["kept"] else "")

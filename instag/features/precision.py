@@ -5,7 +5,7 @@ taken of what its MatMuls give, which INT8 would ruin near silence), and in INT8
 layer that breaks parity stays FP32 too.
 
 This module makes the models and measures feature parity; whether one is kept (features AND
-tags, with the installed scoring model) is `provision.reduced`'s decision, made by `instag
+tags, with the installed scoring model) is `provision.int8`'s decision, made by `instag
 setup` on the user's machine, since stand-in weights say nothing of the real model's. A kept
 model lives beside the FP32 one (`vggish-...-int8.onnx`, its figures in `.json`); a refused one
 leaves `.int8-refused` (its figures), remembered like a refused conversion.
