@@ -19,7 +19,6 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from instag.common.errors import UsageError
-from instag.common.locations import resolve_model
 from instag.engines.local.run import TagRun
 from instag.engines.local.run import tag as tag_locally
 from instag.engines.ray.pipeline import Engine, RayRun, tag_on_ray
@@ -44,17 +43,19 @@ class Run:
                  ) -> None:
         self.paths = [Path(p) for p in paths]
         self.options = opts = options or TagOptions()
+        self.config = config = opts.resolve()  # every default read once, here
         self.engine = Engine(engine)
-        extra = [FileTags(opts.write_tags)] if opts.write_tags else []
+        extra = [FileTags(config.write_tags)] if config.write_tags else []
         # file tags first: the other outputs record each file as it is after its write
         self.outputs: list[Sink] = sorted([*extra, *outputs],
                                           key=lambda o: not isinstance(o, FileTags))
         self.before_commit = before_commit
         tags_file = next((o for o in self.outputs if isinstance(o, TagsFile)), None)
         self.context = RunContext(
-            inputs=[*self.paths, *inputs, *([opts.thresholds_file] if opts.thresholds_file
-                                            else [])],
-            library=self.paths, protected=opts.protected_paths(), extensions=opts.extensions,
+            inputs=[*self.paths, *inputs, *([config.compute.thresholds_file]
+                                            if config.compute.thresholds_file else [])],
+            library=self.paths, protected=config.local.protected_paths(),
+            extensions=config.walk.extensions,
             run_info=self._run_info, thresholds=lambda: self.engine_run.thresholds)
         for output in self.outputs:
             output.check(self.context)
@@ -62,10 +63,10 @@ class Run:
         if self.engine is Engine.RAY:
             previous = (tags_file.path if tags_file and tags_file.format == Format.PARQUET
                         else None)
-            self.engine_run: TagRun | RayRun = tag_on_ray(self.paths, opts, reporter, address,
-                                                          previous)
+            self.engine_run: TagRun | RayRun = tag_on_ray(self.paths, config, reporter,
+                                                          address, previous)
         else:
-            self.engine_run = tag_locally(self.paths, opts, reporter)
+            self.engine_run = tag_locally(self.paths, config, reporter)
         self.context.counts = self.engine_run.counts
         self.context.note = self.engine_run.reporter.note
         if isinstance(self.engine_run, TagRun):
@@ -115,11 +116,11 @@ class Run:
 
     def _run_info(self) -> dict:
         """What the tags file says of the run: the model, the bags, the thresholds applied."""
-        opts = self.options
-        rule = ("--threshold" if opts.threshold is not None else "--thresholds-file" if
-                opts.thresholds_file else "the model's tuned thresholds (0.5 where none)")
-        return {"model": str(resolve_model(opts.model)),
-                "bag": "full" if opts.bag is None else str(opts.bag),
+        compute = self.config.compute
+        rule = ("--threshold" if compute.threshold is not None else "--thresholds-file" if
+                compute.thresholds_file else "the model's tuned thresholds (0.5 where none)")
+        return {"model": str(compute.model),
+                "bag": "full" if compute.bag is None else str(compute.bag),
                 "threshold_rule": rule, "thresholds": self.engine_run.thresholds}
 
 

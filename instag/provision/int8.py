@@ -102,7 +102,7 @@ def make_reduced(embedder: Embedder, opts: TagOptions, sample_dir: Path | None,
     if not layers:  # checked before any audio is made
         raise InstagError(f"{fp32}: no convolution in it to quantise (not VGGish's network)",
                           "VGGish stays FP32")
-    scoring = Scoring(opts)
+    scoring = Scoring(opts.resolve().compute)
     calibration, held, n_real = clips(sample_dir, embedder.resampler, held_out, clip_seconds)
     ev, mn = embedder.eigen_vectors, embedder.means
     say(f"INT8 VGGish: calibrating on {len(calibration)} clips, judging on {len(held)} held-out "

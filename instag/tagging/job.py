@@ -4,7 +4,8 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable
+from collections import deque
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,7 @@ from instag.features.embed import Embedder
 from instag.features.instances import INSTANCE_SECONDS, Features, check_features
 from instag.features.resample import TARGET_SR, resample
 from instag.tagging.counts import RunCounts
-from instag.tagging.options import TagOptions
+from instag.tagging.options import Compute, Config, TagOptions
 from instag.tagging.results import FileResult
 from instag.tagging.scoring import Scoring
 from instag.tagging.walk import PathList, files_and_folder_errors
@@ -36,31 +37,55 @@ class Reporter:
         """Something the user should know that is not about one file."""
 
 
+class InOrder:
+    """Results handed out in walk order: a finished file waits for every earlier one (both
+    engines finish files out of order: the cache, short files, scoring batches)."""
+
+    def __init__(self) -> None:
+        self.waiting: dict[int, FileResult] = {}
+        self.next = 0  # the walk position handed out next
+        self.out: deque[FileResult] = deque()
+
+    def put(self, position: int, result: FileResult) -> None:
+        self.waiting[position] = result
+        while self.next in self.waiting:
+            self.out.append(self.waiting.pop(self.next))
+            self.next += 1
+
+    def held(self) -> int:
+        """Results finished but not yet taken (what bounds a run's memory)."""
+        return len(self.waiting) + len(self.out)
+
+    def take(self) -> Iterator[FileResult]:
+        while self.out:
+            yield self.out.popleft()
+
+
 class JobRun:
     """What a run of either engine has: its paths, options, reporter and running summary."""
 
-    def __init__(self, paths: Iterable[str | Path], opts: TagOptions,
-                 reporter: Reporter | None) -> None:
+    def __init__(self, paths: Iterable[str | Path], opts: TagOptions | Config,
+                 reporter: Reporter | None, scoring: bool = True) -> None:
         self.paths = list(paths)
-        self.opts = opts
+        # resolved once, here: the engines read values from it, never the environment
+        self.config = opts if isinstance(opts, Config) else opts.resolve(scoring)
         self.reporter = reporter or Reporter()
         self.counts = RunCounts()
         self.thresholds: dict[str, float] = {}  # applied, per instrument: known once started
 
     def walk(self) -> tuple[PathList, list[tuple[Path, str]]]:
         """The run's files and the folders it could not read; the summary's total counts both."""
-        files, errors = files_and_folder_errors(self.paths, self.opts.extensions,
-                                                self.opts.hidden)
+        files, errors = files_and_folder_errors(self.paths, self.config.walk.extensions,
+                                                self.config.walk.hidden)
         self.counts.total = len(files) + len(errors)
         return files, errors
 
 
 @functools.lru_cache(maxsize=2)
-def _models(opts: TagOptions) -> tuple[Embedder, Scoring]:
-    embedder = Embedder(opts.vggish, opts.pca, opts.resampler, opts.device,
-                        precision=opts.vggish_precision())
+def _models(compute: Compute) -> tuple[Embedder, Scoring]:
+    embedder = compute.embedder()
     embedder.fetch_if_missing()
-    return embedder, Scoring(opts)
+    return embedder, Scoring(compute)
 
 
 def score(features: Features | np.ndarray, options: TagOptions | None = None,
@@ -74,7 +99,7 @@ def score(features: Features | np.ndarray, options: TagOptions | None = None,
             raise InstagError(f"features of shape {values.shape} and type {values.dtype}",
                               "pass uint8 [N, 128] (0.96 s instances)")
         features = Features(values, len(values) * INSTANCE_SECONDS)
-    embedder, scoring = _models(opts)
+    embedder, scoring = _models(opts.resolve().compute)
     path = Path(name)
     try:
         check_features(path, features)
@@ -96,7 +121,7 @@ def tag_audio(samples: np.ndarray, sample_rate: int, options: TagOptions | None 
     x = x.mean(axis=1, dtype=np.float32) if x.ndim == 2 else x
     try:
         audio = check_waveform(path, x, int(sample_rate))
-        embedder, _ = _models(opts)
+        embedder, _ = _models(opts.resolve().compute)
         wave = audio if sample_rate == TARGET_SR else resample(audio, int(sample_rate),
                                                                opts.resampler)
         features = embedder.embed_blocks([wave])

@@ -1,13 +1,20 @@
 """What a tagging run can be told, engine-neutral: the CLI, the Python API and the beets plugin
-all build a `TagOptions`."""
+all build a `TagOptions` (flat: one keyword per flag, checked where made). A run resolves it
+once, at its start, into a `Config` of one object per concern (`Walk`: what to tag;
+`Compute`: features, precision, device, model, bags, thresholds; `Decoding`: limits per file;
+`Local`: this machine's workers, cache and lock), with every default (environment,
+`settings.json`, what setup installed) read there: the layers below receive values, not
+lookups."""
 
 from __future__ import annotations
 
 import functools
 import math
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from instag.common import locations
 from instag.common.devices import Device
@@ -19,6 +26,9 @@ from instag.features.resample import DEFAULT_RESAMPLER, Resampler
 from instag.tagging.bags import check_bag_setting
 from instag.tagging.tagwriting import TagWriting
 from instag.tagging.thresholds import check_threshold
+
+if TYPE_CHECKING:
+    from instag.features.embed import Embedder
 
 CACHE_FILE = "tags.sqlite"
 STALL_TIMEOUT = 300.0  # seconds without progress before a decoder is stopped
@@ -92,8 +102,90 @@ class TagOptions:
 
     def protected_paths(self) -> list[Path]:
         """instag's own files that no output may replace: the cache, its WAL files, its lock."""
-        db = self.cache_path()
-        return [db.with_name(db.name + s) for s in ("", "-wal", "-shm", ".lock")]
+        return protected_paths(self.cache_path())
+
+    def resolve(self, scoring: bool = True) -> Config:
+        """Every default read now, once (`scoring=False`: a run that only embeds needs no
+        model)."""
+        return Config(
+            walk=Walk(self.extensions, self.hidden),
+            compute=Compute(locations.resolve_model(self.model) if scoring else None,
+                            locations.vggish_handle(self.vggish), self.pca, self.resampler,
+                            self.vggish_precision(), self.device, self.bag, self.hop,
+                            self.threshold, self.thresholds_file),
+            decoding=Decoding(self.file_timeout, self.max_duration),
+            local=Local(self.jobs, self.cache_path(), self.wait),
+            force=self.force, write_tags=self.write_tags)
+
+
+@dataclass(frozen=True)
+class Walk:
+    """What to tag: which files under the paths."""
+
+    extensions: tuple[str, ...]
+    hidden: bool
+
+
+@dataclass(frozen=True)
+class Compute:
+    """How a file becomes its result: VGGish and PCA at a precision, on a device, then the
+    scoring model over bags with thresholds. Hashable: a process keeps its models per
+    `Compute`."""
+
+    model: Path | None  # None: a run that only embeds
+    vggish: str  # the hub handle or a SavedModel's folder
+    pca: Path | None
+    resampler: Resampler
+    precision: Precision
+    device: Device
+    bag: int | None
+    hop: int | None
+    threshold: float | None
+    thresholds_file: Path | None
+
+    def embedder(self, note: Callable[[str], None] | None = None) -> Embedder:
+        """VGGish and PCA as these settings ask (loaded on first use)."""
+        from instag.features.embed import Embedder
+
+        return Embedder(self.vggish, self.pca, self.resampler, self.device, note=note,
+                        precision=self.precision)
+
+
+@dataclass(frozen=True)
+class Decoding:
+    """Limits per file, in either engine."""
+
+    file_timeout: float  # seconds a decoder may make no progress
+    max_duration: float | None  # seconds; longer files are `too_long`
+
+
+@dataclass(frozen=True)
+class Local:
+    """This machine's engine: decode workers, the cache and whether to wait for its lock."""
+
+    jobs: int | None  # None: one per CPU (never more than files)
+    cache: Path
+    wait: bool
+
+    def protected_paths(self) -> list[Path]:
+        return protected_paths(self.cache)
+
+
+def protected_paths(cache: Path) -> list[Path]:
+    """instag's own files that no output may replace: the cache, its WAL files, its lock."""
+    return [cache.with_name(cache.name + s) for s in ("", "-wal", "-shm", ".lock")]
+
+
+@dataclass(frozen=True)
+class Config:
+    """A `TagOptions` resolved: what the engines receive."""
+
+    walk: Walk
+    compute: Compute
+    decoding: Decoding
+    local: Local
+    force: bool
+    write_tags: TagWriting | None
 
 
 def _old_keywords(init):

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from instag.common import locations, modelmeta
+from instag.common import modelmeta
 from instag.common.devices import Device, cuda_unavailable
 from instag.common.downloads import file_digest
 from instag.common.errors import InstagError
@@ -27,7 +27,7 @@ from instag.features.instances import INSTANCE_SECONDS, Features
 from instag.tagging.bags import Bag, make_bags
 from instag.tagging.counts import RunCounts
 from instag.tagging.identity import result_identity
-from instag.tagging.options import TagOptions
+from instag.tagging.options import Compute
 from instag.tagging.results import FileResult, bag_result
 from instag.tagging.thresholds import load_thresholds
 
@@ -173,8 +173,11 @@ class Scoring:
     """The scoring model with the run's bag and threshold settings: bags of a file's features
     and its result from their scores (shared by the engines)."""
 
-    def __init__(self, opts: TagOptions) -> None:
-        self.scorer = ScoringModel(locations.resolve_model(opts.model), opts.device)
+    def __init__(self, compute: Compute) -> None:
+        opts = compute
+        if opts.model is None:  # resolved for a run that only embeds
+            raise ValueError("Scoring needs a Compute resolved with its model")
+        self.scorer = ScoringModel(opts.model, opts.device)
         self.exact = self.scorer.meta.fixed_instances  # the model takes exactly this many
         if self.exact and opts.bag != self.exact:
             raise InstagError(f"{self.scorer.path}: {self.scorer.model_name} scores bags of "

@@ -10,9 +10,8 @@ from contextlib import ExitStack
 
 from instag.engines.local.cache import Cache, lock
 from instag.engines.local.pool import DecodePool, refuse_while_bootstrapping
-from instag.features.embed import Embedder
 from instag.tagging.job import Reporter
-from instag.tagging.options import TagOptions
+from instag.tagging.options import Config, TagOptions
 from instag.tagging.results import FileResult
 from instag.tagging.scoring import Scoring
 
@@ -24,9 +23,11 @@ class Session:
     at a time. A lock, not one owner thread: the caller's thread does the work, as without
     threads, and nothing is handed between threads but the lock."""
 
-    def __init__(self, opts: TagOptions | None = None, reporter: Reporter | None = None,
-                 scoring: bool = True) -> None:
-        self.opts = opts or TagOptions()
+    def __init__(self, opts: TagOptions | Config | None = None,
+                 reporter: Reporter | None = None, scoring: bool = True) -> None:
+        opts = opts or TagOptions()
+        # resolved once: every run in the session reads these values
+        self.config = opts if isinstance(opts, Config) else opts.resolve(scoring)
         self.reporter = reporter or Reporter()
         self.with_scoring = scoring
         self._pool: DecodePool | None = None
@@ -40,13 +41,11 @@ class Session:
             return self._open()
 
     def _open(self) -> Session:
-        cache_path = self.opts.cache_path()
+        cache_path = self.config.local.cache
         with ExitStack() as stack:
-            held = stack.enter_context(lock(cache_path, self.opts.wait))
-            self.scoring = Scoring(self.opts) if self.with_scoring else None
-            self.embedder = Embedder(self.opts.vggish, self.opts.pca, self.opts.resampler,
-                                     self.opts.device, note=self.reporter.note,
-                                     precision=self.opts.vggish_precision())
+            held = stack.enter_context(lock(cache_path, self.config.local.wait))
+            self.scoring = Scoring(self.config.compute) if self.with_scoring else None
+            self.embedder = self.config.compute.embedder(self.reporter.note)
             self.embedder.fetch_if_missing()
             stack.callback(self.embedder.settle)  # (closed last: a stopped run waits for it)
             self.cache = Cache(cache_path, held)
@@ -68,8 +67,9 @@ class Session:
         """The session's decode workers, started on first need."""
         with self._lock:
             if self._pool is None:
+                decoding = self.config.decoding
                 self._pool = DecodePool(jobs, self.embedder.resampler,
-                                        self.opts.file_timeout, self.opts.max_duration)
+                                        decoding.file_timeout, decoding.max_duration)
             return self._pool
 
     def drop_pool(self) -> None:

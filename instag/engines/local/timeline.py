@@ -12,7 +12,6 @@ from pathlib import Path
 
 from instag.common.errors import InstagError
 from instag.engines.local.cache import Cache
-from instag.features.embed import Embedder
 from instag.features.instances import INSTANCE_SECONDS, Features
 from instag.outputs.forms import bag_timeline
 from instag.tagging.bags import Bag
@@ -36,9 +35,9 @@ def with_timeline(doc: dict, opts: TagOptions, audio: Path | None = None) -> dic
     except OSError as e:
         raise InstagError(f"{path}: cannot read it for its timeline ({e.strerror or e})",
                           "pass --audio with the file's current path") from None
-    embedder = Embedder(opts.vggish, opts.pca, opts.resampler,
-                        precision=opts.vggish_precision())
-    cache_path = opts.cache_path()
+    config = opts.resolve()
+    embedder = config.compute.embedder()
+    cache_path = config.local.cache
     if not cache_path.exists():
         raise InstagError(f"{path}: the output has no attention timeline and there is no cache "
                           f"at {cache_path} to recompute it from", how)
@@ -50,7 +49,7 @@ def with_timeline(doc: dict, opts: TagOptions, audio: Path | None = None) -> dic
     if cached is None or cached.feats is None:
         raise InstagError(f"{path}: the output has no attention timeline, and the cache "
                           f"({cache_path}) holds no features of the file as it is now", how)
-    scoring = Scoring(opts)
+    scoring = Scoring(config.compute)
     feats = Features(cached.feats, cached.duration)
     bags = [Bag(round(b["start_s"] / INSTANCE_SECONDS), round(b["end_s"] / INSTANCE_SECONDS))
             for b in doc["bags"]]

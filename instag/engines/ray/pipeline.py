@@ -60,8 +60,8 @@ from instag.features.embed import NON_FINITE, Embedder
 from instag.features.instances import INSTANCE_SECONDS, Features, check_features
 from instag.outputs.parquet import PreviousOutput
 from instag.tagging.identity import sizes_and_mtimes
-from instag.tagging.job import JobRun, Reporter
-from instag.tagging.options import TagOptions
+from instag.tagging.job import InOrder, JobRun, Reporter
+from instag.tagging.options import Config, Decoding, TagOptions
 from instag.tagging.results import FileResult, display_path
 from instag.tagging.scoring import Scoring, ScoringBatch
 
@@ -84,24 +84,23 @@ class RayRun(JobRun):
     in walk order. `address`: a running cluster (`auto`, `ray://host:10001`), else Ray's own
     choice ($RAY_ADDRESS, or a local cluster started for this run)."""
 
-    def __init__(self, paths: Iterable[str | Path], opts: TagOptions,
+    def __init__(self, paths: Iterable[str | Path], opts: TagOptions | Config,
                  reporter: Reporter | None = None, address: str | None = None,
                  previous: Path | None = None) -> None:
         super().__init__(paths, opts, reporter)
         self.address = address
         # the resume rule: an existing Parquet output, unless the run is told to recompute
         self.previous = previous if previous is not None and previous.exists() and \
-            not opts.force else None
+            not self.config.force else None
         self.embedding_nodes: set[str] = set()  # Ray node ids VGGish actors ran on
 
     def __iter__(self) -> Iterator[FileResult]:
-        opts = self.opts
+        config = self.config
         ray = require("ray")
         files, folder_errors = self.walk()
-        scoring = Scoring(opts)
+        scoring = Scoring(config.compute)
         self.thresholds = scoring.thresholds
-        embedder = Embedder(opts.vggish, opts.pca, opts.resampler, opts.device,
-                            note=self.reporter.note, precision=opts.vggish_precision())
+        embedder = config.compute.embedder(self.reporter.note)
         embedder.fetch_if_missing()
         onnx = embedder.onnx_file()
         if onnx is None:
@@ -131,9 +130,10 @@ class RayRun(JobRun):
                     yield self._done(result, from_cache=True)
             todo = np.flatnonzero(~carried)  # the files to compute, by their index in the walk
             if len(todo):
-                with Sentinel(ray, opts.file_timeout) as sentinel:
+                with Sentinel(ray, config.decoding.file_timeout) as sentinel:
                     rows = _unless_starved(lambda: _pipeline(
-                        ray, files, todo, opts, onnx, embedder, sentinel.watchdog).iter_rows(),
+                        ray, files, todo, config.decoding, onnx, embedder,
+                        sentinel.watchdog).iter_rows(),
                         sentinel.starved)
                     for result in _results(rows, files, todo, scoring, identity, self,
                                            sentinel.frozen):
@@ -223,7 +223,7 @@ def _carried(files: Sequence[Path], previous: PreviousOutput, carried: np.ndarra
     yield from previous.results(unchanged, lambda pos: files[walk_index[pos]])
 
 
-def _pipeline(ray, files: Sequence[Path], todo: np.ndarray, opts: TagOptions, onnx: Path,
+def _pipeline(ray, files: Sequence[Path], todo: np.ndarray, decoding: Decoding, onnx: Path,
               embedder: Embedder, watchdog):
     """The Ray Data pipeline over the files to do: decode tasks, then embedding actors."""
     import ray.data
@@ -240,7 +240,7 @@ def _pipeline(ray, files: Sequence[Path], todo: np.ndarray, opts: TagOptions, on
     ctx.enable_progress_bars = False
     resources = ray.cluster_resources()
     cpus, gpus = int(resources.get("CPU", 1)), int(resources.get("GPU", 0))
-    device = opts.device  # a Device: TagOptions made it one
+    device = Device.parse(embedder.device)
     if device is Device.CUDA and not gpus:
         raise InstagError("--device cuda: the Ray cluster has no GPUs",
                           "use --device auto, or add GPU nodes")
@@ -269,10 +269,10 @@ def _pipeline(ray, files: Sequence[Path], todo: np.ndarray, opts: TagOptions, on
         warnings.simplefilter("ignore", DeprecationWarning)
         ds = ray.data.from_arrow([items.slice(a, b - a) for a, b in zip(bounds[:-1], bounds[1:],
                                                                          strict=True)])
-        ds = ds.flat_map(decode_file, fn_kwargs={"resampler": opts.resampler.value,
-                                                 "stall_timeout": opts.file_timeout,
+        ds = ds.flat_map(decode_file, fn_kwargs={"resampler": embedder.resampler.value,
+                                                 "stall_timeout": decoding.file_timeout,
                                                  "watchdog": watchdog,
-                                                 "max_seconds": opts.max_duration},
+                                                 "max_seconds": decoding.max_duration},
                          num_cpus=0, concurrency=max(1, cpus), scheduling_strategy="SPREAD",
                          max_retries=MAX_RETRIES)
         return ds.map_batches(
@@ -333,13 +333,11 @@ def _results(rows: Iterator[dict], files: Sequence[Path], todo: np.ndarray, scor
     of its task died) is `crashed`, or `timeout` where the tries froze (`frozen`: how many
     tries of each file the watchdog ended)."""
     batch = ScoringBatch(scoring, run.counts)
+    window = InOrder()
+    position = {int(idx): pos for pos, idx in enumerate(todo)}
 
-    def stamped(done: list) -> Iterator[FileResult]:
-        for row, result in done:
-            yield _stamp(result, row, identity)
-
-    def flush() -> Iterator[FileResult]:
-        return stamped(batch.flush())
+    def finish(row: dict, result: FileResult) -> None:
+        window.put(position[int(row["idx"])], _stamp(result, row, identity))
 
     def progress(row: dict) -> None:
         run.counts.embedded_audio(len(row["feats"]) * INSTANCE_SECONDS)
@@ -348,31 +346,31 @@ def _results(rows: Iterator[dict], files: Sequence[Path], todo: np.ndarray, scor
     for file in reassembly.files(rows, map(int, todo), progress):
         path, row = files[file.idx], file.last
         if file.incomplete:
-            yield from flush()
-            if frozen[file.idx]:
-                yield FileResult(path, Status.TIMEOUT, frozen_reason(
-                    run.opts.file_timeout, frozen[file.idx]), model_id=identity)
-            else:
-                yield FileResult(path, Status.CRASHED, f"its worker died on every retry "
-                                 f"({file.incomplete}); retried next run", model_id=identity)
-            continue
-        if row["status"] != Status.OK.value or not file.finite:
+            why = (frozen_reason(run.config.decoding.file_timeout, frozen[file.idx])
+                   if frozen[file.idx] else f"its worker died on every retry "
+                   f"({file.incomplete}); retried next run")
+            window.put(position[file.idx], FileResult(
+                path, Status.TIMEOUT if frozen[file.idx] else Status.CRASHED, why,
+                model_id=identity))
+        elif row["status"] != Status.OK.value or not file.finite:
             status, reason = ((Status.ERROR, NON_FINITE) if row["status"] == Status.OK.value
                               else (Status(row["status"]), row["reason"]))
-            yield from flush()
-            yield _stamp(FileResult(path, status, reason), row, identity)
-            continue
-        try:
-            feats = check_features(path, Features.from_parts(file.parts, int(row["samples"])))
-        except AudioError as e:
-            yield from flush()
-            yield _stamp(FileResult(path, e.status, e.reason), row, identity)
-            continue
-        run.counts.embedded_file(len(feats.values) * INSTANCE_SECONDS)
-        done = batch.add(row, path, feats)
-        run.reporter.embedded(run.counts)
-        yield from stamped(done)
-    yield from flush()
+            finish(row, FileResult(path, status, reason))
+        else:
+            try:
+                feats = check_features(path, Features.from_parts(file.parts,
+                                                                 int(row["samples"])))
+            except AudioError as e:
+                finish(row, FileResult(path, e.status, e.reason))
+            else:
+                run.counts.embedded_file(len(feats.values) * INSTANCE_SECONDS)
+                for done_row, result in batch.add(row, path, feats):
+                    finish(done_row, result)  # type: ignore[arg-type]
+                run.reporter.embedded(run.counts)
+        yield from window.take()
+    for done_row, result in batch.flush():
+        finish(done_row, result)  # type: ignore[arg-type]
+    yield from window.take()
 
 
 def _stamp(result: FileResult, row: dict, identity: str) -> FileResult:
@@ -383,7 +381,7 @@ def _stamp(result: FileResult, row: dict, identity: str) -> FileResult:
     return result
 
 
-def tag_on_ray(paths: Iterable[str | Path], options: TagOptions | None = None,
+def tag_on_ray(paths: Iterable[str | Path], options: TagOptions | Config | None = None,
                reporter: Reporter | None = None, address: str | None = None,
                previous: Path | None = None) -> RayRun:
     """`tag`, on a Ray cluster: iterate the result for FileResults. `previous`: a Parquet output
