@@ -105,3 +105,17 @@ def test_an_output_another_program_writes_during_the_run_puts_no_output_in_place
     with pytest.raises(Exception, match="written by another program"):
         list(results)
     assert (here / "a" / "s.csv").read_bytes() == before["s.csv"]
+
+
+def test_a_run_reads_its_defaults_once_when_it_is_made(options, here, monkeypatch):
+    """Options resolved at the edge: the model named by $INSTAG_MODEL and the precision in
+    $INSTAG_PRECISION are read when the run is made; a change to the environment while it
+    runs (a nightly job's shell, a script) does not change what the run uses."""
+    import dataclasses
+
+    monkeypatch.setenv("INSTAG_MODEL", str(options.model))
+    monkeypatch.setenv("INSTAG_PRECISION", "fp32")
+    run = instag.Run(["lib"], dataclasses.replace(options, model=None))
+    monkeypatch.setenv("INSTAG_MODEL", str(here / "gone.onnx"))
+    monkeypatch.setenv("INSTAG_PRECISION", "int8")  # no INT8 VGGish here: would be refused
+    assert run.run().ok == 4
