@@ -56,7 +56,8 @@ def _run() -> int:
         code = app(prog_name="instag", standalone_mode=False)
     except usage_error as e:  # typer would draw it in a box
         where = e.ctx.command_path if e.ctx else "instag"
-        sys.stderr.write(f"error: {e.format_message()}\n  fix: see `{where} --help`\n")
+        message = e.format_message().replace("Value error, ", "")  # pydantic's, via typer
+        sys.stderr.write(f"error: {message}\n  fix: see `{where} --help`\n")
         return 2
     except typer.Abort:  # Ctrl-C at a prompt
         return 130

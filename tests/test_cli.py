@@ -46,8 +46,28 @@ def test_tag_help_shows_its_options_in_panels():
 
     shown = CliRunner().invoke(app, ["tag", "--help"], env={"COLUMNS": "200"}).output
     panels = [line.split("─ ")[1].split(" ─")[0] for line in shown.splitlines() if "╭─ " in line]
-    assert panels[2:] == ["Input", "Outputs", "Model and scoring", "Engine",
-                          "File tags (--write-tags)", "Advanced"]
+    assert panels == ["Arguments", "Input", "Outputs", "Model and scoring", "Engine",
+                      "File tags (--write-tags)", "Advanced"]  # no panel for --help alone
+    assert "PATH..." in shown and "list[" not in shown  # what to type, not a Python type
+
+
+def test_a_bad_choice_is_one_line_in_plain_words(tmp_path):
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "instag", "export", str(tmp_path / "t.csv"),
+                           "--format", "xyz", "--out", str(tmp_path)], capture_output=True,
+                          text=True)
+    assert done.returncode == 2 and "Value error" not in done.stderr
+    assert "'xyz' is not one of 'jams', 'audacity', 'sv'" in done.stderr
+
+
+def test_plot_without_file_says_which_file_it_draws(run_tag, run_plot, library, tmp_path):
+    assert run_tag(library / "album" / "01 intro.wav", "--out", tmp_path / "t.json").exit_code == 0
+    result = run_plot(tmp_path / "t.json", "--out", tmp_path / "a.png")
+    assert result.exit_code == 0, result.output
+    assert "drawing " in result.output and "01 intro.wav" in result.output
+    assert "--file picks another" in result.output
 
 
 @pytest.mark.parametrize("old, new", [("--ext", "--extensions"),

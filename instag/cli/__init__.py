@@ -13,6 +13,7 @@ from typing import Annotated
 import typer
 
 from instag.cli import learning, provision, tag, tagging, upkeep
+from instag.cli.console import Command
 from instag.common import VERSION
 
 app = typer.Typer(
@@ -37,16 +38,16 @@ def main(
 ) -> None:
     """Recognise musical instruments in music libraries (Gururani, Sharma & Lerch, ISMIR 2019)."""
 
-app.command()(provision.setup)
-app.command()(provision.doctor)
-app.command()(tag.tag)
-app.command("plot")(tagging.plot)
-app.command()(tagging.export)
-app.command()(tagging.browse)
-app.command("write-tags")(tagging.write_tags)
-app.command()(tagging.embed)
+app.command(cls=Command)(provision.setup)
+app.command(cls=Command)(provision.doctor)
+app.command(cls=Command)(tag.tag)
+app.command("plot", cls=Command)(tagging.plot)
+app.command(cls=Command)(tagging.export)
+app.command(cls=Command)(tagging.browse)
+app.command("write-tags", cls=Command)(tagging.write_tags)
+app.command(cls=Command)(tagging.embed)
 app.add_typer(upkeep.app, name="cache")
-app.command()(learning.train)
-app.command()(learning.evaluate)
-app.command()(learning.report)
-app.command("export-onnx")(learning.export_onnx)
+app.command(cls=Command)(learning.train)
+app.command(cls=Command)(learning.evaluate)
+app.command(cls=Command)(learning.report)
+app.command("export-onnx", cls=Command)(learning.export_onnx)

@@ -18,6 +18,25 @@ EXIT_SOME_FAILED, EXIT_USAGE = 1, 2  # 0: everything worked
 EXIT_INTERRUPTED, EXIT_TERMINATED = 130, 143  # 128 + SIGINT, 128 + SIGTERM
 
 
+class Command(typer.core.TyperCommand):
+    """Every instag command's help: --help sits in the command's last panel (not in a panel of
+    its own), and an argument with a metavar (`PATH...`) shows no Python type beside it."""
+
+    def get_help_option(self, ctx):
+        option = super().get_help_option(ctx)
+        panels = [p for p in (getattr(q, "rich_help_panel", None) for q in self.params) if p]
+        if option is not None and panels:
+            option.rich_help_panel = panels[-1]
+        return option
+
+    def get_params(self, ctx):
+        params = super().get_params(ctx)
+        for param in params:
+            if isinstance(param, typer.core.TyperArgument) and param.metavar:
+                param.display_type_rich = lambda ctx: None  # type: ignore[method-assign]
+        return params
+
+
 def console(stderr: bool = False, width: int | None = None):
     from rich.console import Console
 
@@ -117,6 +136,6 @@ JobsOpt = Annotated[int | None, typer.Option(min=1, help="Decoding processes (de
 CacheOpt = Annotated[Path | None, typer.Option(
     help="SQLite cache of features (default: tags.sqlite in the user cache dir).")]
 PrecisionOpt = Annotated[str | None, typer.Option(
-    help="VGGish's precision: fp32 (default) or int8, the quantised model `instag setup "
-         "--int8` made and kept only at parity (default: INSTAG_PRECISION, else `precision` "
-         "in settings.json, else fp32).")]
+    help="VGGish's precision: fp32, or int8 (the quantised model `instag setup` made and "
+         "kept only where it gives FP32's tags). Default: $INSTAG_PRECISION, else "
+         "`precision` in settings.json, else fp32.")]

@@ -81,7 +81,7 @@ def tag(
     ctx: typer.Context,
     paths: Annotated[list[Path] | None, typer.Argument(
         help="Music files or folders (recursive); '-' reads paths from stdin, one a "
-             "line.")] = None,
+             "line.", metavar="PATH...")] = None,
     paths_from: Annotated[Path | None, opt(
         "The files to tag, listed: a text file with one path a line, or a Parquet file with a "
         "`path` column (catalogues too large to walk from one machine).", INPUT)] = None,

@@ -110,7 +110,7 @@ WaitOpt = Annotated[bool, typer.Option(help="If another run holds the cache, wai
 QuietOpt = Annotated[bool, typer.Option(help="No progress bar or progress lines; failures and "
                                              "the summary only.")]
 TagsFileArg = Annotated[Path, typer.Argument(help="An output of `instag tag`: .csv, .json, "
-                                                 ".jsonl or .parquet.")]
+                                                 ".jsonl or .parquet.", metavar="TAGS")]
 StrictOpt = Annotated[bool, typer.Option(
     help="Exit 1 for any failed file, also one that failed the same way in an earlier run "
          "(by default those are listed but exit 0: a nightly job mails only news).")]
@@ -135,7 +135,7 @@ def failed_exit(counts: RunCounts, strict: bool) -> bool:
 
 @expected_errors
 def plot(
-    tags_json: TagsFileArg,
+    tags_file: TagsFileArg,
     file: Annotated[str | None, typer.Option(help="Which file (its path, spelled any way: "
                                                   "relative, absolute, through a link); "
                                                   "default: the first tagged one.")] = None,
@@ -154,9 +154,12 @@ def plot(
 
     An output written without --timeline (CSV, Parquet, compact JSON/JSONL) has no attention
     weights: they are recomputed from the file's features in the cache, with the model."""
-    doc = load_file_doc(tags_json, file)
+    doc = load_file_doc(tags_file, file)
+    if file is None:  # the user did not say which: say which it is, and how to pick another
+        console(stderr=True).print(f"drawing {doc['path']} (the first tagged file; --file "
+                                   "picks another)", markup=False)
     target = claim_file(out, "--out", png_by_instag,
-                        [tags_json, audio or audio_path(doc["path"])])
+                        [tags_file, audio or audio_path(doc["path"])])
     doc = with_timeline(doc, TagOptions(model=model, vggish=vggish, pca=pca, cache=cache), audio)
     check_writable(out.parent, f"--out {out}")
     try:
@@ -170,7 +173,8 @@ def plot(
 @expected_errors
 def embed(
     paths: Annotated[list[Path], typer.Argument(
-        help="Audio files or folders (recursive); '-' reads paths from stdin, one a line.")],
+        help="Audio files or folders (recursive); '-' reads paths from stdin, one a line.",
+        metavar="PATH...")],
     out: Annotated[Path, typer.Option(help="Features file to write (.npz).")],
     vggish: VggishOpt = None,
     pca: PcaOpt = None,
