@@ -113,3 +113,18 @@ def test_the_documented_cron_line_prints_only_news(tmp_path, scoring_model, stan
     assert news == [f"empty: {lib / 'empty.wav'}: empty file (0 bytes)"], first.stderr  # VGGish)
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert (again.returncode, again.stdout, again.stderr) == (0, "", "")
+
+
+def test_a_wrong_option_is_named_before_a_missing_model(tmp_path, monkeypatch):
+    """Fix what you typed first: a bad --threshold on a machine without a model names the
+    threshold (and says what a good one looks like), not the set-up."""
+    import subprocess
+    import sys
+
+    monkeypatch.delenv("INSTAG_MODEL", raising=False)
+    done = subprocess.run([sys.executable, "-m", "instag", "tag", str(tmp_path), "--out",
+                           str(tmp_path / "t.csv"), "--threshold", "1.5"], capture_output=True,
+                          text=True)
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == ["error: --threshold: threshold 1.5 is outside [0, 1]",
+                                        "  fix: e.g. --threshold 0.5"]

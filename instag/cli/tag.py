@@ -47,7 +47,6 @@ from instag.cli.tagging import (
     parse_duration,
     read_paths,
 )
-from instag.common import locations
 from instag.common.atomic import Changed
 from instag.common.devices import Device
 from instag.common.errors import InstagError
@@ -179,7 +178,7 @@ def tag(
         "timeline": (fmt_text in ("json", "jsonl"), "a .json or .jsonl --out"),
     })
     opts = TagOptions(
-        model=locations.resolve_model(model), vggish=vggish, pca=pca, resampler=resampler,
+        model=model, vggish=vggish, pca=pca, resampler=resampler,
         bag=parse_bag_mode(bag), hop=hop, threshold=threshold,
         thresholds_file=thresholds_file, device=device, jobs=jobs, file_timeout=file_timeout,
         max_duration=parse_duration(max_duration, "--max-duration"), cache=cache, force=force,
