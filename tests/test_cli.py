@@ -128,3 +128,44 @@ def test_a_wrong_option_is_named_before_a_missing_model(tmp_path, monkeypatch):
     assert done.returncode == 2
     assert done.stderr.splitlines() == ["error: --threshold: threshold 1.5 is outside [0, 1]",
                                         "  fix: e.g. --threshold 0.5"]
+
+
+def test_on_a_terminal_the_bar_is_gone_before_the_summary_line(
+        scoring_model, standin_vggish, standin_pca, tmp_path):
+    """A real terminal (a pty, as a person runs it): the summary starts on a line of its own
+    and no bar is drawn after it."""
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    import soundfile as sf
+    from builders import SR, music
+
+    (tmp_path / "lib").mkdir()
+    for i in range(3):
+        sf.write(tmp_path / "lib" / f"{i}.wav", music(4, i), SR)
+    main, sub = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "instag", "tag", str(tmp_path / "lib"), "--out",
+         str(tmp_path / "t.csv"), "--model", str(scoring_model), "--vggish",
+         str(standin_vggish), "--pca", str(standin_pca), "--cache", str(tmp_path / "c.sqlite")],
+        stdin=sub, stdout=sub, stderr=sub, env={**os.environ, "COLUMNS": "120", "TERM": "xterm"})
+    os.close(sub)
+    seen = b""
+    while True:
+        try:
+            chunk = os.read(main, 65536)
+        except OSError:  # the child closed the terminal
+            break
+        if not chunk:
+            break
+        seen += chunk
+    assert proc.wait(timeout=120) == 0, seen.decode(errors="replace")
+    import re
+
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", seen.decode(errors="replace"))  # colours
+    text = text.replace("\r\n", "\n")
+    summary = text.index("3 of 3 files tagged")
+    assert text[summary - 1] == "\n", text[summary - 80 : summary + 40]  # a line of its own
+    assert "━" not in text[summary:] and "tagging" not in text[summary:]  # no bar below it

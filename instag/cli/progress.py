@@ -71,6 +71,8 @@ class RichReporter(LogReporter):
         self.progress.start()
 
     def show_progress(self, counts: RunCounts) -> None:
+        if "progress" not in self.__dict__:  # closed: the run's last lines are printed
+            return
         elapsed = self.clock() - self.start
         rate = counts.embedded_s / max(elapsed, 1e-9)
         left = counts.eta(elapsed)
@@ -79,8 +81,10 @@ class RichReporter(LogReporter):
                              left="" if left is None else f"{duration(left)} left")
 
     def close(self) -> None:
-        if hasattr(self, "progress"):
-            self.progress.stop()
+        """Take the bar off the terminal, once (what is printed next starts on a line of its
+        own)."""
+        if (progress := self.__dict__.pop("progress", None)) is not None:
+            progress.stop()
 
 
 def duration(seconds: float) -> str:

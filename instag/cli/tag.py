@@ -202,9 +202,6 @@ def tag(
         with stoppable(run.engine_run, kept) as stop:
             run.before_commit = stop.hold  # the outputs go into place: the exit code stands
             run.run()
-            if not quiet:  # (quiet: only news; the exit code says the rest)
-                console(stderr=True).print(f"{summary_line(run.counts, 'tagged')}. Wrote "
-                                           f"{tags_file.where}", markup=False)
     except Changed as e:  # another program wrote an output while the run went
         raise InstagError(f"{e}; nothing put in place, the previous outputs kept",
                           "run again once the other program is done") from None
@@ -215,6 +212,9 @@ def tag(
         raise InstagError(f"--out {out}: cannot write ({e.strerror or e})",
                           "free some space or write elsewhere; the previous output is "
                           "untouched") from None
+    if not quiet:  # after the progress bar is gone (quiet: only news; the exit code says the rest)
+        console(stderr=True).print(f"{summary_line(run.counts, 'tagged')}. Wrote "
+                                   f"{tags_file.where}", markup=False)
     exit_for(run.counts, strict, run.files_not_written)
 
 
