@@ -131,3 +131,20 @@ def test_every_page_instags_messages_point_at_exists():
                for m in re.findall(r"the docs: ([\w/.-]+\.md)", p.read_text())}
     assert pointed and all((root / "docs" / page).is_file() for page in pointed), pointed
     assert not [p for p in (root / "instag").rglob("*.py") if "README:" in p.read_text()]
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="no systemd-analyze here")
+def test_the_documented_systemd_units_are_valid(tmp_path):
+    """The nightly guide's service and timer, as a user saves them, pass `systemd-analyze
+    verify` (a calendar systemd cannot parse makes it refuse the timer)."""
+    page = (ROOT / "docs" / "guides" / "nightly.md").read_text()
+    service, timer = [m.group(0).split("\n", 1)[1].rsplit("```", 1)[0]
+                      for m in FENCE.finditer(page) if m.group(0).startswith("```ini")]
+    instag = Path(sys.executable).with_name("instag")  # the documented path, on this machine
+    (tmp_path / "instag-tag.service").write_text(
+        service.replace("/opt/instag/.venv/bin/instag", str(instag)))
+    (tmp_path / "instag-tag.timer").write_text(timer)
+    done = subprocess.run(["systemd-analyze", "verify", "--man=no", "instag-tag.timer",
+                           "instag-tag.service"], cwd=tmp_path, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "--quiet" in service  # a nightly run mails only news
