@@ -119,3 +119,34 @@ def test_a_run_reads_its_defaults_once_when_it_is_made(options, here, monkeypatc
     monkeypatch.setenv("INSTAG_MODEL", str(here / "gone.onnx"))
     monkeypatch.setenv("INSTAG_PRECISION", "int8")  # no INT8 VGGish here: would be refused
     assert run.run().ok == 4
+
+
+def test_the_readmes_python_example_writes_what_its_command_line_writes(
+        run_tag, options, here, monkeypatch, capsys):
+    """README's Python block, run as it is (the library named `lib` instead of ~/Music, the
+    stand-ins by their environment variables), and README's second command line give the
+    same tags file, summary and file tags."""
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    (block,) = re.findall(r"```python\n(import instag\n.*?)```", readme, re.DOTALL)
+    assert run_tag("lib", "--out", "tags.csv", "--summary", "summary.csv",
+                   "--write-tags").exit_code == 0
+    monkeypatch.chdir(here / "b")
+    for name, value in (("MODEL", options.model), ("VGGISH", options.vggish),
+                        ("PCA", options.pca)):
+        monkeypatch.setenv(f"INSTAG_{name}", str(value))
+    exec(block.replace('Path.home() / "Music"', 'Path("lib")'), {})
+    assert len(capsys.readouterr().out.splitlines()) == 4  # the loop: a line per file
+    summaries = [(here / x / "summary.csv").read_text().replace(str(here / x), "")
+                 for x in "ab"]
+    assert summaries[0] == summaries[1]
+    a, b = (read_csv(here / x / "tags.csv") for x in "ab")
+    for copy, rows in zip("ab", (a, b), strict=True):
+        for row in rows:
+            row.pop("mtime_ns")  # when each copy's tags were written: the one difference
+            row["path"] = row["path"].replace(str(here / copy), "")
+    assert a == b and all(row["file_tags"] for row in a if row["status"] == "ok")
+    for song in (here / "a" / "lib").rglob("*.*"):
+        assert instruments(song) == instruments(here / "b" / song.relative_to(here / "a"))
