@@ -17,6 +17,7 @@ from instag.features.decode import AUDIO_EXTENSIONS
 from instag.features.precision import Precision
 from instag.features.resample import DEFAULT_RESAMPLER, Resampler
 from instag.tagging.bags import check_bag_setting
+from instag.tagging.segments import MERGE_GAP, MIN_SEGMENT, SegmentRule
 from instag.tagging.tagwriting import TagWriting
 from instag.tagging.thresholds import check_threshold
 
@@ -52,6 +53,8 @@ class TagOptions:
     wait: bool = False
     write_tags: TagWriting | None = None  # also write each tagged file's own tags
     precision: str | None = None  # VGGish's: None: $INSTAG_PRECISION, settings.json, else fp32
+    min_segment: float = MIN_SEGMENT  # seconds: a file's shorter segments dropped
+    merge_gap: float = MERGE_GAP  # seconds: a file's segments this close are one
 
     def __post_init__(self) -> None:
         """Checked where they are made: the CLI, the Python API and the beets plugin refuse
@@ -71,6 +74,7 @@ class TagOptions:
                                           and math.isfinite(value)):
                 raise UsageError(f"{said(name, value)}: needs a number of seconds above 0",
                                  f"e.g. {said(name, 300)}")
+        self.segment_rule()  # min_segment and merge_gap: seconds, 0 or more
         # choices given as text (the beets plugin's config, a script) become their enums
         object.__setattr__(self, "device", Device.parse(self.device))
         self.vggish_precision()  # a wrong one is refused here, not mid-run
@@ -86,6 +90,9 @@ class TagOptions:
         except ValueError:
             raise UsageError(f"{said('precision', locations.precision(self.precision))}: not "
                              "a precision", "use fp32, int8 or fp16 (CUDA)") from None
+
+    def segment_rule(self) -> SegmentRule:
+        return SegmentRule(self.min_segment, self.merge_gap)
 
     def cache_path(self) -> Path:
         return Path(self.cache) if self.cache else locations.cache_dir() / CACHE_FILE
