@@ -8,7 +8,15 @@ Prints, for the plain rule (weight >= 1/T) and for each bound of the "evenly spr
 (every weight within [1/T / spread, 1/T x spread]: the whole bag), the precision and recall
 of the instances marked, and how often a steady instrument gets the whole bag.
 
-    python bench/segment_rule.py
+`rule`: the file's segment rule (`SegmentRule`: gaps of at most merge_gap seconds closed, runs
+shorter than min_segment dropped) over a grid of settings, on songs of 40 instances made of the
+same planted patterns: each present instrument steady (all 40 instances), intermittent (2-3
+stretches of 4-10 instances, 3-8 apart) or sparse (1-3 instances), scored as one bag (instag's
+default) and as bags of 10 (`--bag 10`), presence by the model's tuned thresholds. Per kind:
+the precision and recall of the seconds marked, and the fragments per true stretch (segments
+that overlap a stretch the instrument plays, over the stretches found).
+
+    python bench/segment_rule.py [spread|rule]   (default: both)
 """
 
 from __future__ import annotations
@@ -27,9 +35,8 @@ def planted_data(root: Path, sounding: tuple[int, int], noise: float = 30.0, n: 
     from builders import write_openmic
 
     rng = np.random.default_rng(seed)
-    patterns = rng.normal(size=(n_classes, 128))
-    patterns *= 150.0 / np.linalg.norm(patterns, axis=1, keepdims=True)
-    X = rng.uniform(60, 190, size=128) + rng.normal(0, noise, size=(n, 10, 128))
+    patterns, base = world(rng, n_classes)
+    X = base + rng.normal(0, noise, size=(n, 10, 128))
     present = rng.random((n, n_classes)) < 0.3
     where = np.zeros((n, n_classes, 10), bool)
     for i, k in zip(*np.nonzero(present), strict=True):
@@ -42,6 +49,13 @@ def planted_data(root: Path, sounding: tuple[int, int], noise: float = 30.0, n: 
     write_openmic(root, np.clip(X, 0, 255).astype(np.uint8), y, observed, keys,
                   [f"instrument{k}" for k in range(n_classes)], n_train=int(0.75 * n))
     return np.clip(X, 0, 255).astype(np.uint8), present, where, int(0.75 * n)
+
+
+def world(rng: np.random.Generator, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """The instruments' patterns and the background every instance shares."""
+    patterns = rng.normal(size=(n_classes, 128))
+    patterns *= 150.0 / np.linalg.norm(patterns, axis=1, keepdims=True)
+    return patterns, rng.uniform(60, 190, size=128)
 
 
 def attention_of(root: Path, X: np.ndarray) -> np.ndarray:
@@ -65,7 +79,7 @@ def marked(w: np.ndarray, spread: float | None) -> np.ndarray:
     return w >= fair * (1 - 1e-6)
 
 
-def main() -> None:
+def spread_table() -> None:
     spreads = [None, 1.1, 1.2, 1.33, 1.5, 2.0, 3.0]
     with tempfile.TemporaryDirectory() as tmp:
         runs = {}
@@ -99,5 +113,107 @@ def main() -> None:
                   f"{ratio:.3f}")
 
 
+KINDS = ("steady", "intermittent", "sparse")
+SONG = 40  # instances: 38.4 s
+GRID = (0.0, 1.0, 2.0, 4.0, 6.0)  # seconds, for min_segment and for merge_gap
+
+
+def planted_songs(patterns: np.ndarray, base: np.ndarray, n: int = 400, noise: float = 30.0,
+                  seed: int = 1):
+    """Songs of SONG instances; each instrument present with probability 0.4, of one kind."""
+    rng = np.random.default_rng(seed)
+    X = base + rng.normal(0, noise, size=(n, SONG, 128))
+    plays = []  # (song, instrument, kind, where [SONG] bool)
+    for i in range(n):
+        for k in np.flatnonzero(rng.random(len(patterns)) < 0.4):
+            kind = KINDS[rng.integers(3)]
+            where = np.zeros(SONG, bool)
+            if kind == "steady":
+                where[:] = True
+            elif kind == "sparse":
+                where[rng.choice(SONG, size=rng.integers(1, 4), replace=False)] = True
+            else:
+                at = int(rng.integers(0, 6))
+                for _ in range(rng.integers(2, 4)):
+                    length = int(rng.integers(4, 11))
+                    where[at : at + length] = True
+                    at += length + int(rng.integers(3, 9))
+            X[i, where] += patterns[k]
+            plays.append((i, int(k), kind, where))
+    return np.clip(X, 0, 255).astype(np.uint8), plays
+
+
+def runs(mask: np.ndarray) -> list[tuple[int, int]]:
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], mask.astype(int), [0]])))
+    return list(zip(edges[::2], edges[1::2], strict=True))
+
+
+def bag_segments(scorer, X: np.ndarray, bag: int | None) -> list[dict]:
+    """Per song: {instrument: the attention rule's segments of the bags it is present in}."""
+    from instag.tagging.segments import attention_segments
+
+    firsts = [0] if bag is None else list(range(0, SONG, bag))
+    size = bag or SONG
+    scored = iter(scorer.score([x[f : f + size] for x in X for f in firsts]))
+    thresholds = scorer.meta.thresholds or {}
+    out = []
+    for _ in X:
+        found: dict[int, list] = {}
+        for f in firsts:
+            s = next(scored)
+            for k, c in enumerate(scorer.classes):
+                if s.bag[k] >= thresholds.get(c, 0.5):
+                    found.setdefault(k, []).extend(attention_segments(s.attention[:, k], f))
+        out.append(found)
+    return out
+
+
+def scores(segs: list[dict], plays, rule) -> list[tuple[float, float, float]]:
+    """(precision, recall, fragments per true stretch found) per kind, under `rule`."""
+    centre = (np.arange(SONG) + 0.5) * 0.96
+    tally = {kind: np.zeros(5) for kind in KINDS}  # tp, fp, fn, fragments, stretches found
+    for i, k, kind, where in plays:
+        mine = rule.apply(segs[i].get(k, []))
+        marked = np.zeros(SONG, bool)
+        for s, e in mine:
+            marked |= (s <= centre) & (centre < e)
+        t = tally[kind]
+        t[:3] += [(marked & where).sum(), (marked & ~where).sum(), (~marked & where).sum()]
+        for a, b in runs(where):
+            hits = sum(s < b * 0.96 and a * 0.96 < e for s, e in mine)
+            t[3:] += [hits, hits > 0]
+    return [(t[0] / max(t[0] + t[1], 1), t[0] / max(t[0] + t[2], 1), t[3] / max(t[4], 1))
+            for t in tally.values()]
+
+
+def rule_table() -> None:
+    from instag.tagging.scoring import ScoringModel
+    from instag.tagging.segments import SegmentRule
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp) / "mixed"
+        planted_data(root, (1, 11))
+        attention_of(root, np.zeros((1, 10, 128), np.uint8))  # trains and exports att.onnx
+        scorer = ScoringModel(root / "att.onnx")
+        patterns, base = world(np.random.default_rng(0), 5)
+        X, plays = planted_songs(patterns, base)
+        print(f"{len(plays)} plays: " + ", ".join(
+            f"{sum(p[2] == kind for p in plays)} {kind}" for kind in KINDS))
+        for bag in (None, 10):
+            segs = bag_segments(scorer, X, bag)
+            print(f"\n{'one bag' if bag is None else f'bags of {bag}'}: precision recall "
+                  "fragments per stretch")
+            print(f"{'min_segment merge_gap':>22} | " + " | ".join(f"{k:^20}" for k in KINDS))
+            for min_segment in GRID:
+                for merge_gap in GRID:
+                    row = scores(segs, plays, SegmentRule(min_segment, merge_gap))
+                    print(f"{min_segment:11.0f} {merge_gap:10.0f} | " + " | ".join(
+                        f"{p:6.3f} {r:6.3f} {f:6.2f}" for p, r, f in row))
+
+
 if __name__ == "__main__":
-    main()
+    legs = sys.argv[1:] or ["spread", "rule"]
+    if "spread" in legs:
+        spread_table()
+    if "rule" in legs:
+        rule_table()

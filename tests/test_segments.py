@@ -1,8 +1,17 @@
 from pathlib import Path
 
 import numpy as np
+import pytest
 
-from instag.tagging.segments import attention_segments, format_segments, merge_segments
+from instag.common.errors import UsageError
+from instag.tagging.segments import (
+    MERGE_GAP,
+    MIN_SEGMENT,
+    SegmentRule,
+    attention_segments,
+    format_segments,
+    merge_segments,
+)
 
 
 def test_instances_above_the_uniform_weight_form_the_segment():
@@ -63,3 +72,58 @@ def test_presence_is_decided_on_the_unrounded_probability():
     assert bag.present == []
     doc = file_document(FileResult(Path("a.wav"), "ok", duration=1.0, bags=[bag]))
     assert doc["bags"][0]["probabilities"] == {"piano": 0.5}  # rounded only when written
+
+
+# -- a file's segments: its bags' under the segment rule ------------------------------------------
+@pytest.mark.parametrize("rule, bags, file", [
+    pytest.param(SegmentRule(min_segment=2.0, merge_gap=0.0), [(0.0, 3.84), (7.68, 8.64)],
+                 [(0.0, 3.84)], id="a fragment shorter than min_segment is dropped"),
+    pytest.param(SegmentRule(min_segment=1.92, merge_gap=0.0), [(0.0, 1.92), (7.68, 8.64)],
+                 [(0.0, 1.92)], id="one exactly min_segment long is kept"),
+    pytest.param(SegmentRule(min_segment=0.0, merge_gap=1.0), [(0.0, 1.92), (2.88, 4.8)],
+                 [(0.0, 4.8)], id="a gap of at most merge_gap is closed"),
+    pytest.param(SegmentRule(min_segment=0.0, merge_gap=1.0), [(0.0, 1.92), (3.84, 4.8)],
+                 [(0.0, 1.92), (3.84, 4.8)], id="a wider gap stays"),
+    pytest.param(SegmentRule(min_segment=2.0, merge_gap=1.0),
+                 [(0.0, 0.96), (1.92, 2.88), (3.84, 4.8)], [(0.0, 4.8)],
+                 id="gaps are closed before short runs are dropped"),
+    pytest.param(SegmentRule(min_segment=3.0, merge_gap=0.0), [(0.0, 0.96), (4.8, 6.72)],
+                 [(4.8, 6.72)], id="an instrument whose runs are all short keeps its longest"),
+    pytest.param(SegmentRule(min_segment=0.0, merge_gap=0.0),
+                 [(5.0, 6.0), (0.0, 1.0), (0.96, 2.0)], [(0.0, 2.0), (5.0, 6.0)],
+                 id="at zero: the union of the bags' segments"),
+    pytest.param(SegmentRule(min_segment=2.0, merge_gap=2.0), [(9.6, 10.56), (0.0, 9.6)],
+                 [(0.0, 10.56)], id="runs of two bags that follow on are one"),
+    pytest.param(SegmentRule(), [], [], id="no segments, none"),
+])
+def test_the_segment_rule_makes_a_files_segments_from_its_bags(rule, bags, file):
+    assert rule.apply(bags) == file
+
+
+def test_the_default_rule_is_the_one_measured_on_planted_data():
+    # bench/segment_rule.py rule; the table is in docs/explanation/segments.md
+    assert (MIN_SEGMENT, MERGE_GAP) == (0.0, 2.0)
+    assert SegmentRule() == SegmentRule(MIN_SEGMENT, MERGE_GAP)
+    from instag.tagging.options import TagOptions
+    assert TagOptions().segment_rule() == SegmentRule()
+
+
+@pytest.mark.parametrize("keyword, value", [("min_segment", -1.0), ("merge_gap", float("nan")),
+                                            ("merge_gap", float("inf")), ("min_segment", "2")])
+def test_a_rule_that_is_not_seconds_is_refused_naming_the_option(keyword, value):
+    from instag.tagging.options import TagOptions
+
+    with pytest.raises(UsageError, match=f"{keyword}=.*seconds, 0 or more"):
+        TagOptions(**{keyword: value})
+
+
+def test_the_cli_refuses_a_negative_gap_in_one_line(tmp_path):
+    from typer.testing import CliRunner
+
+    from instag.cli import app
+
+    (tmp_path / "t.csv").write_text("path,status\n")
+    result = CliRunner().invoke(app, ["export", str(tmp_path / "t.csv"), "--out",
+                                      str(tmp_path / "x"), "--merge-gap", "-1"])
+    assert result.exit_code == 2 and "--merge-gap -1.0: needs a number of seconds" in \
+        result.output

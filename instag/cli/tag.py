@@ -37,6 +37,8 @@ from instag.cli.tagging import (
     FollowLinksOpt,
     InPlaceOpt,
     MaxDurationOpt,
+    MergeGapOpt,
+    MinSegmentOpt,
     SegmentsFormatOpt,
     StrictOpt,
     TagFieldOpt,
@@ -59,6 +61,7 @@ from instag.outputs.sinks import PlotFolder, SegmentsFolder, SummaryFile, TagsFi
 from instag.outputs.writers import Format
 from instag.tagging.bags import parse_bag_mode
 from instag.tagging.options import STALL_TIMEOUT, TagOptions
+from instag.tagging.segments import MERGE_GAP, MIN_SEGMENT
 from instag.tagging.tagwriting import DEFAULT_FIELD, TagWriting
 from instag.tagging.walk import parse_extensions
 
@@ -101,6 +104,8 @@ def tag(
         "Also write each tagged file's segments into this folder, one file per audio file, "
         "named after its path in the library (see --segments-format).", OUTPUTS)] = None,
     segments_format: panel(SegmentsFormatOpt, OUTPUTS) = SegmentsFormat.JAMS,
+    min_segment: panel(MinSegmentOpt, OUTPUTS) = MIN_SEGMENT,
+    merge_gap: panel(MergeGapOpt, OUTPUTS) = MERGE_GAP,
     plot: Annotated[Path | None, opt(
         "Also draw Figure 4 (attention over the spectrogram) per file into this folder.",
         OUTPUTS)] = None,
@@ -183,7 +188,7 @@ def tag(
         thresholds_file=thresholds_file, device=device, jobs=jobs, file_timeout=file_timeout,
         max_duration=parse_duration(max_duration, "--max-duration"), cache=cache, force=force,
         extensions=parse_extensions(extensions), hidden=hidden, wait=wait,
-        precision=precision,
+        precision=precision, min_segment=min_segment, merge_gap=merge_gap,
         write_tags=TagWriting(tag_field, write_scores, in_place, dry_run, tag_separator,
                               follow_links) if write_tags else None,
     )

@@ -37,7 +37,12 @@ from instag.features.resample import DEFAULT_RESAMPLER
 from instag.outputs.exports import SegmentsFormat, SegmentsWriter, library_root
 from instag.outputs.filetags import Outcome
 from instag.outputs.plot import load_file_doc, plot_file
-from instag.outputs.readback import checked_documents, read_documents, read_run_info
+from instag.outputs.readback import (
+    checked_documents,
+    read_documents,
+    read_run_info,
+    resegmented,
+)
 from instag.outputs.sinks import check_folder
 from instag.outputs.writers import (
     check_output,
@@ -46,6 +51,7 @@ from instag.outputs.writers import (
 from instag.tagging.counts import RunCounts
 from instag.tagging.options import STALL_TIMEOUT, TagOptions
 from instag.tagging.results import audio_path, display_path
+from instag.tagging.segments import MERGE_GAP, MIN_SEGMENT, SegmentRule
 from instag.tagging.tagwriting import DEFAULT_FIELD, TagWriting
 from instag.tagging.walk import check_roots
 
@@ -78,6 +84,21 @@ def parse_duration(text: str, option: str) -> float:
 SegmentsFormatOpt = Annotated[SegmentsFormat, typer.Option(
     help="jams (a .jams annotation per file, namespace tag_open), audacity (a .txt label "
          "track) or sv (a Sonic Visualiser .csv layer: time,value,duration,label).")]
+REDERIVED = (" With export, browse or plot: the files' segments are made again from their bags' "
+             "(default there: as the output holds them).")
+MinSegmentOpt = Annotated[float | None, typer.Option(
+    help="Seconds: a file's segments shorter than this are dropped, once --merge-gap has "
+         "closed the gaps (an instrument present keeps its longest)." + REDERIVED)]
+MergeGapOpt = Annotated[float | None, typer.Option(
+    help="Seconds: a file's segments at most this far apart are one." + REDERIVED)]
+
+
+def segment_rule(min_segment: float | None, merge_gap: float | None) -> SegmentRule | None:
+    """The rule export, browse and plot re-derive segments by; None: the output's own."""
+    if min_segment is None and merge_gap is None:
+        return None
+    return SegmentRule(MIN_SEGMENT if min_segment is None else min_segment,
+                       MERGE_GAP if merge_gap is None else merge_gap)
 WriteScoresOpt = Annotated[bool, typer.Option(
     help="With the instruments, one INSTAG_<INSTRUMENT> field per instrument: its highest bag "
          "probability, two decimals.")]
@@ -149,12 +170,14 @@ def plot(
     vggish: VggishOpt = None,
     pca: PcaOpt = None,
     cache: CacheOpt = None,
+    min_segment: MinSegmentOpt = None,
+    merge_gap: MergeGapOpt = None,
 ) -> None:
     """Draw the paper's Figure 4 for a tagged file: attention over its mel spectrogram.
 
     An output written without --timeline (CSV, Parquet, compact JSON/JSONL) has no attention
     weights: they are recomputed from the file's features in the cache, with the model."""
-    doc = load_file_doc(tags_file, file)
+    doc = resegmented(load_file_doc(tags_file, file), segment_rule(min_segment, merge_gap))
     if file is None:  # the user did not say which: say which it is, and how to pick another
         console(stderr=True).print(f"drawing {doc['path']} (the first tagged file; --file "
                                    "picks another)", markup=False)
@@ -274,12 +297,15 @@ def export(
     root: Annotated[Path | None, typer.Option(
         help="The library folder the names are made relative to (default: the deepest folder "
              "holding every file of TAGS).")] = None,
+    min_segment: MinSegmentOpt = None,
+    merge_gap: MergeGapOpt = None,
 ) -> None:
     """Write each tagged file's segments as JAMS, Audacity labels or a Sonic Visualiser layer.
 
     jams: a .jams annotation (namespace tag_open) per file; audacity: a .txt label track
     (File > Import > Labels); sv: a .csv of time,value,duration,label (File > Import
     Annotation Layer). Read as a stream: any size of output."""
+    rule = segment_rule(min_segment, merge_gap)
     check_folder(out, "--out")
     if root is None:  # a first pass over the paths alone, which checks every document
         root = library_root(audio_path(d["path"]) for d in read_documents(tags_file)
@@ -290,7 +316,7 @@ def export(
     try:
         with stopping(lambda: "nothing written, the previous files kept"), writer.staged():
             for doc in read_documents(tags_file):
-                writer(doc)
+                writer(resegmented(doc, rule))
     except OSError as e:
         raise InstagError(f"--out {out}: cannot write ({e.strerror or e})",
                           "free some space or write elsewhere; the previous files are "
@@ -339,6 +365,8 @@ def browse(
              "audio tagged; nothing else on disk.")] = False,
     port: Annotated[int, typer.Option(help="With --serve: the port (0: a free one).")] = 0,
     cache: CacheOpt = None,
+    min_segment: MinSegmentOpt = None,
+    merge_gap: MergeGapOpt = None,
 ) -> None:
     """A page to browse a tagged library: filter by instrument, status and path, see where each
     instrument plays, click a segment to listen from there."""
@@ -347,13 +375,15 @@ def browse(
     from instag.outputs.browse import build_site
     from instag.outputs.browse.serve import server
 
+    rule = segment_rule(min_segment, merge_gap)
     if out is None and not serve:
         raise InstagError("where should the page go?", "give --out FOLDER, or --serve")
     with ExitStack() as stack:
         kept = out is not None  # else a temporary site, gone when the server stops
         if out is None:
             out = Path(stack.enter_context(tempfile.TemporaryDirectory())) / "site"
-        site = build_site(checked_documents(tags_file), out, str(tags_file))
+        site = build_site((resegmented(d, rule) for d in checked_documents(tags_file)), out,
+                          str(tags_file))
         where = f" in {site.folder}: {site.bytes / 1e6:.1f} MB; open " \
             f"{site.folder / 'index.html'}" if kept else ""
         console(stderr=True).print(f"{plural(site.files, 'file')} ({site.failed} failed)"

@@ -5,9 +5,9 @@ library's root with its extension kept (`album/01.flac` -> `album/01.flac.jams`:
 in two albums, or `01.flac` beside `01.mp3`, never collide; names that are not UTF-8 keep their
 bytes), each written atomically.
 
-A segment is one bag's run of instances that attention points at for an instrument present in
-that bag, with the bag's probability as its confidence: overlapping bags (`--hop`) give
-overlapping segments, as they should in an annotation."""
+A segment is one of the file's segments (its bags' under the segment rule, `tagging.segments`:
+the same as the tags file's and the browse page's), with the highest probability of the bags
+it overlaps that hold its instrument as its confidence."""
 
 from __future__ import annotations
 
@@ -52,16 +52,18 @@ class Segment:
     start_s: float
     end_s: float
     instrument: str
-    probability: float  # its bag's
+    probability: float  # the highest of the bags it overlaps that hold its instrument
 
 
 def segments_of(doc: dict) -> list[Segment]:
-    """Every bag's segments of a tagged file's document (`outputs.readback`), by start time;
+    """A tagged file's segments (its document's, `outputs.readback`), by start time;
     probabilities to the 4 decimals every output has (Parquet keeps more), so that exports
     from any output are the same."""
-    return sorted(Segment(s, e, c, round(b["probabilities"][c], DECIMALS))
-                  for b in doc.get("bags", ()) for c, segs in b["segments"].items()
-                  for s, e in segs)
+    bags = doc.get("bags", ())
+    return sorted(Segment(s, e, c, round(max(
+        (b["probabilities"][c] for b in bags
+         if c in b["present"] and b["start_s"] < e and s < b["end_s"]), default=0.0), DECIMALS))
+        for c, segs in (doc.get("segments") or {}).items() for s, e in segs)
 
 
 def library_root(paths: Iterable[Path]) -> Path:

@@ -29,7 +29,7 @@ from instag.outputs.documents import FIX, Malformed, check_bags, check_document,
 from instag.outputs.forms import CSV_FIELDS, csv_value
 from instag.outputs.parquet import METADATA_KEY, parquet_bag, read_batches, schema
 from instag.tagging.results import audio_path
-from instag.tagging.segments import merge_segments
+from instag.tagging.segments import SegmentRule
 
 PARQUET_BATCH_ROWS = 10_000
 OPTION = "TAGS_FILE"  # the commands' argument that names an output
@@ -312,10 +312,25 @@ def _document(rows: list[dict], bag_of: Callable[[list[dict]], dict], where: str
         raise malformed(where, e) from None
     present = {c for b in bags for c in b["present"]}
     doc["instruments"] = [c for c in known if c in present]
-    doc["segments"] = {c: [list(s) for s in merge_segments(
-        [tuple(s) for b in bags for s in b["segments"].get(c, [])])] for c in doc["instruments"]}
+    doc["segments"] = file_segments(bags, doc["instruments"], SegmentRule())
     doc["bags"] = bags
     return doc
+
+
+def file_segments(bags: list[dict], instruments: list[str], rule: SegmentRule) -> dict:
+    """A file's segments per instrument: its bags' (the attention rule's) under `rule`."""
+    return {c: [list(s) for s in rule.apply(tuple(s) for b in bags
+                                            for s in b["segments"].get(c, []))]
+            for c in instruments}
+
+
+def resegmented(doc: dict, rule: SegmentRule | None) -> dict:
+    """A document with its file's segments made again from its bags' under `rule` (None: as
+    it is): what `export`, `browse` and `plot` show when given a rule, from any output format,
+    whatever rule wrote it."""
+    if rule is None or doc.get("status") != Status.OK.value:
+        return doc
+    return {**doc, "segments": file_segments(doc["bags"], doc["instruments"], rule)}
 
 
 def find_document(docs: Iterable[dict], file: str | Path) -> dict | None:

@@ -189,21 +189,27 @@ def result_writer(path: Path, fmt: Format, run_info: Callable[[], dict] = dict,
             f.write("\n]}\n")
 
 
-SUMMARY_FIELDS = ("path", "status", "instruments", "duration_s", "reason")
+SUMMARY_FIELDS = ("path", "status", "instruments", "probabilities", "duration_s", "reason")
 
 
 @contextmanager
 def summary_writer(path: Path, replaces=UNCHECKED) -> Iterator[Callable[[FileResult], None]]:
-    """`--summary`: one CSV row per file, for a person: what is in it ("guitar; voice"), or why
-    it failed. Atomic like the main output, and replaced together with it."""
+    """`--summary`: one CSV row per file, for a person: what is in it ("guitar; voice") and how
+    sure ("guitar 0.91; voice 0.77": each one's highest bag probability), or why it failed.
+    Atomic like the main output, and replaced together with it."""
     with atomic_write(path, "w", replaces, keep_same=True, newline="", encoding="utf-8") as f:
         w = csv.DictWriter(f, fieldnames=SUMMARY_FIELDS)
         w.writeheader()
-        yield lambda r: w.writerow({
-            "path": csv_cell(r.display_path), "status": r.status,
-            "instruments": "; ".join(r.instruments()),
+        yield lambda r: w.writerow(_summary_row(r))
+
+
+def _summary_row(r: FileResult) -> dict:
+    best, present = r.best(), r.instruments()
+    return {"path": csv_cell(r.display_path), "status": r.status,
+            "instruments": "; ".join(present),
+            "probabilities": "; ".join(f"{c} {best[c]:.2f}" for c in present),
             "duration_s": "" if r.duration is None else f"{r.duration:.1f}",
-            "reason": csv_cell(r.reason)})
+            "reason": csv_cell(r.reason)}
 
 
 @contextmanager

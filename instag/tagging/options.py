@@ -24,6 +24,7 @@ from instag.features.decode import AUDIO_EXTENSIONS
 from instag.features.precision import Precision
 from instag.features.resample import DEFAULT_RESAMPLER, Resampler
 from instag.tagging.bags import check_bag_setting
+from instag.tagging.segments import MERGE_GAP, MIN_SEGMENT, SegmentRule
 from instag.tagging.tagwriting import TagWriting
 from instag.tagging.thresholds import check_threshold
 
@@ -62,6 +63,8 @@ class TagOptions:
     wait: bool = False
     write_tags: TagWriting | None = None  # also write each tagged file's own tags
     precision: str | None = None  # VGGish's: None: $INSTAG_PRECISION, settings.json, else fp32
+    min_segment: float = MIN_SEGMENT  # seconds: a file's shorter segments dropped
+    merge_gap: float = MERGE_GAP  # seconds: a file's segments this close are one
 
     def __post_init__(self) -> None:
         """Checked where they are made: the CLI, the Python API and the beets plugin refuse
@@ -81,6 +84,7 @@ class TagOptions:
                                           and math.isfinite(value)):
                 raise UsageError(f"{said(name, value)}: needs a number of seconds above 0",
                                  f"e.g. {said(name, 300)}")
+        self.segment_rule()  # min_segment and merge_gap: seconds, 0 or more
         # choices given as text (the beets plugin's config, a script) become their enums
         object.__setattr__(self, "device", Device.parse(self.device))
         self.vggish_precision()  # a wrong one is refused here, not mid-run
@@ -97,6 +101,9 @@ class TagOptions:
             raise UsageError(f"{said('precision', locations.precision(self.precision))}: not "
                              "a precision", "use fp32, int8 or fp16 (CUDA)") from None
 
+    def segment_rule(self) -> SegmentRule:
+        return SegmentRule(self.min_segment, self.merge_gap)
+
     def cache_path(self) -> Path:
         return Path(self.cache) if self.cache else locations.cache_dir() / CACHE_FILE
 
@@ -112,7 +119,7 @@ class TagOptions:
             compute=Compute(locations.resolve_model(self.model) if scoring else None,
                             locations.vggish_handle(self.vggish), self.pca, self.resampler,
                             self.vggish_precision(), self.device, self.bag, self.hop,
-                            self.threshold, self.thresholds_file),
+                            self.threshold, self.thresholds_file, self.segment_rule()),
             decoding=Decoding(self.file_timeout, self.max_duration),
             local=Local(self.jobs, self.cache_path(), self.wait),
             force=self.force, write_tags=self.write_tags)
@@ -129,8 +136,8 @@ class Walk:
 @dataclass(frozen=True)
 class Compute:
     """How a file becomes its result: VGGish and PCA at a precision, on a device, then the
-    scoring model over bags with thresholds. Hashable: a process keeps its models per
-    `Compute`."""
+    scoring model over bags with thresholds, and the segment rule. Hashable: a process keeps
+    its models per `Compute`."""
 
     model: Path | None  # None: a run that only embeds
     vggish: str  # the hub handle or a SavedModel's folder
@@ -142,6 +149,7 @@ class Compute:
     hop: int | None
     threshold: float | None
     thresholds_file: Path | None
+    segment_rule: SegmentRule  # how a file's segments are drawn from its bags'
 
     def embedder(self, note: Callable[[str], None] | None = None) -> Embedder:
         """VGGish and PCA as these settings ask (loaded on first use)."""

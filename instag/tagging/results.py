@@ -18,7 +18,7 @@ import numpy as np
 from instag.common.status import Status
 from instag.features.instances import Features
 from instag.tagging.bags import Bag
-from instag.tagging.segments import attention_segments, merge_segments
+from instag.tagging.segments import SegmentRule, attention_segments
 
 DECIMALS = 4
 
@@ -46,6 +46,7 @@ class FileResult:
     mtime_ns: int | None = None
     model_id: str = ""  # the models and settings that made this result (see run.Scoring)
     rows: Any = None  # its Parquet rows (outputs.parquet.RowSpans), carried over from before
+    segment_rule: SegmentRule = field(default_factory=SegmentRule)  # the run's: segments()
 
     @property
     def ok(self) -> bool:
@@ -65,7 +66,8 @@ class FileResult:
                 for c in (self.bags[0].probabilities if self.bags else {})}
 
     def segments(self) -> dict[str, list[tuple[float, float]]]:
-        return {c: merge_segments([s for b in self.bags for s in b.segments.get(c, [])])
+        """Each instrument's segments in the file: its bags' under the run's segment rule."""
+        return {c: self.segment_rule.apply(s for b in self.bags for s in b.segments.get(c, []))
                 for c in self.instruments()}
 
 

@@ -188,6 +188,7 @@ class Scoring:
         self.model_digest = file_digest(self.scorer.path)
         self.bag, self.hop = opts.bag, opts.hop
         self.bag_setting = f"{opts.bag or 'full'}/{opts.hop or opts.bag or ''}"
+        self.segment_rule = opts.segment_rule  # not in identity(): no stored value depends on it
 
     def identity(self, features: str) -> str:
         """What a result depends on besides the file: the features' identity (VGGish, PCA,
@@ -231,7 +232,7 @@ class Scoring:
         return FileResult(path, Status.OK, duration=feats.duration, features=feats, bags=[
             bag_result(b, self.classes, bag[j], instance[rows[j] : rows[j + 1]],
                        attention[rows[j] : rows[j + 1]], self.thresholds)
-            for j, b in enumerate(bags)])
+            for j, b in enumerate(bags)], segment_rule=self.segment_rule)
 
 
 class ScoringBatch:

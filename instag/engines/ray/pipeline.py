@@ -127,6 +127,7 @@ class RayRun(JobRun):
             carried = np.zeros(len(files), bool)
             if self.previous is not None:
                 for result in _carried(files, PreviousOutput(self.previous, identity), carried):
+                    result.segment_rule = scoring.segment_rule  # this run's, not the last's
                     yield self._done(result, from_cache=True)
             todo = np.flatnonzero(~carried)  # the files to compute, by their index in the walk
             if len(todo):
