@@ -82,7 +82,7 @@ def test_an_old_spelling_still_works_for_one_release_with_a_line(tmp_path, old, 
     result = CliRunner().invoke(app, ["tag", str(tmp_path / "nowhere"), "--out",
                                       str(tmp_path / "t.csv"), old, value])
     assert f"note: {old} is now {new}" in result.output
-    assert "error: no trained model" in result.output  # the run went on (to need a model)
+    assert "nowhere: no such file or folder" in result.output  # the run went on (to the paths)
 
 
 def test_the_documented_cron_line_prints_only_news(tmp_path, scoring_model, standin_vggish,
