@@ -27,7 +27,7 @@ from instag.cli import app
 # rule (instag's database: tests/test_cache.py).
 READ_ONLY = {
     ("tag", "paths"), ("tag", "paths_from"), ("tag", "model"), ("tag", "pca"),
-    ("tag", "thresholds"), ("tag", "thresholds_file"), ("plot", "tags_json"), ("plot", "audio"),
+    ("tag", "thresholds"), ("tag", "thresholds_file"), ("plot", "tags_file"), ("plot", "audio"),
     ("plot", "model"),
     ("plot", "pca"), ("embed", "paths"), ("embed", "pca"), ("write-tags", "tags_file"),
     ("export", "tags_file"), ("export", "root"), ("browse", "tags_file"),
@@ -287,7 +287,7 @@ INPUT_FILES = {  # (command, option) -> its arguments with FILE as that option's
     ("tag", "thresholds_file"): lambda f, x: ["tag", f.lib, "--out", f.tmp / "t.csv",
                                               "--thresholds-file", x, *f.models],
     ("tag", "model"): lambda f, x: ["tag", f.lib, "--out", f.tmp / "t.csv", "--model", x],
-    ("plot", "tags_json"): lambda f, x: ["plot", x, "--out", f.tmp / "p.png"],
+    ("plot", "tags_file"): lambda f, x: ["plot", x, "--out", f.tmp / "p.png"],
     ("write-tags", "tags_file"): lambda f, x: ["write-tags", x],
     ("export", "tags_file"): lambda f, x: ["export", x, "--out", f.tmp / "x"],
     ("browse", "tags_file"): lambda f, x: ["browse", x, "--out", f.tmp / "site"],

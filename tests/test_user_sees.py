@@ -348,7 +348,9 @@ def test_a_plot_of_a_cjk_name_keeps_matplotlibs_font_warnings_out_of_the_output(
                                           str(tmp_path / "p.png")])
     finally:
         logging.getLogger("matplotlib").removeHandler(handler)
-    assert result.output.strip() == f"wrote {tmp_path / 'p.png'}"
+    assert result.output.splitlines() == [
+        f"drawing {tmp_path / '東京の夜.wav'} (the first tagged file; --file picks another)",
+        f"wrote {tmp_path / 'p.png'}"]
     assert not [w for w in recwarn if "lyph" in str(w.message)]
     assert not [r for r in logged if r.levelno >= logging.WARNING]
 
@@ -386,10 +388,10 @@ def test_a_run_forgets_each_file_once_its_result_is_out(run_tag, tmp_path, monke
     held = []
     finish = run._Run.finish
 
-    def watched(self, idx, result, from_cache=False):
-        finish(self, idx, result, from_cache)
-        held.append(len(self.keys))
+    def watched(self, task, result, from_cache=False):
+        finish(self, task, result, from_cache)
+        held.append(len(self.decoding) + len(self.batch.waiting))  # the files it still knows
 
     monkeypatch.setattr(run._Run, "finish", watched)
     assert run_tag(tmp_path, "--out", tmp_path / "b.csv").exit_code == 0
-    assert len(held) == 60 and max(held) <= scoring.SCORE_BATCH_FILES  # not one key per file
+    assert len(held) == 60 and max(held) <= scoring.SCORE_BATCH_FILES  # not one per file
