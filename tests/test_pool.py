@@ -109,3 +109,25 @@ def test_a_script_without_a_main_guard_gets_one_clear_error_not_crashed_files(
     assert done.returncode != 0 and "RESULT" not in done.stdout
     assert 'if __name__ == "__main__":' in done.stderr
     assert "InstagError: instag.tag/embed was called while a decode worker" in done.stderr
+
+
+def test_a_decode_worker_sends_a_long_file_in_blocks_of_ten_seconds(tmp_path):
+    """A worker's memory is a few copies of one block at the file's rate (30 s blocks held
+    ~50 MB of a 2-worker run's ~190 MB, bench/memory.py): blocks of DECODE_BLOCK_SECONDS."""
+    import numpy as np
+    import soundfile as sf
+
+    from instag.engines.local.pool import DECODE_BLOCK_SECONDS
+
+    sf.write(tmp_path / "song.wav", np.zeros((44100 * 25, 2), np.float32), 44100)
+    pool = DecodePool(1, Resampler.FAST)
+    try:
+        pool.submit(0, tmp_path / "song.wav")
+        blocks = []
+        while (event := pool.next_event(1.0)) is None or event.kind is Kind.BLOCK:
+            if event is not None:
+                blocks.append(len(event.block))
+    finally:
+        pool.close()
+    assert event.kind is Kind.DONE and DECODE_BLOCK_SECONDS == 10
+    assert blocks == [160000, 160000, 80000]  # 25 s at 16 kHz

@@ -202,3 +202,51 @@ def test_sessions_do_not_spin_between_calls(scoring_model):
     session = open_session(scoring_model, ["CPUExecutionProvider"])
     options = session.get_session_options()
     assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+
+
+def test_vggish_runs_in_its_weights_and_a_small_working_set(fresh_hub, tmp_path, standin_pca):
+    """VGGish's memory is its weights, once, and one call's working set (bench/memory.py: a
+    run's peak 1140 -> under 600 MB at the same speed): each part of the graph keeps its
+    weights in a file beside it, which onnxruntime maps instead of copying, with no pre-packed
+    copy and no memory pattern; the conv layers (most of the activations) take
+    CONV_BATCH_WINDOWS windows a call, the dense layers (most of the weights) the whole call."""
+    import onnx
+    from standins import build_standin_vggish
+
+    from instag.features.instances import INSTANCE_SAMPLES, LOOKAHEAD_SAMPLES
+    from instag.features.pca import load_pca
+
+    path, _ = vggish_onnx.convert(str(build_standin_vggish(tmp_path / "small", "small")),
+                                  *load_pca(standin_pca))
+    model = vggish_onnx.OnnxVggish(path, "cpu")
+    for session in (model.front, model.convs, model.session):
+        options = session.get_session_options()
+        assert options.get_session_config_entry("session.disable_prepacking") == "1"
+        assert not options.enable_mem_pattern
+    parts = vggish_onnx.parts_beside(path)
+    assert [p.name.split(".")[-2] for p in parts] == ["front", "convs", "dense"]
+    dense = onnx.load(str(parts[2]), load_external_data=False).graph.initializer
+    weights = {t.data_location for t in dense if np.prod(t.dims) > 100_000}
+    assert weights == {onnx.TensorProto.EXTERNAL}
+    calls = {"convs": [], "dense": []}
+    for name, attr in (("convs", "convs"), ("dense", "session")):
+        real = getattr(model, attr)
+        setattr(model, attr, _Counting(real, calls[name]))
+    wave = np.random.default_rng(0).uniform(-.3, .3, 20 * INSTANCE_SAMPLES + LOOKAHEAD_SAMPLES)
+    assert vggish_onnx.CONV_BATCH_WINDOWS == 8
+    raw = model.many([wave.astype(np.float32)])[0]
+    assert calls == {"convs": [8, 8, 4], "dense": [20]} and raw.shape == (20, 128)
+
+
+class _Counting:
+    """A session that notes the rows of each call."""
+
+    def __init__(self, session, calls: list[int]) -> None:
+        self.session, self.calls = session, calls
+
+    def run(self, names, feeds):
+        self.calls.append(next(iter(feeds.values())).shape[0])
+        return self.session.run(names, feeds)
+
+    def get_inputs(self):
+        return self.session.get_inputs()

@@ -192,7 +192,7 @@ def keep(fp32: Path, precision: Precision, model: bytes, doc: dict) -> Path:
     with atomic_path(path.with_suffix(".json")) as tmp:
         tmp.write_text(json.dumps(doc, indent=2))
     refused_marker(fp32, precision).unlink(missing_ok=True)
-    vggish_onnx.halves_beside(path)  # cut now: no run pays for it
+    vggish_onnx.parts_beside(path)  # cut now: no run pays for it
     return path
 
 

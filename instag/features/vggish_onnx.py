@@ -164,7 +164,7 @@ def _convert(handle: str, eigen_vectors: np.ndarray, means: np.ndarray,
         tmp.write_bytes(proto.SerializeToString())
     with atomic_path(path.with_suffix(".json")) as tmp:
         tmp.write_text(json.dumps({"handle": handle, **asdict(parity)}, indent=2))
-    halves_beside(path)  # cut now, in the process that converts: no run pays for it
+    parts_beside(path)  # cut now, in the process that converts: no run pays for it
     return path, parity
 
 
@@ -176,66 +176,147 @@ def parity_of(path: Path) -> Parity | None:
         return None
 
 
-def halves(model: Path | bytes) -> tuple[bytes, bytes] | None:
-    """The graph cut where the network starts (the first Conv's input: the log-mel patches):
-    the front end (16 kHz samples -> patches, one per window) and the network (patches -> raw
-    [N, 128]). None where the cut does not part the graph in two (a model of another shape)."""
+# the network's conv layers run this many windows a call: their activations (~3 MB a window)
+# are most of a run's working memory, and a conv costs the same per window at any batch
+# size; the dense layers after them take a whole call's windows at once, since they read
+# their 270 MB of weights once a call (bench/memory.py)
+CONV_BATCH_WINDOWS = 8
+EXTERNAL_BYTES = 1 << 16  # weights this large live in a file beside their part, mapped
+ALIGN = 1 << 16  # ... each at an offset onnxruntime maps without copying (any page size)
+PARTS = ("front", "convs", "dense")  # ("front", "network") where the dense cut fails
+PARTS_LAYOUT = "p3"  # in the parts' names: the two-part cut of earlier releases is cut anew
+
+
+def _source_of(proto, name: str) -> str:
+    """The tensor a quantised graph's Quantize/DequantizeLinear chain starts from: a cut there
+    leaves each quantised layer whole with its input's chain (else it runs unquantised)."""
+    producers = {out: n for n in proto.graph.node for out in n.output}
+    while (node := producers.get(name)) is not None and node.op_type in (
+            "QuantizeLinear", "DequantizeLinear"):
+        name = node.input[0]
+    return name
+
+
+def cut(model: Path | bytes) -> list | None:
+    """The graph as parts (onnx protos): the front end (16 kHz samples -> log-mel patches, cut
+    at the first Conv's input), the conv layers (patches -> their flattened output) and the
+    dense layers (-> raw [N, 128]), cut at the input of the first MatMul/Gemm after that;
+    [front, network] where the second cut does not part the network; None where the first
+    does not part the graph (a model of another shape)."""
     onnx = require("onnx")
     proto = onnx.load_from_string(model) if isinstance(model, bytes) else onnx.load(str(model))
-    conv = next((n for n in proto.graph.node if n.op_type == "Conv"), None)
-    if conv is None:
+    nodes = list(proto.graph.node)  # in topological order
+    first = next((i for i, n in enumerate(nodes) if n.op_type == "Conv"), None)
+    if first is None:
         return None
-    cut, out = conv.input[0], proto.graph.output[0].name
-    if cut not in {v.name for v in proto.graph.value_info}:  # the extractor wants its type
+    conv = _source_of(proto, nodes[first].input[0])
+    dense = next((_source_of(proto, n.input[0]) for n in nodes[first:]
+                  if n.op_type in ("MatMul", "Gemm")), None)
+    known = {v.name for v in proto.graph.value_info}
+    for name in {conv, dense} - known - {None}:  # the extractor wants their types
         proto.graph.value_info.append(onnx.helper.make_tensor_value_info(
-            cut, onnx.TensorProto.FLOAT, None))
+            name, onnx.TensorProto.FLOAT, None))
+    out = proto.graph.output[0].name
+    return ((dense is not None and _extract(proto, [INPUT, conv, dense, out]))
+            or _extract(proto, [INPUT, conv, out]))
+
+
+def _extract(proto, ends: list[str]) -> list | None:
+    """The graph between each two consecutive tensors of `ends`; None unless each part needs
+    only its own start."""
+    onnx = require("onnx")
     try:
         extractor = onnx.utils.Extractor(proto)
-        front = extractor.extract_model([INPUT], [cut])
-        network = extractor.extract_model([cut], [out])
+        parts = [extractor.extract_model([a], [b]) for a, b in zip(ends, ends[1:], strict=False)]
     except Exception:  # noqa: BLE001 - onnx's own errors come in many types: no split
         return None
-    if {i.name for i in network.graph.input} != {cut}:
-        return None  # the network would need the samples too: no clean cut
-    return front.SerializeToString(), network.SerializeToString()
+    if any({i.name for i in p.graph.input} != {a} for p, a in zip(parts, ends, strict=False)):
+        return None
+    return parts
 
 
-def halves_beside(path: Path) -> tuple[Path | bytes, Path | bytes] | None:
-    """`halves` of a model file, cut once and kept beside it (cutting a 290 MB graph takes
+def _write_part(target: Path, proto) -> None:
+    """A part, its large weights in a file beside it (`target` + .data, written first, each
+    tensor at an aligned offset): onnxruntime then maps them from the file instead of reading
+    a copy of the model and copying each tensor out of it (twice the weights, while a session
+    is made)."""
+    from onnx import TensorProto
+    from onnx.external_data_helper import set_external_data
+
+    data, offset = target.with_name(target.name + ".data"), 0
+    with atomic_path(data) as tmp, open(tmp, "wb") as f:
+        for tensor in proto.graph.initializer:
+            if len(tensor.raw_data) < EXTERNAL_BYTES:
+                continue
+            f.write(bytes(-offset % ALIGN))
+            offset += -offset % ALIGN
+            f.write(tensor.raw_data)
+            set_external_data(tensor, data.name, offset, len(tensor.raw_data))
+            offset += len(tensor.raw_data)
+            tensor.ClearField("raw_data")
+            tensor.data_location = TensorProto.EXTERNAL
+    with atomic_path(target) as tmp:
+        tmp.write_bytes(proto.SerializeToString())
+
+
+def parts_beside(path: Path) -> list[Path | bytes] | None:
+    """`cut` of a model file, made once and kept beside it (cutting a 290 MB graph takes
     seconds and a gigabyte), named by the file's size and mtime so that a model made anew is
-    cut anew; None where it does not cut (or the folder is read-only: then in memory)."""
+    cut anew, and by PARTS_LAYOUT; None where it does not cut (or the folder is read-only:
+    then in memory)."""
     stat = path.stat()
-    key = f"{stat.st_size}-{stat.st_mtime_ns}"
-    front, network = (path.with_name(f"{path.stem}.{key}.{part}.onnx")
-                      for part in ("front", "network"))
-    if front.is_file() and network.is_file():
-        return front, network
-    parts = halves(path)
+    key = f"{stat.st_size}-{stat.st_mtime_ns}-{PARTS_LAYOUT}"
+    named = {part: path.with_name(f"{path.stem}.{key}.{part}.onnx")
+             for part in (*PARTS, "network")}
+    for kept in (PARTS, ("front", "network")):
+        if all(named[part].is_file() for part in kept):
+            return [named[part] for part in kept]
+    parts = cut(path)
     if parts is None:
         return None
+    kept = PARTS if len(parts) == 3 else ("front", "network")
     try:
-        for old in path.parent.glob(f"{path.stem}.*.*.onnx"):  # an earlier model's halves
+        for old in (*path.parent.glob(f"{path.stem}.*.*.onnx"),  # an earlier model's parts
+                    *path.parent.glob(f"{path.stem}.*.*.onnx.data")):
             old.unlink(missing_ok=True)
-        for target, data in zip((front, network), parts, strict=True):
-            with atomic_path(target) as tmp:
-                tmp.write_bytes(data)
-    except OSError:
-        return parts  # in memory: bytes serve as well
-    return front, network
+        for part, proto in zip(kept, parts, strict=True):
+            _write_part(named[part], proto)
+    except OSError:  # in memory: bytes serve as well (cut again: the writing moved weights out)
+        return [p.SerializeToString() for p in cut(path)]
+    return [named[part] for part in kept]
+
+
+def _quantised(part: Path | bytes) -> bool:
+    """Whether a part runs quantised layers (QDQ: INT8), read without its weights."""
+    onnx = require("onnx")
+    proto = (onnx.load_from_string(part) if isinstance(part, bytes)
+             else onnx.load(str(part), load_external_data=False))
+    return any(n.op_type == "QuantizeLinear" for n in proto.graph.node)
 
 
 class OnnxVggish:
     """The converted model, called like the hub model: 16 kHz samples -> raw [N, 128]; `many`
-    embeds chunks of several files in one network call. It runs as two sessions, front end and
-    network (`halves`), so that the patches of many chunks fill one call with nothing wasted
-    (the whole graph on the chunks end to end would compute a window across each joint)."""
+    embeds chunks of several files in one network call. It runs as sessions of its parts
+    (`cut`): the front end per chunk, so that the patches of many chunks fill one call with
+    nothing wasted (the whole graph on the chunks end to end would compute a window across
+    each joint); the conv layers CONV_BATCH_WINDOWS windows at a time, and the dense layers
+    (`session`) on the whole call. Every session is memory-lean (`open_session`); an INT8 model's
+    conv layers keep their weights pre-packed (its kernels want them so)."""
 
     def __init__(self, model: Path | bytes, device: Device | str = Device.AUTO,
                  threads: int | None = None) -> None:
         providers = choose_providers(device)
-        parts = halves(model) if isinstance(model, bytes) else halves_beside(Path(model))
-        self.front = open_session(parts[0], providers, threads) if parts else None
-        self.session = open_session(parts[1] if parts else model, providers, threads)
+        if isinstance(model, bytes):
+            parts = cut(model)
+            parts = parts and [p.SerializeToString() for p in parts]
+        else:
+            parts = parts_beside(Path(model))
+        sessions = [open_session(p, providers, threads, lean=True,
+                                 prepack=i == 1 and len(parts) == 3 and _quantised(p))
+                    for i, p in enumerate(parts or [model])]
+        self.front = sessions[0] if parts else None
+        self.convs = sessions[1] if len(sessions) == 3 else None
+        self.session = sessions[-1]
         self.provider = self.session.get_providers()[0]
 
     def __call__(self, wave: np.ndarray) -> np.ndarray:
@@ -247,6 +328,10 @@ class OnnxVggish:
             return [self.session.run(None, {INPUT: np.asarray(c, np.float32)})[0]
                     for c in chunks]
         patches = [self.front.run(None, {INPUT: np.asarray(c, np.float32)})[0] for c in chunks]
-        name = self.session.get_inputs()[0].name
-        raw = self.session.run(None, {name: np.concatenate(patches)})[0]
+        x = np.concatenate(patches)
+        if self.convs is not None:
+            name = self.convs.get_inputs()[0].name
+            x = np.concatenate([self.convs.run(None, {name: x[i:i + CONV_BATCH_WINDOWS]})[0]
+                                for i in range(0, max(len(x), 1), CONV_BATCH_WINDOWS)])
+        raw = self.session.run(None, {self.session.get_inputs()[0].name: x})[0]
         return np.split(raw, np.cumsum([len(p) for p in patches])[:-1])

@@ -56,6 +56,10 @@ UNGUARDED = ("instag.tag/embed was called while a decode worker was starting: th
 GUARD_FIX = 'put the call under `if __name__ == "__main__":` (see the docs: guides/python.md)'
 
 BLOCKS_BUFFERED = 4  # decoded blocks a worker may hold while the main process is busy
+# seconds of a file decoded and resampled per block: a worker's working memory is a few
+# copies of one block at the file's rate (stereo float32: 30 s held ~50 MB, 10 s ~17 MB),
+# and its resampled blocks are exactly those of any other block length
+DECODE_BLOCK_SECONDS = 10.0
 FILES_PER_WORKER = 2  # files assigned to a worker at once: the next is ready when one ends
 # read by the BLAS and OpenMP libraries when numpy loads in a worker (user settings win)
 ONE_THREAD = {v: "1" for v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
@@ -114,7 +118,7 @@ def _decode_worker(conn: Connection, resampler: Resampler, max_seconds: float | 
             return
         idx, path = task
         try:
-            for block in stream_16k(path, resampler, max_seconds=max_seconds):
+            for block in stream_16k(path, resampler, DECODE_BLOCK_SECONDS, max_seconds):
                 out.put((Kind.BLOCK.value, idx, block))
             out.put((Kind.DONE.value, idx, None))
         except Exception as e:  # whatever it is costs one file, not the run
