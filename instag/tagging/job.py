@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from instag.common.errors import InstagError
-from instag.features.decode import AudioError, check_waveform
+from instag.features.decode import AudioError, check_waveform, to_mono
 from instag.features.embed import Embedder
 from instag.features.instances import INSTANCE_SECONDS, Features, check_features
 from instag.features.resample import TARGET_SR, resample
@@ -118,7 +118,7 @@ def tag_audio(samples: np.ndarray, sample_rate: int, options: TagOptions | None 
     opts = options or TagOptions()
     path = Path(name)
     x = np.asarray(samples, np.float32)
-    x = x.mean(axis=1, dtype=np.float32) if x.ndim == 2 else x
+    x = to_mono(x) if x.ndim == 2 else x
     try:
         audio = check_waveform(path, x, int(sample_rate))
         embedder, _ = _models(opts.resolve().compute)
