@@ -2,8 +2,10 @@
 yields for every format, and the check every record read back goes through.
 
 A document: `path` (a non-empty str), `status` (a `Status`), `reason`, `file_tags` and
-`model_id` (str; null or absent: none), `duration_s` (a number >= 0, or null; a number for a
-tagged file), `size` and `mtime_ns` (int64 or null). A tagged (`ok`) file also has `instruments`
+`model_id` (str; null or absent: none), `artist`, `title` and `album` (the file's own tags:
+text of at most `songtags.MAX_CHARS` characters; null or absent: none, as in older outputs),
+`duration_s` (a number >= 0, or null; a number for a tagged file), `size` and `mtime_ns`
+(int64 or null). A tagged (`ok`) file also has `instruments`
 (names, each one a bag scores), `segments` ({name: [[start, end], ...]}) and `bags`:
 {start_s, end_s, probabilities {name: number in [0, 1]}, present [names], segments, and
 optionally timeline {start_s [...], instance_probs {name: [...]}, attention {name: [...]}}}.
@@ -19,6 +21,7 @@ import math
 
 from instag.common.errors import InstagError
 from instag.common.status import Status
+from instag.outputs.songtags import MAX_CHARS, SONG_FIELDS
 
 FIX = ("the record is not as `instag tag` writes it: tag the files again, or correct or "
        "remove that record")
@@ -123,6 +126,9 @@ def _document(doc: object) -> dict:
     for key in ("reason", "file_tags", "model_id"):  # null or absent: none said
         if doc.get(key) is not None:
             text(doc[key], key)
+    for key in SONG_FIELDS:
+        if doc.get(key) is not None and len(text(doc[key], key)) > MAX_CHARS:
+            raise Malformed(key, f"longer than {MAX_CHARS} characters")
     ok = doc["status"] == Status.OK.value
     if doc.get("duration_s") is not None or ok:
         number(doc.get("duration_s"), "duration_s", 0)

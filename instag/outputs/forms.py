@@ -4,11 +4,13 @@ no spreadsheet runs as a formula). `readback` reads them back."""
 from __future__ import annotations
 
 from instag.features.instances import instance_span
+from instag.outputs.songtags import SONG_FIELDS
 from instag.tagging.results import DECIMALS, BagResult, FileResult, _per_class
 from instag.tagging.segments import format_segments
 
 CSV_FIELDS = ("path", "status", "reason", "duration_s", "bag_start_s", "bag_end_s", "instrument",
-              "probability", "present", "segments", "file_tags", "size", "mtime_ns", "model_id")
+              "probability", "present", "segments", "file_tags", "size", "mtime_ns", "model_id",
+              *SONG_FIELDS)
 
 def file_document(r: FileResult, timeline: bool = False) -> dict:
     """The JSON document of a result: a few hundred bytes to a few kB a file. `timeline` adds
@@ -21,6 +23,7 @@ def file_document(r: FileResult, timeline: bool = False) -> dict:
     doc["duration_s"] = None if r.duration is None else round(r.duration, 3)
     if r.file_tags:
         doc["file_tags"] = r.file_tags
+    doc.update({f: r.song[f] for f in SONG_FIELDS if r.song.get(f)})
     doc.update(size=r.size, mtime_ns=r.mtime_ns, model_id=r.model_id)
     if not r.ok:
         return doc
@@ -63,7 +66,8 @@ def csv_rows(r: FileResult):
     base = {"path": csv_cell(r.display_path), "status": r.status, "reason": csv_cell(r.reason),
             "duration_s": "" if r.duration is None else f"{r.duration:.3f}",
             "file_tags": csv_cell(r.file_tags), "size": "" if r.size is None else r.size,
-            "mtime_ns": "" if r.mtime_ns is None else r.mtime_ns, "model_id": r.model_id}
+            "mtime_ns": "" if r.mtime_ns is None else r.mtime_ns, "model_id": r.model_id,
+            **{f: csv_cell(r.song.get(f, "")) for f in SONG_FIELDS}}
     if not r.ok or not r.bags:
         yield {**base, **{k: "" for k in CSV_FIELDS if k not in base}}
         return

@@ -3,7 +3,8 @@ million files is not what a job should produce.
 
 Columns: path, status, reason, duration_s, size, mtime_ns, model_id, file_tags, bag_start_s,
 bag_end_s, probabilities (map instrument -> probability, unrounded), present (list of
-instruments), segments (list of {instrument, start_s, end_s}). A failed file is one row with
+instruments), segments (list of {instrument, start_s, end_s}), artist, title, album (null where
+the file's tags have none; absent in older outputs). A failed file is one row with
 its status and reason and null bag columns.
 
 Two shapes, each complete or absent: a single ``.parquet`` file (temp file + rename, like every
@@ -31,6 +32,7 @@ from instag.common.guard.inputs import DOCUMENT, regular_file
 from instag.common.status import Status
 from instag.features.instances import INSTANCE_SECONDS
 from instag.outputs.documents import STATUSES, Malformed, check_document, malformed
+from instag.outputs.songtags import SONG_FIELDS, song_of
 from instag.tagging.bags import Bag
 from instag.tagging.results import BagResult, FileResult, display_path
 
@@ -54,6 +56,7 @@ def schema():
         ("segments", pa.list_(pa.struct([("instrument", pa.string()),
                                          ("start_s", pa.float64()),
                                          ("end_s", pa.float64())]))),
+        *((name, pa.string()) for name in SONG_FIELDS),
     ])
 
 
@@ -64,7 +67,8 @@ def parquet_rows(r: FileResult) -> list:
         return r.rows
     base = {"path": r.display_path, "status": r.status.value, "reason": r.reason,
             "duration_s": r.duration, "size": r.size, "mtime_ns": r.mtime_ns,
-            "model_id": r.model_id, "file_tags": r.file_tags}
+            "model_id": r.model_id, "file_tags": r.file_tags,
+            **{f: r.song.get(f) or None for f in SONG_FIELDS}}
     if not r.ok or not r.bags:
         return [{**base, "bag_start_s": None, "bag_end_s": None, "probabilities": None,
                  "present": None, "segments": None}]
@@ -273,7 +277,8 @@ class PreviousOutput:
                 first = a != 0 or not continues
                 k += first
                 pieces.append((k, a, b, first))
-            yield pa.Table.from_batches([batch]).replace_schema_metadata(None), pieces
+            yield _with_song(pa.Table.from_batches([batch]).replace_schema_metadata(None)), \
+                pieces
             last = paths[-1].as_py()
 
     def _same_schema(self) -> bool:
@@ -282,7 +287,10 @@ class PreviousOutput:
         first = next(iter(sorted(self.out.glob("*.parquet")) if self.out.is_dir() else
                           [self.out]), None)
         try:
-            return first is not None and pq.read_schema(first).remove_metadata() == schema()
+            if first is None:
+                return False
+            columns = pq.read_schema(first).remove_metadata()
+            return columns in (schema(), _without_song(schema()))
         except Exception as e:  # pyarrow's own errors: not Parquet at all
             raise InstagError(f"--out {self.out}: cannot read it as a previous Parquet output "
                               f"({str(e)[:200]})", "remove it, or write elsewhere") from None
@@ -345,6 +353,23 @@ class PreviousOutput:
         return carried_result(path, spans, f"--out {self.out}, the rows of {display_path(path)}")
 
 
+def _without_song(columns):
+    """The columns of an output written before the song's fields were."""
+    for name in SONG_FIELDS:
+        columns = columns.remove(columns.get_field_index(name))
+    return columns
+
+
+def _with_song(table):
+    """An older output's rows with the song's columns (null), to be copied into a new one."""
+    pa = require("pyarrow")
+    for name in SONG_FIELDS:
+        if name not in table.column_names:
+            table = table.append_column(pa.field(name, pa.string()),
+                                        pa.nulls(table.num_rows, pa.string()))
+    return table
+
+
 def carried_result(path: Path, spans: list[RowSpan], where: str = "") -> FileResult:
     """A file's result as a previous output's Parquet rows have it: status, sizes, bags with
     probabilities, instruments present and segments (no per-instance values), and the rows
@@ -359,7 +384,7 @@ def carried_result(path: Path, spans: list[RowSpan], where: str = "") -> FileRes
     check_document({**{k: first[k] for k in ("path", "status", "duration_s", "size",
                                              "mtime_ns", "model_id")},
                     "reason": first["reason"] or "", "file_tags": first["file_tags"] or "",
-                    "instruments": [], "segments": {}, "bags": bags}, where)
+                    "instruments": [], "segments": {}, "bags": bags, **song_of(first)}, where)
     results = [BagResult(Bag(round(b["start_s"] / INSTANCE_SECONDS),
                              round(b["end_s"] / INSTANCE_SECONDS)),
                          b["probabilities"], _NO_VALUES, _NO_VALUES, b["present"],
@@ -368,4 +393,4 @@ def carried_result(path: Path, spans: list[RowSpan], where: str = "") -> FileRes
     return FileResult(path, Status(first["status"]), first["reason"] or "",
                       duration=first["duration_s"], bags=results, size=first["size"],
                       mtime_ns=first["mtime_ns"], model_id=first["model_id"],
-                      file_tags=first["file_tags"] or "", rows=spans)
+                      file_tags=first["file_tags"] or "", song=song_of(first), rows=spans)

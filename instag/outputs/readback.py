@@ -28,13 +28,15 @@ from instag.common.status import Status
 from instag.outputs.documents import FIX, Malformed, check_bags, check_document, malformed
 from instag.outputs.forms import CSV_FIELDS, csv_value
 from instag.outputs.parquet import METADATA_KEY, parquet_bag, read_batches, schema
+from instag.outputs.songtags import SONG_FIELDS, song_of
 from instag.tagging.results import audio_path
 from instag.tagging.segments import SegmentRule
 
 PARQUET_BATCH_ROWS = 10_000
 OPTION = "TAGS_FILE"  # the commands' argument that names an output
 NOT_AN_OUTPUT = "pass a .csv, .json, .jsonl or .parquet that `instag tag --out` wrote"
-CSV_NEEDED = tuple(f for f in CSV_FIELDS if f != "file_tags")  # older CSVs lack file_tags
+OPTIONAL = frozenset({"file_tags", *SONG_FIELDS})  # columns older outputs lack
+CSV_NEEDED = tuple(f for f in CSV_FIELDS if f not in OPTIONAL)
 HEADER_END = '"files": ['
 
 
@@ -209,6 +211,7 @@ def _csv_row(row: dict) -> dict:
            "reason": csv_value(row["reason"]), "duration_s": _cell(row, "duration_s", float),
            "file_tags": csv_value(row.get("file_tags") or ""), "size": _cell(row, "size", int),
            "mtime_ns": _cell(row, "mtime_ns", int), "model_id": row["model_id"],
+           **{f: csv_value(row.get(f) or "") for f in SONG_FIELDS},
            "bag": row["status"] == Status.OK.value and bool(row["instrument"])}
     if out["bag"]:
         if row["present"] not in ("0", "1"):
@@ -274,7 +277,7 @@ def _parquet_documents(path: Path, option: str) -> Iterator[dict]:
 def _check_columns(path: Path, got, expected: dict) -> None:
     for name, kind in expected.items():
         if name not in got.names:
-            if name == "file_tags":
+            if name in OPTIONAL:
                 continue
             raise InstagError(f"{path}: field {name}: no such column", NOT_AN_OUTPUT)
         if got.field(name).type != kind:
@@ -302,6 +305,7 @@ def _document(rows: list[dict], bag_of: Callable[[list[dict]], dict], where: str
     first = rows[0]
     doc = {k: first[k] for k in ("path", "status", "reason", "duration_s", "file_tags",
                                  "size", "mtime_ns", "model_id")}
+    doc.update(song_of(first))
     if doc["status"] != Status.OK.value:
         return doc
     bag_rows = [r for r in rows if r["bag"]]

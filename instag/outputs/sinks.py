@@ -31,6 +31,7 @@ from instag.outputs.filetags import (
 )
 from instag.outputs.folders import FolderOutput
 from instag.outputs.forms import file_document
+from instag.outputs.songtags import read_song
 from instag.outputs.writers import (
     STDOUT,
     SUMMARY,
@@ -99,10 +100,12 @@ class TagsFile:
     def still_claimed(self) -> None:
         _still(self._target)
 
-    def opened(self, run: RunContext) -> contextlib.AbstractContextManager[Feed]:
+    @contextlib.contextmanager
+    def opened(self, run: RunContext) -> Iterator[Feed]:
         assert self._target is not None, "check() first"
-        return result_writer(self.path, Format(self.format), run.run_info, self.timeline,
-                             self._target.replaces)
+        with result_writer(self.path, Format(self.format), run.run_info, self.timeline,
+                           self._target.replaces) as write:
+            yield lambda result: write(with_song(result))
 
     @property
     def where(self) -> str:
@@ -131,6 +134,14 @@ class SummaryFile:
     def opened(self, run: RunContext) -> contextlib.AbstractContextManager[Feed]:
         assert self._target is not None, "check() first"
         return summary_writer(self.path, self._target.replaces)
+
+
+def with_song(result: FileResult) -> FileResult:
+    """`result` with its song's artist, title and album, read here once per file whichever
+    engine made it; a result carried over from a previous output keeps what it had there."""
+    if result.ok and result.rows is None and not result.song:
+        result.song = read_song(result.path)
+    return result
 
 
 def _still(target: Target | None) -> None:

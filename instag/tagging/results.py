@@ -42,6 +42,7 @@ class FileResult:
     bags: list[BagResult] = field(default_factory=list)
     features: Features | None = None  # the file's instances (ok files), not written out
     file_tags: str = ""  # what writing the file's own tags did (with --write-tags)
+    song: dict[str, str] = field(default_factory=dict)  # artist, title, album (its own tags)
     size: int | None = None  # bytes, when the file was read (None: it could not be)
     mtime_ns: int | None = None
     model_id: str = ""  # the models and settings that made this result (see run.Scoring)

@@ -1,11 +1,12 @@
 """`instag browse`: a static page to look through a tagged library and listen where each
 instrument plays, written from any instag output (CSV, JSON, JSONL, Parquet) as a stream.
 
-The site is a folder: the page (`index.html`, `app.js`, `style.css`: no framework, no CDN,
-everything the page needs is written into it) and the data as `<script>`-loaded `.js` files,
-since a page opened from `file://` may not fetch: `data/meta.js` (instruments, counts, chunk
-count), then `data/chunk-NNNN.js` of CHUNK_FILES files each, loaded one after another while the
-list is already in use. Every path and tag value reaches the page as JSON data, and the page
+The site is a folder: the page (`index.html`, `app.js`, `rows.js`, `style.css`: no framework,
+no CDN, everything the page needs is written into it) and the data as `<script>`-loaded `.js`
+files, since a page opened from `file://` may not fetch: `data/meta.js` (every instrument
+scored, in the model's order, which gives each its colour; counts; chunk count), then
+`data/chunk-NNNN.js` of CHUNK_FILES files each, loaded one after another while the list is
+already in use. Every path and tag value reaches the page as JSON data, and the page
 puts it in as text, never as HTML. Audio links are relative to the site folder (percent-encoded
 bytes, so names that are not UTF-8 still play); under `--serve` the page asks the server for
 the file by its number in the output instead (`serve`). Instrument names are data, never keys
@@ -30,6 +31,7 @@ from pathlib import Path
 
 from instag.common.atomic import sweep, temp_name
 from instag.common.errors import InstagError
+from instag.outputs.songtags import SONG_FIELDS, song_of
 from instag.tagging.results import audio_path
 
 CHUNK_FILES = 5000
@@ -37,7 +39,7 @@ MARKER = "instag-site.json"  # what makes a folder an instag site, which a new o
 # what Chromium plays in an <audio> element; the rest say "not playable in a browser"
 PLAYABLE = frozenset({".mp3", ".wav", ".ogg", ".oga", ".opus", ".flac", ".m4a", ".mp4",
                       ".aac", ".webm", ".weba"})
-PAGE_FILES = ("index.html", "app.js", "style.css")
+PAGE_FILES = ("index.html", "app.js", "rows.js", "style.css")
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,7 @@ class Site:
     files: int = 0
     failed: int = 0
     counts: Counter = field(default_factory=Counter)
+    instruments: dict = field(default_factory=dict)  # every instrument scored, in model order
     audio: list[Listed | None] = field(default_factory=list)
     bytes: int = 0
 
@@ -65,7 +68,7 @@ class Site:
 def record(doc: dict, path: Path, index: int, site: Path) -> list:
     """One file (`path`: the audio its document names) as the page takes it: [path, href,
     status, reason, duration, [[instrument, best probability, present, [[start, end], ...]],
-    ...], playable, number]."""
+    ...], playable, number, [artist, title, album] ("" for none) or null (no song fields)]."""
     absolute = Path(os.path.abspath(path))
     href = urllib.parse.quote(os.fsencode(os.path.relpath(absolute, site)).replace(b"\\", b"/"))
     best: dict[str, float] = {}
@@ -78,7 +81,8 @@ def record(doc: dict, path: Path, index: int, site: Path) -> list:
                     [[round(a, 2), round(b, 2)] for a, b in segments.get(name, [])]]
                    for name, p in best.items()]
     return [doc["path"], href, str(doc.get("status", "")), doc.get("reason") or "",
-            doc.get("duration_s"), instruments, int(path.suffix.lower() in PLAYABLE), index]
+            doc.get("duration_s"), instruments, int(path.suffix.lower() in PLAYABLE), index,
+            [doc.get(f) or "" for f in SONG_FIELDS] if song_of(doc) else None]
 
 
 def _script(call: str, data) -> str:
@@ -155,13 +159,15 @@ def _write(docs, tmp: Path, final: Path, source: str) -> Site:
         site.files += 1
         site.failed += not ok
         site.counts.update(name for name, _, present, _ in row[5] if present)
+        site.instruments.update((name, None) for name, *_ in row[5])
         chunk.append(row)
         if len(chunk) >= CHUNK_FILES:
             flush()
     if chunk or not chunks:
         flush()
     meta = {"source": source, "files": site.files, "failed": site.failed, "chunks": chunks,
-            "counts": [list(pair) for pair in site.counts.most_common()]}
+            "counts": [list(pair) for pair in site.counts.most_common()],
+            "instruments": list(site.instruments)}
     (tmp / "data" / "meta.js").write_text(_script("INSTAG.meta", meta), encoding="ascii")
     page = resources.files(__package__) / "page"
     for name in PAGE_FILES:

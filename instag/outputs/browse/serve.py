@@ -33,7 +33,7 @@ from instag.outputs.browse import Listed
 
 BLOCK = 1 << 16
 RANGE = re.compile(r"bytes=(\d{0,18})-(\d{0,18})")  # one range, numbers bounded: else ignored
-SITE_FILES = re.compile(r"(index\.html|app\.js|style\.css|data/(meta|chunk-\d{4,9})\.js)")
+SITE_FILES = re.compile(r"(index\.html|app\.js|rows\.js|style\.css|data/(meta|chunk-\d{4,9})\.js)")
 SITE_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
               ".css": "text/css; charset=utf-8"}
 AUDIO_TYPES = {".wav": "audio/wav", ".flac": "audio/flac", ".mp3": "audio/mpeg",

@@ -1,22 +1,13 @@
 // instag browse: the page. Data arrive as <script>-loaded chunks (a file:// page may not
 // fetch); every value from them is put in as text (textContent, attributes), never as HTML.
 // Instrument names are data, never object keys (`__proto__`, `constructor` are names too):
-// they arrive as lists of pairs and are kept in Maps and Sets.
+// they arrive as lists of pairs and are kept in Maps and Sets. How a row looks: rows.js.
 "use strict";
 
-const ROW = 76, STRIPS = 3, OVERSCAN = 8;
-const $ = (id) => document.getElementById(id);
-const el = (tag, cls, text) => {
-  const e = document.createElement(tag);
-  if (cls) e.className = cls;
-  if (text !== undefined) e.textContent = text;
-  return e;
-};
-
-// a row: [path, href, status, reason, duration, Map(instrument => [best, present, segments]),
-//         playable, number] (its instruments arrive as [[instrument, best, present, segments]])
+const OVERSCAN = 8;
 const INSTAG = window.INSTAG = {
   info: null, rows: [], shown: [], chunks: 0, loaded: false, selected: new Set(),
+  chips: new Map(), current: -1,  // the file playing or last played, by number
 };
 
 function load(src) {
@@ -29,23 +20,35 @@ function load(src) {
 // called by data/meta.js, then by each data/chunk-NNNN.js, in order
 INSTAG.meta = function (m) {
   INSTAG.info = m;
-  const box = $("instruments");
-  for (const [name, n] of m.counts) {
-    const chip = el("span", "chip", `${name} ${n}`);
-    chip.dataset.instrument = name;
-    chip.addEventListener("click", () => {
-      chip.classList.toggle("on");
-      if (INSTAG.selected.has(name)) INSTAG.selected.delete(name); else INSTAG.selected.add(name);
-      refilter();
-    });
-    box.appendChild(chip);
-  }
+  const all = m.instruments || m.counts.map(([name]) => name);
+  for (const name of all) colour(name);  // the model's order gives the colours
+  const tagged = new Map(m.counts);
+  const order = [...all].sort((a, b) => (tagged.get(b) || 0) - (tagged.get(a) || 0));
+  for (const name of order) chip(name);
   if (m.chunks) load("data/chunk-0000.js"); else finish();
 };
+
+function chip(name) {  // every instrument of the model has one, also one tagged nowhere
+  const c = el("button", "chip", name);
+  c.type = "button";
+  c.dataset.instrument = name;
+  c.setAttribute("aria-pressed", "false");
+  c.style.setProperty("--c", colour(name));
+  c.addEventListener("click", () => {
+    const on = !INSTAG.selected.has(name);
+    if (on) INSTAG.selected.add(name); else INSTAG.selected.delete(name);
+    c.classList.toggle("on", on);
+    c.setAttribute("aria-pressed", String(on));
+    refilter();
+  });
+  $("instruments").appendChild(c);
+  INSTAG.chips.set(name, c);
+}
 
 INSTAG.chunk = function ([i, rows]) {
   for (const r of rows) {
     r[5] = new Map(r[5].map(([name, ...rest]) => [name, rest]));
+    r[9] = (r[0] + "\n" + (r[8] ? r[8].join("\n") : "")).toLowerCase();  // what search sees
     INSTAG.rows.push(r);
   }
   INSTAG.chunks = i + 1;
@@ -56,11 +59,43 @@ INSTAG.chunk = function ([i, rows]) {
 
 function finish() { INSTAG.loaded = true; schedule(); }
 
-let pending = false;
+// one redraw per frame; while the parts load, one every LOADING_MS after the first rows
+const LOADING_MS = 250;
+let pending = false, last = 0;
 function schedule() {
   if (pending) return;
   pending = true;
-  requestAnimationFrame(() => { pending = false; refilter(); });
+  const wait = INSTAG.loaded || !last ? 0 : Math.max(0, last + LOADING_MS - performance.now());
+  setTimeout(() => requestAnimationFrame(() => {
+    pending = false;
+    last = performance.now();
+    refilter();
+  }), wait);
+}
+
+// what each sort compares, per file by its number (computed once per file, when first asked);
+// files without the key (no tags) come after those with it; equal keys keep the output's order
+// (a stable sort)
+const KEYS = {
+  path: (r) => r[0],
+  artist: (r) => r[8] && r[8][0] ? [r[8][0], r[8][2], r[8][1]].join("\0").toLowerCase() : null,
+  album: (r) => r[8] && r[8][2] ? [r[8][2], r[8][1]].join("\0").toLowerCase() : null,
+  title: (r) => r[8] && r[8][1] ? r[8][1].toLowerCase() : null,
+  duration: (r) => -(r[4] || 0),
+};
+const keys = new Map();
+function sortBy(shown, sort) {
+  if (sort === "prob") {
+    const p = new Map(shown.map((r) => [r, best(r)]));
+    shown.sort((a, b) => p.get(b) - p.get(a));
+    return;
+  }
+  const k = keys.get(sort) || keys.set(sort, []).get(sort), key = KEYS[sort];
+  for (let i = k.length; i < INSTAG.rows.length; i++) k.push(key(INSTAG.rows[i]));
+  shown.sort((a, b) => {
+    const x = k[a[7]], y = k[b[7]];
+    return x === y ? 0 : x === null ? 1 : y === null ? -1 : x < y ? -1 : 1;
+  });
 }
 
 function best(r) {  // what "by probability" sorts on: the selected instruments', else any
@@ -73,7 +108,7 @@ function best(r) {  // what "by probability" sorts on: the selected instruments'
 function matches(r, text, status, minp) {
   if (status === "ok" && r[2] !== "ok") return false;
   if (status === "failed" && r[2] === "ok") return false;
-  if (text && !r[0].toLowerCase().includes(text)) return false;
+  if (text && !r[9].includes(text)) return false;
   for (const n of INSTAG.selected) {
     const s = r[5].get(n);
     if (!s || (minp > 0 ? s[0] < minp : !s[1])) return false;
@@ -85,13 +120,19 @@ function refilter() {
   const text = $("search").value.trim().toLowerCase();
   const status = $("status").value, minp = parseFloat($("minp").value), sort = $("sort").value;
   $("minp-label").textContent = minp > 0 ? `≥ ${minp.toFixed(2)}` : "as tagged";
-  const shown = INSTAG.rows.filter((r) => matches(r, text, status, minp));
-  if (sort === "prob") shown.sort((a, b) => best(b) - best(a));
-  else if (sort === "duration") shown.sort((a, b) => (b[4] || 0) - (a[4] || 0));
-  else shown.sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0));
+  const rows = INSTAG.rows, shown = [], counts = new Map();
+  for (const r of rows) {
+    if (!matches(r, text, status, minp)) continue;
+    shown.push(r);
+    for (const [n, s] of r[5]) {  // the chips count what the filters show
+      if (minp > 0 ? s[0] >= minp : s[1]) counts.set(n, (counts.get(n) || 0) + 1);
+    }
+  }
+  sortBy(shown, sort);
+  for (const [name, c] of INSTAG.chips) c.textContent = `${name} ${counts.get(name) || 0}`;
   INSTAG.shown = shown;
   const info = INSTAG.info || { files: 0, chunks: 0 };
-  $("summary").textContent = `${shown.length} of ${INSTAG.rows.length} files` +
+  $("summary").textContent = `${shown.length} of ${rows.length} files` +
     (INSTAG.loaded ? "" : ` (loading: ${INSTAG.chunks} of ${info.chunks} parts, ${info.files} files)`);
   $("spacer").style.height = `${shown.length * ROW}px`;
   draw(true);
@@ -106,64 +147,65 @@ function draw(force) {
   if (!force && key === drawn) return;
   drawn = key;
   spacer.replaceChildren();
-  for (let i = first; i < last; i++) spacer.appendChild(row(INSTAG.shown[i], i));
-}
-
-function row(r, i) {
-  const [path, , status, reason, duration, instruments, playable, num] = r;
-  const div = el("div", "row" + (playable ? "" : " unplayable"));
-  div.style.top = `${i * ROW}px`;
-  div.dataset.num = num;
-  const head = el("div", "head");
-  head.appendChild(el("span", "path", path)).title = path;
-  head.appendChild(el("span", "meta", duration == null ? "" : fmt(duration)));
-  if (status !== "ok") head.appendChild(el("span", "failed", reason ? `${status}: ${reason}` : status));
-  if (!playable) head.appendChild(el("span", "note", "not playable in a browser"));
-  div.appendChild(head);
-  const names = [...instruments.keys()].filter((n) => instruments.get(n)[1] || INSTAG.selected.has(n));
-  names.sort((a, b) => (INSTAG.selected.has(b) - INSTAG.selected.has(a)) ||
-    instruments.get(b)[0] - instruments.get(a)[0]);
-  for (const n of names.slice(0, STRIPS)) {
-    const [p, , segs] = instruments.get(n);
-    const strip = el("div", "strip");
-    strip.appendChild(el("span", "label", `${n} ${p.toFixed(2)}`));
-    const track = el("div", "track");
-    for (const [a, b] of segs) {
-      const seg = el("div", "seg");
-      seg.style.left = `${(100 * a) / (duration || b)}%`;
-      seg.style.width = `${(100 * (b - a)) / (duration || b)}%`;
-      seg.title = `${n}: ${fmt(a)}–${fmt(b)}, bag probability ${p.toFixed(3)}`;
-      seg.dataset.start = a;
-      seg.dataset.instrument = n;
-      seg.addEventListener("click", () => play(r, a));
-      track.appendChild(seg);
-    }
-    strip.appendChild(track);
-    div.appendChild(strip);
+  for (let i = first; i < last; i++) {
+    spacer.appendChild(row(INSTAG.shown[i], i, INSTAG.selected, INSTAG.current, play));
   }
-  if (names.length > STRIPS) div.appendChild(el("span", "note", `+${names.length - STRIPS} more`));
-  return div;
-}
-
-function fmt(s) {
-  const m = Math.floor(s / 60), r = s - 60 * m;
-  return `${m}:${r.toFixed(1).padStart(4, "0")}`;
 }
 
 function play(r, start) {
   const [path, href, , , , , playable, num] = r;
-  if (!playable) { $("playing").textContent = "not playable in a browser: " + path; return; }
+  INSTAG.current = num;
+  draw(true);
+  const name = songName(r) || path;
+  if (!playable) { $("playing").textContent = "not playable in a browser: " + name; return; }
   const player = $("player");
   // served: by number, relative to the page (its URL carries the server's token)
   const src = location.protocol.startsWith("http") ? `audio/${num}` : href;
-  $("playing").textContent = path;
+  $("playing").textContent = name;
+  $("playing").title = path;
   const go = () => { player.currentTime = start; player.play().catch(() => {}); };
   if (player.dataset.src === src && player.readyState >= 1) { go(); return; }
   player.dataset.src = src;
   player.src = src;
-  player.addEventListener("loadedmetadata", go, { once: true });
+  starting = go;
+  player.addEventListener("loadedmetadata", () => { if (starting === go) go(); starting = null; },
+    { once: true });
   player.load();
 }
+let starting = null;  // the start of a file still loading (space before it plays: stays paused)
+
+// keyboard: space plays or pauses, arrows go to the next or previous file shown; never while
+// typing in the search box or choosing in a select (nor on a button, where space presses it)
+function step(by) {
+  const shown = INSTAG.shown;
+  if (!shown.length) return;
+  const at = shown.findIndex((r) => r[7] === INSTAG.current);
+  const i = at < 0 ? (by > 0 ? 0 : shown.length - 1) : Math.min(shown.length - 1, Math.max(0, at + by));
+  const list = $("list");
+  if (i * ROW < list.scrollTop || (i + 1) * ROW > list.scrollTop + list.clientHeight) {
+    list.scrollTop = Math.max(0, i * ROW - list.clientHeight / 2);
+  }
+  play(shown[i], 0);
+}
+
+document.addEventListener("keydown", (e) => {
+  if (e.ctrlKey || e.metaKey || e.altKey || e.target.closest("input, select, textarea, audio")) return;
+  const player = $("player");
+  if (e.key === " ") {
+    if (e.target.closest("button")) return;
+    e.preventDefault();
+    if (!player.dataset.src) step(1);
+    else if (starting) starting = null;
+    else if (player.paused) player.play().catch(() => {});
+    else player.pause();
+  } else if (e.key === "ArrowDown" || e.key === "ArrowRight") {
+    e.preventDefault();
+    step(1);
+  } else if (e.key === "ArrowUp" || e.key === "ArrowLeft") {
+    e.preventDefault();
+    step(-1);
+  }
+});
 
 for (const id of ["search", "status", "minp", "sort"]) $(id).addEventListener("input", schedule);
 $("list").addEventListener("scroll", () => requestAnimationFrame(() => draw(false)));

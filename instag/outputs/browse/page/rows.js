@@ -1,0 +1,91 @@
+// instag browse: how a file looks in the list. Every value from the data is put in as text
+// (textContent, attributes), never as HTML; instrument names stay data (Maps, never keys).
+"use strict";
+
+const ROW = 76, STRIPS = 3;
+const $ = (id) => document.getElementById(id);
+const el = (tag, cls, text) => {
+  const e = document.createElement(tag);
+  if (cls) e.className = cls;
+  if (text !== undefined) e.textContent = text;
+  return e;
+};
+
+// one colour per instrument, the same in chips, labels and segments: by its place in the
+// model's instruments (meta.instruments), from a palette that reads on light and dark
+const PALETTE = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#a855f7", "#42d4f4", "#f032e6",
+  "#9a9d00", "#c47a8a", "#469990", "#9a6324", "#d4a017", "#2e8b57", "#6b7bff", "#a9a9a9",
+  "#ff7f50", "#6a5acd", "#7cb342", "#1e90ff", "#c71585"];
+const COLOURS = new Map();
+function colour(name) {
+  if (!COLOURS.has(name)) {
+    const i = COLOURS.size;  // one met outside meta.instruments: the next free colour
+    COLOURS.set(name, i < PALETTE.length ? PALETTE[i]
+      : `hsl(${Math.round((i * 137.508) % 360)}, 65%, 48%)`);
+  }
+  return COLOURS.get(name);
+}
+
+// a row: [path, href, status, reason, duration, Map(instrument => [best, present, segments]),
+//         playable, number, [artist, title, album] | null]
+function songName(r) {  // "artist – title (album)", or null: the page shows the path
+  const song = r[8];
+  if (!song) return null;
+  const [artist, title, album] = song;
+  const base = r[0].split(/[\\/]/).pop();
+  return `${artist || "unknown artist"} – ${title || base}` + (album ? ` (${album})` : "");
+}
+
+function fmt(s) {
+  const m = Math.floor(s / 60), r = s - 60 * m;
+  return `${m}:${r.toFixed(1).padStart(4, "0")}`;
+}
+
+// the row of file r at place i of the shown list; play(r, start) plays it
+function row(r, i, selected, current, play) {
+  const [path, , status, reason, duration, instruments, playable, num] = r;
+  const div = el("div", "row" + (playable ? "" : " unplayable") + (num === current ? " current" : ""));
+  div.style.top = `${i * ROW}px`;
+  div.dataset.num = num;
+  if (num === current) div.setAttribute("aria-current", "true");
+  const head = el("div", "head");
+  const name = songName(r);
+  const go = head.appendChild(el("button", "play", "▶"));
+  go.type = "button";
+  go.setAttribute("aria-label", `play ${name || path}`);
+  go.addEventListener("click", () => play(r, 0));
+  const label = head.appendChild(el("span", name ? "name" : "name path", name || path));
+  label.title = path;
+  head.appendChild(el("span", "meta", duration == null ? "" : fmt(duration)));
+  if (status !== "ok") head.appendChild(el("span", "failed", reason ? `${status}: ${reason}` : status));
+  if (!playable) head.appendChild(el("span", "note", "not playable in a browser"));
+  div.appendChild(head);
+  const names = [...instruments.keys()].filter((n) => instruments.get(n)[1] || selected.has(n));
+  names.sort((a, b) => (selected.has(b) - selected.has(a)) ||
+    instruments.get(b)[0] - instruments.get(a)[0]);
+  for (const n of names.slice(0, STRIPS)) div.appendChild(strip(r, n, play));
+  if (names.length > STRIPS) div.appendChild(el("span", "note", `+${names.length - STRIPS} more`));
+  return div;
+}
+
+function strip(r, n, play) {
+  const duration = r[4], [p, , segs] = r[5].get(n);
+  const div = el("div", "strip");
+  div.style.setProperty("--c", colour(n));
+  div.appendChild(el("span", "label", `${n} ${p.toFixed(2)}`));
+  const track = el("div", "track");
+  for (const [a, b] of segs) {
+    const seg = el("button", "seg");
+    seg.type = "button";
+    seg.style.left = `${(100 * a) / (duration || b)}%`;
+    seg.style.width = `${(100 * (b - a)) / (duration || b)}%`;
+    seg.title = `${n}: ${fmt(a)}–${fmt(b)}, bag probability ${p.toFixed(3)}`;
+    seg.setAttribute("aria-label", `play ${n} from ${fmt(a)}`);
+    seg.dataset.start = a;
+    seg.dataset.instrument = n;
+    seg.addEventListener("click", () => play(r, a));
+    track.appendChild(seg);
+  }
+  div.appendChild(track);
+  return div;
+}
