@@ -26,7 +26,7 @@ from instag.common.atomic import atomic_path
 from instag.common.devices import Device
 from instag.common.downloads import folder_digest
 from instag.common.errors import InstagError
-from instag.common.extras import require
+from instag.common.extras import installed, require
 from instag.common.onnxsession import choose_providers, open_session
 from instag.common.quiet import native_stderr_silenced
 from instag.features.instances import INSTANCE_SAMPLES, LOOKAHEAD_SAMPLES
@@ -179,7 +179,10 @@ def parity_of(path: Path) -> Parity | None:
 def halves(model: Path | bytes) -> tuple[bytes, bytes] | None:
     """The graph cut where the network starts (the first Conv's input: the log-mel patches):
     the front end (16 kHz samples -> patches, one per window) and the network (patches -> raw
-    [N, 128]). None where the cut does not part the graph in two (a model of another shape)."""
+    [N, 128]). None where the cut does not part the graph in two (a model of another shape),
+    or where onnx (the `train` extra) is not installed: a base install runs the whole graph."""
+    if not installed("onnx"):
+        return None
     onnx = require("onnx")
     proto = onnx.load_from_string(model) if isinstance(model, bytes) else onnx.load(str(model))
     conv = next((n for n in proto.graph.node if n.op_type == "Conv"), None)
