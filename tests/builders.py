@@ -233,3 +233,16 @@ def start_tag(tmp_path, scoring_model, standin_vggish, standin_pca, out, files=8
     if wait_until_cached(proc, cache, 1):
         return proc, cmd
     pytest.fail(f"the run ended or stalled before it could be signalled: {proc.poll()}")
+
+
+def instruments_in(path: Path, field: str = "INSTRUMENTS") -> list[str]:
+    """INSTRUMENTS as a reader of each format sees it (mutagen, format by format)."""
+    import mutagen
+
+    audio = mutagen.File(path)
+    if path.suffix in (".mp3", ".wav", ".aiff"):
+        values = [t for f in audio.tags.getall(f"TXXX:{field}") for t in f.text]
+        return [v for joined in values for v in joined.split("/")]
+    if path.suffix == ".m4a":
+        return [bytes(v).decode() for v in audio.tags.get(f"----:com.apple.iTunes:{field}", [])]
+    return list(audio.tags.get(field, [])) if audio.tags else []

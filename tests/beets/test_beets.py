@@ -311,7 +311,7 @@ def test_a_locked_cache_is_logged_and_the_import_goes_on(beets, monkeypatch, tmp
 
 @pytest.mark.parametrize("id3v23", [False, True])
 def test_beets_own_mp3_writes_read_back_as_several_values(beets, tmp_path, fake_instag, id3v23):
-    from test_filetags import instruments_in
+    from builders import instruments_in
 
     beets.config["id3v23"] = id3v23
     beets.load_plugins("instag")

@@ -13,7 +13,7 @@ import mutagen
 import numpy as np
 import pytest
 import soundfile as sf
-from builders import SR, mounted, music, tagged_in_every_format, write_ogg
+from builders import SR, instruments_in, mounted, music, tagged_in_every_format, write_ogg
 from mutagen.flac import Picture
 from mutagen.id3 import APIC, ID3, TIT2, TPE1
 from mutagen.mp4 import MP4Cover
@@ -26,17 +26,6 @@ from instag.tagging.tagwriting import TagWriting
 
 needs_ffmpeg = pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg not installed")
 COVER = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4  # a picture's bytes, kept as they are
-
-
-def instruments_in(path: Path, field: str = "INSTRUMENTS") -> list[str]:
-    """INSTRUMENTS as a reader of each format sees it (mutagen, format by format)."""
-    audio = mutagen.File(path)
-    if path.suffix in (".mp3", ".wav", ".aiff"):
-        values = [t for f in audio.tags.getall(f"TXXX:{field}") for t in f.text]
-        return [v for joined in values for v in joined.split("/")]
-    if path.suffix == ".m4a":
-        return [bytes(v).decode() for v in audio.tags.get(f"----:com.apple.iTunes:{field}", [])]
-    return list(audio.tags.get(field, [])) if audio.tags else []
 
 
 def other_tags(path: Path) -> dict:

@@ -342,7 +342,7 @@ KINDS = ["mp3", "mp3-v23", "flac", "ogg", "opus", "m4a", "wav", "aiff", "wma"]
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_every_instrument_reads_back_as_its_own_value_in_mutagen_and_taglib(tmp_path, kind):
-    from test_filetags import instruments_in
+    from builders import instruments_in
 
     taglib = pytest.importorskip("taglib")
     path = a_file(tmp_path, kind)

@@ -452,8 +452,6 @@ def test_a_cache_or_lock_that_vanishes_mid_run_stops_it_with_one_line(
 @pytest.mark.slow
 def test_a_cache_damaged_during_a_run_is_one_line_and_the_next_run_recovers(
         run_tag, library, tmp_path):
-    from test_cache import damage, filled_cache
-
     path = filled_cache(tmp_path / "cache.sqlite")
     damage(path, 4096, path.stat().st_size - 4096)  # every page but the schema's
     first = run_tag(library / "other", "--out", tmp_path / "t.csv")
