@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -169,3 +172,77 @@ def labelled_songs(root: Path, n: int, seed: int = 0, missing: float = 0.0
             rows.append(f"{path.name},kazoo,{int(bool(stretches))}")
     (root / "labels.csv").write_text("\n".join(rows) + "\n")
     return root / "labels.csv", truth
+
+
+def statuses(csv_path: Path) -> dict[str, str]:
+    """Each file's status in a CSV output, by file name."""
+    return {Path(r["path"]).name: r["status"] for r in read_csv(csv_path)}
+
+
+def tagged_in_every_format(run_tag, tmp_path):
+    """One small library tagged into every output format (two songs and a file that is not
+    audio)."""
+    import pytest
+    import soundfile as sf
+
+    pytest.importorskip("pyarrow")  # the parquet extra
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    sf.write(lib / "a.wav", music(25, 1), SR)
+    sf.write(lib / "b.wav", music(12, 2), SR)
+    (lib / "bad.wav").write_text("not audio")
+    outs = {fmt: tmp_path / f"t.{fmt}" for fmt in ("json", "jsonl", "csv", "parquet")}
+    for out in outs.values():
+        run_tag(lib, "--out", out, "--bag", "10", "--threshold", "0.3")
+    return lib, outs
+
+
+@contextmanager
+def mounted(folder, options):
+    """A small tmpfs at `folder` (tests run as root, where chmod stops nothing); skipped where
+    this machine does not allow mounting."""
+    import pytest
+
+    folder.mkdir(exist_ok=True)
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)],
+                          capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({done.stderr.decode().strip()})")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+def start_tag(tmp_path, scoring_model, standin_vggish, standin_pca, out, files=8, seconds=30):
+    """`instag tag` in a process of its own (its own process group, like a terminal's), once
+    it has cached the features of one file: ready to be signalled or have a worker killed."""
+    import pytest
+    import soundfile as sf
+
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    for i in range(files):
+        sf.write(lib / f"{i:02d}.flac", music(seconds, i), SR)
+    cache = tmp_path / "cache.sqlite"
+    cmd = [sys.executable, "-m", "instag", "tag", str(lib), "--out", str(out), "--model",
+           str(scoring_model), "--vggish", str(standin_vggish), "--pca", str(standin_pca),
+           "--cache", str(cache), "--jobs", "2", "--resampler", "resampy"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    if wait_until_cached(proc, cache, 1):
+        return proc, cmd
+    pytest.fail(f"the run ended or stalled before it could be signalled: {proc.poll()}")
+
+
+def instruments_in(path: Path, field: str = "INSTRUMENTS") -> list[str]:
+    """INSTRUMENTS as a reader of each format sees it (mutagen, format by format)."""
+    import mutagen
+
+    audio = mutagen.File(path)
+    if path.suffix in (".mp3", ".wav", ".aiff"):
+        values = [t for f in audio.tags.getall(f"TXXX:{field}") for t in f.text]
+        return [v for joined in values for v in joined.split("/")]
+    if path.suffix == ".m4a":
+        return [bytes(v).decode() for v in audio.tags.get(f"----:com.apple.iTunes:{field}", [])]
+    return list(audio.tags.get(field, [])) if audio.tags else []

@@ -1,5 +1,30 @@
+from pathlib import Path
+
 import pytest
 from builders import SHARED
+
+from instag.common.extras import installed
+
+# The tiers (CONTRIBUTING.md): a test gets these markers from the fixtures it uses, so that a new
+# test lands in the right tier without a thought; anything marked with one of HEAVY is also
+# `slow`, and skips where the module it needs is not installed.
+FIXTURE_MARKS = {"full_vggish": "tensorflow", "fresh_hub": "tensorflow", "trained_run": "torch",
+                 "fc_model": "torch", "browser": "browser", "cluster": "ray"}
+HEAVY = {"tensorflow": "tensorflow", "torch": "torch", "ray": "ray", "cluster": "ray",
+         "browser": "playwright"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        for fixture, mark in FIXTURE_MARKS.items():
+            if fixture in item.fixturenames:
+                item.add_marker(mark)
+        heavy = {m.name for m in item.iter_markers()} & HEAVY.keys()
+        if heavy:
+            item.add_marker("slow")
+        for module in sorted({HEAVY[m] for m in heavy}):
+            if not installed(module):
+                item.add_marker(pytest.mark.skip(reason=f"{module} is not installed"))
 
 
 @pytest.fixture
@@ -11,11 +36,13 @@ def audioset_mini():
 
 
 @pytest.fixture(scope="session")
-def standin_vggish(tmp_path_factory):
-    """A SavedModel with the VGGish hub model's call signature (tiny network)."""
-    from standins import build_standin_vggish
+def standin_vggish(tmp_path_factory, shared_hub_cache):
+    """A SavedModel with the VGGish hub model's call signature (tiny network): the committed one
+    (tests/golden/standins), its committed ONNX form in the session's hub cache, so that a run
+    with it needs no TensorFlow (a test that empties the hub cache converts it again)."""
+    from standins import install_committed_vggish
 
-    return build_standin_vggish(tmp_path_factory.mktemp("vggish") / "model", "tiny")
+    return install_committed_vggish(tmp_path_factory.mktemp("vggish") / "model")
 
 
 @pytest.fixture(scope="session")
@@ -29,9 +56,13 @@ def full_vggish(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def standin_pca(tmp_path_factory):
-    from standins import write_standin_pca
+    """A vggish_pca_params.npz-shaped file (the committed `standins.write_standin_pca`), a copy:
+    no test can change the committed one."""
+    import shutil
 
-    return write_standin_pca(tmp_path_factory.mktemp("pca") / "vggish_pca_params.npz")
+    from standins import COMMITTED, PCA_FILE
+
+    return Path(shutil.copy(COMMITTED / PCA_FILE, tmp_path_factory.mktemp("pca")))
 
 
 @pytest.fixture(scope="session")
@@ -39,6 +70,14 @@ def embedder(standin_vggish, standin_pca):
     from instag.features.embed import Embedder
 
     return Embedder(str(standin_vggish), standin_pca)
+
+
+@pytest.fixture
+def old_output(tmp_path):
+    """An earlier run's output, which a refused run must leave as it was."""
+    out = tmp_path / "tags.csv"
+    out.write_text("path,status,instrument\nprevious,ok,\n")
+    return out
 
 
 @pytest.fixture
@@ -71,29 +110,45 @@ def private_dirs(tmp_path, monkeypatch):
 
 @pytest.fixture(scope="session")
 def scoring_model(tmp_path_factory):
-    """An attention model trained briefly on random data, exported to ONNX."""
+    """An attention model of three instruments (c0-c2) trained briefly on random data and
+    exported to ONNX, with its metadata beside it: a copy of the committed one
+    (tests/golden/standins; tests/project/test_standins.py trains it again and checks that it
+    is what the code makes)."""
+    import shutil
+
+    from standins import COMMITTED, SCORING
+
+    folder = tmp_path_factory.mktemp("model")
+    for path in COMMITTED.glob(Path(SCORING).stem + ".*"):  # the model, its metadata and card
+        shutil.copy(path, folder)
+    return folder / SCORING
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory):
+    """A training run folder (`instag train`'s) of an attention model trained briefly on random
+    data (its OpenMIC-layout data beside it, in ../data): for the commands that take a run."""
     from builders import random_openmic
 
     from instag.learning.data import load_openmic
-    from instag.learning.export import export_run
     from instag.learning.train import Recipe, train_run
 
-    root = tmp_path_factory.mktemp("model")
+    root = tmp_path_factory.mktemp("trained")
     data = load_openmic(random_openmic(root / "data", n=80))
     train_run(data, Recipe(epochs=2, batch_size=16, device="cpu"), root / "run", False)
-    return export_run(root / "run", root / "att.onnx")
+    return root / "run"
 
 
-@pytest.fixture
-def library(tmp_path):
-    """Good files in five formats and names, and the bad kinds a real library holds."""
+@pytest.fixture(scope="session")
+def library_made(tmp_path_factory):
+    """`library` made once a session (encoding its MP3 and Ogg takes a second)."""
     import os
 
     import numpy as np
     import soundfile as sf
     from builders import SR, music, write_ogg
 
-    root = tmp_path / "Music"
+    root = tmp_path_factory.mktemp("library") / "Music"
     (root / "album").mkdir(parents=True)
     (root / "other").mkdir()
     sf.write(root / "album/01 intro.wav", music(12, 1), SR, subtype="PCM_24")
@@ -107,6 +162,18 @@ def library(tmp_path):
     (root / "zero.wav").write_bytes(b"")
     (root / "notes.flac").write_text("not audio\n" * 100)
     sf.write(root / "blip.wav", music(0.5, 7), SR)
+    return root
+
+
+@pytest.fixture
+def library(library_made, tmp_path):
+    """Good files in five formats and names, and the bad kinds a real library holds: a fresh
+    copy for each test (new files, new mtimes), with a symlink loop of its own."""
+    import os
+    import shutil
+
+    root = tmp_path / "Music"
+    shutil.copytree(os.fsencode(library_made), os.fsencode(root), copy_function=shutil.copy)
     os.symlink(root / "album", root / "album" / "loop")  # a symlink loop
     return root
 
@@ -132,6 +199,8 @@ def run_plot(scoring_model, standin_vggish, standin_pca, tmp_path):
     """`instag plot` in-process with run_tag's model, stand-ins and cache (where it recomputes
     the attention of an output written without --timeline)."""
     from typer.testing import CliRunner
+
+    pytest.importorskip("matplotlib")  # the plot extra
 
     from instag.cli import app
 

@@ -124,3 +124,59 @@ def write_standin_pca(path: str | Path, seed: int = 0) -> Path:
     q, _ = np.linalg.qr(rng.normal(size=(128, 128)))
     np.savez(path, pca_eigen_vectors=q.astype(np.float64), pca_means=rng.normal(0, 0.1, (128, 1)))
     return Path(path)
+
+
+# -- the committed stand-ins: what the fast tier tags with, without TensorFlow or torch ----------
+COMMITTED = Path(__file__).parent / "golden" / "standins"
+VGGISH_DIR, VGGISH_ONNX, PCA_FILE, SCORING = ("vggish-tiny", "vggish-tiny.onnx",
+                                              "vggish_pca_params.npz", "att.onnx")
+
+
+def write_committed_standins(folder: Path) -> Path:
+    """Make every committed stand-in in `folder`, as the tests' session fixtures used to each
+    time: the tiny VGGish SavedModel and its ONNX form (converted and parity-checked by instag's
+    own `vggish_onnx.convert`, with its parity record), the PCA file, and a scoring model
+    trained briefly on random data (`att`, classes c0-c2) and exported to ONNX. Needs
+    TensorFlow, tf2onnx and torch (the `setup` extra)."""
+    import shutil
+    import tempfile
+
+    from builders import random_openmic
+
+    from instag.features import vggish_onnx
+    from instag.features.pca import load_pca
+    from instag.learning.data import load_openmic
+    from instag.learning.export import export_run
+    from instag.learning.train import Recipe, train_run
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    pca = write_standin_pca(folder / PCA_FILE)
+    with tempfile.TemporaryDirectory() as work:  # no path of this checkout in what is kept
+        work = Path(work)
+        saved = build_standin_vggish(work / VGGISH_DIR, "tiny")
+        onnx, _ = vggish_onnx.convert(str(saved), *load_pca(pca))
+        shutil.rmtree(folder / VGGISH_DIR, ignore_errors=True)
+        shutil.copytree(saved, folder / VGGISH_DIR)
+        shutil.copyfile(onnx, folder / VGGISH_ONNX)
+        shutil.copyfile(onnx.with_suffix(".json"), (folder / VGGISH_ONNX).with_suffix(".json"))
+        data = load_openmic(random_openmic(work / "data", n=80))
+        train_run(data, Recipe(epochs=2, batch_size=16, device="cpu"), work / "run", False)
+        export_run(work / "run", folder / SCORING)
+    return folder
+
+
+def install_committed_vggish(dest: Path, folder: Path = COMMITTED) -> Path:
+    """The committed tiny VGGish copied to `dest`, and its committed ONNX form put where instag
+    looks for the conversion of that SavedModel (the hub cache's onnx/ folder, named by the
+    handle and the SavedModel's digest): a run with it never imports TensorFlow."""
+    import shutil
+
+    from instag.features import vggish_onnx
+
+    shutil.copytree(folder / VGGISH_DIR, dest)
+    target = vggish_onnx.converted_path(str(dest))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(folder / VGGISH_ONNX, target)
+    shutil.copyfile((folder / VGGISH_ONNX).with_suffix(".json"), target.with_suffix(".json"))
+    return dest

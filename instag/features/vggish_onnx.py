@@ -26,7 +26,7 @@ from instag.common.atomic import atomic_path
 from instag.common.devices import Device
 from instag.common.downloads import folder_digest
 from instag.common.errors import InstagError
-from instag.common.extras import require
+from instag.common.extras import installed, require
 from instag.common.onnxsession import choose_providers, open_session
 from instag.common.quiet import native_stderr_silenced
 from instag.features.instances import INSTANCE_SAMPLES, LOOKAHEAD_SAMPLES
@@ -202,7 +202,10 @@ def cut(model: Path | bytes) -> list | None:
     at the first Conv's input), the conv layers (patches -> their flattened output) and the
     dense layers (-> raw [N, 128]), cut at the input of the first MatMul/Gemm after that;
     [front, network] where the second cut does not part the network; None where the first
-    does not part the graph (a model of another shape)."""
+    does not part the graph (a model of another shape) or where onnx (the `train` extra) is
+    not installed: a base install runs the whole graph."""
+    if not installed("onnx"):
+        return None
     onnx = require("onnx")
     proto = onnx.load_from_string(model) if isinstance(model, bytes) else onnx.load(str(model))
     nodes = list(proto.graph.node)  # in topological order

@@ -1,0 +1,153 @@
+"""One run object, whoever starts it: `instag tag` and a Python script with the same options
+write the same outputs (the tags file, the summary, segment exports and the files' own tags),
+because the CLI is that script's run with its options parsed."""
+
+from __future__ import annotations
+
+import shutil
+
+import mutagen
+import pytest
+import soundfile as sf
+from builders import SR, music, read_csv
+
+import instag
+
+
+@pytest.fixture
+def here(tmp_path, monkeypatch):
+    """A library `lib` of four files in two folders, named relative to the working folder
+    (so that two copies of it give the same paths in every output)."""
+    lib = tmp_path / "a" / "lib"
+    (lib / "album").mkdir(parents=True)
+    for i, name in enumerate(["album/01.flac", "album/02.flac", "03.wav", "04.flac"]):
+        sf.write(lib / name, music(6 + 3 * i, i), SR)
+    shutil.copytree(tmp_path / "a", tmp_path / "b", copy_function=shutil.copy2)
+    monkeypatch.chdir(tmp_path / "a")
+    return tmp_path
+
+
+@pytest.fixture
+def options(scoring_model, standin_vggish, standin_pca, here):
+    return instag.TagOptions(model=scoring_model, vggish=str(standin_vggish), pca=standin_pca,
+                             cache=here / "cache.sqlite", jobs=2, bag=5, threshold=0.3)
+
+
+def files(folder):
+    return {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file()}
+
+
+def test_the_cli_and_a_script_write_byte_identical_outputs(run_tag, options, here):
+    result = run_tag("lib", "--out", "cli/tags.csv", "--summary", "cli/summary.csv",
+                     "--segments-out", "cli/segments", "--segments-format", "audacity",
+                     "--bag", "5", "--threshold", "0.3")
+    assert result.exit_code == 0, result.output
+    run = instag.Run(["lib"], options, [
+        instag.SegmentsFolder("api/segments", "audacity"), instag.TagsFile("api/tags.csv"),
+        instag.SummaryFile("api/summary.csv")])
+    summary = run.run()
+    assert summary.ok == 4
+    cli, api = files(here / "a" / "cli"), files(here / "a" / "api")
+    assert cli.keys() == api.keys() and len(cli) == 2 + 4
+    assert cli == api
+
+
+def instruments(path):
+    return mutagen.File(path).get("INSTRUMENTS") or mutagen.File(path).get("TXXX:INSTRUMENTS")
+
+
+@pytest.mark.slow
+def test_the_cli_and_a_script_write_the_same_tags_into_the_files(run_tag, options, here,
+                                                                 monkeypatch):
+    assert run_tag("lib", "--out", "tags.csv", "--write-tags", "--bag", "5", "--threshold",
+                   "0.3").exit_code == 0
+    monkeypatch.chdir(here / "b")
+    run = instag.Run(["lib"], options, [instag.TagsFile("tags.csv"), instag.FileTags()])
+    assert run.run().file_tags_outcomes == {"written": 4}
+    for song in (here / "a" / "lib").rglob("*.*"):
+        twin = here / "b" / song.relative_to(here / "a")
+        assert instruments(song) == instruments(twin) and instruments(song), song
+    a, b = (read_csv(here / x / "tags.csv") for x in "ab")
+    for copy, rows in zip("ab", (a, b), strict=True):
+        for row in rows:
+            row.pop("mtime_ns")  # when each copy's tags were written: the one difference
+            row["path"] = row["path"].replace(str(here / copy), "")
+    assert a == b
+
+
+def test_a_run_stopped_by_its_caller_leaves_the_previous_outputs(options, here):
+    first = instag.Run(["lib"], options, [instag.TagsFile("t.csv"),
+                                          instag.SummaryFile("s.csv")])
+    first.run()
+    before = {p: (here / "a" / p).read_bytes() for p in ("t.csv", "s.csv")}
+    again = iter(instag.Run(["lib"], options, [instag.TagsFile("t.csv"),
+                                               instag.SummaryFile("s.csv")]))
+    next(again)
+    again.close()  # the caller stops after one file
+    assert {p: (here / "a" / p).read_bytes() for p in before} == before
+
+
+def test_two_outputs_on_one_path_are_refused_before_anything_runs(options, here):
+    with pytest.raises(instag.UsageError, match="named twice"):
+        instag.Run(["lib"], options, [instag.TagsFile("t.csv"), instag.SummaryFile("t.csv")])
+
+
+def test_an_output_another_program_writes_during_the_run_puts_no_output_in_place(
+        run_tag, options, here):
+    """All targets are checked before the first goes into place: the summary is not replaced
+    while the tags file (changed meanwhile) is refused; the CLI says so in one line, exit 2."""
+    assert run_tag("lib", "--out", "t.csv", "--summary", "s.csv").exit_code == 0
+    before = {p: (here / "a" / p).read_bytes() for p in ("t.csv", "s.csv")}
+    run = instag.Run(["lib"], options, [instag.TagsFile("t.csv"), instag.SummaryFile("s.csv")])
+    results = iter(run)
+    next(results)
+    (here / "a" / "t.csv").write_bytes(before["t.csv"] + b"\n")  # someone saves it meanwhile
+    with pytest.raises(Exception, match="written by another program"):
+        list(results)
+    assert (here / "a" / "s.csv").read_bytes() == before["s.csv"]
+
+
+def test_a_run_reads_its_defaults_once_when_it_is_made(options, here, monkeypatch):
+    """Options resolved at the edge: the model named by $INSTAG_MODEL and the precision in
+    $INSTAG_PRECISION are read when the run is made; a change to the environment while it
+    runs (a nightly job's shell, a script) does not change what the run uses."""
+    import dataclasses
+
+    monkeypatch.setenv("INSTAG_MODEL", str(options.model))
+    monkeypatch.setenv("INSTAG_PRECISION", "fp32")
+    run = instag.Run(["lib"], dataclasses.replace(options, model=None))
+    monkeypatch.setenv("INSTAG_MODEL", str(here / "gone.onnx"))
+    monkeypatch.setenv("INSTAG_PRECISION", "int8")  # no INT8 VGGish here: would be refused
+    assert run.run().ok == 4
+
+
+def test_the_readmes_python_example_writes_what_its_command_line_writes(
+        run_tag, options, here, monkeypatch, capsys):
+    """README's Python block, run as it is (the library named `lib` instead of ~/Music, the
+    stand-ins by their environment variables), and README's second command line give the
+    same tags file, summary and file tags."""
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    (block,) = re.findall(r"```python\n(import instag\n.*?)```", readme, re.DOTALL)
+    assert run_tag("lib", "--out", "tags.csv", "--summary", "summary.csv",
+                   "--write-tags").exit_code == 0
+    monkeypatch.chdir(here / "b")
+    for name, value in (("MODEL", options.model), ("VGGISH", options.vggish),
+                        ("PCA", options.pca)):
+        monkeypatch.setenv(f"INSTAG_{name}", str(value))
+    exec(block.replace('Path.home() / "Music"', 'Path("lib")'), {})
+    assert len(capsys.readouterr().out.splitlines()) == 4  # the loop: a line per file
+    summaries = [(here / x / "summary.csv").read_text().replace(str(here / x), "")
+                 for x in "ab"]
+    assert summaries[0] == summaries[1]
+    a, b = (read_csv(here / x / "tags.csv") for x in "ab")
+    for copy, rows in zip("ab", (a, b), strict=True):
+        for row in rows:
+            row.pop("mtime_ns")  # when each copy's tags were written: the one difference
+            row["path"] = row["path"].replace(str(here / copy), "")
+    assert a == b and all(row["file_tags"] for row in a if row["status"] == "ok")
+    for song in (here / "a" / "lib").rglob("*.*"):
+        assert instruments(song) == instruments(here / "b" / song.relative_to(here / "a"))
