@@ -10,9 +10,11 @@ cores. Prints:
     of the serial time: the stage with the lowest capacity bounds the run;
   - on CUDA, the FP16 VGGish beside FP32 (the network alone and end to end), with its parity
     figures by setup's rule.
-Without a usable CUDA provider it runs on the CPU and says so (a dry run of the script).
+Without a usable CUDA provider it runs on the CPU and says so. `--dry-run`: two files, the
+tiny stand-in, on the CPU: every step of the script in seconds, so that it cannot rot between
+the rare runs on a GPU (tests/project/test_benches.py runs it so in CI).
 
-    python bench/gpu_end_to_end.py [--files 200] [--jobs CORES]
+    python bench/gpu_end_to_end.py [--files 200] [--jobs CORES] [--dry-run]
 """
 
 from __future__ import annotations
@@ -65,15 +67,22 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--files", type=int, default=200)
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--dry-run", action="store_true",
+                    help="two files, the tiny VGGish stand-in, on the CPU")
     args = ap.parse_args()
+    if args.dry_run:
+        args.files = 2
     from instag.common.errors import InstagError
     from instag.tagging.scoring import ScoringModel
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        cfg = {**make_library(tmp / "library", args.files), **make_models(tmp),
+        cfg = {**make_library(tmp / "library", args.files),
+               **make_models(tmp, "tiny" if args.dry_run else "vggish"),
                "jobs": args.jobs, "resampler": "fast", "cache": str(tmp / "cache.sqlite")}
         try:  # loading a model on CUDA is the only sure test that CUDA is usable
+            if args.dry_run:
+                raise InstagError("--dry-run", "")
             ScoringModel(cfg["model"], "cuda")
             cfg["device"] = "cuda"
         except InstagError as e:

@@ -228,15 +228,16 @@ def make_library(lib: Path, count: int) -> dict:
     return {"library": str(lib)}
 
 
-def make_models(tmp: Path) -> dict:
-    """The real-architecture VGGish stand-in, converted to ONNX once (the children find it in
-    the hub cache set here), its PCA, and an attention model."""
+def make_models(tmp: Path, architecture: str = "vggish") -> dict:
+    """The real-architecture VGGish stand-in (`architecture`: "tiny" for a dry run), converted
+    to ONNX once (the children find it in the hub cache set here), its PCA, and an attention
+    model."""
     from standins import build_standin_vggish, write_standin_pca
 
     from instag.learning.export import export_model
     from instag.learning.models import build_model
 
-    cfg = {"vggish": str(build_standin_vggish(tmp / "vggish", "vggish")),
+    cfg = {"vggish": str(build_standin_vggish(tmp / "vggish", architecture)),
            "pca": str(write_standin_pca(tmp / "pca.npz")),
            "model": str(export_model(build_model("att").eval(),
                                      {"model": "att", "in_dim": 128,
