@@ -111,13 +111,18 @@ def summary_line(counts: RunCounts, verb: str) -> str:
         text += "; failed: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.failed.items()))
         if counts.failed_known:
             text += f" ({counts.failed_known} known from an earlier run)"
-    if counts.file_tags_outcomes:  # in a fixed order: written, unchanged, ...
-        said = {"would_change": "would change (dry run)"}
-        text += "; file tags: " + ", ".join(
-            f"{plural(n, 'file') if i == 0 else n} {said.get(o, o)}" for i, (o, n) in
-            enumerate((o, counts.file_tags_outcomes[o]) for o in FILE_TAG_OUTCOMES
-                      if counts.file_tags_outcomes.get(o)))
+    if counts.file_tags_outcomes:
+        text += "; file tags: " + file_tags_line(counts.file_tags_outcomes)
     return text
+
+
+def file_tags_line(outcomes: dict) -> str:
+    """What happened to the files' own tags, in words and in a fixed order (written,
+    unchanged, ...): `instag tag --write-tags` and `instag write-tags` say it alike."""
+    said = {"would_change": "would change (dry run)"}
+    known = {str(getattr(o, "value", o)): n for o, n in outcomes.items()}
+    return ", ".join(f"{plural(n, 'file') if i == 0 else n} {said.get(o, o)}" for i, (o, n) in
+                     enumerate((o, known[o]) for o in FILE_TAG_OUTCOMES if known.get(o)))
 
 
 FILE_TAG_OUTCOMES = ("written", "unchanged", "would_change", "unsupported", "failed")

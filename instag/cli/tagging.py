@@ -23,7 +23,7 @@ from instag.cli.console import (
     console,
     expected_errors,
 )
-from instag.cli.progress import plural, reporter_for, summary_line
+from instag.cli.progress import file_tags_line, plural, reporter_for, summary_line
 from instag.cli.signals import stoppable, stopping
 from instag.common.errors import InstagError
 from instag.common.guard.inputs import stdin_lines
@@ -282,8 +282,7 @@ def write_tags(
             counts[change.outcome] = counts.get(change.outcome, 0) + 1
             if change.outcome is not Outcome.UNCHANGED:
                 err.print(f"{display_path(path)}: {change.describe()}", markup=False)
-    err.print(", ".join(f"{plural(n, 'file')} {o}" for o, n in counts.items()) or "no tagged "
-              "files in it", markup=False)
+    err.print(file_tags_line(counts) or "no tagged files in it", markup=False)
     if counts.get(Outcome.FAILED):
         raise typer.Exit(EXIT_SOME_FAILED)
 
