@@ -3,13 +3,15 @@
 The Python API, beside the `instag` command line (loaded lazily: importing instag, or the
 tagging API, never imports torch or TensorFlow)::
 
+    from pathlib import Path
+
     import instag
 
-    for result in instag.tag(["~/Music"], instag.TagOptions(bag=10)):
+    for result in instag.tag([Path.home() / "Music"], instag.TagOptions(bag=10)):
         print(result.path, result.status, result.instruments(), result.segments())
 
     # what `instag tag ~/Music --out tags.csv --summary summary.csv --write-tags` writes:
-    instag.Run(["~/Music"], instag.TagOptions(), [instag.TagsFile("tags.csv"),
+    instag.Run([Path.home() / "Music"], instag.TagOptions(), [instag.TagsFile("tags.csv"),
                instag.SummaryFile("summary.csv"), instag.FileTags()]).run()
 
 - ``tag(paths, options, outputs=...)`` (a ``Run`` on this machine): iterate FileResults in

@@ -51,7 +51,7 @@ from instag.cli.tagging import (
 )
 from instag.common.atomic import Changed
 from instag.common.devices import Device
-from instag.common.errors import InstagError
+from instag.common.errors import InstagError, UsageError
 from instag.engines.ray.pipeline import Engine
 from instag.features.resample import DEFAULT_RESAMPLER
 from instag.jobs.run import Run
@@ -187,7 +187,7 @@ def tag(
         bag=parse_bag_mode(bag), hop=hop, threshold=threshold,
         thresholds_file=thresholds_file, device=device, jobs=jobs, file_timeout=file_timeout,
         max_duration=parse_duration(max_duration, "--max-duration"), cache=cache, force=force,
-        extensions=parse_extensions(extensions), hidden=hidden, wait=wait,
+        extensions=parse_extensions(extensions) or extensions, hidden=hidden, wait=wait,
         precision=precision, min_segment=min_segment, merge_gap=merge_gap,
         write_tags=TagWriting(tag_field, write_scores, in_place, dry_run, tag_separator,
                               follow_links) if write_tags else None,
@@ -195,13 +195,16 @@ def tag(
     if bool(paths) == bool(paths_from):
         raise InstagError("give the music as PATHS or as --paths-from FILE (one of them)",
                           "see instag tag --help")
+    # a list of files (a file of them, or stdin): a missing one is that file's result
+    listed = bool(paths_from) or [str(p) for p in paths or []] == ["-"]
     paths = read_path_list(paths_from) if paths_from else read_paths(paths)
     tags_file = TagsFile(out, format, timeline)
     outputs = [*([SegmentsFolder(segments_out, segments_format)] if segments_out else []),
                tags_file, *([SummaryFile(summary)] if summary else []),
                *([PlotFolder(plot)] if plot else [])]  # put in place last to first
     run = Run(paths, opts, outputs, engine=engine, address=ray_address,
-              reporter=reporter_for(quiet, "tagging"), inputs=[paths_from] if paths_from else [])
+              reporter=reporter_for(quiet, "tagging"), inputs=[paths_from] if paths_from else [],
+              listed=listed)
     try:
         kept = "previous output kept" if out.exists() else "no output written"
         with stoppable(run.engine_run, kept) as stop:
@@ -226,6 +229,11 @@ def tag(
 def _old_spellings(ext, extensions, thresholds, thresholds_file):
     """--ext and --thresholds, the old spellings, still work for one release, with a line."""
     err = console(stderr=True)
+    for flag, old_value, new, new_value in (("--ext", ext, "--extensions", extensions), (
+            "--thresholds", thresholds, "--thresholds-file", thresholds_file)):
+        if old_value is not None and new_value is not None:
+            raise UsageError(f"{flag} and {new}: {flag} is the old spelling of {new}",
+                             f"give {new} alone")
     if ext is not None:
         err.print("note: --ext is now --extensions (--ext goes in the next release)",
                   markup=False)

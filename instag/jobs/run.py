@@ -6,7 +6,7 @@ order of `outputs` (a segments folder named before the tags file moves in after 
 that fails or is stopped, or whose caller stops iterating, leaves every previous output as it
 was.
 
-    run = Run(["~/Music"], TagOptions(), [TagsFile("tags.csv"), SummaryFile("summary.csv")])
+    run = Run([Path.home() / "Music"], TagOptions(), [TagsFile("tags.csv")])
     for result in run:          # or run.run() for the counts alone
         ...
 """
@@ -19,6 +19,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from instag.common.errors import UsageError
+from instag.common.spelling import said
 from instag.engines.local.run import TagRun
 from instag.engines.local.run import tag as tag_locally
 from instag.engines.ray.pipeline import Engine, RayRun, tag_on_ray
@@ -28,6 +29,7 @@ from instag.tagging.counts import RunCounts
 from instag.tagging.job import Reporter
 from instag.tagging.options import TagOptions
 from instag.tagging.results import FileResult
+from instag.tagging.walk import as_paths, check_roots
 
 
 class Run:
@@ -39,13 +41,25 @@ class Run:
     def __init__(self, paths: Iterable[str | Path], options: TagOptions | None = None,
                  outputs: Sequence[Sink] = (), *, engine: Engine | str = Engine.LOCAL,
                  address: str | None = None, reporter: Reporter | None = None,
-                 inputs: Sequence[Path] = (), before_commit: Callable[[], None] = lambda: None
-                 ) -> None:
-        self.paths = [Path(p) for p in paths]
+                 inputs: Sequence[Path] = (), before_commit: Callable[[], None] = lambda: None,
+                 listed: bool = False) -> None:
+        self.paths = as_paths(paths)
+        if not listed:  # (a list of files, `--paths-from`: a missing one is that file's result)
+            check_roots(self.paths)  # an unmounted disk must not replace good output
         self.options = opts = options or TagOptions()
+        if not isinstance(opts, TagOptions):
+            raise UsageError(f"options={opts!r:.60}: not a TagOptions",
+                             "e.g. instag.TagOptions(bag=10)")
         self.config = config = opts.resolve()  # every default read once, here
-        self.engine = Engine(engine)
+        self.engine = engine = _choice(Engine, engine, "engine")
+        if address is not None and engine is not Engine.RAY:
+            raise UsageError(f"{said('address', address)}: means something only with "
+                             f"{said('engine', 'ray')}", "leave it out, or run on Ray")
+        if config.write_tags and any(isinstance(o, FileTags) for o in outputs):
+            raise UsageError(f"{said('write_tags', 'TagWriting(...)')} and a FileTags output: "
+                             "the files' own tags named twice", "give one of them")
         extra = [FileTags(config.write_tags)] if config.write_tags else []
+        self._started = False
         # file tags first: the other outputs record each file as it is after its write
         self.outputs: list[Sink] = sorted([*extra, *outputs],
                                           key=lambda o: not isinstance(o, FileTags))
@@ -92,6 +106,9 @@ class Run:
         return self.engine_run.thresholds
 
     def __iter__(self) -> Iterator[FileResult]:
+        if self._started:  # its outputs are in place and its counts are this run's
+            raise UsageError("this Run has run", "make a new Run to run again")
+        self._started = True
         with ExitStack() as stack:
             feeds = [stack.enter_context(o.opened(self.context)) for o in self.outputs]
             for result in self.engine_run:
@@ -122,6 +139,16 @@ class Run:
         return {"model": str(compute.model),
                 "bag": "full" if compute.bag is None else str(compute.bag),
                 "threshold_rule": rule, "thresholds": self.engine_run.thresholds}
+
+
+def _choice(kind, value, name: str):
+    """A choice given as text (`engine="ray"`) as its enum; another is a usage error."""
+    try:
+        return kind(value)
+    except ValueError:
+        raise UsageError(f"{said(name, value)}: not one of "
+                         f"{', '.join(str(c.value) for c in kind)}",
+                         f"e.g. {said(name, next(iter(kind)).value)}") from None
 
 
 def _refuse_shared_targets(outputs: Sequence[Sink]) -> None:

@@ -19,7 +19,7 @@ from instag.tagging.counts import RunCounts
 from instag.tagging.options import Compute, Config, TagOptions
 from instag.tagging.results import FileResult
 from instag.tagging.scoring import Scoring
-from instag.tagging.walk import PathList, files_and_folder_errors
+from instag.tagging.walk import PathList, as_paths, files_and_folder_errors
 
 
 class Reporter:
@@ -66,7 +66,7 @@ class JobRun:
 
     def __init__(self, paths: Iterable[str | Path], opts: TagOptions | Config,
                  reporter: Reporter | None, scoring: bool = True) -> None:
-        self.paths = list(paths)
+        self.paths = as_paths(paths)
         # resolved once, here: the engines read values from it, never the environment
         self.config = opts if isinstance(opts, Config) else opts.resolve(scoring)
         self.reporter = reporter or Reporter()

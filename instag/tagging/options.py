@@ -85,6 +85,12 @@ class TagOptions:
                 raise UsageError(f"{said(name, value)}: needs a number of seconds above 0",
                                  f"e.g. {said(name, 300)}")
         self.segment_rule()  # min_segment and merge_gap: seconds, 0 or more
+        object.__setattr__(self, "extensions", _extensions(self.extensions))
+        if self.write_tags is True:  # as --write-tags: instag's own field, the defaults
+            object.__setattr__(self, "write_tags", TagWriting())
+        if self.write_tags is not None and not isinstance(self.write_tags, TagWriting):
+            raise UsageError(f"{said('write_tags', self.write_tags)}: not a TagWriting",
+                             f"e.g. {said('write_tags', 'TagWriting()')} or True")
         # choices given as text (the beets plugin's config, a script) become their enums
         object.__setattr__(self, "device", Device.parse(self.device))
         self.vggish_precision()  # a wrong one is refused here, not mid-run
@@ -117,7 +123,8 @@ class TagOptions:
         return Config(
             walk=Walk(self.extensions, self.hidden),
             compute=Compute(locations.resolve_model(self.model) if scoring else None,
-                            locations.vggish_handle(self.vggish), self.pca, self.resampler,
+                            locations.vggish_handle(self.vggish),
+                            locations.given_pca(self.pca), self.resampler,
                             self.vggish_precision(), self.device, self.bag, self.hop,
                             self.threshold, self.thresholds_file, self.segment_rule()),
             decoding=Decoding(self.file_timeout, self.max_duration),
@@ -196,11 +203,30 @@ class Config:
     write_tags: TagWriting | None
 
 
+def _extensions(given) -> tuple[str, ...]:
+    """Extensions as the walk compares them ('.flac'), from 'mp3,flac' or a list of names
+    with or without their dot, in any case; none at all is a usage error (a run would take
+    no file and replace a good output with an empty one)."""
+    names = given.split(",") if isinstance(given, str) else given
+    try:
+        found = tuple("." + str(e).strip().lower().lstrip(".") for e in names
+                      if str(e).strip().strip("."))
+    except TypeError:
+        found = ()
+    if not found:
+        raise UsageError(f"{said('extensions', given)}: no extension in it",
+                         f"e.g. {said('extensions', 'mp3,flac')}")
+    return found
+
+
 def _old_keywords(init):
     """TagOptions(bag_size=10) and the other old keywords: as the new ones, with a warning."""
     @functools.wraps(init)
     def accepting(self, *args, **kwargs):
         for old, new in OLD_KEYWORDS.items():
+            if old in kwargs and new in kwargs:
+                raise UsageError(f"TagOptions({old}=..., {new}=...): {old} is the old name "
+                                 f"of {new}", f"give {new}= alone")
             if old in kwargs:
                 warnings.warn(f"TagOptions({old}=...) is now TagOptions({new}=...)",
                               DeprecationWarning, stacklevel=2)

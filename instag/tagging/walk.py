@@ -13,7 +13,7 @@ from array import array
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
-from instag.common.errors import InstagError
+from instag.common.errors import UsageError
 from instag.features.decode import AUDIO_EXTENSIONS
 
 
@@ -24,13 +24,21 @@ def parse_extensions(text: str | None) -> tuple[str, ...]:
     return tuple("." + e.strip().lower().lstrip(".") for e in text.split(",") if e.strip())
 
 
+def as_paths(paths: Iterable[str | Path] | str | Path) -> list[Path]:
+    """A run's paths: a list of them, or one given alone (never taken apart character by
+    character: `tag("/srv/music")` is that folder, not `/`, `s`, `r`, ...)."""
+    if isinstance(paths, str | os.PathLike):
+        paths = [paths]
+    return [Path(p) for p in paths]
+
+
 def check_roots(paths: Iterable[str | Path]) -> None:
     """Paths a user names must exist: a missing one (an unmounted disk, a typo) is a usage
     error before anything runs, never a run that replaces good output with \"missing\"."""
     for p in paths:
         if not os.path.lexists(p):
-            raise InstagError(f"{p}: no such file or folder",
-                              "check the path (is the disk mounted?); nothing was written")
+            raise UsageError(f"{p}: no such file or folder",
+                             "check the path (is the disk mounted?); nothing was written")
 
 
 def walk(

@@ -197,3 +197,18 @@ def test_bad_output_and_threshold_options_are_refused(run_tag, library, tmp_path
     result = run_tag(library, *args)
     assert result.exit_code == 2 and message in result.output
     assert not (tmp_path / "x.txt").exists()
+
+
+@pytest.mark.parametrize("args, said", [
+    (["--ext", "wav", "--extensions", "flac"], "--ext is the old spelling of --extensions"),
+    (["--extensions", ","], "--extensions ,: no extension in it")])
+def test_a_spelling_that_could_mean_two_things_or_nothing_is_refused(tmp_path, args, said):
+    from typer.testing import CliRunner
+
+    from instag.cli import app
+
+    (tmp_path / "t.csv").write_text("path\n")
+    result = CliRunner().invoke(app, ["tag", str(tmp_path), "--out", str(tmp_path / "t.csv"),
+                                      *args])
+    assert result.exit_code == 2 and said in result.output
+    assert (tmp_path / "t.csv").read_text() == "path\n"  # the previous output untouched

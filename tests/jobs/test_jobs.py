@@ -5,6 +5,7 @@ because the CLI is that script's run with its options parsed."""
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import mutagen
 import pytest
@@ -156,3 +157,71 @@ def test_the_readmes_python_example_writes_what_its_command_line_writes(
     assert a == b and all(row["file_tags"] for row in a if row["status"] == "ok")
     for song in (here / "a" / "lib").rglob("*.*"):
         assert instruments(song) == instruments(here / "b" / song.relative_to(here / "a"))
+
+
+def test_one_path_given_alone_is_that_path_not_its_characters(options, here):
+    """`instag.tag("lib")`: a str is one path (iterating it would walk `l`, `i`, `b`, and a
+    string such as "/srv/music" would start at `/`)."""
+    run = instag.Run("lib", options)
+    assert run.paths == [Path("lib")]
+    assert run.run().ok == 4
+
+
+def test_a_missing_root_from_python_is_refused_before_it_replaces_an_output(options, here):
+    """As on the command line: an unmounted disk must not replace a good output with one row
+    saying `missing`."""
+    assert instag.Run(["lib"], options, [instag.TagsFile("t.csv")]).run().ok == 4
+    before = (here / "a" / "t.csv").read_bytes()
+    for gone in (["/mnt/not-mounted/Music"], ["~/Music"]):
+        with pytest.raises(instag.UsageError, match="no such file or folder"):
+            instag.Run(gone, options, [instag.TagsFile("t.csv")])
+    assert (here / "a" / "t.csv").read_bytes() == before
+
+
+@pytest.mark.parametrize("given, walked", [
+    ("wav", (".wav",)), (("WAV", ".Flac"), (".wav", ".flac")), ("mp3, .OGG", (".mp3", ".ogg"))])
+def test_extensions_are_taken_as_a_user_writes_them(given, walked):
+    assert instag.TagOptions(extensions=given).extensions == walked
+
+
+@pytest.mark.parametrize("kwargs, said", [
+    ({"extensions": ","}, "extensions=','"), ({"extensions": ()}, "extensions=()"),
+    ({"extensions": None}, "extensions=None"),
+    ({"bag": 5, "bag_size": 10}, "bag_size is the old name of bag"),
+    ({"hidden": False, "include_hidden": True}, "include_hidden is the old name of hidden"),
+    ({"write_tags": "yes"}, "write_tags='yes'")])
+def test_options_a_run_could_not_mean_are_refused_in_pythons_words(kwargs, said):
+    with pytest.raises(instag.UsageError) as e:
+        instag.TagOptions(**kwargs)
+    assert said in e.value.message
+
+
+def test_write_tags_true_means_the_command_lines_write_tags():
+    assert instag.TagOptions(write_tags=True).write_tags == instag.TagWriting()
+
+
+def test_a_run_is_refused_what_would_do_something_twice_or_nothing(options, here):
+    import dataclasses
+
+    writing = dataclasses.replace(options, write_tags=instag.TagWriting())
+    with pytest.raises(instag.UsageError, match="named twice"):
+        instag.Run(["lib"], writing, [instag.FileTags()])
+    with pytest.raises(instag.UsageError, match="address"):
+        instag.Run(["lib"], options, address="ray://x:1")
+    with pytest.raises(instag.UsageError, match="engine='spark'"):
+        instag.Run(["lib"], options, engine="spark")
+    with pytest.raises(instag.UsageError, match="not a TagOptions"):
+        instag.Run(["lib"], {"bag": 10})
+    run = instag.Run(["lib"], options)
+    assert run.run().done == 4
+    with pytest.raises(instag.UsageError, match="has run"):
+        run.run()
+
+
+def test_the_pca_is_read_once_too(options, here, monkeypatch):
+    monkeypatch.setenv("INSTAG_PCA", str(options.pca))
+    import dataclasses
+
+    run = instag.Run(["lib"], dataclasses.replace(options, pca=None))
+    monkeypatch.setenv("INSTAG_PCA", str(here / "gone.npz"))
+    assert run.run().ok == 4
