@@ -25,6 +25,12 @@ def option(name: str) -> str:
     return "--" + name.replace("_", "-") if _CLI.get() else name
 
 
+def output(flag: str, python: str) -> str:
+    """An output as the caller named it: `--summary` on the command line, `SummaryFile`
+    from Python."""
+    return flag if _CLI.get() else python
+
+
 def said(name: str, value: object) -> str:
     """The option with its value as the caller wrote it: `--bag 0` or `bag=0`."""
     return f"{option(name)} {value}" if _CLI.get() else f"{name}={value!r}"

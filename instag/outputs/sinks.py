@@ -20,6 +20,7 @@ from typing import Protocol
 from instag.common.atomic import Changed, Stamp
 from instag.common.errors import InstagError, UsageError
 from instag.common.guard.targets import Target, claim_folder, png_by_instag
+from instag.common.spelling import output
 from instag.outputs.exports import SegmentsFormat, SegmentsWriter, library_root
 from instag.outputs.filetags import (
     CHANGED_WHILE_TAGGING,
@@ -93,9 +94,10 @@ class TagsFile:
 
     def check(self, run: RunContext) -> None:
         self.path = Path(self.path)
-        self.format = format_for(self.path, self.format)
+        named = output("--out", "TagsFile")
+        self.format = format_for(self.path, self.format, named)
         self._target = check_output(self.path, run.inputs, run.protected, run.extensions,
-                                    self.format)
+                                    self.format, named)
 
     def still_claimed(self) -> None:
         _still(self._target)
@@ -123,10 +125,10 @@ class SummaryFile:
     def check(self, run: RunContext) -> None:
         self.path = Path(self.path)
         if self.path.suffix.lower() != ".csv":
-            raise UsageError(f"--summary {self.path}: a summary is a .csv",
-                             "name it e.g. summary.csv")
+            raise UsageError(f"{output('--summary', 'SummaryFile')} {self.path}: a summary is "
+                             "a .csv", "name it e.g. summary.csv")
         self._target = check_output(self.path, run.inputs, run.protected, run.extensions,
-                                    Format.CSV, "--summary", SUMMARY)
+                                    Format.CSV, output("--summary", "SummaryFile"), SUMMARY)
 
     def still_claimed(self) -> None:
         _still(self._target)
@@ -173,7 +175,7 @@ class SegmentsFolder:
 
     def check(self, run: RunContext) -> None:
         self.folder, self.format = Path(self.folder), SegmentsFormat(self.format)
-        check_folder(self.folder, "--segments-out")
+        check_folder(self.folder, output("--segments-out", "SegmentsFolder"))
 
     @contextlib.contextmanager
     def opened(self, run: RunContext) -> Iterator[Feed]:
@@ -193,7 +195,7 @@ class PlotFolder:
 
     def check(self, run: RunContext) -> None:
         self.folder = Path(self.folder)
-        check_folder(self.folder, "--plot")
+        check_folder(self.folder, output("--plot", "PlotFolder"))
 
     @contextlib.contextmanager
     def opened(self, run: RunContext) -> Iterator[Feed]:

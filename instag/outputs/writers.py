@@ -24,7 +24,7 @@ from typing import IO
 from instag.common import VERSION
 from instag.common.atomic import UNCHECKED, Stamp, atomic_write
 from instag.common.enums import TextEnum
-from instag.common.errors import InstagError
+from instag.common.errors import InstagError, UsageError
 from instag.common.guard.targets import Recognise, Refused, Target, claim_file, head
 from instag.outputs.forms import CSV_FIELDS, csv_cell, csv_rows, file_document
 from instag.outputs.parquet import is_instag_dataset, is_instag_parquet, parquet_writer
@@ -42,23 +42,24 @@ STDOUT = Path("-")
 MIN_FREE_BYTES = 64 << 10  # an output location with less free space than this is refused
 
 
-def format_for(path: Path, fmt: Format | str | None) -> Format:
+def format_for(path: Path, fmt: Format | str | None, option: str = "--out") -> Format:
     """--format, else from the extension (.csv, .json, .jsonl, .parquet); CSV for standard
-    output."""
+    output. `option`: the output as the caller named it (`--out`, `TagsFile`)."""
     if fmt and Format(fmt) is Format.PARQUET and path == STDOUT:
-        raise InstagError("--out -: Parquet cannot be streamed to standard output",
+        raise InstagError(f"{option} -: Parquet cannot be streamed to standard output",
                           "name a .parquet file or a dataset folder")
     if fmt:
         return Format(fmt)
     if path == STDOUT:
         return Format.CSV
     if path.is_dir():
-        raise InstagError(f"--out {path}: is a folder", f"name a file, e.g. {path / 'tags.csv'}"
-                          " (or pass --format parquet for a dataset folder)")
+        raise UsageError(f"{option} {path}: is a folder", f"name a file, e.g. "
+                          f"{path / 'tags.csv'} (or ask for the parquet format for a dataset "
+                          "folder)")
     ext = path.suffix.lower().lstrip(".")
     if ext not in Format._value2member_map_:
-        raise InstagError(f"--out {path}: unknown output extension {path.suffix!r}",
-                          "name it .csv, .json, .jsonl or .parquet, or pass --format")
+        raise UsageError(f"{option} {path}: unknown output extension {path.suffix!r}",
+                          "name it .csv, .json, .jsonl or .parquet, or give the format")
     return Format(ext)
 
 

@@ -8,7 +8,8 @@ import functools
 import re
 from dataclasses import dataclass
 
-from instag.common.errors import InstagError
+from instag.common.errors import UsageError
+from instag.common.spelling import output
 
 DEFAULT_FIELD = "INSTRUMENTS"
 SCORE_PREFIX = "INSTAG_"
@@ -32,8 +33,9 @@ class TagWriting:
     def __post_init__(self) -> None:
         check_field(self.field)
         if self.separator is not None and not self.separator.strip():
-            raise InstagError(f"--tag-separator {self.separator!r}: needs a visible character",
-                              'e.g. --tag-separator "; "')
+            raise UsageError(f"{output('--tag-separator', 'separator')} {self.separator!r}: "
+                             "needs a visible character",
+                             f"e.g. {output('--tag-separator', 'separator=')} '; '")
 
 
 _FIELD_CHARS = re.compile(r"[A-Za-z0-9][A-Za-z0-9 _.-]*")  # a Vorbis name, readable anywhere
@@ -67,9 +69,10 @@ def check_field(field: str) -> None:
     """instag writes (and removes) only a field of its own: never one with a standard meaning
     (`--tag-field TITLE --remove` would delete every title)."""
     if not _FIELD_CHARS.fullmatch(field):
-        raise InstagError(f"--tag-field {field!r}: letters, digits, spaces, '_', '.' and '-' "
-                          "only", f"e.g. --tag-field {DEFAULT_FIELD}")
+        raise UsageError(f"{output('--tag-field', 'field')} {field!r}: letters, digits, "
+                         "spaces, '_', '.' and '-' only",
+                         f"e.g. {output('--tag-field ', 'field=')}{DEFAULT_FIELD}")
     if _spelling(field) in standard_fields() or field.upper().startswith(SCORE_PREFIX):
-        raise InstagError(f"--tag-field {field}: a standard tag (or instag's scores): instag "
-                          "writes only a field of its own", f"use the default {DEFAULT_FIELD} "
-                          "or a name no tagger uses")
+        raise UsageError(f"{output('--tag-field', 'field')} {field}: a standard tag (or "
+                         "instag's scores): instag writes only a field of its own",
+                         f"use the default {DEFAULT_FIELD} or a name no tagger uses")

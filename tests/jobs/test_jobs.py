@@ -225,3 +225,16 @@ def test_the_pca_is_read_once_too(options, here, monkeypatch):
     run = instag.Run(["lib"], dataclasses.replace(options, pca=None))
     monkeypatch.setenv("INSTAG_PCA", str(here / "gone.npz"))
     assert run.run().ok == 4
+
+
+@pytest.mark.parametrize("make, said", [
+    (lambda: [instag.SummaryFile("s.txt")], "SummaryFile s.txt: a summary is a .csv"),
+    (lambda: [instag.TagsFile("t.txt")], "TagsFile t.txt: unknown output extension"),
+    (lambda: [instag.FileTags(instag.TagWriting(field="TITLE"))], "field TITLE: a standard tag"),
+    (lambda: [instag.FileTags(instag.TagWriting(separator=" "))], "separator ' ': needs")])
+def test_an_outputs_error_names_it_as_python_does(options, here, make, said):
+    """From Python, an output is named by its class and keyword, not by the command line's
+    flag (`SummaryFile`, not `--summary`)."""
+    with pytest.raises(instag.UsageError) as e:
+        instag.Run(["lib"], options, make())
+    assert e.value.message.startswith(said) and "--" not in e.value.message
