@@ -117,6 +117,10 @@ JobsOpt = Annotated[int | None, typer.Option(min=1, help="Decoding processes (de
 CacheOpt = Annotated[Path | None, typer.Option(
     help="SQLite cache of features (default: tags.sqlite in the user cache dir).")]
 PrecisionOpt = Annotated[str | None, typer.Option(
-    help="VGGish's precision: fp32 (default) or int8, the quantised model `instag setup "
-         "--int8` made and kept only at parity (default: INSTAG_PRECISION, else `precision` "
-         "in settings.json, else fp32).")]
+    help="VGGish's precision: fp32 (default) or int8, the quantised model `instag setup` kept "
+         "only where its tags are FP32's (default: INSTAG_PRECISION, else `precision` in "
+         "settings.json, else fp32).")]
+FeaturePrecisionOpt = Annotated[str | None, typer.Option(
+    "--precision", help="VGGish's precision for these features: fp32 (always the default, "
+                        "whatever INSTAG_PRECISION or settings.json say: features to train on "
+                        "or to compare with OpenMIC's are FP32's) or int8.")]
