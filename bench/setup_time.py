@@ -47,17 +47,20 @@ def leg(code: Path, inputs: dict, extra: list[str], work: Path) -> dict[str, flo
            "--openmic", str(inputs["openmic"]), "--epochs", str(inputs["epochs"]), *extra]
     started = time.perf_counter()
     firsts: dict[str, float] = {}
+    tail: list[str] = []
     with subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                          text=True) as proc:
+                          text=True, cwd=work) as proc:  # (`-m` puts the cwd before PYTHONPATH)
         for line in proc.stdout:
+            tail = [*tail[-4:], line.rstrip()]
             if (m := STAGE.match(line)) and m.group(1) not in firsts:
                 firsts[m.group(1)] = time.perf_counter() - started
-    total = time.perf_counter() - started
     if proc.returncode:
-        raise SystemExit(f"{' '.join(cmd)}: exit {proc.returncode}")
+        print("\n".join(f"    | {x}" for x in tail), file=sys.stderr)
+    total = time.perf_counter() - started
     marks = sorted(firsts.items()) + [("end", total)]
     out = {f"[{k}/6]": b - a for (k, a), (_, b) in zip(marks, marks[1:], strict=False)}
-    return {**out, "total": total}
+    # a leg that dies (the OOM killer: -9) is shown, with the stage it died in, not hidden
+    return {**out, "total": total, "exit": proc.returncode}
 
 
 def main() -> None:
@@ -85,7 +88,8 @@ def main() -> None:
                 secs = leg(code, inputs, extra, root / f"{r}-{name.replace(' ', '')}")
                 print(f"{name:20s}" + "".join(
                     f"{secs.get(s, 0.0):9.1f}" for s in [f"[{k}/6]" for k in range(1, 7)]
-                    + ["total"]), flush=True)
+                    + ["total"]) + (f"  exit {secs['exit']}" if secs["exit"] else ""),
+                    flush=True)
 
 
 if __name__ == "__main__":

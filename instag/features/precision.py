@@ -17,6 +17,7 @@ import contextlib
 import inspect
 import json
 import logging
+import math
 import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -44,6 +45,7 @@ RULE = {"tags_agree": MIN_TAG_AGREEMENT, "present_agree": MIN_PRESENT_AGREEMENT,
         "probabilities_close": MIN_PROBABILITIES_CLOSE,
         "probability_diff": MAX_PROBABILITY_DIFF}
 MIN_HELD_OUT_CLIPS = 200
+CALIBRATION_BATCH = 2  # clips whose activations calibration holds at once
 
 
 class Precision(TextEnum):
@@ -136,10 +138,18 @@ def layer_words(model) -> dict[str, str]:
 
 
 class _Calibration:
-    """onnxruntime's calibration reader over waveforms."""
+    """onnxruntime's calibration reader over waveforms, read a range at a time (strided
+    calibration: see `quantize`)."""
 
     def __init__(self, waves: Sequence[np.ndarray]) -> None:
-        self.waves = iter(waves)
+        self.all = list(waves)
+        self.waves = iter(self.all)
+
+    def __len__(self) -> int:
+        return len(self.all)
+
+    def set_range(self, start_index: int, end_index: int) -> None:
+        self.waves = iter(self.all[start_index:end_index])
 
     def get_next(self) -> dict | None:
         wave = next(self.waves, None)
@@ -173,7 +183,11 @@ def quantize(fp32: Path, calibration: Sequence[np.ndarray], layers: Sequence[str
                           quant_format=q.QuantFormat.QDQ, per_channel=True,
                           activation_type=q.QuantType.QUInt8, weight_type=q.QuantType.QInt8,
                           nodes_to_quantize=list(layers), op_types_to_quantize=list(LAYER_OPS),
-                          calibrate_method=q.CalibrationMethod.MinMax, **cache)
+                          calibrate_method=q.CalibrationMethod.MinMax, **cache,
+                          # ranges merged every few clips (exact for MinMax): every activation
+                          # of 32 clips held at once is ~14 GB for VGGish's architecture
+                          extra_options={"CalibStridedMinMax": math.gcd(len(calibration),
+                                                                        CALIBRATION_BATCH)})
         return out.read_bytes()
 
 
