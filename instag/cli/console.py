@@ -139,3 +139,7 @@ PrecisionOpt = Annotated[str | None, typer.Option(
     help="VGGish's precision: fp32, or int8 (the quantised model `instag setup` made and "
          "kept only where it gives FP32's tags). Default: $INSTAG_PRECISION, else "
          "`precision` in settings.json, else fp32.")]
+FeaturePrecisionOpt = Annotated[str | None, typer.Option(
+    "--precision", help="VGGish's precision for these features: fp32 (always the default, "
+                        "whatever INSTAG_PRECISION or settings.json say: features to train on "
+                        "or to compare with OpenMIC's are FP32's) or int8.")]

@@ -15,9 +15,9 @@ import typer
 from instag.cli.console import (
     EXIT_SOME_FAILED,
     CacheOpt,
+    FeaturePrecisionOpt,
     JobsOpt,
     PcaOpt,
-    PrecisionOpt,
     ResamplerOpt,
     VggishOpt,
     console,
@@ -205,7 +205,7 @@ def embed(
         min=1, help="Cut into clips of N instances in OpenMIC's npz layout (10 = "
                     "OpenMIC).")] = None,
     resampler: ResamplerOpt = DEFAULT_RESAMPLER,
-    precision: PrecisionOpt = None,
+    precision: FeaturePrecisionOpt = None,
     jobs: JobsOpt = None,
     file_timeout: FileTimeoutOpt = STALL_TIMEOUT,
     max_duration: MaxDurationOpt = "12h",

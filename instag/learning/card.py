@@ -27,6 +27,10 @@ def _cell(value, digits: int = 3) -> str:
         else str(value)
 
 
+def _share(value: float | None) -> str:
+    return "–" if value is None else f"{value:.2%}"
+
+
 def _errata(found: dict | None) -> str:
     if not found or not any(found.values()):
         return "none of its corrected clips in this data"
@@ -49,15 +53,19 @@ def _source(source: dict) -> str:
 
 
 def _reduced(q: dict) -> str:
-    """What setup found of a reduced-precision VGGish on this machine, and what it decided."""
+    """What setup found of a reduced-precision VGGish on this machine, and what it decided:
+    judged by the tags (the rule's figures), the features' agreement reported beside."""
     layers = (f" {len(q['layers_int8'])} layers INT8, {len(q['layers_fp32'])} FP32."
               if "layers_int8" in q else "")
+    why = "" if q.get("kept") else " Refused: " + "; ".join(q.get("failed") or []) + "."
     return (f"Made by `instag setup` and {'kept' if q.get('kept') else 'refused'}: on "
             f"{q.get('clips')} held-out clips ({q.get('openmic_clips')} of them OpenMIC's), "
+            f"tags agree on {q.get('tags_agree', 0):.2%} of (clip, instrument) pairs and on "
+            f"{_share(q.get('present_agree'))} of the {q.get('present_pairs')} pairs FP32 calls "
+            f"present; bag probabilities within 0.02 of FP32's on "
+            f"{_share(q.get('probabilities_close'))} of pairs (the rule: 99.5 %, 99 %, 99 %). "
             f"uint8 features within one step of FP32's on {q.get('features_within_one', 0):.2%}"
-            f" of values, tags agree on {q.get('tags_agree', 0):.2%} of (clip, instrument) "
-            f"pairs and on {_cell(q.get('present_agree'))} of the {q.get('present_pairs')} "
-            "pairs FP32 calls present (the rule: 99 %, 99.5 %, 99 %)." + layers)
+            " of values (reported, not judged)." + why + layers)
 
 
 def markdown(card: dict) -> str:

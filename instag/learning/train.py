@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,11 +63,16 @@ def _loss_on(model, subset: Subset, device: str) -> float:
     )
 
 
+# after each epoch: (epoch, epochs, best validation loss so far, seconds so far)
+OnEpoch = Callable[[int, int, float, float], None]
+
+
 def train_run(data: OpenMIC, recipe: Recipe, out_dir: Path, progress: bool = True,
-              force: bool = False) -> dict:
+              force: bool = False, on_epoch: OnEpoch | None = None) -> dict:
     """Train one model on `data` with `recipe`, checkpointing into `out_dir`; return its metrics.
     A directory that already holds a run is refused unless `force`, which clears it first (an
-    old evaluation.json or export must not sit beside a new model).
+    old evaluation.json or export must not sit beside a new model). `on_epoch` hears of each
+    epoch (a log's progress lines, where no bar is drawn).
 
     Ctrl-C stops training early: the best checkpoint so far stays valid and is evaluated.
     """
@@ -94,7 +99,7 @@ def train_run(data: OpenMIC, recipe: Recipe, out_dir: Path, progress: bool = Tru
         return _finish(out_dir, data, meta, rf.predict_proba(data.test.inputs()), tuned,
                        interrupted=False)
     train, val = data.split_validation(recipe.seed)
-    return _train_torch(data, train, val, recipe, meta, out_dir, progress)
+    return _train_torch(data, train, val, recipe, meta, out_dir, (progress, on_epoch))
 
 
 MIN_TRAINING_POSITIVES = 5  # observed positive clips per instrument below which none is learnt
@@ -130,7 +135,8 @@ def _finish(out_dir: Path, data: OpenMIC, meta: runs.RunInfo, test_probs,
                               tuned={"overall": tuned["overall"]})
 
 
-def _train_torch(data, train, val, recipe, meta, out_dir: Path, progress: bool) -> dict:
+def _train_torch(data, train, val, recipe, meta, out_dir: Path,
+                 progress: tuple[bool, OnEpoch | None]) -> dict:
     torch = require("torch")
     tqdm = require("tqdm").tqdm
     with _deterministic(torch):
@@ -149,8 +155,10 @@ def _deterministic(torch) -> Iterator[None]:
         torch.use_deterministic_algorithms(was, warn_only=warn_only)
 
 
-def _fit(torch, tqdm, data, train, val, recipe, meta, out_dir: Path, progress: bool) -> dict:
-
+def _fit(torch, tqdm, data, train, val, recipe, meta, out_dir: Path,
+         progress: tuple[bool, OnEpoch | None]) -> dict:
+    """The epochs; `progress`: (draw a bar, call after each epoch)."""
+    bar_wanted, on_epoch = progress
     device = resolve_device(recipe.device)
     torch.manual_seed(recipe.seed)
     model = build_model(recipe.model, len(data.classes), meta.in_dim).to(device)
@@ -167,7 +175,7 @@ def _fit(torch, tqdm, data, train, val, recipe, meta, out_dir: Path, progress: b
     history: list[dict] = []
     interrupted = False
     bar = tqdm(range(1, recipe.epochs + 1), desc=f"{recipe.model} seed {recipe.seed}",
-               unit="epoch", disable=not progress)
+               unit="epoch", disable=not bar_wanted)
     start = time.monotonic()
     try:
         for epoch in bar:
@@ -183,6 +191,8 @@ def _fit(torch, tqdm, data, train, val, recipe, meta, out_dir: Path, progress: b
                                                  "val_loss": val_loss})
             bar.set_postfix(train=f"{row['train_loss']:.4f}", val=f"{val_loss:.4f}",
                             best=f"{best:.4f}")
+            if on_epoch is not None:
+                on_epoch(epoch, recipe.epochs, best, row["seconds"])
     except KeyboardInterrupt:
         interrupted = True
     finally:

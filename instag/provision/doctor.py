@@ -60,6 +60,21 @@ def cuda_usable(model: Path | None) -> tuple[bool | None, str]:
     return True, "yes"
 
 
+def nvidia_gpu() -> bool:
+    """Whether an NVIDIA driver is loaded here (a GPU the user may expect instag to use)."""
+    return Path("/proc/driver/nvidia/version").exists() or shutil.which("nvidia-smi") is not None
+
+
+def _cuda(model: Path | None) -> Check:
+    """CUDA's row: on a machine without an NVIDIA GPU whose CPU path works, that CUDA is not
+    usable is information (tagging runs on the CPU), not a failure; with a GPU, it is one."""
+    usable, why = cuda_usable(model)
+    if usable is not False or (nvidia_gpu() and model is not None):
+        return Check("runtime", "CUDA usable by onnxruntime", why, usable)
+    where = "tagging runs on the CPU" if model is not None else "no scoring model to run"
+    return Check("runtime", "CUDA usable by onnxruntime", f"no, {where} ({why})")
+
+
 def _tf_gpus() -> str:
     if not tensorflow_installed():
         return "TensorFlow is not installed (the `setup` extra; tagging with a converted VGGish " \
@@ -104,7 +119,7 @@ def _reduced(handle: str, precision: Precision) -> Check:
             f'"precision": "{precision}" in settings.json (the docs: guides/int8.md)'), True)
     if (doc := at_precision.refused(handle, precision)) is not None:
         return Check("models", name, decision_line(doc, precision))
-    return Check("models", name, "not made (`instag setup --int8` makes and judges it" + (
+    return Check("models", name, "not made (`instag setup --only-int8` makes and judges it" + (
         "" if precision is Precision.INT8 else ", on a machine with CUDA") +
         "); tagging runs VGGish in FP32")
 
@@ -219,8 +234,7 @@ def diagnose(model: str | None = None, vggish: str | None = None,
     model_check, model_path = _scoring_model(model)
     checks.append(Check("runtime", "onnxruntime providers", ", ".join(
         ort.get_available_providers())))
-    cuda, why = cuda_usable(model_path)
-    checks.append(Check("runtime", "CUDA usable by onnxruntime", why, cuda))
+    checks.append(_cuda(model_path))
     checks.append(Check("runtime", "GPUs TensorFlow sees", _tf_gpus()))
     ffmpeg = shutil.which("ffmpeg")
     checks.append(Check("runtime", "ffmpeg (m4a/aac, wma...)", ffmpeg or "not on PATH",

@@ -1,20 +1,26 @@
-"""`instag setup --int8`: make the INT8 VGGish (and, where CUDA is usable, the FP16 one) with
-`features.precision` and keep each only where it gives the same features and the same tags as
-FP32, on this machine's real model.
+"""`instag setup`'s INT8 step: make the INT8 VGGish (and, where CUDA is usable, the FP16 one)
+with `features.precision` and keep each only where it gives FP32's tags on this machine's real
+model: what a user sees when tagging.
 
 Audio: the OpenMIC clips setup keeps for its feature check, split in two (calibration, held
-out); generated music-like clips make up each side (at least 200 held-out clips). Parity, on the
-held-out clips only: uint8 features within one step of FP32's on >= 99 % of values, AND every
-instrument's present/absent decision (the installed scoring model and thresholds, a bag per
-clip) equal to FP32's on >= 99.5 % of (clip, instrument) pairs and on >= 99 % of the pairs FP32
-calls present. When the all-INT8 model fails, each layer's harm is measured alone (only it in
-INT8) and the most harmful layers go back to FP32, one at a time, until parity holds or no layer
-is left in INT8: then it is refused, with its figures. FP16 is judged by the same rule on
-CUDA, as converted (no layer fallback).
+out); generated music-like clips make up each side (at least 200 held-out clips). The rule, on
+the held-out clips with the installed scoring model and thresholds (a bag per clip): the
+present/absent decisions agree with FP32's on >= 99.5 % of (clip, instrument) pairs and on
+>= 99 % of the pairs FP32 calls present, and the bag probabilities are within 0.02 of FP32's on
+>= 99 % of pairs (the largest difference is reported too). uint8 feature agreement is reported,
+not judged: INT8 features carry their own identity in the cache and never train a model or
+verify OpenMIC's.
+
+Time: calibrated once, quantised once, judged once. Only when the all-INT8 model misses, one
+run of it ranks the layers by their own quantisation error, and the worst go back to FP32 one
+at a time (quantised again from the same calibration, judged again) until the rule holds or
+no layer is left in INT8: then it is refused, with its figures. FP16 is judged by the same rule
+on CUDA, as converted (no layer fallback).
 """
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -34,7 +40,7 @@ from instag.tagging.scoring import Scoring
 
 CLIP_SECONDS = 10.0  # OpenMIC's clips
 CALIBRATION_CLIPS = 32
-SENSITIVITY_CLIPS = 24  # held-out clips each layer's harm is measured on
+RANKING_CLIPS = 8  # held-out clips the one ranking run sees
 
 
 def whole_windows(wave: np.ndarray) -> np.ndarray:
@@ -64,26 +70,48 @@ def clips(sample_dir: Path | None, resampler, held_out: int, seconds: float = CL
     return calibration, held, n_real
 
 
-def tag_decisions(scoring: Scoring, feats: Sequence[np.ndarray]) -> np.ndarray:
-    """present/absent [clips, instruments]: one bag per clip, the installed thresholds."""
-    scores = scoring.scorer.score(list(feats))
+def bag_probabilities(scoring: Scoring, feats: Sequence[np.ndarray]) -> np.ndarray:
+    """Bag probabilities [clips, instruments]: one bag per clip."""
+    return np.stack([s.bag for s in scoring.scorer.score(list(feats))])
+
+
+def parity(fp32_feats, reduced_feats, scoring: Scoring) -> dict:
+    """The rule's figures (module docstring), the features' beside them, and what failed."""
+    a, b = bag_probabilities(scoring, fp32_feats), bag_probabilities(scoring, reduced_feats)
     t = np.array([scoring.thresholds[c] for c in scoring.classes])
-    return np.stack([s.bag >= t for s in scores])
-
-
-def parity(fp32_feats, int8_feats, scoring: Scoring) -> dict:
-    """The three figures, and whether all hold."""
-    a, b = tag_decisions(scoring, fp32_feats), tag_decisions(scoring, int8_feats)
-    present = a.sum()
+    said, says = a >= t, b >= t
+    present = int(said.sum())
+    diff = np.abs(a - b)
     doc = {"clips": len(fp32_feats),
-           "features_within_one": at_precision.within_one(fp32_feats, int8_feats),
-           "tags_agree": float(np.mean(a == b)),
-           "present_pairs": int(present),
-           "present_agree": float(np.mean(b[a])) if present else None}
-    doc["passed"] = bool(doc["features_within_one"] >= at_precision.MIN_WITHIN_ONE
-                         and doc["tags_agree"] >= at_precision.MIN_TAG_AGREEMENT
-                         and present and doc["present_agree"] >= at_precision.MIN_PRESENT_AGREEMENT)
+           "features_within_one": at_precision.within_one(fp32_feats, reduced_feats),
+           "tags_agree": float(np.mean(said == says)),
+           "present_pairs": present,
+           "present_agree": float(np.mean(says[said])) if present else None,
+           "probabilities_close": float(np.mean(diff <= at_precision.MAX_PROBABILITY_DIFF)),
+           "probability_max_diff": float(diff.max()) if diff.size else 0.0}
+    doc["failed"] = failures(doc)
+    doc["passed"] = not doc["failed"]
     return doc
+
+
+def failures(doc: dict) -> list[str]:
+    """Each rule the figures miss, in words, with its figure and threshold."""
+    out = []
+    if doc["tags_agree"] < at_precision.MIN_TAG_AGREEMENT:
+        out.append(f"tags agree on {doc['tags_agree']:.2%} of (clip, instrument) pairs, below "
+                   f"the {at_precision.MIN_TAG_AGREEMENT:.1%} the rule asks")
+    if not doc["present_pairs"]:
+        out.append("FP32 calls no instrument present on the held-out clips: nothing to judge "
+                   "the present tags by")
+    elif doc["present_agree"] < at_precision.MIN_PRESENT_AGREEMENT:
+        out.append(f"of the {doc['present_pairs']} pairs FP32 calls present it agrees on "
+                   f"{doc['present_agree']:.2%}, below the "
+                   f"{at_precision.MIN_PRESENT_AGREEMENT:.0%} the rule asks")
+    if doc["probabilities_close"] < at_precision.MIN_PROBABILITIES_CLOSE:
+        out.append(f"its probabilities are within {at_precision.MAX_PROBABILITY_DIFF} of "
+                   f"FP32's on {doc['probabilities_close']:.2%} of pairs, below the "
+                   f"{at_precision.MIN_PROBABILITIES_CLOSE:.0%} the rule asks")
+    return out
 
 
 def make_reduced(embedder: Embedder, opts: TagOptions, sample_dir: Path | None,
@@ -98,8 +126,9 @@ def make_reduced(embedder: Embedder, opts: TagOptions, sample_dir: Path | None,
                           "run `instag setup` first (it converts VGGish)")
     import onnx
 
-    layers = at_precision.network_layers(onnx.load(str(fp32), load_external_data=False))
-    if not layers:  # checked before any audio is made
+    graph = onnx.load(str(fp32), load_external_data=False)
+    words = at_precision.layer_words(graph)
+    if not words:  # checked before any audio is made
         raise InstagError(f"{fp32}: no convolution in it to quantise (not VGGish's network)",
                           "VGGish stays FP32")
     scoring = Scoring(opts.resolve().compute)
@@ -109,14 +138,12 @@ def make_reduced(embedder: Embedder, opts: TagOptions, sample_dir: Path | None,
         f"clips ({n_real} of them OpenMIC's)")
     want = at_precision.features_of(fp32, held, ev, mn)
     common = {"openmic_clips": n_real, "calibration_clips": len(calibration),
-              "rule": {"features_within_one": at_precision.MIN_WITHIN_ONE,
-                       "tags_agree": at_precision.MIN_TAG_AGREEMENT,
-                       "present_agree": at_precision.MIN_PRESENT_AGREEMENT}}
-    docs = {Precision.INT8: _int8(fp32, layers, calibration, held, want, scoring, ev, mn, say)}
+              "rule": at_precision.RULE}
+    docs = {Precision.INT8: _int8(fp32, words, calibration, held, want, scoring, (ev, mn), say)}
     if cuda:
         model = at_precision.fp16(fp32)
         docs[Precision.FP16] = {**parity(want, at_precision.features_of(model, held, ev, mn,
-                                                                   Device.CUDA), scoring),
+                                                                        Device.CUDA), scoring),
                                 "model": model}
     for precision, doc in docs.items():
         model = doc.pop("model")
@@ -128,45 +155,71 @@ def make_reduced(embedder: Embedder, opts: TagOptions, sample_dir: Path | None,
     return docs
 
 
-def _int8(fp32: Path, layers: list[str], calibration, held, want, scoring: Scoring, ev, mn,
+def _int8(fp32: Path, words: dict[str, str], calibration, held, want, scoring: Scoring, pca,
           say: Callable[[str], None]) -> dict:
-    """All network layers in INT8; failing parity, the most harmful back to FP32 one at a
-    time until it holds (the figures, the layers each way, and the model)."""
+    """All network layers in INT8, judged once; failing, the layers ranked by one run and the
+    worst back to FP32 one at a time until the rule holds (the figures, the layers each way in
+    words, and the model)."""
+    layers = list(words)
+    with tempfile.TemporaryDirectory(prefix="instag-int8-") as tmp:
+        ranges = Path(tmp) / "ranges.json"  # calibrated once, for every quantisation below
 
-    def judge(in_int8: Sequence[str]) -> tuple[bytes, dict]:
-        model = at_precision.quantize(fp32, calibration, in_int8)
-        return model, parity(want, at_precision.features_of(model, held, ev, mn), scoring)
+        def judge(in_int8: Sequence[str]) -> tuple[bytes, dict]:
+            model = at_precision.quantize(fp32, calibration, in_int8, ranges)
+            return model, parity(want, at_precision.features_of(model, held, *pca), scoring)
 
-    model, figures = judge(layers)
-    kept_layers = list(layers)
-    if not figures["passed"]:
-        say(f"INT8 VGGish: all {len(layers)} layers in INT8 miss parity "
-            f"({_line(figures)}); measuring each layer's harm")
-        few, base = held[:SENSITIVITY_CLIPS], want[:SENSITIVITY_CLIPS]
-        harm = {layer: 1 - at_precision.within_one(base, at_precision.features_of(
-            at_precision.quantize(fp32, calibration, [layer]), few, ev, mn)) for layer in layers}
-        for worst in sorted(layers, key=harm.get, reverse=True)[:-1]:
-            kept_layers.remove(worst)
-            model, figures = judge(kept_layers)
-            say(f"INT8 VGGish: {worst} back to FP32: {_line(figures)}")
-            if figures["passed"]:
-                break
-    int8_layers = kept_layers if figures["passed"] else []
-    return {**figures, "layers_int8": int8_layers,
-            "layers_fp32": [x for x in layers if x not in int8_layers], "model": model}
+        say(f"INT8 VGGish: quantising its {len(layers)} layers and judging the tags")
+        in_int8 = list(layers)
+        model, figures = judge(in_int8)
+        if not figures["passed"]:
+            say(f"INT8 VGGish: all {len(layers)} layers in INT8 miss the rule "
+                f"({'; '.join(figures['failed'])}); ranking the layers by their own error")
+            harm = at_precision.layer_errors(model, layers, held[:RANKING_CLIPS])
+            for worst in sorted(layers, key=harm.get, reverse=True)[:-1]:
+                in_int8.remove(worst)
+                model, figures = judge(in_int8)
+                say(f"INT8 VGGish: {words[worst]} back to FP32: " + (
+                    "the rule holds" if figures["passed"] else "; ".join(figures["failed"])))
+                if figures["passed"]:
+                    break
+    int8 = in_int8 if figures["passed"] else []
+    return {**figures, "layers_int8": [words[x] for x in int8],
+            "layers_fp32": [words[x] for x in layers if x not in int8], "model": model}
 
 
-def _line(figures: dict) -> str:
-    present = figures["present_agree"]
-    return (f"features within one step {figures['features_within_one']:.2%}, tags agree "
-            f"{figures['tags_agree']:.2%}, present tags agree "
-            f"{'-' if present is None else f'{present:.2%}'} of {figures['present_pairs']}")
+def summary(doc: dict) -> str:
+    """The rule's figures, and the features' beside them."""
+    present = doc["present_agree"]
+    return (f"tags agree {doc['tags_agree']:.2%}, present tags agree "
+            f"{'-' if present is None else f'{present:.2%}'} of {doc['present_pairs']}, "
+            f"probabilities within {at_precision.MAX_PROBABILITY_DIFF} on "
+            f"{doc['probabilities_close']:.2%} (largest difference "
+            f"{doc['probability_max_diff']:.3f}); features within one step "
+            f"{doc['features_within_one']:.2%} (reported, not judged)")
+
+
+def _layers(n: int) -> str:
+    return f"{n} layer" + ("" if n == 1 else "s")
+
+
+def current(doc: dict | None) -> bool:
+    """Whether a decision was made under today's rule (one made under an earlier rule, such as
+    the one that judged features, is made again)."""
+    return doc is not None and doc.get("rule") == at_precision.RULE
 
 
 def decision_line(doc: dict, precision: Precision = Precision.INT8) -> str:
-    """One line for setup and doctor."""
-    layers = (f" ({len(doc['layers_int8'])} layers INT8, {len(doc['layers_fp32'])} FP32)"
-              if precision is Precision.INT8 and doc["kept"] else "")
-    what = f"kept{layers}" if doc["kept"] else "refused (VGGish stays FP32)"
-    return (f"{precision.upper()} VGGish {what}: {_line(doc)} over {doc['clips']} held-out "
-            "clips")
+    """One line for setup and doctor: kept, or refused and which rule failed."""
+    if not current(doc):
+        return (f"{precision.upper()} VGGish {'kept' if doc.get('kept') else 'refused'} under "
+                "an earlier rule (one that judged features); `instag setup --only-int8` "
+                "judges it again by its tags")
+    if doc["kept"]:
+        layers = (f" ({_layers(len(doc['layers_int8']))} INT8, {len(doc['layers_fp32'])} FP32"
+                  + (f": {', '.join(doc['layers_fp32'])} back to FP32" if doc["layers_fp32"]
+                     else "") + ")") if precision is Precision.INT8 else ""
+        return (f"{precision.upper()} VGGish kept{layers}: {summary(doc)}, over "
+                f"{doc['clips']} held-out clips")
+    why = "; ".join(doc.get("failed") or ["it missed the rule"])
+    return (f"{precision.upper()} VGGish refused (VGGish stays FP32): {why}. Over "
+            f"{doc['clips']} held-out clips: {summary(doc)}")

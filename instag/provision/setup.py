@@ -5,19 +5,18 @@
    ``--openmic`` (archive or extracted directory); only the npz, class map and partitions are
    extracted, never members with absolute paths or ``..``;
 4. the attention model trained with the paper's recipe (best validation loss across seeds),
-   evaluated, and exported to ONNX with its model card as the installed scoring model.
+   evaluated, and exported to ONNX with its model card as the installed scoring model;
+5. the feature check against OpenMIC's released features; 6. the INT8 VGGish, judged by its
+   tags (`provision.int8`; `--skip-int8` leaves it out, `--only-int8` does only it).
 Each step is skipped when its result is already there and valid; each writes to a temp name and
 renames, so a failed step leaves nothing half-written at a final name.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,7 +24,7 @@ from instag.common import locations
 from instag.common.atomic import atomic_write
 from instag.common.devices import Device
 from instag.common.downloads import download, file_digest
-from instag.common.errors import InstagError
+from instag.common.errors import InstagError, SetupError, UsageError
 from instag.features import precision as at_precision
 from instag.features import vggish_onnx
 from instag.features.embed import Embedder
@@ -40,6 +39,7 @@ from instag.provision import int8 as int8_step
 from instag.provision import verify
 from instag.provision.doctor import cuda_usable
 from instag.provision.openmic import NEEDED, extract_needed
+from instag.provision.progress import Say, epoch_lines, ticking
 from instag.tagging.options import TagOptions
 
 OPENMIC_URL = "https://zenodo.org/records/1432913/files/openmic-2018-v1.0.0.tgz?download=1"
@@ -58,7 +58,8 @@ class SetupOptions:
     vggish: str | None = None
     pca: Path | None = None
     force: bool = False  # redo steps whose results are there: fetch, extract, train again
-    int8_only: bool = False  # only the INT8 step, on a machine already set up
+    only_int8: bool = False  # only the INT8 step, on a machine already set up
+    skip_int8: bool = False  # every step but the INT8 one (`--only-int8` makes it later)
     show_progress: bool = False  # bars on a terminal; otherwise a line every TICK_SECONDS
     # Sources, overridable by environment (how the tests point setup at a local server).
     openmic_url: str = field(default_factory=lambda: _env("INSTAG_OPENMIC_URL", OPENMIC_URL))
@@ -71,34 +72,7 @@ def _env(name: str, default: str) -> str:
     return os.environ.get(name) or default
 
 
-Say = Callable[[str], None]
 Progress = Callable[[int, int | None], None]
-TICK_SECONDS = 15.0  # a long step off a terminal says it is still going this often
-
-
-@contextlib.contextmanager
-def ticking(say: Say, what: str, on_terminal: bool,
-            seconds: float = TICK_SECONDS) -> Iterator[None]:
-    """Off a terminal (a log, cron), a line every `seconds` while a long step runs (training,
-    the ONNX conversion), so that a log never looks hung; on a terminal the bars speak."""
-    if on_terminal:
-        yield
-        return
-    done, started = threading.Event(), time.monotonic()
-
-    def tick() -> None:
-        while not done.wait(seconds):
-            say(f"{what}: still going, {time.monotonic() - started:.0f} s so far")
-
-    thread = threading.Thread(target=tick, daemon=True, name="instag-tick")
-    thread.start()
-    try:
-        yield
-    finally:
-        done.set()
-        thread.join()
-
-
 OFFLINE_HINT = ("no internet here? provision from local files: instag setup --vggish DIR "
                 "--pca FILE --openmic PATH (the docs: getting-started/setup.md)")
 
@@ -108,11 +82,14 @@ def setup(opts: SetupOptions, say: Say = print, progress: Progress | None = None
     step that cannot be done, naming what is missing; paths the user gave are checked before
     anything touches the network."""
     check_given(opts)
-    if opts.int8_only:
+    if opts.only_int8 and opts.skip_int8:
+        raise UsageError("--only-int8 with --skip-int8: one asks for only the INT8 step, the "
+                         "other for every step but it", "give one of them")
+    if opts.only_int8:
         model = locations.installed_model()
         if not model.is_file() or vggish_onnx.find(locations.vggish_handle(opts.vggish)) is None:
-            raise InstagError("--int8: this machine is not set up yet (no model, or no VGGish "
-                              "converted to ONNX)", "run `instag setup` first")
+            raise SetupError("--only-int8: this machine is not set up yet (no model, or no "
+                             "VGGish converted to ONNX)", "run `instag setup` first")
         step_int8(opts, say, model)
         return model
     handle = locations.vggish_handle(opts.vggish)
@@ -150,15 +127,17 @@ def setup(opts: SetupOptions, say: Say = print, progress: Progress | None = None
 
 
 def check_given(opts: SetupOptions) -> None:
-    """Every local path the user gave exists (a typo must not cost a 2.6 GB download)."""
+    """Every local path the user gave exists (a typo must not cost a 2.6 GB download); all
+    that do not are named at once."""
     vggish = opts.vggish or os.environ.get("INSTAG_VGGISH")
     given = [("--openmic", opts.openmic), ("--pca", locations.given_pca(opts.pca))]
     if vggish and not locations.is_url(vggish):
         given.append(("--vggish", Path(vggish).expanduser()))
-    for option, path in given:
-        if path is not None and not Path(path).exists():
-            raise InstagError(f"{option} {path}: no such file or folder",
-                              "check the path; setup has done nothing yet")
+    absent = [f"{option} {path}: no such file or folder" for option, path in given
+              if path is not None and not Path(path).exists()]
+    if absent:
+        raise InstagError("; ".join(absent), "check the path" + ("s" if len(absent) > 1 else "")
+                          + "; setup has done nothing yet")
 
 
 def step_vggish(handle: str, opts: SetupOptions, say: Say) -> None:
@@ -230,6 +209,10 @@ def step_openmic(opts: SetupOptions, say: Say, progress: Progress | None) -> Pat
         say(f"[3/6] OpenMIC-2018: {remembered}, as a previous setup was given - skipped")
         return remembered
     if opts.openmic and Path(opts.openmic).is_dir():
+        absent = [n for n in NEEDED if not (Path(opts.openmic) / n).is_file()]
+        if absent:  # every missing file at once, not the first
+            raise InstagError(f"--openmic {opts.openmic}: missing {', '.join(absent)}",
+                              "pass the extracted OpenMIC-2018 folder, or its .tgz")
         data = load_openmic(opts.openmic)  # validates, naming what is wrong
         keys = {*data.train.keys, *data.test.keys}
         sampled = verify.sample_from_folder(Path(opts.openmic) / "audio", keys,
@@ -276,10 +259,10 @@ def step_model(data_root: Path, opts: SetupOptions, say: Say) -> Path:
     for seed in opts.seeds:
         say(f"[4/6] model: training att, seed {seed}, {opts.epochs} epochs")
         recipe = Recipe(model="att", epochs=opts.epochs, seed=seed, device=opts.device)
-        with ticking(say, f"[4/6] model: training seed {seed}", opts.show_progress):
-            metrics = train_run(data, recipe, runs_dir / f"att-seed-{seed}",
-                                progress=opts.show_progress,
-                                force=True)  # setup's own run directories: retrained anew
+        metrics = train_run(data, recipe, runs_dir / f"att-seed-{seed}",
+                            progress=opts.show_progress, force=True,  # setup's own runs
+                            on_epoch=None if opts.show_progress else
+                            epoch_lines(say, f"[4/6] model: seed {seed}"))
         val = metrics["best_val_loss"]
         say(f"      seed {seed}: best validation loss {val:.4f}, test F1 "
             f"{metrics['overall']['f1']:.3f}, mAP {metrics['overall']['map']:.3f}")
@@ -322,26 +305,34 @@ def step_verify(data_root: Path, opts: SetupOptions, say: Say,
 
 
 def step_int8(opts: SetupOptions, say: Say, model: Path) -> dict | None:
-    """Make the INT8 VGGish (and where CUDA is usable the FP16 one) and keep each only at
-    parity (`provision.int8`); the figures go into the installed model's card. Skipped when
-    decided before (kept or refused) unless --force, and where VGGish runs on TensorFlow."""
+    """Make the INT8 VGGish (and where CUDA is usable the FP16 one) and keep each only where
+    its tags are FP32's (`provision.int8`); the figures go into the installed model's card.
+    A decision made before under today's rule (kept or refused) stands unless --force: a
+    second setup does not spend minutes judging again. Skipped where VGGish runs on
+    TensorFlow, and with --skip-int8."""
+    if opts.skip_int8:
+        say("[6/6] INT8 VGGish: --skip-int8 - skipped; `instag setup --only-int8` makes and "
+            "judges it later")
+        return None
     embedder = Embedder(opts.vggish, opts.pca, device=opts.device)
     if vggish_onnx.find(embedder.handle) is None:
         say("[6/6] INT8 VGGish: VGGish is not converted to ONNX here - skipped")
         return None
-    int8 = Precision.INT8
-    decided = (at_precision.figures(embedder.handle, int8)
-               or at_precision.refused(embedder.handle, int8))
-    if decided and not opts.force:
-        say(f"[6/6] {int8_step.decision_line(decided)} - decided before; `instag setup --int8 "
-            "--force` judges again")
+    decided = (at_precision.figures(embedder.handle, Precision.INT8)
+               or at_precision.refused(embedder.handle, Precision.INT8))
+    if int8_step.current(decided) and not opts.force:
+        say(f"[6/6] {int8_step.decision_line(decided)} - decided before, skipped; `instag "
+            "setup --only-int8 --force` judges again")
         return decided
+    if decided:
+        say("[6/6] INT8 VGGish: decided under an earlier rule (one that judged features, not "
+            "tags); judging again")
     cuda = opts.device is not Device.CPU and cuda_usable(model)[0] is True
     try:
-        with ticking(say, "[6/6] INT8 VGGish: quantising and judging", opts.show_progress):
+        with ticking(say, "[6/6] INT8 VGGish: judging", opts.show_progress):
             docs = int8_step.make_reduced(
                 embedder, TagOptions(model=model, vggish=opts.vggish, pca=opts.pca,
-                                     device=Device.CPU),
+                                     device=Device.CPU, precision=Precision.FP32),
                 verify.sample_dir(), say=lambda m: say(f"[6/6] {m}"), cuda=cuda)
     except InstagError as e:  # optional: tagging runs in FP32 as before
         say(f"[6/6] INT8 VGGish: not made: {e.message}; VGGish stays FP32")
@@ -356,4 +347,4 @@ def step_int8(opts: SetupOptions, say: Say, model: Path) -> dict | None:
         with atomic_write(card) as f:
             json.dump(card_doc, f, indent=2)
         write_markdown(card_doc, model)
-    return docs[int8]
+    return docs[Precision.INT8]

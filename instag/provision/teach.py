@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
 from instag.common.atomic import atomic_write
-from instag.common.errors import InstagError
+from instag.common.errors import InstagError, UsageError
 from instag.engines.local.run import embed
+from instag.features.precision import Precision
 from instag.learning.data import OpenMIC, load_openmic
 from instag.learning.labelled import check_sides, check_split, cross_folds, held_out, union
 from instag.learning.labels import Labels
@@ -45,7 +46,12 @@ def embed_labelled(labels: Labels, opts: TagOptions, reporter: Reporter | None =
                    ) -> tuple[Labels, list[np.ndarray], list[FileResult]]:
     """Each labelled song's features (uint8 [instances, 128]) through `instag embed`'s run;
     the labels of the songs that embedded, their features, and the results of those that
-    did not."""
+    did not. Always FP32's features, whatever precision tagging defaults to: a model learns
+    from the features OpenMIC released, and INT8's are not those."""
+    if opts.precision not in (None, Precision.FP32):
+        raise UsageError(f"precision={opts.precision!r}: a model is trained on FP32 features "
+                         "only (OpenMIC's are FP32)", "leave precision unset")
+    opts = replace(opts, precision=Precision.FP32)
     features: dict[Path, np.ndarray] = {}
     failed: list[FileResult] = []
     for result in embed(labels.files, opts, reporter):

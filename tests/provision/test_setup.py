@@ -279,26 +279,87 @@ def test_offline_suggests_only_the_pieces_that_are_missing(offline_machine, tmp_
     assert "--openmic PATH" not in result.output
 
 
+def test_offline_names_every_missing_file_at_once(offline_machine, tmp_path):
+    folder = random_openmic(tmp_path / "openmic", n=80)
+    for name in ("class-map.json", "partitions/split01_test.csv"):
+        (folder / name).unlink()
+    result = setup("--offline", "--vggish", str(tmp_path / "no-vggish"), "--pca",
+                   str(tmp_path / "no-pca.npz"), "--openmic", str(folder))
+    assert result.exit_code == 2
+    said = " ".join(result.output.split())
+    assert "no-vggish: no such file or folder" in said and "no-pca.npz: no such" in said
+    again = setup("--offline", "--openmic", str(folder))
+    said = " ".join(again.output.split())
+    assert again.exit_code == 2 and "missing class-map.json, partitions/split01_test.csv" in said
+    assert "not in the cache" in said and "vggish_pca_params.npz" in said  # and the rest
+
+
+def test_the_int8_step_can_be_skipped_and_the_two_flags_cannot_be_confused(
+        offline_machine, standin_vggish, standin_pca, tmp_path):
+    data = random_openmic(tmp_path / "openmic", n=80)
+    result = setup("--offline", "--vggish", str(standin_vggish), "--pca", str(standin_pca),
+                   "--openmic", str(data), "--skip-int8")
+    assert result.exit_code == 0, result.output
+    assert "[6/6] INT8 VGGish: --skip-int8 - skipped" in result.output
+    both = setup("--offline", "--only-int8", "--skip-int8")
+    assert both.exit_code == 2 and "--only-int8 with --skip-int8" in both.output
+    assert "Traceback" not in both.output
+
+
+def test_doctor_says_cuda_is_information_on_a_machine_without_a_gpu(scoring_model,
+                                                                   monkeypatch):
+    from instag.provision import doctor
+
+    if doctor.cuda_usable(scoring_model)[0]:
+        pytest.skip("CUDA works here")
+    monkeypatch.setattr(doctor, "nvidia_gpu", lambda: False)
+    out = CliRunner().invoke(app, ["doctor", "--model", str(scoring_model)])
+    line = next(x for x in out.output.splitlines() if "CUDA usable" in x)
+    assert not line.startswith("NO") and "no, tagging runs on the CPU" in line
+    monkeypatch.setattr(doctor, "nvidia_gpu", lambda: True)  # a GPU CUDA cannot use: a fault
+    out = CliRunner().invoke(app, ["doctor", "--model", str(scoring_model)])
+    assert next(x for x in out.output.splitlines() if "CUDA usable" in x).startswith("NO")
+
+
 def test_a_failed_download_points_at_the_offline_recipe(offline_machine, standin_vggish):
     result = setup("--vggish", str(standin_vggish))
     assert result.exit_code == 2 and "download failed" in result.output
     assert "the docs: getting-started/setup.md" in result.output  # a page that exists
 
 
-def test_setup_shows_training_progress_when_asked(sources, monkeypatch):
+@pytest.mark.parametrize("on_terminal", [True, False])
+def test_setup_shows_training_progress_as_bars_or_epoch_lines(sources, monkeypatch, on_terminal):
     from instag.provision import setup as setup_module
 
     seen = []
     real = setup_module.train_run
 
-    def train_run(*args, progress, **kwargs):
-        seen.append(progress)
-        return real(*args, progress=False, **kwargs)
+    def train_run(*args, progress, on_epoch, **kwargs):
+        seen.append((progress, on_epoch is not None))
+        return real(*args, progress=False, on_epoch=on_epoch, **kwargs)
 
     monkeypatch.setattr(setup_module, "train_run", train_run)
-    setup_module.setup(setup_module.SetupOptions(epochs=1, device="cpu", show_progress=True),
+    setup_module.setup(setup_module.SetupOptions(epochs=1, device="cpu",
+                                                 show_progress=on_terminal),
                        say=lambda m: None)
-    assert seen == [True]
+    assert seen == [(on_terminal, not on_terminal)]  # a bar on a terminal, lines in a log
+
+
+def test_training_in_a_log_says_the_epoch_the_best_loss_and_the_time_left():
+    from instag.provision.progress import epoch_lines
+
+    said, now = [], [0.0]
+    on_epoch = epoch_lines(said.append, "[4/6] model: seed 0", seconds=15,
+                           clock=lambda: now[0])
+    best = 1.0
+    for epoch in range(1, 251):  # 250 epochs of 0.4 s, the loss falling
+        now[0] = epoch * 0.4
+        best = min(best, 1.0 / epoch ** 0.1)
+        on_epoch(epoch, 250, best, now[0])
+    assert said[0] == "[4/6] model: seed 0: epoch 38/250, best validation loss 0.6951, " \
+        "about 0:01:25 left"
+    assert len(said) == 6 and said[-1].startswith("[4/6] model: seed 0: epoch 228/250, ")
+    assert not any("still going" in line for line in said)
 
 
 def test_a_pca_file_that_is_not_an_npz_is_named_plainly(tmp_path):
@@ -434,15 +495,15 @@ def test_a_download_in_a_log_says_how_far_it_is_every_few_seconds():
         "      downloaded 1.20 GB of 2.00 GB (60%), 40.0 MB/s, about 0:00:20 left"]
 
 
-def test_a_long_step_in_a_log_says_it_is_still_going(monkeypatch):
+def test_a_step_that_cannot_say_how_far_it_is_says_it_is_still_going(monkeypatch):
     import time
 
-    from instag.provision.setup import ticking
+    from instag.provision.progress import ticking
 
     said = []
-    with ticking(said.append, "[4/6] model: training seed 0", on_terminal=False, seconds=0.05):
+    with ticking(said.append, "[5/6] VGGish: converting", on_terminal=False, seconds=0.05):
         time.sleep(0.18)
-    assert len(said) >= 2 and said[0].startswith("[4/6] model: training seed 0: still going, ")
+    assert len(said) >= 2 and said[0].startswith("[5/6] VGGish: converting: still going, ")
     quiet = []
     with ticking(quiet.append, "x", on_terminal=True, seconds=0.05):
         time.sleep(0.12)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +39,7 @@ from instag.features.instances import (
     check_features,
     chunk_instances,
 )
+from instag.features.precision import Precision
 from instag.tagging.counts import RunCounts
 from instag.tagging.identity import FileKey, result_identity
 from instag.tagging.job import InOrder, JobRun, Reporter
@@ -307,5 +308,10 @@ def tag(paths: Iterable[str | Path], options: TagOptions | Config | None = None,
 def embed(paths: Iterable[str | Path], options: TagOptions | None = None,
           reporter: Reporter | None = None) -> TagRun:
     """The same run without scoring: each ok FileResult carries its `features` (uint8 [N, 128]
-    per 0.96 s instance); the model options are not used."""
-    return TagRun(paths, options or TagOptions(), reporter, scoring=False)
+    per 0.96 s instance); the model options are not used. FP32's features unless `precision`
+    is given: tagging's default (settings, environment) may be INT8, but features to train on
+    or to compare with OpenMIC's released ones are FP32's."""
+    options = options or TagOptions()
+    if options.precision is None:
+        options = replace(options, precision=Precision.FP32)
+    return TagRun(paths, options, reporter, scoring=False)

@@ -1,0 +1,96 @@
+"""How long `instag setup --offline` takes on stand-ins, stage by stage, the code before and
+after side by side (legs alternated, each in a fresh data and cache directory).
+
+The real set-up cannot run here (OpenMIC is not downloadable offline, VGGish's real weights are
+not in the repository): the stand-ins are the tests' — a VGGish SavedModel (`--arch vggish`: the
+real architecture with random weights, the FLOPs of the real model; `small`: the tests' three
+layers), its PCA file, and a random OpenMIC-layout folder of `--clips` clips (OpenMIC has
+20,000). What it measures is what setup spends: training (`--epochs`, the paper's 250), the ONNX
+conversion, the feature check and the INT8 step. With random weights the INT8 decision (and so
+whether the layer fallback runs) is the stand-in's, not a real VGGish's.
+
+    python bench/setup_time.py --before /path/to/worktree-of-base [--arch vggish] [--clips 20000]
+        [--epochs 250] [--rounds 1]
+
+Prints, per leg, the seconds of each stage ([1/6] ... [6/6]) and the whole run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path[:0] = [str(Path(__file__).parents[1] / "tests")]
+
+from builders import random_openmic  # noqa: E402
+from standins import build_standin_vggish, write_standin_pca  # noqa: E402
+
+STAGE = re.compile(r"^\[(\d)/6\]")
+
+
+def leg(code: Path, inputs: dict, extra: list[str], work: Path) -> dict[str, float]:
+    """One `instag setup --offline` with `code` first on the path; seconds per stage (from
+    the first line a stage prints to the first line of the next) and in all."""
+    work.mkdir(parents=True)
+    env = {**os.environ, "PYTHONPATH": str(code), "INSTAG_DATA_DIR": str(work / "data"),
+           "INSTAG_CACHE_DIR": str(work / "cache"), "TFHUB_CACHE_DIR": str(work / "hub")}
+    for name in ("INSTAG_VGGISH", "INSTAG_PCA", "INSTAG_MODEL", "INSTAG_PRECISION"):
+        env.pop(name, None)
+    cmd = [sys.executable, "-m", "instag", "setup", "--offline", "--device", "cpu",
+           "--vggish", str(inputs["vggish"]), "--pca", str(inputs["pca"]),
+           "--openmic", str(inputs["openmic"]), "--epochs", str(inputs["epochs"]), *extra]
+    started = time.perf_counter()
+    firsts: dict[str, float] = {}
+    tail: list[str] = []
+    with subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True, cwd=work) as proc:  # (`-m` puts the cwd before PYTHONPATH)
+        for line in proc.stdout:
+            tail = [*tail[-4:], line.rstrip()]
+            if (m := STAGE.match(line)) and m.group(1) not in firsts:
+                firsts[m.group(1)] = time.perf_counter() - started
+    if proc.returncode:
+        print("\n".join(f"    | {x}" for x in tail), file=sys.stderr)
+    total = time.perf_counter() - started
+    marks = sorted(firsts.items()) + [("end", total)]
+    out = {f"[{k}/6]": b - a for (k, a), (_, b) in zip(marks, marks[1:], strict=False)}
+    # a leg that dies (the OOM killer: -9) is shown, with the stage it died in, not hidden
+    return {**out, "total": total, "exit": proc.returncode}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--before", type=Path, required=True, help="a worktree of the code before")
+    ap.add_argument("--after", type=Path, default=Path(__file__).parents[1])
+    ap.add_argument("--arch", default="vggish", help="the stand-in VGGish: vggish or small")
+    ap.add_argument("--clips", type=int, default=20_000)
+    ap.add_argument("--epochs", type=int, default=250)
+    ap.add_argument("--rounds", type=int, default=1)
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory(prefix="instag-setup-bench-") as tmp:
+        root = Path(tmp)
+        inputs = {"vggish": build_standin_vggish(root / "vggish", args.arch),
+                  "pca": write_standin_pca(root / "pca.npz"),
+                  "openmic": random_openmic(root / "openmic", n=args.clips), "epochs": args.epochs}
+        legs = [("before", args.before, []), ("after", args.after, []),
+                ("after --skip-int8", args.after, ["--skip-int8"])]
+        print(f"instag setup --offline, stand-ins: {args.arch} VGGish, {args.clips} clips, "
+              f"{args.epochs} epochs, {os.cpu_count()} CPUs")
+        print(f"{'leg':20s}" + "".join(f"{s:>9s}" for s in
+                                       [f"[{k}/6]" for k in range(1, 7)] + ["total"]))
+        for r in range(args.rounds):
+            for name, code, extra in legs:
+                secs = leg(code, inputs, extra, root / f"{r}-{name.replace(' ', '')}")
+                print(f"{name:20s}" + "".join(
+                    f"{secs.get(s, 0.0):9.1f}" for s in [f"[{k}/6]" for k in range(1, 7)]
+                    + ["total"]) + (f"  exit {secs['exit']}" if secs["exit"] else ""),
+                    flush=True)
+
+
+if __name__ == "__main__":
+    main()
