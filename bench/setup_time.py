@@ -67,7 +67,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--before", type=Path, required=True, help="a worktree of the code before")
     ap.add_argument("--after", type=Path, default=Path(__file__).parents[1])
-    ap.add_argument("--arch", default="vggish", help="the stand-in VGGish: vggish or small")
+    ap.add_argument("--arch", default="vggish",
+                    help="the stand-in VGGish: vggish, or the tests' small, fragile, brittle")
     ap.add_argument("--clips", type=int, default=20_000)
     ap.add_argument("--epochs", type=int, default=250)
     ap.add_argument("--rounds", type=int, default=1)

@@ -184,8 +184,8 @@ def quantize(fp32: Path, calibration: Sequence[np.ndarray], layers: Sequence[str
                           activation_type=q.QuantType.QUInt8, weight_type=q.QuantType.QInt8,
                           nodes_to_quantize=list(layers), op_types_to_quantize=list(LAYER_OPS),
                           calibrate_method=q.CalibrationMethod.MinMax, **cache,
-                          # ranges merged every few clips (exact for MinMax): every activation
-                          # of 32 clips held at once is ~14 GB for VGGish's architecture
+                          # ranges merged every few clips (exact for MinMax), so calibration
+                          # never holds the outputs of all its clips at once
                           extra_options={"CalibStridedMinMax": math.gcd(len(calibration),
                                                                         CALIBRATION_BATCH)})
         return out.read_bytes()
