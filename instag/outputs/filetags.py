@@ -66,11 +66,13 @@ class TagChange:
     reason: str = ""
 
     def describe(self) -> str:
+        """The change in words: `would change: INSTRUMENTS=piano, voice` (a dry run)."""
+        said = str(self.outcome).replace("_", " ")
         if self.reason:
-            return f"{self.outcome}: {self.reason}"
+            return f"{said}: {self.reason}"
         if self.outcome is Outcome.UNCHANGED:
-            return str(self.outcome)
-        return f"{self.outcome}: " + "; ".join(  # values as in a list: "a, b"
+            return said
+        return f"{said}: " + "; ".join(  # values as in a list: "a, b"
             f"{k}={', '.join(self.after.get(k, [])) or '(removed)'}"
             for k in sorted(set(self.before) | set(self.after))
             if self.before.get(k) != self.after.get(k))

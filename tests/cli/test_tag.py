@@ -384,7 +384,7 @@ def test_a_run_over_a_relative_path_records_absolute_ones(run_tag, tmp_path, mon
     monkeypatch.chdir("/")  # write-tags from another folder still finds the file
     result = CliRunner().invoke(app, ["write-tags", str(tmp_path / "t.jsonl"), "--dry-run",
                                       "--cache", str(tmp_path / "cache.sqlite")])
-    assert result.exit_code == 0 and "1 file would_change" in result.output, result.output
+    assert result.exit_code == 0 and "1 file would change (dry run)" in result.output, result.output
 
 
 # -- 1. a missing library root -------------------------------------------------------------------

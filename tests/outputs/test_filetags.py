@@ -136,7 +136,7 @@ def test_dry_run_shows_and_writes_nothing(tagged_library, run_tag, tmp_path):
     data = path.read_bytes()
     result = run_tag(path, "--out", tmp_path / "t.csv", "--write-tags", "--dry-run",
                      "--threshold", "0")
-    assert "file tags of" in result.output and "would_change: INSTRUMENTS=" in result.output
+    assert "file tags of" in result.output and "would change: INSTRUMENTS=" in result.output
     assert path.read_bytes() == data
 
 
@@ -372,7 +372,7 @@ def test_write_tags_takes_every_format_and_says_the_same(run_tag, tmp_path):
                                           str(tmp_path / "cache.sqlite")])
             for fmt, out in outs.items()}
     assert {r.exit_code for r in said.values()} == {0}
-    assert "2 files would_change" in said["json"].output
+    assert "2 files would change (dry run)" in said["json"].output
     assert {r.output for r in said.values()} == {said["json"].output}
 
 
