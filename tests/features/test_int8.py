@@ -37,7 +37,7 @@ def standins(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def listening_model(scoring_model, standins, standin_pca, tmp_path_factory):
+def listening_model(trained_run, standins, standin_pca, tmp_path_factory):
     """The scoring model made to listen: its input normalised to the stand-ins' features and
     its instance head 30x louder, so a change in the features moves its probabilities (the
     briefly trained one barely hears them)."""
@@ -47,7 +47,7 @@ def listening_model(scoring_model, standins, standin_pca, tmp_path_factory):
     from instag.provision.int8 import clips
 
     run = tmp_path_factory.mktemp("listening") / "run"
-    shutil.copytree(scoring_model.parent / "run", run)
+    shutil.copytree(trained_run, run)
     embedder = Embedder(str(standins["small"]), standin_pca)
     embedder.model  # noqa: B018 - converted to ONNX, as setup does
     _, held, _ = clips(None, embedder.resampler, 50)
