@@ -12,7 +12,7 @@ from test_browse import browser, doc, opened, wav  # noqa: F401 (browser: a fixt
 from instag.outputs.browse import build_site
 
 pytestmark = pytest.mark.browser
-DOCS_ASSETS = Path(__file__).parent.parent / "docs" / "assets"
+DOCS_ASSETS = Path(__file__).resolve().parents[3] / "docs" / "assets"
 SONGS = [  # file, song fields, duration, {instrument: (probability, present, segments)}
     ("a.wav", {"artist": "Nina Simone", "title": "Feeling Good", "album": "I Put a Spell"}, 20,
      {"voice": (0.93, True, [[0.0, 12.0]]), "piano": (0.81, True, [[2.0, 9.6]]),
