@@ -106,3 +106,13 @@ def test_errors_have_kinds_a_caller_can_tell_apart(tmp_path, scoring_model, stan
                              cache=tmp_path / "c.sqlite")
     with lock(tmp_path / "c.sqlite"), pytest.raises(instag.BusyError, match="is using"):
         instag.Run([tmp_path], opts).run()
+
+
+def test_the_old_names_of_a_runs_counts_still_work_for_one_release_with_a_warning():
+    """`instag.Summary` was a run's counts, a name a reader took for the `--summary` CSV: it is
+    `instag.RunCounts` now (and `Run.counts`)."""
+    import instag
+
+    with pytest.warns(DeprecationWarning, match="RunCounts"):
+        assert instag.Summary is instag.RunCounts
+    assert "RunCounts" in dir(instag) and "Summary" not in instag.__all__
