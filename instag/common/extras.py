@@ -35,11 +35,16 @@ def installed(module: str) -> bool:
         return False
 
 
+class MissingExtra(SetupError):
+    """A module of an extra that is not installed: the fix is its pip command, whatever else
+    is missing."""
+
+
 def require(module: str) -> ModuleType:
     """Import `module`, or raise an InstagError naming the pip command that installs it."""
     try:
         return importlib.import_module(module)
     except ImportError as e:
         extra, purpose = EXTRAS[module.split(".")[0]]
-        raise SetupError(f"{module.split('.')[0]} is not installed; {purpose} needs it",
-                          f"pip install 'instag[{extra}]'") from e
+        raise MissingExtra(f"{module.split('.')[0]} is not installed; {purpose} needs it",
+                           f"pip install 'instag[{extra}]'") from e

@@ -25,6 +25,7 @@ from instag.common.atomic import atomic_write
 from instag.common.devices import Device
 from instag.common.downloads import download, file_digest
 from instag.common.errors import InstagError, SetupError, UsageError
+from instag.common.extras import MissingExtra
 from instag.features import precision as at_precision
 from instag.features import vggish_onnx
 from instag.features.embed import Embedder
@@ -93,7 +94,7 @@ def setup(opts: SetupOptions, say: Say = print, progress: Progress | None = None
         step_int8(opts, say, model)
         return model
     handle = locations.vggish_handle(opts.vggish)
-    missing: dict[str, str] = {}
+    missing: dict[str, InstagError] = {}
 
     def attempt(name: str, step, *args):
         """Offline, a missing piece is noted and the next step checked, so that one run says
@@ -104,7 +105,7 @@ def setup(opts: SetupOptions, say: Say = print, progress: Progress | None = None
             if not opts.offline:
                 raise InstagError(e.message, f"{e.fix}; {OFFLINE_HINT}" if e.fix else
                                   OFFLINE_HINT) from e
-            missing[name] = e.message
+            missing[name] = e
             return None
 
     attempt("vggish", step_vggish, handle, opts, say)
@@ -116,10 +117,13 @@ def setup(opts: SetupOptions, say: Say = print, progress: Progress | None = None
         options = {"vggish": "--vggish DIR (a SavedModel of google/vggish/1)",
                    "pca": "--pca FILE (vggish_pca_params.npz)",
                    "openmic": "--openmic PATH (the OpenMIC-2018 .tgz or its folder)"}
-        raise InstagError("--offline, and missing:\n  - " + "\n  - ".join(missing.values()),
-                          "give the missing pieces from local files: " +
-                          ", ".join(options[k] for k in missing) +
-                          "; or run without --offline on a machine with internet")
+        installs = sorted({e.fix for e in missing.values() if isinstance(e, MissingExtra)})
+        wanted = [options[k] for k, e in missing.items() if not isinstance(e, MissingExtra)]
+        raise InstagError("--offline, and missing:\n  - " + "\n  - ".join(
+            e.message for e in missing.values()), "; ".join([
+                *installs, *(["give the missing pieces from local files: " + ", ".join(wanted)]
+                             if wanted else []),
+                "or run without --offline on a machine with internet"]))
     model = step_model(data_root, opts, say)
     step_verify(data_root, opts, say, model)
     step_int8(opts, say, model)
@@ -169,9 +173,10 @@ def fetch_vggish(handle: str, say: Say) -> str:
     for name, then in zip(names, names[1:], strict=False):  # all but the last
         try:
             return fetch(name)
+        except MissingExtra:  # the same at every host
+            raise
         except InstagError as e:
-            why = e.message.split(" (", 1)[-1].removesuffix(")")
-            say(f"[1/6] VGGish: {name} failed ({why}); trying the same model at {then}")
+            say(f"[1/6] VGGish: {name} failed: {e.message}; trying the same model at {then}")
     return fetch(names[-1])
 
 

@@ -552,3 +552,18 @@ def test_doctor_prints_a_line_per_check_not_a_table_wider_than_a_terminal():
     out = CliRunner().invoke(app, ["doctor"]).output
     assert not set("│┃┏┡━─") & set(out)
     assert any(line.startswith("    versions: python: ") for line in out.splitlines())
+
+
+def test_offline_without_tensorflow_says_to_install_it_not_to_give_vggish_again(
+        offline_machine, standin_vggish, standin_pca, tmp_path, monkeypatch):
+    """A base install (no TensorFlow) given VGGish's folder: the fix is the extra's pip
+    command, not a request for the --vggish it was given."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, "tensorflow", None)  # as where it is not installed
+    data = random_openmic(tmp_path / "openmic", n=80)
+    result = setup("--offline", "--vggish", str(standin_vggish), "--pca", str(standin_pca),
+                   "--openmic", str(data))
+    said = " ".join(result.output.split())
+    assert result.exit_code == 2 and "pip install 'instag[setup]'" in said, said
+    assert "--vggish DIR" not in said and "Traceback" not in said
