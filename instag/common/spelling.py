@@ -8,6 +8,8 @@ import contextlib
 import contextvars
 from collections.abc import Iterator
 
+from instag.common.errors import UsageError
+
 _CLI = contextvars.ContextVar("instag_cli_spelling", default=False)
 
 
@@ -34,3 +36,14 @@ def output(flag: str, python: str) -> str:
 def said(name: str, value: object) -> str:
     """The option with its value as the caller wrote it: `--bag 0` or `bag=0`."""
     return f"{option(name)} {value}" if _CLI.get() else f"{name}={value!r}"
+
+
+def choice(kind, value, name: str):
+    """A choice given as text (`engine="ray"`, a beets config's `resampler: soxr`) as its enum;
+    another is a usage error naming the option as the caller spelled it, with the choices."""
+    try:
+        return kind(value)
+    except ValueError:
+        raise UsageError(f"{said(name, value)}: not one of "
+                         f"{', '.join(str(c.value) for c in kind)}",
+                         f"e.g. {said(name, next(iter(kind)).value)}") from None

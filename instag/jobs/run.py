@@ -19,7 +19,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from instag.common.errors import UsageError
-from instag.common.spelling import said
+from instag.common.spelling import choice, said
 from instag.engines.local.run import TagRun
 from instag.engines.local.run import tag as tag_locally
 from instag.engines.ray.pipeline import Engine, RayRun, tag_on_ray
@@ -51,7 +51,7 @@ class Run:
             raise UsageError(f"options={opts!r:.60}: not a TagOptions",
                              "e.g. instag.TagOptions(bag=10)")
         self.config = config = opts.resolve()  # every default read once, here
-        self.engine = engine = _choice(Engine, engine, "engine")
+        self.engine = engine = choice(Engine, engine, "engine")
         if address is not None and engine is not Engine.RAY:
             raise UsageError(f"{said('address', address)}: means something only with "
                              f"{said('engine', 'ray')}", "leave it out, or run on Ray")
@@ -139,16 +139,6 @@ class Run:
         return {"model": str(compute.model),
                 "bag": "full" if compute.bag is None else str(compute.bag),
                 "threshold_rule": rule, "thresholds": self.engine_run.thresholds}
-
-
-def _choice(kind, value, name: str):
-    """A choice given as text (`engine="ray"`) as its enum; another is a usage error."""
-    try:
-        return kind(value)
-    except ValueError:
-        raise UsageError(f"{said(name, value)}: not one of "
-                         f"{', '.join(str(c.value) for c in kind)}",
-                         f"e.g. {said(name, next(iter(kind)).value)}") from None
 
 
 def _refuse_shared_targets(outputs: Sequence[Sink]) -> None:

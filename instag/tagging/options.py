@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from instag.common import locations
 from instag.common.devices import Device
 from instag.common.errors import UsageError
-from instag.common.spelling import option, said
+from instag.common.spelling import choice, option, said
 from instag.features.decode import AUDIO_EXTENSIONS
 from instag.features.precision import Precision
 from instag.features.resample import DEFAULT_RESAMPLER, Resampler
@@ -94,11 +94,7 @@ class TagOptions:
         # choices given as text (the beets plugin's config, a script) become their enums
         object.__setattr__(self, "device", Device.parse(self.device))
         self.vggish_precision()  # a wrong one is refused here, not mid-run
-        try:
-            object.__setattr__(self, "resampler", Resampler(self.resampler))
-        except ValueError:
-            raise UsageError(f"{said('resampler', self.resampler)}: not a resampler",
-                              f"use one of {', '.join(r.value for r in Resampler)}") from None
+        object.__setattr__(self, "resampler", choice(Resampler, self.resampler, "resampler"))
 
     def vggish_precision(self) -> Precision:
         try:
