@@ -1,9 +1,9 @@
 """The `instag` command line: parse options, call the library, print, set the exit code.
 
 One module per audience: the main job (`tag`), what else reads or makes a library's outputs
-(`tagging`), reproducing the paper (`learning`), setting up a machine (`provision`). Heavy
-libraries (torch, tensorflow, onnxruntime) are imported only inside the library functions that
-need them, so `instag --help` stays instant.
+(`tagging`), what shows it (`figures`), reproducing the paper (`learning`), setting up a machine
+(`provision`). Heavy libraries (torch, tensorflow, onnxruntime) are imported only inside the
+library functions that need them, so `instag --help` stays instant.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from instag.cli import learning, provision, tag, tagging, upkeep
+from instag.cli import figures, learning, provision, tag, tagging, upkeep
 from instag.cli.console import Command
 from instag.common import VERSION
 
@@ -41,9 +41,9 @@ def main(
 app.command(cls=Command)(provision.setup)
 app.command(cls=Command)(provision.doctor)
 app.command(cls=Command)(tag.tag)
-app.command("plot", cls=Command)(tagging.plot)
+app.command("plot", cls=Command)(figures.plot)
 app.command(cls=Command)(tagging.export)
-app.command(cls=Command)(tagging.browse)
+app.command(cls=Command)(figures.browse)
 app.command("write-tags", cls=Command)(tagging.write_tags)
 app.command(cls=Command)(tagging.embed)
 app.add_typer(upkeep.app, name="cache")

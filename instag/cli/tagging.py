@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import math
 import os
-import sqlite3
 import sys
-from contextlib import ExitStack
 from pathlib import Path
 from typing import Annotated
 
@@ -27,16 +25,12 @@ from instag.cli.progress import file_tags_line, plural, reporter_for, summary_li
 from instag.cli.signals import stoppable, stopping
 from instag.common.errors import InstagError
 from instag.common.guard.inputs import stdin_lines
-from instag.common.guard.targets import claim_file, png_by_instag
 from instag.engines.local.retag import retag
 from instag.engines.local.run import embed as embed_run
-from instag.engines.local.timeline import with_timeline
-from instag.features.decode import AudioError
 from instag.features.featurefile import is_feature_file, write_features
 from instag.features.resample import DEFAULT_RESAMPLER
 from instag.outputs.exports import SegmentsFormat, SegmentsWriter, library_root
 from instag.outputs.filetags import Outcome
-from instag.outputs.plot import load_file_doc, plot_file
 from instag.outputs.readback import (
     checked_documents,
     read_documents,
@@ -46,7 +40,6 @@ from instag.outputs.readback import (
 from instag.outputs.sinks import check_folder
 from instag.outputs.writers import (
     check_output,
-    check_writable,
 )
 from instag.tagging.counts import RunCounts
 from instag.tagging.options import STALL_TIMEOUT, TagOptions
@@ -152,45 +145,6 @@ def failed_exit(counts: RunCounts, strict: bool) -> bool:
     """Exit 1: a failure this run computed (a retryable one, such as `timeout`, is computed by
     every run), or with --strict any failure."""
     return bool(counts.failed_now or (strict and counts.failed))
-
-
-@expected_errors
-def plot(
-    tags_file: TagsFileArg,
-    file: Annotated[str | None, typer.Option(help="Which file (its path, spelled any way: "
-                                                  "relative, absolute, through a link); "
-                                                  "default: the first tagged one.")] = None,
-    audio: Annotated[Path | None, typer.Option(
-        help="The audio file to draw the spectrogram from, when it is not where the JSON "
-             "says (moved, or the JSON has a relative path).")] = None,
-    out: Annotated[Path, typer.Option(help="PNG to write.")] = Path("attention.png"),
-    model: Annotated[Path | None, typer.Option(
-        help="The scoring model that tagged the file, to recompute its attention when the "
-             "output has no timeline (default: as for `instag tag`).")] = None,
-    vggish: VggishOpt = None,
-    pca: PcaOpt = None,
-    cache: CacheOpt = None,
-    min_segment: MinSegmentOpt = None,
-    merge_gap: MergeGapOpt = None,
-) -> None:
-    """Draw the paper's Figure 4 for a tagged file: attention over its mel spectrogram.
-
-    An output written without --timeline (CSV, Parquet, compact JSON/JSONL) has no attention
-    weights: they are recomputed from the file's features in the cache, with the model."""
-    doc = resegmented(load_file_doc(tags_file, file), segment_rule(min_segment, merge_gap))
-    if file is None:  # the user did not say which: say which it is, and how to pick another
-        console(stderr=True).print(f"drawing {doc['path']} (the first tagged file; --file "
-                                   "picks another)", markup=False)
-    target = claim_file(out, "--out", png_by_instag,
-                        [tags_file, audio or audio_path(doc["path"])])
-    doc = with_timeline(doc, TagOptions(model=model, vggish=vggish, pca=pca, cache=cache), audio)
-    check_writable(out.parent, f"--out {out}")
-    try:
-        path = plot_file(doc, out, audio=audio, replaces=target.replaces)
-    except AudioError as e:
-        raise InstagError(f"{e.path}: cannot read it for the spectrogram ({e.reason})",
-                          "pass --audio with the file's current path") from None
-    console().print(f"wrote {path}", markup=False)
 
 
 @expected_errors
@@ -325,74 +279,3 @@ def export(
                                            else ""), markup=False)
     if writer.failed:
         raise typer.Exit(EXIT_SOME_FAILED)
-
-
-def _same_audio_in(cache_path: Path):
-    """`browse --serve`'s test of a file changed since it was tagged: the same audio if the
-    cache remembers instag's own tag writes making it so (as `write-tags` checks). A cache
-    opened per question: the server asks from its threads, and a connection is one thread's."""
-    import threading
-
-    from instag.engines.local.cache import Cache
-    from instag.tagging.identity import FileKey
-
-    one_at_a_time = threading.Lock()
-
-    def same_audio(path: Path, was: tuple[int, int], now: tuple[int, int]) -> bool:
-        if not cache_path.is_file():
-            return False
-        key = os.fsencode(path.resolve())
-        with one_at_a_time:
-            try:
-                with Cache(cache_path) as cache:
-                    return cache.same_audio(FileKey(key, *was), FileKey(key, *now))
-            except (InstagError, OSError, sqlite3.Error):
-                return False
-
-    return same_audio
-
-
-@expected_errors
-def browse(
-    tags_file: TagsFileArg,
-    out: Annotated[Path | None, typer.Option(
-        help="Folder to write the page into (open its index.html in a browser). Default with "
-             "--serve: a temporary folder.")] = None,
-    serve: Annotated[bool, typer.Option(
-        help="Also serve it on 127.0.0.1 (a free port, printed with its token) until Ctrl-C: "
-             "the page, and the audio of the files TAGS lists as tagged while they are the "
-             "audio tagged; nothing else on disk.")] = False,
-    port: Annotated[int, typer.Option(help="With --serve: the port (0: a free one).")] = 0,
-    cache: CacheOpt = None,
-    min_segment: MinSegmentOpt = None,
-    merge_gap: MergeGapOpt = None,
-) -> None:
-    """A page to browse a tagged library: filter by instrument, status and path, see where each
-    instrument plays, click a segment to listen from there."""
-    import tempfile
-
-    from instag.outputs.browse import build_site
-    from instag.outputs.browse.serve import server
-
-    rule = segment_rule(min_segment, merge_gap)
-    if out is None and not serve:
-        raise InstagError("where should the page go?", "give --out FOLDER, or --serve")
-    with ExitStack() as stack:
-        kept = out is not None  # else a temporary site, gone when the server stops
-        if out is None:
-            out = Path(stack.enter_context(tempfile.TemporaryDirectory())) / "site"
-        site = build_site((resegmented(d, rule) for d in checked_documents(tags_file)), out,
-                          str(tags_file))
-        where = f" in {site.folder}: {site.bytes / 1e6:.1f} MB; open " \
-            f"{site.folder / 'index.html'}" if kept else ""
-        console(stderr=True).print(f"{plural(site.files, 'file')} ({site.failed} failed)"
-                                   f"{where}", markup=False)
-        if serve:
-            httpd = server(site.folder, site.audio, port,
-                           _same_audio_in(TagOptions(cache=cache).cache_path()))
-            stack.callback(httpd.server_close)
-            console().print(f"open {httpd.url} in a browser (Ctrl-C stops)", markup=False)
-            try:
-                httpd.serve_forever()
-            except KeyboardInterrupt:
-                console(stderr=True).print("stopped", markup=False)

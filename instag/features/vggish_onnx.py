@@ -220,11 +220,11 @@ def cut(model: Path | bytes) -> list | None:
         proto.graph.value_info.append(onnx.helper.make_tensor_value_info(
             name, onnx.TensorProto.FLOAT, None))
     out = proto.graph.output[0].name
-    return ((dense is not None and _extract(proto, [INPUT, conv, dense, out]))
-            or _extract(proto, [INPUT, conv, out]))
+    return ((dense is not None and extract(proto, [INPUT, conv, dense, out]))
+            or extract(proto, [INPUT, conv, out]))
 
 
-def _extract(proto, ends: list[str]) -> list | None:
+def extract(proto, ends: list[str]) -> list | None:
     """The graph between each two consecutive tensors of `ends`; None unless each part needs
     only its own start."""
     onnx = require("onnx")
@@ -238,7 +238,7 @@ def _extract(proto, ends: list[str]) -> list | None:
     return parts
 
 
-def _write_part(target: Path, proto) -> None:
+def write_part(target: Path, proto) -> None:
     """A part, its large weights in a file beside it (`target` + .data, written first, each
     tensor at an aligned offset): onnxruntime then maps them from the file instead of reading
     a copy of the model and copying each tensor out of it (twice the weights, while a session
@@ -262,15 +262,20 @@ def _write_part(target: Path, proto) -> None:
         tmp.write_bytes(proto.SerializeToString())
 
 
+def part_path(path: Path, part: str) -> Path:
+    """Where part `part` of the model file `path` is kept: named by the file's size and mtime,
+    so that a model made anew is cut anew, and by PARTS_LAYOUT."""
+    stat = path.stat()
+    return path.with_name(f"{path.stem}.{stat.st_size}-{stat.st_mtime_ns}-{PARTS_LAYOUT}."
+                          f"{part}.onnx")
+
+
 def parts_beside(path: Path) -> list[Path | bytes] | None:
     """`cut` of a model file, made once and kept beside it (cutting a 290 MB graph takes
     seconds and a gigabyte), named by the file's size and mtime so that a model made anew is
     cut anew, and by PARTS_LAYOUT; None where it does not cut (or the folder is read-only:
     then in memory)."""
-    stat = path.stat()
-    key = f"{stat.st_size}-{stat.st_mtime_ns}-{PARTS_LAYOUT}"
-    named = {part: path.with_name(f"{path.stem}.{key}.{part}.onnx")
-             for part in (*PARTS, "network")}
+    named = {part: part_path(path, part) for part in (*PARTS, "network")}
     for kept in (PARTS, ("front", "network")):
         if all(named[part].is_file() for part in kept):
             return [named[part] for part in kept]
@@ -283,7 +288,7 @@ def parts_beside(path: Path) -> list[Path | bytes] | None:
                     *path.parent.glob(f"{path.stem}.*.*.onnx.data")):
             old.unlink(missing_ok=True)
         for part, proto in zip(kept, parts, strict=True):
-            _write_part(named[part], proto)
+            write_part(named[part], proto)
     except OSError:  # in memory: bytes serve as well (cut again: the writing moved weights out)
         return [p.SerializeToString() for p in cut(path)]
     return [named[part] for part in kept]

@@ -23,6 +23,8 @@ from instag.common.spelling import choice, said
 from instag.engines.local.run import TagRun
 from instag.engines.local.run import tag as tag_locally
 from instag.engines.ray.pipeline import Engine, RayRun, tag_on_ray
+from instag.features.logmel import LogMel, Spectrogram
+from instag.outputs.plot import MAX_COLUMNS
 from instag.outputs.sinks import FileTags, RunContext, Sink, TagsFile
 from instag.outputs.writers import Format
 from instag.tagging.counts import RunCounts
@@ -51,6 +53,7 @@ class Run:
             raise UsageError(f"options={opts!r:.60}: not a TagOptions",
                              "e.g. instag.TagOptions(bag=10)")
         self.config = config = opts.resolve()  # every default read once, here
+        self._log_mel: LogMel | None = None
         self.engine = engine = choice(Engine, engine, "engine")
         if address is not None and engine is not Engine.RAY:
             raise UsageError(f"{said('address', address)}: means something only with "
@@ -70,7 +73,8 @@ class Run:
                                             if config.compute.thresholds_file else [])],
             library=self.paths, protected=config.local.protected_paths(),
             extensions=config.walk.extensions,
-            run_info=self._run_info, thresholds=lambda: self.engine_run.thresholds)
+            run_info=self._run_info, thresholds=lambda: self.engine_run.thresholds,
+            spectrogram=self._spectrogram)
         for output in self.outputs:
             output.check(self.context)
         _refuse_shared_targets(self.outputs)
@@ -130,6 +134,13 @@ class Run:
         for _ in self:
             pass
         return self.counts
+
+    def _spectrogram(self, path: Path, duration: float) -> Spectrogram:
+        """`--plot`'s spectrogram: VGGish's front end, loaded on the first figure."""
+        if self._log_mel is None:
+            self._log_mel = LogMel.of_vggish(self.config.compute.vggish)
+        return self._log_mel.spectrogram(path, duration, MAX_COLUMNS,
+                                         resampler=self.config.compute.resampler)
 
     def _run_info(self) -> dict:
         """What the tags file says of the run: the model, the bags, the thresholds applied."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -14,41 +14,10 @@ from instag.common.atomic import UNCHECKED, atomic_path
 from instag.common.errors import InstagError
 from instag.common.extras import require
 from instag.common.guard.targets import PNG_METADATA
-from instag.features.resample import Resampler, stream_16k
+from instag.features.logmel import BANDS, Spectrogram
 from instag.outputs.readback import find_document, read_documents
-from instag.tagging.results import audio_path
 
-SR, N_FFT, HOP, N_MELS = 16000, 512, 160, 64
-MAX_FRAMES = 4000  # spectrogram columns drawn: a figure needs no more, whatever the length
-
-
-def _mel_weights() -> np.ndarray:
-    mel = lambda f: 1127.0 * np.log1p(f / 700.0)  # noqa: E731 - the HTK mel scale
-    edges = np.linspace(mel(125.0), mel(7500.0), N_MELS + 2)
-    bins = mel(np.fft.rfftfreq(N_FFT, 1 / SR))
-    lo, mid, hi = edges[:-2, None], edges[1:-1, None], edges[2:, None]
-    return np.maximum(0, np.minimum((bins - lo) / (mid - lo), (hi - bins) / (hi - mid)))
-
-
-def log_mel(blocks: Iterable[np.ndarray], hop: int = HOP) -> np.ndarray:
-    """[frames, 64] log-mel spectrogram (VGGish's bands, 125-7500 Hz) of consecutive 16 kHz
-    blocks, one frame every `hop` samples: memory is that of a block and of the frames kept."""
-    weights, window = _mel_weights(), np.hanning(N_FFT)
-    rows, buf, start, next_frame = [], np.zeros(0, np.float32), 0, 0
-    for block in blocks:
-        buf = np.concatenate([buf, block])  # samples from `start` on
-        end = start + len(buf)
-        if end - next_frame >= N_FFT:
-            frames = np.lib.stride_tricks.sliding_window_view(buf[next_frame - start :], N_FFT)
-            frames = frames[::hop]
-            rows.append(np.abs(np.fft.rfft(frames * window, axis=1)) @ weights.T)
-            next_frame += len(frames) * hop
-        keep = min(next_frame, end) - start
-        buf, start = buf[keep:], start + keep
-    if not rows:  # shorter than one window: one padded frame
-        frame = np.pad(buf, (0, N_FFT - len(buf)))[None]
-        rows.append(np.abs(np.fft.rfft(frame * window, axis=1)) @ weights.T)
-    return np.log(np.concatenate(rows) + 0.01)
+MAX_COLUMNS = 4000  # spectrogram columns drawn: a figure needs no more, whatever the length
 
 
 # matplotlib falls back along this list glyph by glyph: a CJK title draws where one of these
@@ -81,20 +50,16 @@ def load_file_doc(tags_file: Path, file: str | None) -> dict:
     return doc
 
 
-def plot_file(doc: dict, out_png: Path, audio: Path | None = None,
-              resampler: Resampler | str = Resampler.SOXR, max_rows: int = 4,
+def plot_file(doc: dict, out_png: Path, spectrogram: Spectrogram, max_rows: int = 4,
               replaces=UNCHECKED) -> Path:
-    """Spectrogram on top; below, one row per instrument present (most probable first), bars of
-    its attention per instance, its segments shaded. `doc` has its bags' timelines (a
-    `--timeline` output's document, or one `engines.local.timeline` completed). `audio`: the
-    file to read (default: the one the document names). `replaces`: what `out_png` must still
-    be just before its rename (`guard.targets`)."""
+    """The file's spectrogram as VGGish hears it (`features.logmel`) on top; below, one row per
+    instrument present (most probable first), bars of its attention per instance, its segments
+    shaded. `doc` has its bags' timelines (a `--timeline` output's document, or one
+    `engines.local.timeline` completed). `replaces`: what `out_png` must still be just before
+    its rename (`guard.targets`)."""
     require("matplotlib").use("Agg")
     import matplotlib.pyplot as plt
 
-    samples = round(doc["duration_s"] * SR)
-    hop = max(HOP, -(-samples // MAX_FRAMES))  # at most MAX_FRAMES columns, any length
-    spectrogram = log_mel(stream_16k(audio or audio_path(doc["path"]), resampler), hop)
     bags = doc["bags"]
     best = {}
     for b in bags:
@@ -107,8 +72,9 @@ def plot_file(doc: dict, out_png: Path, audio: Path | None = None,
     fig, axes = plt.subplots(1 + len(rows), 1, sharex=True,
                              figsize=(10, 2.6 + 1.2 * len(rows)),
                              gridspec_kw={"height_ratios": [3] + [1] * len(rows)})
-    axes[0].imshow(spectrogram.T, origin="lower", aspect="auto", cmap="magma",
-                   extent=(0, len(spectrogram) * hop / SR, 0, N_MELS))
+    values = spectrogram.values
+    axes[0].imshow(values.T, origin="lower", aspect="auto", cmap="magma",
+                   extent=(0, len(values) * spectrogram.column_s, 0, BANDS))
     axes[0].set_ylabel("mel band")
     axes[0].set_title(Path(doc["path"]).name)
     for ax, c in zip(axes[1:], rows, strict=True):

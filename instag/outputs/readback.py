@@ -340,6 +340,12 @@ def resegmented(doc: dict, rule: SegmentRule | None) -> dict:
 def find_document(docs: Iterable[dict], file: str | Path) -> dict | None:
     """The document of `file`, however it is spelled (relative, `./`, absolute, through a
     symlink): the same file on disk, or else the same absolute path."""
+    names = names_file(file)
+    return next((doc for doc in docs if names(doc)), None)
+
+
+def names_file(file: str | Path) -> Callable[[dict], bool]:
+    """Whether a document is that of `file` (`find_document`'s rule)."""
 
     def identity(p: Path) -> tuple:
         try:
@@ -349,7 +355,4 @@ def find_document(docs: Iterable[dict], file: str | Path) -> dict | None:
             return (os.path.abspath(p),)
 
     wanted = identity(audio_path(str(file)))
-    for doc in docs:
-        if identity(audio_path(doc["path"])) == wanted:
-            return doc
-    return None
+    return lambda doc: identity(audio_path(doc["path"])) == wanted

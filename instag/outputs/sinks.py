@@ -21,6 +21,7 @@ from instag.common.atomic import Changed, Stamp
 from instag.common.errors import InstagError, UsageError
 from instag.common.guard.targets import Target, claim_folder, png_by_instag
 from instag.common.spelling import output
+from instag.features.logmel import Spectrogram
 from instag.outputs.exports import SegmentsFormat, SegmentsWriter, library_root
 from instag.outputs.filetags import (
     CHANGED_WHILE_TAGGING,
@@ -67,6 +68,13 @@ class RunContext:
     same_audio: Callable[[FileKey, FileKey], bool] = lambda was, now: False
     rekey: Callable[[FileKey, FileKey], None] = lambda was, now: None
     note: Callable[[str], None] = lambda line: None
+    # the spectrogram VGGish hears of a file (path, duration), for figures
+    spectrogram: Callable[[Path, float], Spectrogram] = field(default=lambda path, duration:
+                                                             _no_front_end(path))
+
+
+def _no_front_end(path: Path) -> Spectrogram:
+    raise InstagError(f"{path}: this run has no VGGish front end to draw its spectrogram with")
 
 
 class Sink(Protocol):
@@ -210,8 +218,8 @@ class PlotFolder:
 
         doc = file_document(result, timeline=True)
         try:
-            self.writer.add(result.path, lambda png: plot_file(doc, png, audio=result.path,
-                                                                  resampler="soxr"))
+            spectrogram = run.spectrogram(result.path, result.duration)
+            self.writer.add(result.path, lambda png: plot_file(doc, png, spectrogram))
         except (AudioError, InstagError) as e:
             run.note(f"plot: {result.display_path}: not drawn ({e})")
 

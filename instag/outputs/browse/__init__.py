@@ -1,12 +1,13 @@
 """`instag browse`: a static page to look through a tagged library and listen where each
 instrument plays, written from any instag output (CSV, JSON, JSONL, Parquet) as a stream.
 
-The site is a folder: the page (`index.html`, `app.js`, `rows.js`, `style.css`: no framework,
-no CDN, everything the page needs is written into it) and the data as `<script>`-loaded `.js`
-files, since a page opened from `file://` may not fetch: `data/meta.js` (every instrument
-scored, in the model's order, which gives each its colour; counts; chunk count), then
-`data/chunk-NNNN.js` of CHUNK_FILES files each, loaded one after another while the list is
-already in use. Every path and tag value reaches the page as JSON data, and the page
+The site is a folder: the page (`index.html`, `app.js`, `rows.js`, `view.js`, `style.css`: no
+framework, no CDN, everything the page needs is written into it) and the data as
+`<script>`-loaded `.js` files, since a page opened from `file://` may not fetch: `data/meta.js`
+(every instrument scored, in the model's order, which gives each its colour; counts; chunk
+count; the files whose view is included), then `data/chunk-NNNN.js` of CHUNK_FILES files each,
+loaded one after another while the list is already in use, and `data/view-N.js` for each file
+given with `--view` (its Figure 4: `view`; `--serve` makes any file's when it is opened). Every path and tag value reaches the page as JSON data, and the page
 puts it in as text, never as HTML. Audio links are relative to the site folder (percent-encoded
 bytes, so names that are not UTF-8 still play); under `--serve` the page asks the server for
 the file by its number in the output instead (`serve`). Instrument names are data, never keys
@@ -25,6 +26,7 @@ import re
 import shutil
 import urllib.parse
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -39,7 +41,7 @@ MARKER = "instag-site.json"  # what makes a folder an instag site, which a new o
 # what Chromium plays in an <audio> element; the rest say "not playable in a browser"
 PLAYABLE = frozenset({".mp3", ".wav", ".ogg", ".oga", ".opus", ".flac", ".m4a", ".mp4",
                       ".aac", ".webm", ".weba"})
-PAGE_FILES = ("index.html", "app.js", "rows.js", "style.css")
+PAGE_FILES = ("index.html", "app.js", "rows.js", "view.js", "style.css")
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,7 @@ class Site:
     instruments: dict = field(default_factory=dict)  # every instrument scored, in model order
     audio: list[Listed | None] = field(default_factory=list)
     bytes: int = 0
+    views: list[int] = field(default_factory=list)  # the files whose view the site includes
 
 
 def record(doc: dict, path: Path, index: int, site: Path) -> list:
@@ -85,12 +88,12 @@ def record(doc: dict, path: Path, index: int, site: Path) -> list:
             [doc.get(f) or "" for f in SONG_FIELDS] if song_of(doc) else None]
 
 
-def _script(call: str, data) -> str:
+def data_script(call: str, data) -> str:
     """A data file: one call with JSON (ASCII-escaped: nothing in it can end the script)."""
     return f"{call}({json.dumps(data, ensure_ascii=True, separators=(',', ':'))});\n"
 
 
-SITE_DATA = re.compile(r"meta\.js|chunk-\d{4,}\.js")
+SITE_DATA = re.compile(r"meta\.js|chunk-\d{4,}\.js|view-\d+\.js")
 
 
 def is_site(folder: Path) -> bool:
@@ -115,9 +118,13 @@ def is_site(folder: Path) -> bool:
                 for p in data.iterdir()))))
 
 
-def build_site(docs, out: Path, source: str) -> Site:
+ViewOf = Callable[[dict], "dict | None"]  # a document -> its view's data, or None: not included
+
+
+def build_site(docs, out: Path, source: str, view_of: ViewOf | None = None) -> Site:
     """Write the site for `docs` (an output's documents, streamed) into `out`: a new folder,
-    an empty one, or a site browse wrote (`is_site`)."""
+    an empty one, or a site browse wrote (`is_site`). `view_of` gives the file view of the
+    documents whose view the site includes (`view.view_data`)."""
     out = Path(out).absolute()
     if out.exists() and not is_site(out):
         raise InstagError(f"--out {out}: exists and is not an instag site (it holds files "
@@ -128,7 +135,7 @@ def build_site(docs, out: Path, source: str) -> Site:
     tmp = temp_name(out.parent)
     tmp.mkdir(mode=0o700)
     try:
-        site = _write(docs, tmp, out, source)
+        site = _write(docs, tmp, out, source, view_of)
         _swap(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -137,7 +144,7 @@ def build_site(docs, out: Path, source: str) -> Site:
     return site
 
 
-def _write(docs, tmp: Path, final: Path, source: str) -> Site:
+def _write(docs, tmp: Path, final: Path, source: str, view_of: ViewOf | None) -> Site:
     site = Site(tmp)
     (tmp / "data").mkdir()
     chunk: list = []
@@ -146,7 +153,7 @@ def _write(docs, tmp: Path, final: Path, source: str) -> Site:
     def flush() -> None:
         nonlocal chunks, chunk
         (tmp / "data" / f"chunk-{chunks:04d}.js").write_text(
-            _script("INSTAG.chunk", [chunks, chunk]), encoding="ascii")
+            data_script("INSTAG.chunk", [chunks, chunk]), encoding="ascii")
         chunks += 1
         chunk = []
 
@@ -161,14 +168,18 @@ def _write(docs, tmp: Path, final: Path, source: str) -> Site:
         site.counts.update(name for name, _, present, _ in row[5] if present)
         site.instruments.update((name, None) for name, *_ in row[5])
         chunk.append(row)
+        if ok and view_of is not None and (view := view_of(doc)) is not None:
+            (tmp / "data" / f"view-{row[7]}.js").write_text(
+                data_script("INSTAG.view", [row[7], view]), encoding="ascii")
+            site.views.append(row[7])
         if len(chunk) >= CHUNK_FILES:
             flush()
     if chunk or not chunks:
         flush()
     meta = {"source": source, "files": site.files, "failed": site.failed, "chunks": chunks,
             "counts": [list(pair) for pair in site.counts.most_common()],
-            "instruments": list(site.instruments)}
-    (tmp / "data" / "meta.js").write_text(_script("INSTAG.meta", meta), encoding="ascii")
+            "instruments": list(site.instruments), "views": site.views}
+    (tmp / "data" / "meta.js").write_text(data_script("INSTAG.meta", meta), encoding="ascii")
     page = resources.files(__package__) / "page"
     for name in PAGE_FILES:
         (tmp / name).write_bytes((page / name).read_bytes())

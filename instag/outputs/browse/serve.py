@@ -8,7 +8,9 @@ and the audio by number (`/<token>/audio/N`), with HTTP Range so that seeking wo
 sent only if its document says the file was tagged (`ok`), it is still a regular file (never a
 FIFO, device or folder; opened without blocking), its size and mtime are the document's (or
 what instag's own tag writes made of them: `same_audio`), its name says an audio type and its
-content is audio instag reads (probed once). Anything else is 404, never the bytes. Audio goes
+content is audio instag reads (probed once). The same rule guards a file's view
+(`/<token>/view/N.js`: its spectrogram and attention, computed from the file and the cache
+when asked). Anything else is 404, never the bytes. Audio goes
 out as its audio type, everything with `nosniff` and a strict Content-Security-Policy; a bad
 request or a dropped connection costs its client a status code, never the server a traceback.
 """
@@ -23,6 +25,7 @@ import secrets
 import stat
 import sys
 import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -30,10 +33,13 @@ from pathlib import Path
 
 from instag.common.errors import InstagError
 from instag.outputs.browse import Listed
+from instag.outputs.browse.view import view_script
 
 BLOCK = 1 << 16
 RANGE = re.compile(r"bytes=(\d{0,18})-(\d{0,18})")  # one range, numbers bounded: else ignored
-SITE_FILES = re.compile(r"(index\.html|app\.js|rows\.js|style\.css|data/(meta|chunk-\d{4,9})\.js)")
+SITE_FILES = re.compile(
+    r"(index\.html|(app|rows|view)\.js|style\.css|data/(meta|chunk-\d{4,9}|view-\d{1,9})\.js)")
+VIEWS_KEPT = 16  # file views remembered (a 5-minute song's is ~0.5 MB)
 SITE_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
               ".css": "text/css; charset=utf-8"}
 AUDIO_TYPES = {".wav": "audio/wav", ".flac": "audio/flac", ".mp3": "audio/mpeg",
@@ -104,6 +110,39 @@ class Library:
         return True
 
 
+class Views:
+    """File views computed on demand (`view_of(number)`: the page's data of the file the
+    output lists as `number`) for files the serving rule would send (`Library.open`), one at a
+    time (two cores serve the page too), the last VIEWS_KEPT remembered. A view that cannot be
+    made says why in the page and is not remembered (the cache may hold it a minute later)."""
+
+    def __init__(self, library: Library, view_of: Callable[[int], dict]) -> None:
+        self.library = library
+        self.view_of = view_of
+        self.kept: OrderedDict[int, bytes] = OrderedDict()
+        self.lock = threading.Lock()
+
+    def script(self, number: str) -> bytes | None:
+        """The view of `number` as the page loads it; None: not to be sent."""
+        found = self.library.open(number)
+        if found is None:
+            return None
+        os.close(found[0])
+        n = int(number)
+        with self.lock:
+            if n in self.kept:
+                self.kept.move_to_end(n)
+                return self.kept[n]
+            try:
+                script = view_script(n, self.view_of(n)).encode("ascii")
+            except InstagError as e:
+                return view_script(n, {"error": e.message, "fix": e.fix}).encode("ascii")
+            self.kept[n] = script
+            while len(self.kept) > VIEWS_KEPT:
+                self.kept.popitem(last=False)
+            return script
+
+
 def _open_regular(path: Path) -> int | None:
     """A descriptor on `path` if it is a regular file. Anything else is not even opened (a
     device's open may act), and one that becomes a FIFO in between cannot hang us (O_NONBLOCK):
@@ -154,6 +193,7 @@ def byte_span(header: str | None, size: int) -> tuple[int, int, bool] | None:
 class _Server(ThreadingHTTPServer):
     token: str
     library: Library
+    views: Views | None
     site: Path
 
     @property
@@ -203,6 +243,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.end_headers()
         elif rest[0].startswith("audio/"):
             self._audio(rest[0].removeprefix("audio/"), body)
+        elif rest[0].startswith("view/") and rest[0].endswith(".js"):
+            self._view(rest[0].removeprefix("view/").removesuffix(".js"), body)
         elif SITE_FILES.fullmatch(name := rest[0] or "index.html"):
             self._site(name, body)
         else:
@@ -221,6 +263,19 @@ class _Handler(BaseHTTPRequestHandler):
             self.end_headers()
             if body:
                 self._send(f, size)
+
+    def _view(self, number: str, body: bool) -> None:
+        views = self.server.views
+        script = views.script(number) if views is not None else None
+        if script is None:
+            self.send_error(HTTPStatus.NOT_FOUND)
+            return
+        self.send_response(HTTPStatus.OK)
+        self.send_header("Content-Type", SITE_TYPES[".js"])
+        self.send_header("Content-Length", str(len(script)))
+        self.end_headers()
+        if body:
+            self.wfile.write(script)
 
     def _audio(self, number: str, body: bool) -> None:
         found = self.server.library.open(number)
@@ -258,10 +313,12 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 def server(site: Path, audio: list[Listed | None], port: int = 0,
-           same_audio: SameAudio | None = None) -> _Server:
+           same_audio: SameAudio | None = None,
+           view_of: Callable[[int], dict] | None = None) -> _Server:
     """A server for `site` and its listed `audio` on 127.0.0.1 (port 0: a free one); its `url`
     (with the token) is the one address it answers. `same_audio(path, (size, mtime_ns) as
-    documented, as now)` says whether a file that changed since is still the audio tagged."""
+    documented, as now)` says whether a file that changed since is still the audio tagged.
+    `view_of(number)`: the file view of a listed file, computed when the page asks (`Views`)."""
     if not 0 <= port <= 65535:
         raise InstagError(f"--port {port}: not a port number", "give 1 to 65535, or 0 for a "
                           "free one")
@@ -273,5 +330,6 @@ def server(site: Path, audio: list[Listed | None], port: int = 0,
                           "give another port, or 0 for a free one") from None
     httpd.token = secrets.token_urlsafe(24)
     httpd.library = Library(audio, same_audio)
+    httpd.views = Views(httpd.library, view_of) if view_of is not None else None
     httpd.site = Path(site)
     return httpd

@@ -148,7 +148,7 @@ function draw(force) {
   drawn = key;
   spacer.replaceChildren();
   for (let i = first; i < last; i++) {
-    spacer.appendChild(row(INSTAG.shown[i], i, INSTAG.selected, INSTAG.current, play));
+    spacer.appendChild(row(INSTAG.shown[i], i, INSTAG.selected, INSTAG.current, play, openView));
   }
 }
 
@@ -156,6 +156,7 @@ function play(r, start) {
   const [path, href, , , , , playable, num] = r;
   INSTAG.current = num;
   draw(true);
+  if (!$("view").hidden && VIEW.num !== num && r[2] === "ok") openView(r);  // the view follows
   const name = songName(r) || path;
   if (!playable) { $("playing").textContent = "not playable in a browser: " + name; return; }
   const player = $("player");

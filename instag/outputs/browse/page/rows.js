@@ -41,8 +41,8 @@ function fmt(s) {
   return `${m}:${r.toFixed(1).padStart(4, "0")}`;
 }
 
-// the row of file r at place i of the shown list; play(r, start) plays it
-function row(r, i, selected, current, play) {
+// the row of file r at place i of the shown list; play(r, start) plays it, view(r) opens its view
+function row(r, i, selected, current, play, view) {
   const [path, , status, reason, duration, instruments, playable, num] = r;
   const div = el("div", "row" + (playable ? "" : " unplayable") + (num === current ? " current" : ""));
   div.style.top = `${i * ROW}px`;
@@ -54,6 +54,12 @@ function row(r, i, selected, current, play) {
   go.type = "button";
   go.setAttribute("aria-label", `play ${name || path}`);
   go.addEventListener("click", () => play(r, 0));
+  if (status === "ok") {
+    const look = head.appendChild(el("button", "look", "view"));
+    look.type = "button";
+    look.setAttribute("aria-label", `view ${name || path}: spectrogram and attention`);
+    look.addEventListener("click", () => view(r));
+  }
   const label = head.appendChild(el("span", name ? "name" : "name path", name || path));
   label.title = path;
   head.appendChild(el("span", "meta", duration == null ? "" : fmt(duration)));
