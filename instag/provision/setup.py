@@ -29,6 +29,7 @@ from instag.common.extras import MissingExtra
 from instag.features import precision as at_precision
 from instag.features import vggish_onnx
 from instag.features.embed import Embedder
+from instag.features.logmel import log_mel_beside
 from instag.features.pca import load_pca
 from instag.features.precision import Precision
 from instag.features.vggish import load_vggish
@@ -290,6 +291,8 @@ def step_verify(data_root: Path, opts: SetupOptions, say: Say,
                  opts.show_progress):
         embedder.model  # noqa: B018 - loads it: converted to ONNX here, once, if it can be
     say(f"[5/6] VGGish runs on {embedder.runtime}")
+    if (converted := vggish_onnx.find(embedder.handle)) is not None:
+        log_mel_beside(converted)  # plot's and browse's spectrogram: cut here, where onnx is
     card = model.with_suffix(".json")
     doc = json.loads(card.read_text()) if card.is_file() else {}
     done = doc.get("feature_check") or {}

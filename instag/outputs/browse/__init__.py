@@ -7,8 +7,9 @@ framework, no CDN, everything the page needs is written into it) and the data as
 (every instrument scored, in the model's order, which gives each its colour; counts; chunk
 count; the files whose view is included), then `data/chunk-NNNN.js` of CHUNK_FILES files each,
 loaded one after another while the list is already in use, and `data/view-N.js` for each file
-given with `--view` (its Figure 4: `view`; `--serve` makes any file's when it is opened). Every path and tag value reaches the page as JSON data, and the page
-puts it in as text, never as HTML. Audio links are relative to the site folder (percent-encoded
+given with `--view` (its Figure 4: `view`; `--serve` makes any file's when it is opened).
+Every path and tag value reaches the page as JSON data, and the page puts it in as text, never
+as HTML. Audio links are relative to the site folder (percent-encoded
 bytes, so names that are not UTF-8 still play); under `--serve` the page asks the server for
 the file by its number in the output instead (`serve`). Instrument names are data, never keys
 of a JavaScript object (`__proto__` is an instrument name like any other): the data hold them
