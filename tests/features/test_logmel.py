@@ -55,9 +55,11 @@ def test_a_graph_without_a_log_mel_is_refused_with_the_fix(tmp_path):
     onnx = pytest.importorskip("onnx")
     from onnx import TensorProto, helper
 
+    def vector(name: str):
+        return helper.make_tensor_value_info(name, TensorProto.FLOAT, [None])
+
     graph = helper.make_graph([helper.make_node("Identity", ["waveform"], ["out"])], "g",
-                              [helper.make_tensor_value_info("waveform", TensorProto.FLOAT, [None])],
-                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, [None])])
+                              [vector("waveform")], [vector("out")])
     path = tmp_path / "not-vggish.onnx"
     onnx.save(helper.make_model(graph), path)
     with pytest.raises(SetupError, match="front end"):

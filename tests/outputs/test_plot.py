@@ -5,7 +5,6 @@ import json
 import os
 import shutil
 
-import numpy as np
 import pytest
 import soundfile as sf
 from builders import SR, music, read_csv, tagged_in_every_format
@@ -31,9 +30,7 @@ def test_a_plot_of_a_cjk_name_keeps_matplotlibs_font_warnings_out_of_the_output(
         run_tag, standin_vggish, tmp_path, recwarn):
     import logging
 
-    from typer.testing import CliRunner
 
-    from instag.cli import app
 
     logged = []
     handler = logging.Handler()

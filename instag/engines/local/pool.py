@@ -25,14 +25,11 @@ worker is born with both blocked, and sets its own handling once it runs).
 from __future__ import annotations
 
 import multiprocessing as mp
-import os
 import queue
-import signal
 import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from enum import Enum
 from multiprocessing.connection import Connection
 from pathlib import Path
 
@@ -41,12 +38,12 @@ import numpy as np
 from instag.common.environment import environment
 from instag.common.errors import InstagError
 from instag.common.status import Status
-from instag.common.stops import STOPS, deferred
+from instag.common.stops import deferred
+from instag.engines.local.decoder import BLOCKS_BUFFERED, READY, Kind, decode_worker
 from instag.features.resample import Resampler
-from instag.tagging.failures import failure, stalled
+from instag.tagging.failures import stalled
 from instag.tagging.options import STALL_TIMEOUT
 
-READY = "ready"  # a worker's first message
 STARTUP_SECONDS = 60.0  # a worker not ready by then (or by the stall timeout, if longer) failed
 # a worker's exit code when it finds itself re-running the user's script while it boots: a
 # script that calls instag.tag without `if __name__ == "__main__":` (spawn imports it again)
@@ -55,11 +52,6 @@ UNGUARDED = ("instag.tag/embed was called while a decode worker was starting: th
              "calls it runs again in every worker")
 GUARD_FIX = 'put the call under `if __name__ == "__main__":` (see the docs: guides/python.md)'
 
-BLOCKS_BUFFERED = 4  # decoded blocks a worker may hold while the main process is busy
-# seconds of a file decoded and resampled per block: a worker's working memory is a few
-# copies of one block at the file's rate (stereo float32: 30 s held ~50 MB, 10 s ~17 MB),
-# and its resampled blocks are exactly those of any other block length
-DECODE_BLOCK_SECONDS = 10.0
 FILES_PER_WORKER = 2  # files assigned to a worker at once: the next is ready when one ends
 # read by the BLAS and OpenMP libraries when numpy loads in a worker (user settings win)
 ONE_THREAD = {v: "1" for v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
@@ -72,14 +64,6 @@ def refuse_while_bootstrapping() -> None:
         raise SystemExit(REENTERED_SCRIPT)
 
 
-class Kind(Enum):
-    BLOCK = "block"  # the next 16 kHz block of a file
-    DONE = "done"  # the file's last block has been sent
-    FAILED = "failed"  # the decoder said why the file cannot be decoded
-    CRASHED = "crashed"  # the worker died while decoding the file
-    STALLED = "stalled"  # the worker made no progress for too long and was stopped
-
-
 @dataclass(frozen=True)
 class Event:
     kind: Kind
@@ -87,43 +71,6 @@ class Event:
     block: np.ndarray | None = None
     status: Status = Status.OK
     reason: str = ""
-
-
-def _decode_worker(conn: Connection, resampler: Resampler, max_seconds: float | None) -> None:
-    """Worker process: decode each assigned file, streaming its blocks to the main process."""
-    from instag.features.resample import stream_16k
-
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C (to the whole terminal) is the
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOPS)  # run's; a SIGTERM ends this worker
-    out: queue.Queue = queue.Queue(maxsize=BLOCKS_BUFFERED)
-
-    def sender() -> None:
-        while (item := out.get()) is not None:
-            try:
-                conn.send(item)
-            except OSError:  # the main process is gone: nobody to decode for
-                os._exit(0)
-
-    thread = threading.Thread(target=sender, daemon=True)
-    thread.start()
-    out.put((READY, -1, None))  # started: the stall clock may run from now on
-    while True:
-        try:
-            task = conn.recv()
-        except (EOFError, OSError):
-            task = None  # the main process is gone
-        if task is None:
-            out.put(None)
-            thread.join()
-            return
-        idx, path = task
-        try:
-            for block in stream_16k(path, resampler, DECODE_BLOCK_SECONDS, max_seconds):
-                out.put((Kind.BLOCK.value, idx, block))
-            out.put((Kind.DONE.value, idx, None))
-        except Exception as e:  # whatever it is costs one file, not the run
-            status, reason = failure(e)
-            out.put((Kind.FAILED.value, idx, (status.value, reason)))
 
 
 @dataclass
@@ -164,7 +111,7 @@ class DecodePool:
 
     def _start_worker(self) -> _Worker:
         mine, theirs = self.ctx.Pipe()
-        process = self.ctx.Process(target=_decode_worker,
+        process = self.ctx.Process(target=decode_worker,
                                    args=(theirs, self.resampler, self.max_seconds), daemon=True)
         # both inherited: Ctrl-C and SIGTERM blocked while it boots (a Ctrl-C prints nothing
         # there; one now stops the run once the start has returned); one thread

@@ -28,7 +28,8 @@ import numpy as np
 
 from instag.common.status import Status
 from instag.engines.local.cache import Cache
-from instag.engines.local.pool import Event, Kind
+from instag.engines.local.decoder import Kind
+from instag.engines.local.pool import Event
 from instag.engines.local.session import Session
 from instag.features.decode import AudioError
 from instag.features.embed import NON_FINITE

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from builders import read_csv, start_tag
 
-from instag.engines.local.pool import ONE_THREAD, DecodePool, Kind
+from instag.engines.local.decoder import Kind
+from instag.engines.local.pool import ONE_THREAD, DecodePool
 from instag.features.resample import Resampler
 
 
@@ -70,7 +71,7 @@ def test_a_worker_frozen_half_way_through_a_message_is_stopped_not_waited_for(
         tmp_path, monkeypatch):
     from instag.engines.local import pool as pool_module
 
-    monkeypatch.setattr(pool_module, "_decode_worker", half_message_worker)
+    monkeypatch.setattr(pool_module, "decode_worker", half_message_worker)
     pool = DecodePool(1, Resampler.FAST, stall_timeout=2)
     outcome = []
 
@@ -122,7 +123,7 @@ def test_a_decode_worker_sends_a_long_file_in_blocks_of_ten_seconds(tmp_path):
     import numpy as np
     import soundfile as sf
 
-    from instag.engines.local.pool import DECODE_BLOCK_SECONDS
+    from instag.engines.local.decoder import DECODE_BLOCK_SECONDS
 
     sf.write(tmp_path / "song.wav", np.zeros((44100 * 25, 2), np.float32), 44100)
     pool = DecodePool(1, Resampler.FAST)
@@ -200,3 +201,20 @@ def test_workers_are_never_more_than_the_files(run_tag, library, tmp_path, monke
     monkeypatch.setattr(DecodePool, "__init__", init)
     run_tag(library / "other", "--out", tmp_path / "t.csv", "--jobs", "64")
     assert started == [2]
+
+
+def test_a_decode_worker_imports_only_what_decoding_needs():
+    """Each worker is a process of its own on a NAS's budget: the module its spawn imports
+    brings neither the pool, nor the options, nor anything of VGGish or the model."""
+    import subprocess
+    import sys
+
+    from instag.engines.local import pool
+
+    module = pool.decode_worker.__module__  # what a spawned worker imports to run it
+    loaded = subprocess.run(
+        [sys.executable, "-c", f"import sys, {module}; print(' '.join(sys.modules))"],
+        capture_output=True, text=True, check=True).stdout.split()
+    heavy = {"instag.engines.local.pool", "instag.tagging.options", "instag.features.embed",
+             "onnxruntime", "instag.common.locations"}
+    assert not heavy & set(loaded), heavy & set(loaded)

@@ -21,7 +21,6 @@ from instag.cli import app
 from instag.outputs.browse import MARKER, build_site
 from instag.outputs.browse.serve import server
 
-CHROMIUM = "/usr/bin/chromium"
 ARTEFACTS = Path(__file__).parents[2] / "artefacts"  # screenshots, for a person to look at
 INJECTION = "<img src=x onerror=alert(1)>.mp3"
 
@@ -69,18 +68,6 @@ def library(tmp_path):
     out = tmp_path / "tags.jsonl"
     out.write_text("".join(json.dumps(d) + "\n" for d in docs))
     return out
-
-
-@pytest.fixture(scope="module")
-def browser():
-    sync = pytest.importorskip("playwright.sync_api")
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"{CHROMIUM} is not here (apt-get install chromium)")
-    with sync.sync_playwright() as pw:
-        chromium = pw.chromium.launch(executable_path=CHROMIUM, args=[
-            "--autoplay-policy=no-user-gesture-required", "--allow-file-access-from-files"])
-        yield chromium
-        chromium.close()
 
 
 def opened(browser, url: str, dialogs: list | None = None):

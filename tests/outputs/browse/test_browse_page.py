@@ -7,7 +7,7 @@ screenshots of the guide are made here."""
 from pathlib import Path
 
 import pytest
-from test_browse import browser, doc, opened, wav  # noqa: F401 (browser: a fixture)
+from test_browse import doc, opened, wav
 
 from instag.outputs.browse import build_site
 
@@ -41,7 +41,7 @@ def documents(folder: Path, audio: bool = True) -> list[dict]:
 
 
 @pytest.fixture
-def page(browser, tmp_path):  # noqa: F811
+def page(browser, tmp_path):
     site = build_site(documents(tmp_path / "music"), tmp_path / "site", "by hand")
     page = opened(browser, (site.folder / "index.html").as_uri())
     page.set_default_timeout(5_000)
@@ -199,7 +199,7 @@ def test_every_control_has_an_accessible_name(page):
 
 
 @pytest.mark.parametrize("scheme", ["light", "dark"])
-def test_screenshots_of_the_page_for_the_guide(browser, tmp_path, scheme):  # noqa: F811
+def test_screenshots_of_the_page_for_the_guide(browser, tmp_path, scheme):
     """docs/assets/browse-{light,dark}.png: the same data on every run (paths that do not
     depend on the test's folder), the saxophone chip on."""
     site = build_site(documents(Path("/home/ana/Music/Jazz"), audio=False), tmp_path / "site",

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 from builders import SR, music
-from test_browse import browser, opened  # noqa: F401 (browser: a fixture)
+from test_browse import opened
 from typer.testing import CliRunner
 
 from instag.cli import app
@@ -71,7 +71,8 @@ def view_of(page, name: str) -> dict:
         const spec = stack.querySelector('canvas.spectrogram').getBoundingClientRect();
         return {scale: +stack.dataset.scale, duration: +stack.dataset.duration,
                 width: stack.getBoundingClientRect().width, spectrogram: spec.width,
-                rows: [...stack.querySelectorAll('canvas.attention')].map(c => c.dataset.instrument)};
+                rows: [...stack.querySelectorAll('canvas.attention')]
+                      .map(c => c.dataset.instrument)};
     }""")
 
 
