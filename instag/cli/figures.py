@@ -20,7 +20,7 @@ from instag.common.extras import require
 from instag.common.guard.targets import claim_file, png_by_instag
 from instag.jobs.views import FileViews
 from instag.outputs.plot import MAX_COLUMNS, load_file_doc, plot_file
-from instag.outputs.readback import checked_documents, resegmented
+from instag.outputs.readback import checked_documents, read_documents, resegmented
 from instag.outputs.writers import check_writable
 from instag.tagging.options import TagOptions
 from instag.tagging.results import audio_path
@@ -128,8 +128,11 @@ def browse(
     if out is None and not serve:
         raise InstagError("where should the page go?", "give --out FOLDER, or --serve")
 
-    def documents() -> Iterator[dict]:
-        return (resegmented(d, rule) for d in checked_documents(tags_file))
+    def documents(check_first: bool = True) -> Iterator[dict]:
+        """The output's documents as the site numbers them: checked in full first for the
+        site; for one view, streamed up to its file through the same validating reader."""
+        docs = checked_documents(tags_file) if check_first else read_documents(tags_file)
+        return (resegmented(d, rule) for d in docs)
 
     with ExitStack() as stack:
         kept = out is not None  # else a temporary site, gone when the server stops
@@ -143,7 +146,7 @@ def browse(
         if serve:
             httpd = server(site.folder, site.audio, port,
                            _same_audio_in(views.options.cache_path()),
-                           views.numbered(documents, site.audio))
+                           views.numbered(lambda: documents(check_first=False), site.audio))
             stack.callback(httpd.server_close)
             console().print(f"open {httpd.url} in a browser (Ctrl-C stops)", markup=False)
             try:
