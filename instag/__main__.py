@@ -50,13 +50,14 @@ def _run() -> int:
     import typer
 
     from instag.cli import app
+    from instag.cli.console import terminal_safe
 
     usage_error = typer.BadParameter.__base__  # click's UsageError, as typer bundles it
     try:
         code = app(prog_name="instag", standalone_mode=False)
     except usage_error as e:  # typer would draw it in a box
         where = e.ctx.command_path if e.ctx else "instag"
-        message = e.format_message().replace("Value error, ", "")  # pydantic's, via typer
+        message = terminal_safe(e.format_message().replace("Value error, ", ""))  # (pydantic's)
         sys.stderr.write(f"error: {message}\n  fix: see `{where} --help`\n")
         return 2
     except typer.Abort:  # Ctrl-C at a prompt

@@ -37,11 +37,28 @@ class Command(typer.core.TyperCommand):
         return params
 
 
+# what a file name may hold that a terminal acts on (an escape sequence colours, retitles, writes
+# the clipboard; a carriage return overwrites the line): shown as \xNN, never sent raw
+CONTROLS = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F, *range(0x80, 0xA0))
+            if c not in (0x09, 0x0A)}
+
+
+def terminal_safe(text: str) -> str:
+    """`text` as a terminal shows it and does nothing else: control characters escaped."""
+    return text.translate(CONTROLS)
+
+
 def console(stderr: bool = False, width: int | None = None):
+    """A console whose printed text can hold any file name (`terminal_safe`)."""
     from rich.console import Console
 
-    return Console(stderr=stderr, highlight=False, soft_wrap=True,  # paths never break
-                   width=width)
+    class SafeConsole(Console):
+        def print(self, *objects, **kwargs) -> None:
+            super().print(*(terminal_safe(o) if isinstance(o, str) else o for o in objects),
+                          **kwargs)
+
+    return SafeConsole(stderr=stderr, highlight=False, soft_wrap=True,  # paths never break
+                       width=width)
 
 
 def print_table(table) -> None:
