@@ -102,11 +102,16 @@ def test_filtering_by_instrument_shows_the_files_that_have_it(browser, library, 
     assert "saxophone 2" in page.inner_text("#instruments")  # counted as the filters show
 
 
-def test_failed_files_show_with_their_reasons(browser, library, tmp_path):
+def test_failed_files_show_with_their_reasons_and_nothing_to_play_or_view(browser, library,
+                                                                          tmp_path):
     page = opened(browser, (site_of(library, tmp_path) / "index.html").as_uri())
     page.select_option("#status", "failed")
     page.wait_for_function("document.querySelectorAll('.row').length === 1")
     assert "error: not an audio file" in page.inner_text(".row")
+    assert page.locator(".row button").count() == 0  # neither ▶ nor view
+    page.keyboard.press("ArrowDown")  # the keyboard does not play it either
+    assert "not tagged, so not played" in page.inner_text("#playing")
+    assert page.eval_on_selector("#player", "a => a.getAttribute('src')") is None
 
 
 def test_clicking_a_segment_plays_the_song_from_its_start(browser, library, tmp_path):

@@ -158,6 +158,7 @@ function play(r, start) {
   draw(true);
   if (!$("view").hidden && VIEW.num !== num && r[2] === "ok") openView(r);  // the view follows
   const name = songName(r) || path;
+  if (r[2] !== "ok") { $("playing").textContent = "not tagged, so not played: " + name; return; }
   if (!playable) { $("playing").textContent = "not playable in a browser: " + name; return; }
   const player = $("player");
   // served: by number, relative to the page (its URL carries the server's token)

@@ -50,11 +50,11 @@ function row(r, i, selected, current, play, view) {
   if (num === current) div.setAttribute("aria-current", "true");
   const head = el("div", "head");
   const name = songName(r);
-  const go = head.appendChild(el("button", "play", "▶"));
-  go.type = "button";
-  go.setAttribute("aria-label", `play ${name || path}`);
-  go.addEventListener("click", () => play(r, 0));
-  if (status === "ok") {
+  if (status === "ok") {  // a file that failed is not played (nor served)
+    const go = head.appendChild(el("button", "play", "▶"));
+    go.type = "button";
+    go.setAttribute("aria-label", `play ${name || path}`);
+    go.addEventListener("click", () => play(r, 0));
     const look = head.appendChild(el("button", "look", "view"));
     look.type = "button";
     look.setAttribute("aria-label", `view ${name || path}: spectrogram and attention`);
