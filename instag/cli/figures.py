@@ -6,19 +6,26 @@ from __future__ import annotations
 import os
 import sqlite3
 from collections.abc import Iterator
-from contextlib import ExitStack
+from contextlib import ExitStack, closing
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from instag.cli.console import CacheOpt, PcaOpt, VggishOpt, console, expected_errors
+from instag.cli.console import (
+    EXIT_SOME_FAILED,
+    CacheOpt,
+    PcaOpt,
+    VggishOpt,
+    console,
+    expected_errors,
+)
 from instag.cli.progress import plural
 from instag.cli.tagging import MergeGapOpt, MinSegmentOpt, TagsFileArg, segment_rule
 from instag.common.errors import InstagError
 from instag.common.extras import require
 from instag.common.guard.targets import claim_file, png_by_instag
-from instag.jobs.views import FileViews
+from instag.jobs.views import FileViews, Spool, chosen, served
 from instag.outputs.plot import MAX_COLUMNS, load_file_doc, plot_file
 from instag.outputs.readback import checked_documents, read_documents, resegmented
 from instag.outputs.writers import check_writable
@@ -37,8 +44,8 @@ def plot(
                                                   "relative, absolute, through a link); "
                                                   "default: the first tagged one.")] = None,
     audio: Annotated[Path | None, typer.Option(
-        help="The audio file to draw the spectrogram from, when it is not where the JSON "
-             "says (moved, or the JSON has a relative path).")] = None,
+        help="The audio file to draw the spectrogram from, when it is not where the output "
+             "says (moved or copied since, or the output has a relative path).")] = None,
     out: Annotated[Path, typer.Option(help="PNG to write.")] = Path("attention.png"),
     model: FigureModelOpt = None,
     vggish: VggishOpt = None,
@@ -106,8 +113,8 @@ def browse(
     port: Annotated[int, typer.Option(help="With --serve: the port (0: a free one).")] = 0,
     view: Annotated[list[str] | None, typer.Option(
         help="Include this file's view (the paper's Figure 4: its spectrogram and attention) "
-             "in the site; repeat for more. --serve makes every file's view when it is "
-             "opened.", metavar="FILE")] = None,
+             "in the site: its path as TAGS lists it, spelled any way; repeat for more. "
+             "--serve makes any file's view when it is opened.", metavar="FILE")] = None,
     model: FigureModelOpt = None,
     vggish: VggishOpt = None,
     pca: PcaOpt = None,
@@ -115,41 +122,51 @@ def browse(
     min_segment: MinSegmentOpt = None,
     merge_gap: MergeGapOpt = None,
 ) -> None:
-    """A page to browse a tagged library: filter by instrument, status and path, see where each
-    instrument plays, click a segment to listen from there, open a file to see what the model
-    heard (its spectrogram and each instrument's attention, as the paper's Figure 4)."""
+    """A page to browse a tagged library: filter by instrument, status and text (artist, title,
+    album, path), see where each instrument plays, click a segment to listen from there, open
+    a file to see what the model heard (its spectrogram and each instrument's attention, as the
+    paper's Figure 4)."""
     import tempfile
 
     from instag.outputs.browse import build_site
     from instag.outputs.browse.serve import server
 
     rule = segment_rule(min_segment, merge_gap)
-    views = FileViews(TagOptions(model=model, vggish=vggish, pca=pca, cache=cache))
+    views = FileViews(TagOptions(model=model, vggish=vggish, pca=pca, cache=cache),
+                      "tag it again where it is now, then browse again")
     if out is None and not serve:
         raise InstagError("where should the page go?", "give --out FOLDER, or --serve")
+    if serve and (model or vggish or pca):
+        views.options.resolve()  # a model, VGGish or PCA given is checked now, not per view
+    failed: list[str] = []
 
-    def documents(check_first: bool = True) -> Iterator[dict]:
-        """The output's documents as the site numbers them: checked in full first for the
-        site; for one view, streamed up to its file through the same validating reader."""
-        docs = checked_documents(tags_file) if check_first else read_documents(tags_file)
-        return (resegmented(d, rule) for d in docs)
+    def documents() -> Iterator[dict]:
+        return (resegmented(d, rule) for d in checked_documents(tags_file))
 
     with ExitStack() as stack:
         kept = out is not None  # else a temporary site, gone when the server stops
         if out is None:
             out = Path(stack.enter_context(tempfile.TemporaryDirectory())) / "site"
-        site = build_site(documents(), out, str(tags_file), views.chosen(view) if view else None)
+        spool = stack.enter_context(closing(Spool())) if serve else None
+        chosen_views = chosen(views, view, read_documents(tags_file), failed.append) \
+            if view else None
+        site = build_site(spool.through(documents()) if spool else documents(), out,
+                          str(tags_file), chosen_views)
+        for line in failed:
+            console(stderr=True).print(line, markup=False)
         where = f" in {site.folder}: {site.bytes / 1e6:.1f} MB; open " \
             f"{site.folder / 'index.html'}" if kept else ""
-        console(stderr=True).print(f"{plural(site.files, 'file')} ({site.failed} failed)"
-                                   f"{where}", markup=False)
+        views_said = f", {plural(len(site.views), 'view')}" if view else ""
+        console(stderr=True).print(f"{plural(site.files, 'file')} ({site.failed} failed"
+                                   f"{views_said}){where}", markup=False)
         if serve:
             httpd = server(site.folder, site.audio, port,
-                           _same_audio_in(views.options.cache_path()),
-                           views.numbered(lambda: documents(check_first=False), site.audio))
+                           _same_audio_in(views.options.cache_path()), served(views, spool))
             stack.callback(httpd.server_close)
             console().print(f"open {httpd.url} in a browser (Ctrl-C stops)", markup=False)
             try:
                 httpd.serve_forever()
             except KeyboardInterrupt:
                 console(stderr=True).print("stopped", markup=False)
+    if failed:
+        raise typer.Exit(EXIT_SOME_FAILED)

@@ -12,9 +12,10 @@ exactly 96 n frames: frame j of a file is at 10 ms x j, aligned with the instanc
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -24,6 +25,9 @@ from instag.common.onnxsession import choose_providers, open_session
 from instag.features import vggish_onnx
 from instag.features.instances import INSTANCE_SAMPLES, LOOKAHEAD_SAMPLES, Chunker
 from instag.features.resample import DEFAULT_RESAMPLER, Resampler, stream_16k
+
+if TYPE_CHECKING:
+    from instag.features.embed import Embedder
 
 FRAME_SECONDS = 0.01  # VGGish's log-mel hop: 160 samples at 16 kHz
 BANDS = 64
@@ -45,10 +49,11 @@ def _cut(path: Path):
     return parts[0] if parts else None
 
 
-def log_mel_beside(path: Path) -> Path | None:
+def log_mel_beside(path: Path) -> Path | bytes | None:
     """The front-end part of the ONNX VGGish at `path`, cut once and kept beside it (named by
-    the model file's size and mtime, as its other parts are); None where the graph has no
-    log-mel to cut at, or where it is not cut yet and onnx (the `train` extra) is missing."""
+    the model file's size and mtime, as its other parts are; in memory where that folder is
+    read-only); None where the graph has no log-mel to cut at, or where it is not cut yet and
+    onnx (the `train` extra) is missing."""
     target = vggish_onnx.part_path(path, PART)
     if target.is_file():
         return target
@@ -60,7 +65,7 @@ def log_mel_beside(path: Path) -> Path | None:
     try:
         vggish_onnx.write_part(target, part)
     except OSError:  # a read-only folder: this process keeps it in memory
-        return None
+        return _cut(path).SerializeToString()  # (cut again: writing moved its weights out)
     return target
 
 
@@ -77,23 +82,29 @@ class LogMel:
     """A session of VGGish's front end: 16 kHz blocks -> log-mel frames [n, 64], every 10 ms."""
 
     @classmethod
-    def of_vggish(cls, handle: str | None = None) -> LogMel:
-        """The front end of the VGGish `handle` names (default: as for tagging), converted."""
-        from instag.common import locations
-
-        model = vggish_onnx.find(locations.vggish_handle(handle))
+    def of(cls, handle: str, embedder: Callable[[], Embedder]) -> LogMel:
+        """The front end of the VGGish `handle` names (its FP32 graph: the same front end),
+        converted to ONNX first where it is not yet, as a tag run's `embedder()` would."""
+        model = vggish_onnx.find(handle)
         if model is None:
-            raise SetupError("VGGish is not converted to ONNX on this machine: its front end "
-                             "(the spectrogram the model hears) comes from that form",
-                             "run `instag setup`")
+            embedder().model  # noqa: B018 - loads it, converting it to ONNX once where it can
+            model = vggish_onnx.find(handle)
+        if model is None:
+            why = vggish_onnx.refused(handle) or "it runs on TensorFlow here"
+            raise SetupError(f"VGGish has no ONNX form on this machine ({why}): the spectrogram"
+                             " the model hears comes from that form's front end",
+                             "`instag setup --force` tries the conversion again")
         return cls(model)
 
     def __init__(self, model: Path) -> None:
+        if not installed("onnx") and not vggish_onnx.part_path(Path(model), PART).is_file():
+            raise SetupError(f"{model}: VGGish's front end is not cut out of it yet, and cutting "
+                             "it needs the onnx package", "run `instag setup` (it cuts it "
+                             "once), or pip install 'instag[train]'")
         part = log_mel_beside(Path(model))
         if part is None:
             raise SetupError(f"{model}: VGGish's front end cannot be cut out of it (no log-mel "
-                             "in the graph, or the onnx package is not installed)",
-                             "run `instag setup`, which cuts it once")
+                             "in the graph)", "pass the VGGish hub model")
         self.session = open_session(part, choose_providers("cpu"), lean=True)
         probe = self.session.run(None, {vggish_onnx.INPUT: np.zeros(
             INSTANCE_SAMPLES + LOOKAHEAD_SAMPLES, np.float32)})[0]

@@ -138,7 +138,7 @@ class Run:
     def _spectrogram(self, path: Path, duration: float) -> Spectrogram:
         """`--plot`'s spectrogram: VGGish's front end, loaded on the first figure."""
         if self._log_mel is None:
-            self._log_mel = LogMel.of_vggish(self.config.compute.vggish)
+            self._log_mel = LogMel.of(self.config.compute.vggish, self.config.compute.embedder)
         return self._log_mel.spectrogram(path, duration, MAX_COLUMNS,
                                          resampler=self.config.compute.resampler)
 

@@ -16,6 +16,7 @@ from instag.common.extras import require
 from instag.common.guard.targets import PNG_METADATA
 from instag.features.logmel import BANDS, Spectrogram
 from instag.outputs.readback import find_document, read_documents
+from instag.outputs.songtags import song_of
 
 MAX_COLUMNS = 4000  # spectrogram columns drawn: a figure needs no more, whatever the length
 
@@ -50,6 +51,13 @@ def load_file_doc(tags_file: Path, file: str | None) -> dict:
     return doc
 
 
+def _title(doc: dict) -> str:
+    """"artist – title" as the page shows a song, or the file's name where it has no tags."""
+    song, name = song_of(doc), Path(doc["path"]).name
+    return f"{song.get('artist') or 'unknown artist'} – {song.get('title') or name}" if song \
+        else name
+
+
 def plot_file(doc: dict, out_png: Path, spectrogram: Spectrogram, max_rows: int = 4,
               replaces=UNCHECKED) -> Path:
     """The file's spectrogram as VGGish hears it (`features.logmel`) on top; below, one row per
@@ -76,14 +84,14 @@ def plot_file(doc: dict, out_png: Path, spectrogram: Spectrogram, max_rows: int 
     axes[0].imshow(values.T, origin="lower", aspect="auto", cmap="magma",
                    extent=(0, len(values) * spectrogram.column_s, 0, BANDS))
     axes[0].set_ylabel("mel band")
-    axes[0].set_title(Path(doc["path"]).name)
+    axes[0].set_title(_title(doc))
     for ax, c in zip(axes[1:], rows, strict=True):
         for b in bags:  # weight x T: 1 is the bag's uniform share, whatever the bag's length
             t = b["timeline"]
             share = np.asarray(t["attention"][c]) * len(t["start_s"])
             ax.bar(t["start_s"], share, width=0.96, align="edge", color="tab:blue", alpha=0.8,
-                   label="attention (x uniform share)")
-        ax.axhline(1.0, color="grey", lw=0.8, ls="--", label="uniform share (segment rule)")
+                   label="attention (1 = an even share of its bag)")
+        ax.axhline(1.0, color="grey", lw=0.8, ls="--", label="an even share")
         for s, e in doc["segments"].get(c, []):
             ax.axvspan(s, e, color="tab:orange", alpha=0.2, label="segment")
         ax.set_ylabel(f"{c}\n{best.get(c, 0):.2f}", rotation=0, ha="right", va="center")

@@ -354,5 +354,9 @@ def names_file(file: str | Path) -> Callable[[dict], bool]:
         except OSError:
             return (os.path.abspath(p),)
 
-    wanted = identity(audio_path(str(file)))
-    return lambda doc: identity(audio_path(doc["path"])) == wanted
+    given = audio_path(str(file))
+    wanted = identity(given)
+    # only a document of the same name (as given, or where the links lead) is looked at on disk
+    names = {given.name, Path(os.path.realpath(given)).name}
+    return lambda doc: ((path := audio_path(doc["path"])).name in names
+                        and identity(path) == wanted)

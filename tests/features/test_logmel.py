@@ -78,3 +78,16 @@ def test_the_frames_are_the_tensorflow_models_own_log_mel(model):
     got = np.concatenate(list(LogMel(model).frames([wave[:-LOOKAHEAD_SAMPLES]])))
     assert len(wave) - LOOKAHEAD_SAMPLES == 5 * INSTANCE_SAMPLES
     np.testing.assert_allclose(got, want[:len(got)], atol=1e-4)
+
+
+def test_a_model_in_a_read_only_folder_has_its_front_end_cut_in_memory(model, monkeypatch):
+    from instag.features import vggish_onnx
+
+    def refused(target, proto):
+        raise PermissionError(13, "Permission denied", str(target))
+
+    monkeypatch.setattr(vggish_onnx, "write_part", refused)
+    part = log_mel_beside(model)
+    assert isinstance(part, bytes)
+    frames = np.concatenate(list(LogMel(model).frames([noise(2 * 0.96)])))
+    assert frames.shape == (192, 64)

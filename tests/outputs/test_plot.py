@@ -84,3 +84,15 @@ def test_plot_of_a_moved_file_says_how_to_point_at_it(run_tag, run_plot, library
     result = run_plot(tmp_path / "t.json", "--out", tmp_path / "f.png", "--audio",
                       tmp_path / "moved" / "live.mp3")
     assert result.exit_code == 0, result.output
+
+
+def test_a_file_moved_since_a_csv_was_written_is_plotted_with_audio(run_tag, run_plot, library,
+                                                                    tmp_path):
+    """A CSV has no timeline: it is recomputed from the features cached under the path the file
+    was tagged at, which --audio (the file where it is now, the same size) leads to."""
+    run_tag(library / "other", "--out", tmp_path / "t.csv")
+    shutil.copyfile(library / "other" / "live.mp3", tmp_path / "copy.mp3")  # a new mtime
+    (library / "other" / "live.mp3").unlink()
+    result = run_plot(tmp_path / "t.csv", "--file", library / "other" / "live.mp3", "--out",
+                      tmp_path / "f.png", "--audio", tmp_path / "copy.mp3")
+    assert result.exit_code == 0, result.output

@@ -8,6 +8,7 @@ the one that made the document, and the timeline would be someone else's."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from instag.common.errors import InstagError
@@ -23,9 +24,15 @@ from instag.tagging.scoring import Scoring
 TOLERANCE = 6e-4  # outputs round probabilities to 4 decimals (CSV) or keep them (Parquet)
 
 
-def with_timeline(doc: dict, opts: TagOptions, audio: Path | None = None) -> dict:
+MOVED_FIX = "pass --audio with the file's current path"
+
+
+def with_timeline(doc: dict, opts: TagOptions, audio: Path | None = None,
+                  moved_fix: str = MOVED_FIX) -> dict:
     """`doc` (an `outputs.readback` document of a tagged file) with every bag's timeline;
-    one that has them is returned as it is. `audio`: where the file is now."""
+    one that has them is returned as it is. `audio`: where the file is now (moved or copied
+    since: its features are cached under the path it was tagged at, and found there while
+    it is the same size). `moved_fix`: what the caller's user does about a file not found."""
     if all("timeline" in b for b in doc["bags"]):
         return doc
     path = audio or audio_path(doc["path"])
@@ -34,7 +41,10 @@ def with_timeline(doc: dict, opts: TagOptions, audio: Path | None = None) -> dic
         key = FileKey.of(path)
     except OSError as e:
         raise InstagError(f"{path}: cannot read it for its timeline ({e.strerror or e})",
-                          "pass --audio with the file's current path") from None
+                          moved_fix) from None
+    size, mtime = doc.get("size"), doc.get("mtime_ns")
+    if audio is not None and key.size == size and isinstance(mtime, int):
+        key = FileKey(os.fsencode(audio_path(doc["path"]).resolve()), size, mtime)
     config = opts.resolve()
     embedder = config.compute.embedder()
     cache_path = config.local.cache

@@ -94,7 +94,7 @@ def data_script(call: str, data) -> str:
     return f"{call}({json.dumps(data, ensure_ascii=True, separators=(',', ':'))});\n"
 
 
-SITE_DATA = re.compile(r"meta\.js|chunk-\d{4,}\.js|view-\d+\.js")
+SITE_DATA = re.compile(r"meta\.js|chunk-[0-9]{4,9}\.js|view-[0-9]{1,9}\.js")
 
 
 def is_site(folder: Path) -> bool:

@@ -36,9 +36,9 @@ from instag.outputs.browse import Listed
 from instag.outputs.browse.view import view_script
 
 BLOCK = 1 << 16
-RANGE = re.compile(r"bytes=(\d{0,18})-(\d{0,18})")  # one range, numbers bounded: else ignored
+RANGE = re.compile(r"bytes=([0-9]{0,18})-([0-9]{0,18})")  # one range, numbers bounded: else ignored
 SITE_FILES = re.compile(
-    r"(index\.html|(app|rows|view)\.js|style\.css|data/(meta|chunk-\d{4,9}|view-\d{1,9})\.js)")
+    r"(index\.html|(app|rows|view)\.js|style\.css|data/(meta|chunk-[0-9]{4,9}|view-[0-9]{1,9})\.js)")
 VIEWS_KEPT = 16  # file views remembered (a 5-minute song's is ~0.5 MB)
 SITE_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
               ".css": "text/css; charset=utf-8"}
@@ -69,7 +69,8 @@ class Library:
 
     def open(self, number: str) -> tuple[int, os.stat_result, str] | None:
         """(descriptor, its stat, its type) of audio file `number`, or None: not to be sent."""
-        if not number.isdigit() or len(number) > 18 or int(number) >= len(self.listed):
+        if not (number.isascii() and number.isdigit()) or len(number) > 18 or \
+                int(number) >= len(self.listed):
             return None
         listed = self.listed[int(number)]
         if listed is None or None in (listed.size, listed.mtime_ns):
@@ -113,14 +114,16 @@ class Library:
 class Views:
     """File views computed on demand (`view_of(number)`: the page's data of the file the
     output lists as `number`) for files the serving rule would send (`Library.open`), one at a
-    time (two cores serve the page too), the last VIEWS_KEPT remembered. A view that cannot be
+    time (two cores serve the page too); the last VIEWS_KEPT are remembered and answered at
+    once, even while another is computed. A view that cannot be
     made says why in the page and is not remembered (the cache may hold it a minute later)."""
 
     def __init__(self, library: Library, view_of: Callable[[int], dict]) -> None:
         self.library = library
         self.view_of = view_of
         self.kept: OrderedDict[int, bytes] = OrderedDict()
-        self.lock = threading.Lock()
+        self.lock = threading.Lock()  # `kept`: held for a moment, never while computing
+        self.computing = threading.Lock()
 
     def script(self, number: str) -> bytes | None:
         """The view of `number` as the page loads it; None: not to be sent."""
@@ -129,18 +132,26 @@ class Views:
             return None
         os.close(found[0])
         n = int(number)
-        with self.lock:
-            if n in self.kept:
-                self.kept.move_to_end(n)
-                return self.kept[n]
+        if (script := self._remembered(n)) is not None:
+            return script
+        with self.computing:
+            if (script := self._remembered(n)) is not None:  # made while this one waited
+                return script
             try:
                 script = view_script(n, self.view_of(n)).encode("ascii")
             except InstagError as e:
                 return view_script(n, {"error": e.message, "fix": e.fix}).encode("ascii")
+        with self.lock:
             self.kept[n] = script
             while len(self.kept) > VIEWS_KEPT:
                 self.kept.popitem(last=False)
-            return script
+        return script
+
+    def _remembered(self, n: int) -> bytes | None:
+        with self.lock:
+            if n in self.kept:
+                self.kept.move_to_end(n)
+            return self.kept.get(n)
 
 
 def _open_regular(path: Path) -> int | None:

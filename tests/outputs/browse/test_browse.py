@@ -214,6 +214,17 @@ def test_a_site_folder_holding_anything_browse_did_not_write_is_refused_untouche
     assert (site / mine).read_bytes() == before
 
 
+@pytest.mark.parametrize("name", ["view-\u0661\u0662.js", "chunk-\u0661\u0662\u0663\u0664.js",
+                                  "view-99999999999999999999.js"])
+def test_data_files_that_only_look_like_the_sites_make_it_a_foreign_folder(library, tmp_path,
+                                                                          name):
+    site = site_of(library, tmp_path)
+    (site / "data" / name).write_text("mine")
+    out = CliRunner().invoke(app, ["browse", str(library), "--out", str(site)])
+    assert out.exit_code == 2 and "not an instag site" in out.output
+    assert (site / "data" / name).read_text() == "mine"
+
+
 def test_a_folder_with_a_forged_marker_is_not_a_site(library, tmp_path):
     fake = tmp_path / "fake"
     fake.mkdir()

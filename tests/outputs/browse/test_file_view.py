@@ -18,7 +18,8 @@ from test_browse import opened
 from typer.testing import CliRunner
 
 from instag.cli import app
-from instag.jobs.views import FileViews
+from instag.jobs.views import FileViews, Spool
+from instag.jobs.views import served as served_views
 from instag.outputs.browse import build_site
 from instag.outputs.browse.serve import server
 from instag.outputs.readback import checked_documents
@@ -113,20 +114,23 @@ def test_a_click_at_x_percent_of_the_width_plays_from_x_percent_of_the_song(
 
 @pytest.fixture
 def served(tagged, scoring_model, standin_vggish, standin_pca, tmp_path):
-    site = build_site(checked_documents(tagged), tmp_path / "site", str(tagged))
+    """`browse --serve` as the command makes it: the documents spooled as the site is made."""
+    spool = Spool()
+    site = build_site(spool.through(checked_documents(tagged)), tmp_path / "site", str(tagged))
     views = FileViews(TagOptions(model=scoring_model, vggish=str(standin_vggish),
                                  pca=standin_pca, cache=tmp_path / "cache.sqlite"))
     asked: list[int] = []
 
     def view_of(number: int) -> dict:
         asked.append(number)
-        return views.numbered(lambda: checked_documents(tagged), site.audio)(number)
+        return served_views(views, spool)(number)
 
     httpd = server(site.folder, site.audio, view_of=view_of)
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     yield httpd.url, site, asked
     httpd.shutdown()
     httpd.server_close()
+    spool.close()
 
 
 def test_served_any_tagged_files_view_is_computed_when_opened_and_remembered(browser, served):
@@ -182,3 +186,71 @@ def test_screenshots_of_the_file_view_for_the_guide(browser, tagged, figure_opti
     page.evaluate("() => document.getElementById('player').pause()")
     DOCS_ASSETS.mkdir(exist_ok=True)
     page.screenshot(path=str(DOCS_ASSETS / f"browse-view-{scheme}.png"))
+
+
+def browse(tagged, out, options, *views) -> object:
+    args = [a for v in views for a in ("--view", str(v))]
+    return CliRunner().invoke(app, ["browse", str(tagged), "--out", str(out), *args, *options])
+
+
+def test_a_view_of_a_file_the_output_does_not_tag_is_refused_and_the_site_kept(
+        tagged, figure_options, tmp_path):
+    site = tmp_path / "site"
+    assert browse(tagged, site, figure_options).exit_code == 0
+    before = sorted(p.name for p in (site / "data").iterdir())
+    for wrong, said in ((tmp_path / "lib" / "nothere.flac", "is not in it"),
+                        (tmp_path / "lib" / "broken.wav", "did not tag (error)")):
+        result = browse(tagged, site, figure_options, tmp_path / "lib" / "a song.flac", wrong)
+        assert result.exit_code == 2, result.output
+        assert f"--view {wrong}: the output {said}" in result.output
+        assert sorted(p.name for p in (site / "data").iterdir()) == before
+
+
+def test_a_view_that_cannot_be_made_costs_only_itself(tagged, figure_options, tmp_path):
+    song, short = tmp_path / "lib" / "a song.flac", tmp_path / "lib" / "short.flac"
+    moved = short.rename(tmp_path / "short.flac")  # its view cannot be made where it was
+    result = browse(tagged, tmp_path / "site", figure_options, song, short)
+    assert result.exit_code == 1, result.output
+    assert f"--view {short}: not included" in result.output
+    assert "tag it again where it is now" in result.output  # browse has no --audio to offer
+    assert "3 files (1 failed, 1 view)" in result.output
+    assert len(list((tmp_path / "site" / "data").glob("view-*.js"))) == 1
+    assert moved.exists()
+
+
+def test_the_keyboard_in_a_files_view(browser, tagged, figure_options, tmp_path):
+    """Space plays the file just opened, ← → scroll its view, ↓ opens the next, Esc closes."""
+    browse(tagged, tmp_path / "site", figure_options, tmp_path / "lib" / "a song.flac",
+           tmp_path / "lib" / "short.flac")
+    page = opened(browser, (tmp_path / "site" / "index.html").as_uri())
+    page.set_viewport_size({"width": 700, "height": 800})  # 30 s at 20 px/s: wider than this
+    view_of(page, "Tones, Noise, Both")
+    page.keyboard.press(" ")
+    page.wait_for_function("() => !document.getElementById('player').paused")
+    assert "Tones, Noise, Both" in page.inner_text("#playing")
+    page.keyboard.press(" ")
+    page.wait_for_function("() => document.getElementById('player').paused")
+    page.keyboard.press("ArrowRight")
+    assert page.eval_on_selector("#view-scroll", "s => s.scrollLeft") > 0
+    assert "Tones, Noise, Both" in page.inner_text("#view-title")  # still the same file
+    page.keyboard.press("ArrowDown")  # broken.wav, which failed: the view stays
+    page.keyboard.press("ArrowDown")
+    page.wait_for_function("() => /A Short One/.test("
+                           "document.getElementById('view-title').textContent)")
+    page.keyboard.press("Escape")
+    assert page.eval_on_selector("#view", "v => v.hidden")
+
+
+def test_a_person_scrolling_the_view_while_it_plays_keeps_where_they_scrolled(
+        browser, tagged, figure_options, tmp_path):
+    browse(tagged, tmp_path / "site", figure_options, tmp_path / "lib" / "a song.flac")
+    page = opened(browser, (tmp_path / "site" / "index.html").as_uri())
+    page.set_viewport_size({"width": 700, "height": 800})
+    view_of(page, "Tones, Noise, Both")
+    page.keyboard.press(" ")
+    page.wait_for_function("() => document.getElementById('player').currentTime > 0.3")
+    end = page.eval_on_selector("#view-scroll", "s => { s.scrollLeft = s.scrollWidth; "
+                                                "return s.scrollLeft; }")
+    assert end > 60  # the playhead, near 1 s (20 px), is out of sight to the left
+    page.wait_for_timeout(1000)
+    assert page.eval_on_selector("#view-scroll", "s => s.scrollLeft") == end

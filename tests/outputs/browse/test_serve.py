@@ -223,3 +223,43 @@ def test_a_port_taken_or_out_of_range_is_one_line_exit_2(tmp_path, port):
         out = CliRunner().invoke(app, ["browse", str(tags), "--serve", "--port", port])
     assert out.exit_code == 2, out.output
     assert "Traceback" not in out.output and f"--port {port}" in out.output
+
+
+@pytest.mark.parametrize("number", ["\u00b2", "0\u00b2", "\u0661"], ids=["superscript", "mixed",
+                                                                         "arabic-indic"])
+def test_a_number_in_other_digits_is_a_404_not_a_dropped_connection(served, number):
+    """`'²'.isdigit()` holds, `int('²')` fails: the server must not take it for a number."""
+    url, log, _ = served
+    for kind in ("audio", "view"):
+        path = f"{kind}/{urllib.parse.quote(number)}" + (".js" if kind == "view" else "")
+        assert get(url, path)[0] == 404, path
+    assert "request failed" not in Path(log).read_text()
+
+
+def test_a_remembered_view_is_answered_while_another_is_computed(tmp_path):
+    """A slow view (an hour's file) holds no one back whose view is remembered."""
+    import threading
+
+    from instag.outputs.browse import Listed
+    from instag.outputs.browse.serve import Library, Views
+
+    songs = [wav(tmp_path / f"{i}.wav") for i in range(2)]
+    library = Library([Listed(p, p.stat().st_size, p.stat().st_mtime_ns) for p in songs], None)
+    slow, started = threading.Event(), threading.Event()
+
+    def view_of(number: int) -> dict:
+        if number == 1:
+            started.set()
+            slow.wait(10)
+        return {"number": number}
+
+    views = Views(library, view_of)
+    assert b'"number":0' in views.script("0")
+    worker = threading.Thread(target=views.script, args=("1",))
+    worker.start()
+    assert started.wait(10)
+    took = time.monotonic()
+    assert b'"number":0' in views.script("0")  # from memory, while 1 is computed
+    assert time.monotonic() - took < 1
+    slow.set()
+    worker.join()

@@ -40,6 +40,7 @@ function chip(name) {  // every instrument of the model has one, also one tagged
     c.classList.toggle("on", on);
     c.setAttribute("aria-pressed", String(on));
     refilter();
+    if (VIEW.data) drawView();  // the view shows the instruments chosen too
   });
   $("instruments").appendChild(c);
   INSTAG.chips.set(name, c);
@@ -156,7 +157,7 @@ function play(r, start) {
   const [path, href, , , , , playable, num] = r;
   INSTAG.current = num;
   draw(true);
-  if (!$("view").hidden && VIEW.num !== num && r[2] === "ok") openView(r);  // the view follows
+  if (!$("view").hidden && VIEW.num !== num && r[2] === "ok") followSoon(r);
   const name = songName(r) || path;
   if (r[2] !== "ok") { $("playing").textContent = "not tagged, so not played: " + name; return; }
   if (!playable) { $("playing").textContent = "not playable in a browser: " + name; return; }
@@ -168,6 +169,7 @@ function play(r, start) {
   const go = () => { player.currentTime = start; player.play().catch(() => {}); };
   if (player.dataset.src === src && player.readyState >= 1) { go(); return; }
   player.dataset.src = src;
+  player.dataset.num = num;
   player.src = src;
   starting = go;
   player.addEventListener("loadedmetadata", () => { if (starting === go) go(); starting = null; },
@@ -183,6 +185,7 @@ function step(by) {
   if (!shown.length) return;
   const at = shown.findIndex((r) => r[7] === INSTAG.current);
   const i = at < 0 ? (by > 0 ? 0 : shown.length - 1) : Math.min(shown.length - 1, Math.max(0, at + by));
+  if (i === at) return;  // at an end of the list: nothing further
   const list = $("list");
   if (i * ROW < list.scrollTop || (i + 1) * ROW > list.scrollTop + list.clientHeight) {
     list.scrollTop = Math.max(0, i * ROW - list.clientHeight / 2);
@@ -196,7 +199,9 @@ document.addEventListener("keydown", (e) => {
   if (e.key === " ") {
     if (e.target.closest("button")) return;
     e.preventDefault();
-    if (!player.dataset.src) step(1);
+    const chosen = INSTAG.rows[INSTAG.current];  // opened in the view, or played before
+    if (chosen && String(chosen[7]) !== player.dataset.num) play(chosen, 0);
+    else if (!player.dataset.src) step(1);
     else if (starting) starting = null;
     else if (player.paused) player.play().catch(() => {});
     else player.pause();

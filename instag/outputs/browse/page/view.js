@@ -6,9 +6,11 @@
 // fetch): data/view-N.js in a static site (the files given with --view), view/N.js served.
 "use strict";
 
-const VIEW = { num: -1, row: null, data: null, scale: 20, all: false };
+const VIEW = { num: -1, row: null, data: null, scale: 20, all: false, held: 0, ours: false, soon: 0 };
 const MAX_WIDTH = 30000;  // px: a canvas wider than ~32k is blank in Chromium
-const ROW_H = 22;
+const ROW_H = 24, LINE_PAD = 5;  // the probability line keeps clear of the segment outlines
+const HOLD_MS = 4000;  // after a person scrolls the view, the playhead does not pull it back
+const FOLLOW_MS = 250;  // the view follows the file played after this long (arrows held)
 
 // magma-like: dark and quiet to bright and loud, readable on light and dark pages
 const STOPS = [[0, 0, 4], [59, 15, 112], [140, 41, 129], [222, 73, 104], [254, 159, 109], [252, 253, 191]];
@@ -21,12 +23,20 @@ const LUT = (() => {
   return lut;
 })();
 
-function openView(r) {
+// the view follows the file played, once the arrows rest (files skipped are not computed)
+function followSoon(r) {
+  clearTimeout(VIEW.soon);
+  VIEW.soon = setTimeout(() => openView(r, false), FOLLOW_MS);
+}
+
+function openView(r, focus = true) {
   const num = r[7];
   VIEW.num = num;
+  if (INSTAG.current !== num) { INSTAG.current = num; draw(true); }  // arrows go on from here
   VIEW.row = r;
   VIEW.data = null;
   $("view").hidden = false;
+  if (focus) $("view-scroll").focus();  // space plays it, ← → scroll the view
   $("view-title").textContent = songName(r) || r[0];
   $("view-title").title = r[0];
   $("view-stack").replaceChildren();
@@ -73,7 +83,10 @@ function drawView() {
   stack.dataset.scale = VIEW.scale;
   stack.dataset.duration = data.duration;
   stack.replaceChildren(spectrogram(data));
-  labels.replaceChildren(el("div", "vlabel spec", "log-mel (VGGish)"));
+  const spec = labels.appendChild(el("div", "vlabel spec"));
+  labels.replaceChildren(spec);
+  spec.append(el("span", "", "log-mel as VGGish hears it"), el("span", "band", "7.5 kHz"),
+    el("span", "band low", "125 Hz"));
   for (const inst of shownInstruments(data)) {
     stack.appendChild(attentionRow(data, inst, width));
     const [name, p, present] = inst;
@@ -118,7 +131,9 @@ function attentionRow(data, [name, best, present, segments, shares, probs], widt
   c.setAttribute("role", "img");
   c.setAttribute("aria-label", `${name}: attention per instance, bag probability ${best.toFixed(2)}, ` +
     `${segments.length} segments`);
-  const ctx = c.getContext("2d"), s = VIEW.scale, step = data.instance_s * s, col = colour(name);
+  // an instrument not present is drawn grey: its attention says where it would be, not that it is
+  const ctx = c.getContext("2d"), s = VIEW.scale, step = data.instance_s * s;
+  const col = present ? colour(name) : getComputedStyle(document.body).getPropertyValue("--muted");
   ctx.fillStyle = col;
   shares.forEach((share, i) => {
     if (share <= 0) return;
@@ -130,7 +145,7 @@ function attentionRow(data, [name, best, present, segments, shares, probs], widt
   ctx.lineWidth = 1.5;
   ctx.beginPath();
   data.bags.forEach(([a, b], i) => {
-    const y = (1 - probs[i]) * (ROW_H - 2) + 1;
+    const y = LINE_PAD + (1 - probs[i]) * (ROW_H - 2 * LINE_PAD);
     ctx.moveTo(a * s, y);
     ctx.lineTo(b * s, y);
   });
@@ -155,12 +170,14 @@ function axis(duration, scale) {
 function follow() {
   const head = $("playhead"), player = $("player");
   if (!head || !VIEW.data) return;
-  const here = INSTAG.current === VIEW.num && player.dataset.src;
+  const here = player.dataset.num === String(VIEW.num);  // the view's file is the one loaded
   head.hidden = !here;
   if (!here) return;
   const x = player.currentTime * VIEW.scale, scroll = $("view-scroll");
   head.style.left = `${x}px`;
-  if (!player.paused && (x < scroll.scrollLeft || x > scroll.scrollLeft + scroll.clientWidth - 20)) {
+  const away = x < scroll.scrollLeft || x > scroll.scrollLeft + scroll.clientWidth - 20;
+  if (!player.paused && away && performance.now() > VIEW.held) {
+    VIEW.ours = true;
     scroll.scrollLeft = Math.max(0, x - scroll.clientWidth / 4);
   }
 }
@@ -177,5 +194,16 @@ $("view-stack").addEventListener("click", (e) => {
   const x = e.clientX - $("view-stack").getBoundingClientRect().left;
   play(VIEW.row, Math.min(Math.max(x / VIEW.scale, 0), VIEW.data.duration));
 });
-$("view-close").addEventListener("click", () => { $("view").hidden = true; VIEW.num = -1; });
+$("view-scroll").addEventListener("scroll", () => {
+  if (VIEW.ours) VIEW.ours = false; else VIEW.held = performance.now() + HOLD_MS;  // a person's
+});
+$("view-scroll").addEventListener("keydown", (e) => {  // ← → scroll the view (↑ ↓ change files)
+  if (e.key !== "ArrowLeft" && e.key !== "ArrowRight") return;
+  e.preventDefault();
+  e.stopPropagation();
+  $("view-scroll").scrollLeft += (e.key === "ArrowRight" ? 0.4 : -0.4) * $("view-scroll").clientWidth;
+});
+function closeView() { $("view").hidden = true; VIEW.num = -1; clearTimeout(VIEW.soon); }
+$("view-close").addEventListener("click", closeView);
+document.addEventListener("keydown", (e) => { if (e.key === "Escape" && !$("view").hidden) closeView(); });
 $("view-all").addEventListener("change", () => { VIEW.all = $("view-all").checked; if (VIEW.data) drawView(); });
