@@ -85,8 +85,8 @@ function drawView() {
   stack.replaceChildren(spectrogram(data));
   const spec = labels.appendChild(el("div", "vlabel spec"));
   labels.replaceChildren(spec);
-  spec.append(el("span", "", "log-mel as VGGish hears it"), el("span", "band", "7.5 kHz"),
-    el("span", "band low", "125 Hz"));
+  spec.append(el("span", "band", "7.5 kHz"), el("span", "", "log-mel as VGGish hears it"),
+    el("span", "band", "125 Hz"));
   for (const inst of shownInstruments(data)) {
     stack.appendChild(attentionRow(data, inst, width));
     const [name, p, present] = inst;
