@@ -15,6 +15,7 @@ from instag.common.errors import InstagError
 from instag.common.extras import require
 from instag.common.guard.targets import PNG_METADATA
 from instag.features.logmel import BANDS, Spectrogram
+from instag.outputs.colours import colour
 from instag.outputs.readback import find_document, read_documents
 from instag.outputs.songtags import song_of
 
@@ -76,6 +77,7 @@ def plot_file(doc: dict, out_png: Path, spectrogram: Spectrogram, max_rows: int 
     rows = sorted(best, key=best.get, reverse=True)[:max_rows] or \
         sorted(bags[0]["probabilities"], key=bags[0]["probabilities"].get, reverse=True)[:1]
     duration = doc["duration_s"]
+    colours = {name: colour(i) for i, name in enumerate(bags[0]["probabilities"])}  # the page's
     plt.rcParams["font.family"] = FONTS  # names in any script, where such a font is installed
     fig, axes = plt.subplots(1 + len(rows), 1, sharex=True,
                              figsize=(10, 2.6 + 1.2 * len(rows)),
@@ -89,11 +91,11 @@ def plot_file(doc: dict, out_png: Path, spectrogram: Spectrogram, max_rows: int 
         for b in bags:  # weight x T: 1 is the bag's uniform share, whatever the bag's length
             t = b["timeline"]
             share = np.asarray(t["attention"][c]) * len(t["start_s"])
-            ax.bar(t["start_s"], share, width=0.96, align="edge", color="tab:blue", alpha=0.8,
+            ax.bar(t["start_s"], share, width=0.96, align="edge", color=colours[c], alpha=0.8,
                    label="attention (1 = an even share of its bag)")
         ax.axhline(1.0, color="grey", lw=0.8, ls="--", label="an even share")
         for s, e in doc["segments"].get(c, []):
-            ax.axvspan(s, e, color="tab:orange", alpha=0.2, label="segment")
+            ax.axvspan(s, e, facecolor="none", edgecolor=colours[c], lw=1.5, label="segment")
         ax.set_ylabel(f"{c}\n{best.get(c, 0):.2f}", rotation=0, ha="right", va="center")
     handles: dict = {}
     for ax in axes[1:]:

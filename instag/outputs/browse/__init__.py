@@ -34,6 +34,7 @@ from pathlib import Path
 
 from instag.common.atomic import sweep, temp_name
 from instag.common.errors import InstagError
+from instag.outputs.colours import colour
 from instag.outputs.songtags import SONG_FIELDS, song_of
 from instag.tagging.results import audio_path
 
@@ -179,7 +180,8 @@ def _write(docs, tmp: Path, final: Path, source: str, view_of: ViewOf | None) ->
         flush()
     meta = {"source": source, "files": site.files, "failed": site.failed, "chunks": chunks,
             "counts": [list(pair) for pair in site.counts.most_common()],
-            "instruments": list(site.instruments), "views": site.views}
+            "instruments": list(site.instruments), "views": site.views,
+            "colours": [colour(i) for i in range(len(site.instruments))]}
     (tmp / "data" / "meta.js").write_text(data_script("INSTAG.meta", meta), encoding="ascii")
     page = resources.files(__package__) / "page"
     for name in PAGE_FILES:

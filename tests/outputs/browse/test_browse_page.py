@@ -135,6 +135,30 @@ def test_each_instrument_has_one_colour_in_its_chip_its_label_and_its_segments(p
     assert seg == chip
 
 
+def test_an_instrument_has_the_colour_in_the_page_that_plot_draws_it_in(page, monkeypatch,
+                                                                        tmp_path):
+    """Both take it from `outputs.colours`, by the instrument's place in the model."""
+    pytest.importorskip("matplotlib")
+    import matplotlib.colors
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from instag.features.logmel import Spectrogram
+    from instag.outputs.plot import plot_file
+
+    chip = page.eval_on_selector('.chip[data-instrument="piano"]',
+                                 "e => getComputedStyle(e).getPropertyValue('--c').trim()")
+    doc = documents(tmp_path / "music")[1]  # piano present, among others
+    doc["bags"][0] |= {"present": doc["instruments"], "timeline": {
+        "start_s": [0.0, 0.96], "attention": {n: [0.5, 0.5] for n in MODEL}}}
+    drawn = []
+    monkeypatch.setattr(plt, "close", drawn.append)
+    plot_file(doc, tmp_path / "f.png", Spectrogram(np.zeros((10, 64)), 0.1))
+    axes = [a for a in drawn[0].axes if "piano" in a.get_ylabel()]
+    bar = axes[0].patches[0].get_facecolor()[:3]
+    assert matplotlib.colors.to_hex(bar) == chip
+
+
 def playing(page) -> str:
     return Path(page.eval_on_selector("#player", "a => a.src")).name
 

@@ -11,17 +11,13 @@ const el = (tag, cls, text) => {
   return e;
 };
 
-// one colour per instrument, the same in chips, labels and segments: by its place in the
-// model's instruments (meta.instruments), from a palette that reads on light and dark
-const PALETTE = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#a855f7", "#42d4f4", "#f032e6",
-  "#9a9d00", "#c47a8a", "#469990", "#9a6324", "#d4a017", "#2e8b57", "#6b7bff", "#a9a9a9",
-  "#ff7f50", "#6a5acd", "#7cb342", "#1e90ff", "#c71585"];
+// one colour per instrument, the same in chips, labels, segments, the file view and `instag
+// plot`: meta.colours (outputs/colours.py), given in the model's order (meta.instruments)
 const COLOURS = new Map();
 function colour(name) {
-  if (!COLOURS.has(name)) {
-    const i = COLOURS.size;  // one met outside meta.instruments: the next free colour
-    COLOURS.set(name, i < PALETTE.length ? PALETTE[i]
-      : `hsl(${Math.round((i * 137.508) % 360)}, 65%, 48%)`);
+  if (!COLOURS.has(name)) {  // one met outside meta.instruments: grey
+    const given = INSTAG.info && INSTAG.info.colours ? INSTAG.info.colours[COLOURS.size] : null;
+    COLOURS.set(name, given || "#888888");
   }
   return COLOURS.get(name);
 }
