@@ -20,7 +20,8 @@ EXIT_INTERRUPTED, EXIT_TERMINATED = 130, 143  # 128 + SIGINT, 128 + SIGTERM
 
 class Command(typer.core.TyperCommand):
     """Every instag command's help: --help sits in the command's last panel (not in a panel of
-    its own), and an argument with a metavar (`PATH...`) shows no Python type beside it."""
+    its own), and neither an argument with a metavar (`PATH...`) nor a flag (`--serve`, which
+    takes no value) shows a Python type beside it."""
 
     def get_help_option(self, ctx):
         option = super().get_help_option(ctx)
@@ -32,7 +33,8 @@ class Command(typer.core.TyperCommand):
     def get_params(self, ctx):
         params = super().get_params(ctx)
         for param in params:
-            if isinstance(param, typer.core.TyperArgument) and param.metavar:
+            if (isinstance(param, typer.core.TyperArgument) and param.metavar) or \
+                    getattr(param, "is_flag", False):
                 param.display_type_rich = lambda ctx: None  # type: ignore[method-assign]
         return params
 

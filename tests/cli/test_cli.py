@@ -49,6 +49,7 @@ def test_tag_help_shows_its_options_in_panels():
     assert panels == ["Arguments", "Input", "Outputs", "Model and scoring", "Engine",
                       "File tags (--write-tags)", "Advanced"]  # no panel for --help alone
     assert "PATH..." in shown and "list[" not in shown  # what to type, not a Python type
+    assert "<bool>" not in shown  # a flag takes no value: --quiet, not --quiet <bool>
 
 
 def test_a_bad_choice_is_one_line_in_plain_words(tmp_path):
