@@ -4,14 +4,16 @@ a 5-minute song's view takes to appear in headless Chromium (Debian's), from the
 front end, its attention recomputed from the cache with the model: a CSV output has no
 timeline) and again (remembered); and the server's part alone, split into timeline and
 spectrogram. The song is a 44.1 kHz stereo FLAC tagged with the tests' committed stand-ins
-(the front end is VGGish's whatever the network's weights: its cost is the real one).
+(the front end is VGGish's whatever the network's weights: its cost is the real one), listed
+after `--library` - 1 other (synthetic) documents: the view of the last file of a large library.
 
-    python bench/file_view.py [--minutes 5] [--rounds 3]
+    python bench/file_view.py [--minutes 5] [--rounds 3] [--library 100000]
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import sys
 import tempfile
@@ -26,6 +28,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--minutes", type=float, default=5.0)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--library", type=int, default=1, help="files the output lists")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="instag-view-bench-") as tmp:
         root = Path(tmp)
@@ -37,7 +40,7 @@ def main() -> None:
         from typer.testing import CliRunner
 
         from instag.cli import app
-        from instag.jobs.views import FileViews
+        from instag.jobs.views import FileViews, Spool, served
         from instag.outputs.browse import build_site
         from instag.outputs.browse.serve import server
         from instag.outputs.readback import checked_documents
@@ -67,17 +70,23 @@ def main() -> None:
         for i, (timeline, spectrogram) in enumerate(parts):
             print(f"server's part, round {i + 1}: timeline {timeline:.2f} s, spectrogram "
                   f"{spectrogram:.2f} s (VGGish's front end loaded in this round)")
-        site = build_site(checked_documents(root / "tags.csv"), root / "site", "bench")
+        others = ({**doc, "path": f"/music/{i:06d} other.flac", "size": None, "mtime_ns": None}
+                  for i in range(args.library - 1))
+        spool = Spool()
+        started = time.perf_counter()
+        site = build_site(spool.through(itertools.chain(others, [doc])), root / "site", "bench")
+        print(f"site of {site.files} files made in {time.perf_counter() - started:.1f} s")
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path="/usr/bin/chromium")
             for i in range(args.rounds):
-                httpd = server(site.folder, site.audio, view_of=FileViews(views.options)
-                               .numbered(lambda: checked_documents(root / "tags.csv"),
-                                         site.audio))
+                httpd = server(site.folder, site.audio,
+                               view_of=served(FileViews(views.options), spool))
                 threading.Thread(target=httpd.serve_forever, daemon=True).start()
                 page = browser.new_page(viewport={"width": 1280, "height": 800})
                 page.goto(httpd.url)
-                page.wait_for_selector(".row .look")
+                page.wait_for_function("() => window.INSTAG && INSTAG.loaded")
+                page.fill("#search", "song.flac")  # the song, last of the library
+                page.wait_for_function("() => document.querySelectorAll('.row').length === 1")
                 took = []
                 for _ in range(2):  # computed, then remembered
                     page.evaluate("() => { const v = document.getElementById('view');"

@@ -79,3 +79,15 @@ def test_the_networks_are_importable_classes_that_build_model_makes():
     assert isinstance(build_model("att"), networks.Attention)
     assert isinstance(build_model("fc_t"), networks.FCT)
     assert build_model("att_uniform").uniform
+
+
+def test_the_networks_dropout_is_torchs_in_training_and_nothing_in_evaluation():
+    from instag.learning.networks import Dropout
+
+    torch.manual_seed(0)
+    x = torch.ones(2000, 128)
+    drop = Dropout(0.6)
+    out = drop.train()(x)
+    assert abs(float((out == 0).float().mean()) - 0.6) < 0.01  # each unit dropped with p
+    assert set(out.unique().tolist()) == {0.0, 2.5}  # the rest scaled by 1 / (1 - p)
+    assert torch.equal(drop.eval()(x), x)
