@@ -12,7 +12,11 @@ whether the layer fallback runs) is the stand-in's, not a real VGGish's.
     python bench/setup_time.py --before /path/to/worktree-of-base [--arch vggish] [--clips 20000]
         [--epochs 250] [--rounds 1]
 
-Prints, per leg, the seconds of each stage ([1/6] ... [6/6]) and the whole run.
+Prints, per leg, the seconds of each stage ([1/6] ... [6/6]; [4/6] is training, [5/6] VGGish's
+conversion and the feature check, [6/6] the INT8 step), the whole run and its peak
+memory (the set-up process's maximum RSS), then the whole runs beside the issue's limits (5
+minutes with --skip-int8, 7 with the INT8 step) and beside BEFORE_S, a new user's offline set-up
+before this round.
 """
 
 from __future__ import annotations
@@ -32,6 +36,9 @@ from builders import random_openmic  # noqa: E402
 from standins import build_standin_vggish, write_standin_pca  # noqa: E402
 
 STAGE = re.compile(r"^\[(\d)/6\]")
+INSTALLED = "[4/6] model: installed"
+BEFORE_S = 805.0  # a new user's `instag setup --offline` before this round (real VGGish, two cores)
+LIMITS_S = {"after": 7 * 60.0, "after --skip-int8": 5 * 60.0}
 
 
 def leg(code: Path, inputs: dict, extra: list[str], work: Path) -> dict[str, float]:
@@ -54,13 +61,17 @@ def leg(code: Path, inputs: dict, extra: list[str], work: Path) -> dict[str, flo
             tail = [*tail[-4:], line.rstrip()]
             if (m := STAGE.match(line)) and m.group(1) not in firsts:
                 firsts[m.group(1)] = time.perf_counter() - started
+            if INSTALLED in line:  # training ends: VGGish's loading and conversion are [5/6]'s
+                firsts.setdefault("5", time.perf_counter() - started)
+        _, status, usage = os.wait4(proc.pid, 0)  # this leg's own peak, not the largest yet
+        proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode:
         print("\n".join(f"    | {x}" for x in tail), file=sys.stderr)
     total = time.perf_counter() - started
     marks = sorted(firsts.items()) + [("end", total)]
     out = {f"[{k}/6]": b - a for (k, a), (_, b) in zip(marks, marks[1:], strict=False)}
     # a leg that dies (the OOM killer: -9) is shown, with the stage it died in, not hidden
-    return {**out, "total": total, "exit": proc.returncode}
+    return {**out, "total": total, "peak_mb": usage.ru_maxrss / 1024, "exit": proc.returncode}
 
 
 def main() -> None:
@@ -83,14 +94,23 @@ def main() -> None:
         print(f"instag setup --offline, stand-ins: {args.arch} VGGish, {args.clips} clips, "
               f"{args.epochs} epochs, {os.cpu_count()} CPUs")
         print(f"{'leg':20s}" + "".join(f"{s:>9s}" for s in
-                                       [f"[{k}/6]" for k in range(1, 7)] + ["total"]))
+                                       [f"[{k}/6]" for k in range(1, 7)] + ["total"])
+              + f"{'peak MB':>9s}")
+        totals: dict[str, list[float]] = {}
         for r in range(args.rounds):
             for name, code, extra in legs:
                 secs = leg(code, inputs, extra, root / f"{r}-{name.replace(' ', '')}")
+                totals.setdefault(name, []).append(secs["total"])
                 print(f"{name:20s}" + "".join(
                     f"{secs.get(s, 0.0):9.1f}" for s in [f"[{k}/6]" for k in range(1, 7)]
-                    + ["total"]) + (f"  exit {secs['exit']}" if secs["exit"] else ""),
-                    flush=True)
+                    + ["total"]) + f"{secs['peak_mb']:9.0f}"
+                    + (f"  exit {secs['exit']}" if secs["exit"] else ""), flush=True)
+        print(f"before this round (a new user, real VGGish and OpenMIC): {BEFORE_S:.0f} s")
+        for name, limit in LIMITS_S.items():
+            best = min(totals[name])
+            print(f"{name}: {best:.0f} s (limit {limit:.0f} s: "
+                  f"{'within' if best <= limit else 'over'}; {BEFORE_S / best:.1f}x faster "
+                  f"than {BEFORE_S:.0f} s)")
 
 
 if __name__ == "__main__":

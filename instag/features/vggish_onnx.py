@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import os
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -22,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from instag.common import locations
-from instag.common.atomic import atomic_path
+from instag.common.atomic import atomic_path, temp_dir
 from instag.common.devices import Device
 from instag.common.downloads import folder_digest
 from instag.common.errors import InstagError
@@ -31,6 +32,7 @@ from instag.common.onnxsession import choose_providers, open_session
 from instag.common.quiet import native_stderr_silenced
 from instag.features.instances import INSTANCE_SAMPLES, LOOKAHEAD_SAMPLES
 from instag.features.pca import postprocess
+from instag.features.tfconversion import to_onnx
 from instag.features.vggish import load_vggish
 
 MAX_RAW_DIFF = 1e-4
@@ -139,29 +141,32 @@ def _convert(handle: str, eigen_vectors: np.ndarray, means: np.ndarray,
         with native_stderr_silenced(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             import tensorflow as tf
-            import tf2onnx
 
             spec = [tf.TensorSpec([None], tf.float32, name=INPUT)]
             wrapped = tf.function(lambda waveform: hub_model(waveform), input_signature=spec)
-            proto, _ = tf2onnx.convert.from_function(wrapped, input_signature=spec, opset=17)
+            proto = to_onnx(wrapped, spec, opset=17)
     except Exception as e:  # the converter's own failures come in many types
         raise InstagError(f"tf2onnx could not convert VGGish ({type(e).__name__}: "
                           f"{str(e).splitlines()[0][:200] if str(e) else ''})",
                           "VGGish runs on TensorFlow instead") from e
-    wave = probe_audio()
-    want = np.asarray(hub_model(wave))
-    got = OnnxVggish(proto.SerializeToString())(wave)
-    if got.shape != want.shape:
-        raise InstagError(f"the converted VGGish returns {got.shape}, the hub model "
-                          f"{want.shape}", "VGGish runs on TensorFlow instead")
-    parity = Parity(float(np.abs(got - want).max()), float(np.mean(
-        postprocess(got, eigen_vectors, means) == postprocess(want, eigen_vectors, means))))
-    if not parity.passed:
-        raise InstagError(f"the converted VGGish does not reproduce the hub model (raw max "
-                          f"|diff| {parity.raw_max_diff:.1e}, uint8 equal "
-                          f"{parity.uint8_equal:.2%})", "VGGish runs on TensorFlow instead")
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(proto.SerializeToString())
+    with temp_dir(path.parent) as folder:  # checked as runs will run it: from its file
+        staged = folder / path.name
+        staged.write_bytes(proto.SerializeToString())
+        del proto
+        wave = probe_audio()
+        want = np.asarray(hub_model(wave))
+        got = OnnxVggish(staged)(wave)
+        if got.shape != want.shape:
+            raise InstagError(f"the converted VGGish returns {got.shape}, the hub model "
+                              f"{want.shape}", "VGGish runs on TensorFlow instead")
+        parity = Parity(float(np.abs(got - want).max()), float(np.mean(
+            postprocess(got, eigen_vectors, means) == postprocess(want, eigen_vectors, means))))
+        if not parity.passed:
+            raise InstagError(f"the converted VGGish does not reproduce the hub model (raw max "
+                              f"|diff| {parity.raw_max_diff:.1e}, uint8 equal "
+                              f"{parity.uint8_equal:.2%})", "VGGish runs on TensorFlow instead")
+        with atomic_path(path) as tmp:
+            os.replace(staged, tmp)
     with atomic_path(path.with_suffix(".json")) as tmp:
         tmp.write_text(json.dumps({"handle": handle, **asdict(parity)}, indent=2))
     parts_beside(path)  # cut now, in the process that converts: no run pays for it

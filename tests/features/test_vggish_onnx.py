@@ -32,12 +32,12 @@ def test_first_use_converts_and_then_runs_on_onnxruntime(fresh_hub, standin_vggi
 
 def test_a_converter_that_fails_leaves_vggish_on_tensorflow(fresh_hub, standin_vggish,
                                                             standin_pca, monkeypatch):
-    import tf2onnx
+    import tf2onnx.tfonnx
 
     def broken(*args, **kwargs):
         raise ValueError("unsupported op: SomethingNew")
 
-    monkeypatch.setattr(tf2onnx.convert, "from_function", broken)
+    monkeypatch.setattr(tf2onnx.tfonnx, "process_tf_graph", broken)
     notes = []
     embedder = Embedder(str(standin_vggish), standin_pca, note=notes.append)
     embedder.embed_blocks([np.zeros(16000 * 2, np.float32)])
@@ -72,6 +72,68 @@ def test_the_real_architecture_converts_within_parity(fresh_hub, tmp_path, stand
     path, parity = vggish_onnx.convert(str(vggish), *load_pca(standin_pca))
     assert path.is_file() and parity.passed
     assert json.loads(path.with_suffix(".json").read_text())["raw_max_diff"] <= 1e-4
+
+
+def test_the_conversion_is_checked_from_its_file_with_the_parts_runs_use(
+        fresh_hub, standin_vggish, standin_pca, monkeypatch):
+    """Not from a copy in memory: the check's sessions map their weights from the file, and a
+    whole copy of VGGish cut in memory cost gigabytes on top of the conversion's own."""
+    built = []
+    real = vggish_onnx.OnnxVggish.__init__
+
+    def spy(self, model, *args, **kwargs):
+        built.append((type(model), isinstance(model, Path) and model.is_file()))
+        real(self, model, *args, **kwargs)
+
+    monkeypatch.setattr(vggish_onnx.OnnxVggish, "__init__", spy)
+    from instag.features.pca import load_pca
+
+    path, parity = vggish_onnx.convert(str(standin_vggish), *load_pca(standin_pca))
+    assert parity.passed and built and all(kind is not bytes and on_disk
+                                           for kind, on_disk in built)
+    assert sorted(p.name for p in path.parent.iterdir() if p.name.startswith(".instag.")) == []
+
+
+def test_the_conversion_makes_the_graph_from_function_makes_without_grappler_holding_weights(
+        fresh_hub, tmp_path, monkeypatch):
+    """The weights wait outside TensorFlow's graph optimiser (on VGGish it held them some
+    sixteen times over), and the ONNX graph is the one tf2onnx's from_function makes: the same
+    operators, the same weights, the same outputs."""
+    import onnx
+    import onnxruntime as ort
+    import tensorflow as tf
+    import tf2onnx
+    from onnx import numpy_helper
+    from standins import build_standin_vggish
+
+    from instag.features import tfconversion
+    from instag.features.vggish import load_vggish
+
+    hub = load_vggish(str(build_standin_vggish(tmp_path / "small", "small")))
+    spec = [tf.TensorSpec([None], tf.float32, name=vggish_onnx.INPUT)]
+    wrapped = tf.function(lambda waveform: hub(waveform), input_signature=spec)
+    before, _ = tf2onnx.convert.from_function(wrapped, input_signature=spec, opset=17)
+    largest = []
+    optimise = tf2onnx.tf_loader.tf_optimize
+    monkeypatch.setattr(tf2onnx.tf_loader, "tf_optimize", lambda i, o, graph: largest.append(
+        max(len(n.attr["value"].tensor.tensor_content) for n in graph.node if n.op == "Const"))
+        or optimise(i, o, graph))
+    after = tfconversion.to_onnx(wrapped, spec, opset=17)
+    assert largest and largest[0] < tfconversion.HOLLOW_BYTES  # the dense layer's 1.5 MB waited
+
+    def operators(model):  # in any order: tf2onnx's sort breaks ties by its made-up names
+        return sorted(repr((n.op_type, [onnx.helper.get_attribute_value(a) for a in n.attribute]))
+                      for n in model.graph.node)
+
+    def weights(model):
+        return sorted((tuple(t.dims), numpy_helper.to_array(t).tobytes())
+                      for t in model.graph.initializer)
+
+    assert operators(after) == operators(before) and weights(after) == weights(before)
+    wave = vggish_onnx.probe_audio()
+    outputs = [ort.InferenceSession(m.SerializeToString()).run(None, {"waveform": wave})[0]
+               for m in (before, after)]
+    np.testing.assert_array_equal(*outputs)
 
 
 def test_short_chunks_of_many_files_fill_one_network_call_with_no_window_wasted(
