@@ -54,10 +54,11 @@ def partial_bce(probs, labels, mask, eps: float = 1e-7):
     return per_sample.mean()
 
 
-def _loss_on(model, subset: Subset, device: str) -> float:
+def _loss_on(model, subset: Subset, inputs, device: str) -> float:
+    """The loss on `subset`, whose `inputs()` are given: scaled once, not every epoch."""
     torch = require("torch")
 
-    probs = torch.from_numpy(predict(model, subset.inputs(), device, present=subset.present))
+    probs = torch.from_numpy(predict(model, inputs, device, present=subset.present))
     return float(
         partial_bce(probs, torch.from_numpy(subset.labels), torch.from_numpy(subset.mask))
     )
@@ -162,7 +163,10 @@ def _fit(torch, tqdm, data, train, val, recipe, meta, out_dir: Path,
     device = resolve_device(recipe.device)
     torch.manual_seed(recipe.seed)
     model = build_model(recipe.model, len(data.classes), meta.in_dim).to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=recipe.learning_rate)
+    # the fused kernel: Adam's arithmetic in one pass over the weights (a step took 0.44 ms on
+    # CPU, 0.12 fused: ~9 s of set-up's 250 epochs)
+    opt = torch.optim.Adam(model.parameters(), lr=recipe.learning_rate,
+                           fused=str(device).split(":")[0] in ("cpu", "cuda"))
     if recipe.clips:
         train = clips_of(train, recipe.clips)
     x = torch.from_numpy(train.inputs())
@@ -170,6 +174,7 @@ def _fit(torch, tqdm, data, train, val, recipe, meta, out_dir: Path,
     m = torch.from_numpy(train.mask)
     present = None if train.present is None else torch.from_numpy(train.present)
     gen = torch.Generator().manual_seed(recipe.seed)
+    val_inputs = val.inputs()
 
     best = float("inf")
     history: list[dict] = []
@@ -181,7 +186,7 @@ def _fit(torch, tqdm, data, train, val, recipe, meta, out_dir: Path,
         for epoch in bar:
             train_loss = _epoch(model, opt, (x, y, m, present),
                                 torch.randperm(len(x), generator=gen), recipe.batch_size, device)
-            val_loss = _loss_on(model, val, device)
+            val_loss = _loss_on(model, val, val_inputs, device)
             row = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss,
                    "seconds": round(time.monotonic() - start, 3)}
             history.append(row)
@@ -201,7 +206,7 @@ def _fit(torch, tqdm, data, train, val, recipe, meta, out_dir: Path,
     if not history:
         raise InstagError(f"{out_dir}: interrupted before the first epoch ended; nothing saved")
     best_model, _ = runs.load_torch(out_dir, device=device)
-    tuned = tune_thresholds(predict(best_model, val.inputs(), device, present=val.present),
+    tuned = tune_thresholds(predict(best_model, val_inputs, device, present=val.present),
                             val.labels, val.mask)
     best_row = min(history, key=lambda r: r["val_loss"])
     test_probs = predict(best_model, data.test.inputs(), device, present=data.test.present)
