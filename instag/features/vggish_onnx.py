@@ -185,7 +185,7 @@ def parity_of(path: Path) -> Parity | None:
 # are most of a run's working memory, and a conv costs the same per window at any batch
 # size; the dense layers after them take a whole call's windows at once, since they read
 # their 270 MB of weights once a call (bench/memory.py)
-CONV_BATCH_WINDOWS = 8
+CONV_BATCH_WINDOWS = 4
 EXTERNAL_BYTES = 1 << 16  # weights this large live in a file beside their part, mapped
 ALIGN = 1 << 16  # ... each at an offset onnxruntime maps without copying (any page size)
 PARTS = ("front", "convs", "dense")  # ("front", "network") where the dense cut fails
