@@ -296,9 +296,9 @@ def test_vggish_runs_in_its_weights_and_a_small_working_set(fresh_hub, tmp_path,
         real = getattr(model, attr)
         setattr(model, attr, _Counting(real, calls[name]))
     wave = np.random.default_rng(0).uniform(-.3, .3, 20 * INSTANCE_SAMPLES + LOOKAHEAD_SAMPLES)
-    assert vggish_onnx.CONV_BATCH_WINDOWS == 8
+    assert vggish_onnx.CONV_BATCH_WINDOWS == 4
     raw = model.many([wave.astype(np.float32)])[0]
-    assert calls == {"convs": [8, 8, 4], "dense": [20]} and raw.shape == (20, 128)
+    assert calls == {"convs": [4] * 5, "dense": [20]} and raw.shape == (20, 128)
 
 
 class _Counting:
