@@ -38,12 +38,15 @@ def standins(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def listening_model(trained_run, standins, standin_pca, tmp_path_factory):
-    """The scoring model made to listen: its input normalised to the stand-ins' features and
-    its instance head 30x louder, so a change in the features moves its probabilities (the
-    briefly trained one barely hears them)."""
+    """A scoring model made to listen: a network drawn from a fixed seed (not the training
+    run's, whose weights change with the recipe: only its card is kept), its input normalised
+    to the stand-ins' features as the graph sees them (uint8 / 255) and its instance head 30x
+    louder, so that a change in the features moves its probabilities."""
     import torch
 
+    from instag.learning import runs
     from instag.learning.export import export_run
+    from instag.learning.models import build_model
     from instag.provision.int8 import clips
 
     run = tmp_path_factory.mktemp("listening") / "run"
@@ -53,12 +56,15 @@ def listening_model(trained_run, standins, standin_pca, tmp_path_factory):
     _, held, _ = clips(None, embedder.resampler, 50)
     feats = np.concatenate(at_precision.features_of(
         vggish_onnx.find(str(standins["small"])), held, embedder.eigen_vectors,
-        embedder.means)).astype(np.float32)
+        embedder.means)).astype(np.float32) * runs.INPUT_SCALE
     blob = torch.load(run / "model.pt", weights_only=True)
-    state = blob["state_dict"]
+    meta = blob["meta"]
+    torch.manual_seed(1)
+    state = build_model(meta["model"], len(meta["classes"]), meta["in_dim"]).state_dict()
     state["bn0.running_mean"] = torch.from_numpy(feats.mean(0))
     state["bn0.running_var"] = torch.from_numpy(feats.var(0) + 1e-3)
     state["instance_head.weight"] *= 30
+    blob["state_dict"] = state
     torch.save(blob, run / "model.pt")
     return export_run(run, run.parent / "att.onnx")
 
