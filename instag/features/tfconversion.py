@@ -23,6 +23,7 @@ import gc
 
 HOLLOW_BYTES = 1 << 20  # constants this large wait outside grappler: VGGish's weights, not
 # its front end's (grappler folds those)
+COLLECT_BYTES = 64 << 20  # weights from which tf2onnx's copies are collected before each pass
 
 
 def to_onnx(function, signature: list, opset: int):
@@ -38,6 +39,7 @@ def to_onnx(function, signature: list, opset: int):
     outputs = [t.name for t in concrete.outputs if t.dtype != tf.resource]
     with tf.device("/cpu:0"):
         hollow, weights = _hollowed(tf_loader.convert_variables_to_constants_large_model(concrete))
+        held = sum(len(n.attr["value"].tensor.tensor_content) for n in weights.values())
         with tf.Graph().as_default():
             optimised = tf_loader.tf_optimize(inputs, outputs, hollow)
         del hollow
@@ -51,20 +53,28 @@ def to_onnx(function, signature: list, opset: int):
                 input_names=inputs, output_names=outputs,
                 tensors_to_rename=tensor_names_from_structed(concrete, inputs, outputs))
         del values, graph
-        gc.collect()  # what the conversion left, before the optimiser's first copy
-        steps = {name: _collected_first(make) for name, make in optimizer._get_optimizers().items()}
+        # a collection takes ~0.3 s where TensorFlow is loaded: worth it only where the copies
+        # are large (on a small model its 26 collections were 97 % of the conversion)
+        collect = gc.collect if held >= COLLECT_BYTES else _no_collection
+        collect()  # what the conversion left, before the optimiser's first copy
+        steps = {name: _collected_first(make, collect)
+                 for name, make in optimizer._get_optimizers().items()}
         converted = optimizer.optimize_graph(converted, optimizers=steps)
         model = converted.make_model(f"converted from {concrete.name}")
     del converted
-    gc.collect()  # tf2onnx's graph is a web of cycles, and holds the weights
+    collect()  # tf2onnx's graph is a web of cycles, and holds the weights
     return model
 
 
-def _collected_first(make):
+def _no_collection() -> int:
+    return 0
+
+
+def _collected_first(make, collect):
     """An optimiser pass of tf2onnx's that first frees the graph the pass before it left: a
     web of cycles holding a gigabyte on VGGish, and 24 passes."""
     def made():
-        gc.collect()
+        collect()
         return make()
     return made
 
