@@ -1,8 +1,8 @@
 """`instag browse`: a static page to look through a tagged library and listen where each
 instrument plays, written from any instag output (CSV, JSON, JSONL, Parquet) as a stream.
 
-The site is a folder: the page (`index.html`, `app.js`, `rows.js`, `view.js`, `style.css`: no
-framework, no CDN, everything the page needs is written into it) and the data as
+The site is a folder: the page (`index.html`, `app.js`, `rows.js`, `view.js`, `style.css`,
+`favicon.svg`: no framework, no CDN, everything the page needs is written into it) and the data as
 `<script>`-loaded `.js` files, since a page opened from `file://` may not fetch: `data/meta.js`
 (every instrument scored, in the model's order, which gives each its colour; counts; chunk
 count; the files whose view is included), then `data/chunk-NNNN.js` of CHUNK_FILES files each,
@@ -43,7 +43,7 @@ MARKER = "instag-site.json"  # what makes a folder an instag site, which a new o
 # what Chromium plays in an <audio> element; the rest say "not playable in a browser"
 PLAYABLE = frozenset({".mp3", ".wav", ".ogg", ".oga", ".opus", ".flac", ".m4a", ".mp4",
                       ".aac", ".webm", ".weba"})
-PAGE_FILES = ("index.html", "app.js", "rows.js", "view.js", "style.css")
+PAGE_FILES = ("index.html", "app.js", "rows.js", "view.js", "style.css", "favicon.svg")
 
 
 @dataclass(frozen=True)

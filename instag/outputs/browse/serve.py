@@ -38,10 +38,11 @@ from instag.outputs.browse.view import view_script
 BLOCK = 1 << 16
 RANGE = re.compile(r"bytes=([0-9]{0,18})-([0-9]{0,18})")  # one range, numbers bounded: else ignored
 SITE_FILES = re.compile(
-    r"(index\.html|(app|rows|view)\.js|style\.css|data/(meta|chunk-[0-9]{4,9}|view-[0-9]{1,9})\.js)")
+    r"(index\.html|(app|rows|view)\.js|style\.css|favicon\.svg"
+    r"|data/(meta|chunk-[0-9]{4,9}|view-[0-9]{1,9})\.js)")
 VIEWS_KEPT = 16  # file views remembered (a 5-minute song's is ~0.5 MB)
 SITE_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
-              ".css": "text/css; charset=utf-8"}
+              ".css": "text/css; charset=utf-8", ".svg": "image/svg+xml"}
 AUDIO_TYPES = {".wav": "audio/wav", ".flac": "audio/flac", ".mp3": "audio/mpeg",
                ".ogg": "audio/ogg", ".oga": "audio/ogg", ".opus": "audio/ogg",
                ".m4a": "audio/mp4", ".mp4": "audio/mp4", ".aac": "audio/aac",

@@ -306,6 +306,7 @@ def test_served_the_page_plays_through_the_server(browser, served):
     page.wait_for_function("() => document.getElementById('player').currentTime >= 12.4")
     assert page.eval_on_selector("#player", "a => a.src") == f"{url}audio/0"
     assert not [m for m in said if "Content Security Policy" in m], said
+    assert not [m for m in said if "Failed to load" in m], said  # its icon too
 
 
 def test_served_audio_answers_ranges_so_seeking_works(served):
