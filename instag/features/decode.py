@@ -212,6 +212,9 @@ def _open_soundfile(path: Path) -> Opened | None:
     if f.channels < 1:
         f.close()
         raise AudioError(path, f"the decoder reports {f.channels} channels: a damaged header")
+    if f.format == "MP3" and shutil.which("ffmpeg") and not _mp3_length_in_header(path):
+        f.close()
+        return None  # libsndfile would stop where its estimate ends: ffmpeg reads to the end
     per_read = max(1, READ_BYTES // (4 * f.channels))
 
     def mono(n: int) -> np.ndarray:
@@ -245,6 +248,20 @@ def _open_soundfile(path: Path) -> Opened | None:
                 yield data
 
     return f.samplerate, blocks, f.frames
+
+
+def _mp3_length_in_header(path: Path) -> bool:
+    """Whether an MP3 states its length (a Xing, Info or VBRI header). Without one, its length
+    is estimated from its first frame's bitrate, and libsndfile stops decoding there: a VBR
+    file is cut (a 30 s song decoded as 8.6 s)."""
+    from mutagen import MutagenError
+    from mutagen.mp3 import MP3, BitrateMode
+
+    try:
+        with open(path, "rb") as fh:
+            return MP3(fh).info.bitrate_mode is not BitrateMode.UNKNOWN
+    except MutagenError:
+        return True  # mutagen finds no MPEG frame: libsndfile's reading, and its checks, stand
 
 
 def _ffmpeg_instead(path: Path, rate: int) -> Blocks | None:

@@ -136,6 +136,23 @@ def test_a_flac_whose_header_claims_2_to_the_36_samples_is_decoded_by_ffmpeg(tmp
     assert len(audio) == pytest.approx(3 * 16000, abs=16)
 
 
+@needs_ffmpeg
+def test_a_vbr_mp3_that_does_not_state_its_length_is_decoded_to_its_end(tmp_path):
+    """No Xing header: the length is estimated from the first frame's bitrate (here a quiet
+    one), and libsndfile stopped there: this 30 s song was decoded as 8.6 s."""
+    from instag.features.resample import load_16k
+
+    path = tmp_path / "vbr.mp3"
+    made = subprocess.run(
+        ["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "anoisesrc=d=30:a=0.3", "-af",
+         "volume='if(lt(t,15),0.03,1)':eval=frame", "-ar", "44100", "-c:a", "libmp3lame",
+         "-q:a", "4", "-write_xing", "0", str(path)], capture_output=True)
+    if made.returncode:
+        pytest.skip("this ffmpeg has no MP3 encoder (libmp3lame)")
+    assert sf.info(path).duration < 20  # what libsndfile believes
+    assert len(load_16k(path)) == pytest.approx(30 * 16000, abs=1600)
+
+
 # -- 5. samples that are not audio ---------------------------------------------------------------
 def test_a_float_file_with_absurd_samples_is_an_error_not_ok(run_tag, tmp_path):
     x = music(3, 1)
