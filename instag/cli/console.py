@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -106,6 +107,20 @@ def expected_errors(fn):
             raise typer.Exit(EXIT_USAGE) from None
 
     return wrapper
+
+
+def _file_to_write(value: str | Path) -> Path:
+    text = os.fspath(value)
+    if text.endswith(("/", os.sep)):
+        raise typer.BadParameter(f"{text} names a folder (it ends in {text[-1]}); name the "
+                                 "file to write")
+    return Path(text)
+
+
+# an output file's option read as typed: a name ending in a separator names a folder, which no
+# file output writes into (Typer's `Path` drops the separator, and a file of the folder's name
+# was written)
+FILE_TO_WRITE = {"parser": _file_to_write, "metavar": "<path>"}
 
 
 def given(ctx: typer.Context, name: str) -> bool:

@@ -14,6 +14,7 @@ import typer
 
 from instag.cli.console import (
     EXIT_SOME_FAILED,
+    FILE_TO_WRITE,
     CacheOpt,
     PcaOpt,
     VggishOpt,
@@ -46,7 +47,8 @@ def plot(
     audio: Annotated[Path | None, typer.Option(
         help="The audio file to draw the spectrogram from, when it is not where the output "
              "says (moved or copied since, or the output has a relative path).")] = None,
-    out: Annotated[Path, typer.Option(help="PNG to write.")] = Path("attention.png"),
+    out: Annotated[Path, typer.Option(help="PNG to write.", **FILE_TO_WRITE)
+                   ] = Path("attention.png"),
     model: FigureModelOpt = None,
     vggish: VggishOpt = None,
     pca: PcaOpt = None,

@@ -11,6 +11,7 @@ import typer
 from rich.table import Table
 
 from instag.cli.console import (
+    FILE_TO_WRITE,
     CacheOpt,
     DeviceOpt,
     JobsOpt,
@@ -165,8 +166,9 @@ def _teach(own, out: Path, openmic: Path | None, recipe: Recipe, holdout: float,
 def evaluate(
     run_dir: Annotated[Path, typer.Argument(help="A run directory from `instag train`.")],
     openmic: Annotated[Path | None, typer.Option(help="Data set (default: the run's).")] = None,
-    json_out: Annotated[Path | None, typer.Option("--json", help="Where to write the metrics "
-                                                     "(default RUN_DIR/evaluation.json).")] = None,
+    json_out: Annotated[Path | None, typer.Option(
+        "--json", help="Where to write the metrics (default RUN_DIR/evaluation.json).",
+        **FILE_TO_WRITE)] = None,
     device: Annotated[Device, typer.Option(help="cpu (default), cuda or auto (CUDA when "
                                                 "available).")] = Device.CPU,
     trust_pickle: Annotated[bool, typer.Option(
@@ -211,12 +213,13 @@ def evaluate(
 @expected_errors
 def report(
     run_dirs: Annotated[list[Path], typer.Argument(help="Run directories (searched recursively).")],
-    png: Annotated[Path, typer.Option(help="Per-instrument F1 figure (the paper's Fig. 3).")
-                   ] = Path("report.png"),
+    png: Annotated[Path, typer.Option(help="Per-instrument F1 figure (the paper's Fig. 3).",
+                                      **FILE_TO_WRITE)] = Path("report.png"),
     models_png: Annotated[Path, typer.Option(
         help="The models side by side (Fig. 2): F1 at 0.5 and at the tuned thresholds, and "
-             "mAP, mean ± std over seeds.")] = Path("report-models.png"),
-    json_out: Annotated[Path | None, typer.Option("--json", help="Also write the summary.")] = None,
+             "mAP, mean ± std over seeds.", **FILE_TO_WRITE)] = Path("report-models.png"),
+    json_out: Annotated[Path | None, typer.Option("--json", help="Also write the summary.",
+                                                  **FILE_TO_WRITE)] = None,
 ) -> None:
     """Compare runs: mean ± std over seeds per model, and a per-instrument F1 figure."""
     targets = [claim_file(path, option, ours, run_dirs) for path, option, ours in
@@ -246,7 +249,7 @@ def export_onnx(
     run_dir: Annotated[Path, typer.Argument(help="A run directory from `instag train`.")],
     out: Annotated[Path | None, typer.Option(
         help="Where to write the .onnx (default: RUN_DIR/MODEL.onnx); the model card goes "
-             "beside it as .json.")] = None,
+             "beside it as .json.", **FILE_TO_WRITE)] = None,
 ) -> None:
     """Export a trained att, fc_t, rnn or fc model to ONNX for tagging."""
     path = export_run(run_dir, out)

@@ -15,6 +15,7 @@ from instag.cli.console import (
     ADVANCED,
     ENGINE,
     FILE_TAGS,
+    FILE_TO_WRITE,
     INPUT,
     MODEL,
     OUTPUTS,
@@ -99,7 +100,8 @@ def tag(
         "csv, json, jsonl or parquet (default: from --out's extension).", OUTPUTS)] = None,
     summary: Annotated[Path | None, opt(
         "Also write a CSV of one row per file for a person to read: path, status, instruments "
-        "(\"guitar; voice\"), their probabilities, duration, reason.", OUTPUTS)] = None,
+        "(\"guitar; voice\"), their probabilities, duration, reason.", OUTPUTS,
+        **FILE_TO_WRITE)] = None,
     segments_out: Annotated[Path | None, opt(
         "Also write each tagged file's segments into this folder, one file per audio file, "
         "named after its path in the library (see --segments-format).", OUTPUTS)] = None,

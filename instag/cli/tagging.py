@@ -12,6 +12,7 @@ import typer
 
 from instag.cli.console import (
     EXIT_SOME_FAILED,
+    FILE_TO_WRITE,
     CacheOpt,
     FeaturePrecisionOpt,
     JobsOpt,
@@ -152,7 +153,8 @@ def embed(
     paths: Annotated[list[Path], typer.Argument(
         help="Audio files or folders (recursive); '-' reads paths from stdin, one a line.",
         metavar="PATH...")],
-    out: Annotated[Path, typer.Option(help="Features file to write (.npz).")],
+    out: Annotated[Path, typer.Option(help="Features file to write (.npz).",
+                                      **FILE_TO_WRITE)],
     vggish: VggishOpt = None,
     pca: PcaOpt = None,
     clips: Annotated[int | None, typer.Option(

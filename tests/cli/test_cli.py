@@ -213,3 +213,24 @@ def test_a_spelling_that_could_mean_two_things_or_nothing_is_refused(tmp_path, a
                                       *args])
     assert result.exit_code == 2 and said in result.output
     assert (tmp_path / "t.csv").read_text() == "path\n"  # the previous output untouched
+
+
+@pytest.mark.parametrize("args", [
+    ["plot", "t.csv", "--out", "figs/"], ["tag", ".", "--out", "t.csv", "--summary", "s/"],
+    ["embed", ".", "--out", "f/"], ["report", ".", "--png", "r/"],
+    ["export-onnx", ".", "--out", "m/"], ["evaluate", ".", "--json", "e/"]],
+    ids=lambda a: a[0])
+def test_an_output_file_spelled_as_a_folder_is_refused_not_written_as_a_file(tmp_path,
+                                                                             monkeypatch, args):
+    """`--out figs/` names a folder: Typer's Path dropped the slash, and `plot` wrote a file
+    named `figs`."""
+    from typer.testing import CliRunner
+
+    from instag.cli import app
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "t.csv").write_text("path\n")
+    result = CliRunner().invoke(app, args)
+    folder = next(a for a in args if a.endswith("/"))
+    assert result.exit_code == 2 and f"{folder} names a folder" in result.output
+    assert not (tmp_path / folder.rstrip("/")).exists()
