@@ -255,11 +255,11 @@ def _mp3_length_in_header(path: Path) -> bool:
     is estimated from its first frame's bitrate, and libsndfile stops decoding there: a VBR
     file is cut (a 30 s song decoded as 8.6 s)."""
     from mutagen import MutagenError
-    from mutagen.mp3 import MP3, BitrateMode
+    from mutagen.mp3 import BitrateMode, MPEGInfo
 
     try:
-        with open(path, "rb") as fh:
-            return MP3(fh).info.bitrate_mode is not BitrateMode.UNKNOWN
+        with open(path, "rb") as fh:  # the stream's first frames only: its tags are skipped
+            return MPEGInfo(fh).bitrate_mode is not BitrateMode.UNKNOWN
     except MutagenError:
         return True  # mutagen finds no MPEG frame: libsndfile's reading, and its checks, stand
 
