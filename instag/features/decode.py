@@ -212,9 +212,10 @@ def _open_soundfile(path: Path) -> Opened | None:
     if f.channels < 1:
         f.close()
         raise AudioError(path, f"the decoder reports {f.channels} channels: a damaged header")
-    if f.format == "MP3" and shutil.which("ffmpeg") and not _mp3_length_in_header(path):
-        f.close()
-        return None  # libsndfile would stop where its estimate ends: ffmpeg reads to the end
+    if f.format == "MP3" and _ffmpeg_here() and not _mp3_length_in_header(path):
+        f.close()  # libsndfile would stop where its estimate ends: ffmpeg reads to the end
+        rate, blocks, _ = _open_ffmpeg(path)  # ffprobe's duration is that estimate: no promise
+        return rate, blocks, None
     per_read = max(1, READ_BYTES // (4 * f.channels))
 
     def mono(n: int) -> np.ndarray:
@@ -251,17 +252,38 @@ def _open_soundfile(path: Path) -> Opened | None:
 
 
 def _mp3_length_in_header(path: Path) -> bool:
-    """Whether an MP3 states its length (a Xing, Info or VBRI header). Without one, its length
-    is estimated from its first frame's bitrate, and libsndfile stops decoding there: a VBR
-    file is cut (a 30 s song decoded as 8.6 s)."""
+    """Whether an MP3 states its length: a Xing, Info or VBRI header with a frame count.
+    Without one, its length is estimated from its first frame's bitrate, and libsndfile stops
+    decoding there: a VBR file is cut (a 30 s song decoded as 8.6 s)."""
     from mutagen import MutagenError
-    from mutagen.mp3 import BitrateMode, MPEGInfo
+    from mutagen.mp3 import MPEGInfo
+
+    # mutagen's readers of the two headers (its own MPEGInfo reads them; not exported)
+    from mutagen.mp3._util import VBRIHeader, VBRIHeaderError, XingHeader, XingHeaderError
 
     try:
-        with open(path, "rb") as fh:  # the stream's first frames only: its tags are skipped
-            return MPEGInfo(fh).bitrate_mode is not BitrateMode.UNKNOWN
+        with open(path, "rb") as fh:
+            info = MPEGInfo(fh)  # the stream's first frames: its tags are skipped, not read
+            if info.layer != 3:
+                return False  # no such header in layers 1 and 2
+            for header, absent in ((XingHeader, XingHeaderError), (VBRIHeader, VBRIHeaderError)):
+                fh.seek(info.frame_offset + header.get_offset(info))
+                try:
+                    if header(fh).frames > 0:
+                        return True
+                except absent:
+                    continue
+            return False
     except MutagenError:
         return True  # mutagen finds no MPEG frame: libsndfile's reading, and its checks, stand
+
+
+def _ffmpeg_here() -> bool:
+    return bool((ffmpeg := shutil.which("ffmpeg")) and _ffprobe_beside(ffmpeg))
+
+
+def _ffprobe_beside(ffmpeg: str) -> str | None:
+    return shutil.which("ffprobe") or shutil.which(str(Path(ffmpeg).with_name("ffprobe")))
 
 
 def _ffmpeg_instead(path: Path, rate: int) -> Blocks | None:
@@ -287,6 +309,7 @@ def _open_ffmpeg(path: Path) -> Opened:
         )
     rate, seconds = _ffprobe(path, ffmpeg)  # None: no audio stream ffmpeg can read
     if rate is None:
+        path.stat()  # gone meanwhile: `missing`, not "not audio"
         raise AudioError(path, "not audio: neither libsndfile nor ffmpeg recognises it")
 
     def blocks(n: int) -> Iterator[np.ndarray]:
@@ -343,7 +366,10 @@ def _ffprobe(path: Path, ffmpeg: str) -> tuple[int | None, float | None]:
     """The first audio stream's sample rate and the file's duration, as ffprobe reports them
     (None where it reports none): one value a line, the rate first. An ffprobe killed by a
     signal is `crashed`, never taken for "not audio"."""
-    ffprobe = shutil.which("ffprobe") or str(Path(ffmpeg).with_name("ffprobe"))
+    ffprobe = _ffprobe_beside(ffmpeg)
+    if ffprobe is None:
+        raise AudioError(path, "ffmpeg is on PATH without its ffprobe (install ffmpeg whole)",
+                         status=Status.UNSUPPORTED)
     out = subprocess.run(
         [ffprobe, "-v", "error", "-select_streams", "a:0", "-show_entries",
          "stream=sample_rate:format=duration", "-of", "default=nw=1:nk=1", ffmpeg_url(path)],

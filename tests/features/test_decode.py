@@ -136,21 +136,56 @@ def test_a_flac_whose_header_claims_2_to_the_36_samples_is_decoded_by_ffmpeg(tmp
     assert len(audio) == pytest.approx(3 * 16000, abs=16)
 
 
-@needs_ffmpeg
-def test_a_vbr_mp3_that_does_not_state_its_length_is_decoded_to_its_end(tmp_path):
-    """No Xing header: the length is estimated from the first frame's bitrate (here a quiet
-    one), and libsndfile stopped there: this 30 s song was decoded as 8.6 s."""
-    from instag.features.resample import load_16k
-
-    path = tmp_path / "vbr.mp3"
+def lame(path: Path, seconds: float, quiet: str, *options: str) -> Path:
+    """An MP3 of noise, its start made `quiet` (an ffmpeg volume expression of t)."""
     made = subprocess.run(
-        ["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "anoisesrc=d=30:a=0.3", "-af",
-         "volume='if(lt(t,15),0.03,1)':eval=frame", "-ar", "44100", "-c:a", "libmp3lame",
-         "-q:a", "4", "-write_xing", "0", str(path)], capture_output=True)
+        ["ffmpeg", "-v", "error", "-f", "lavfi", "-i", f"anoisesrc=d={seconds}:a=0.3", "-af",
+         f"volume='{quiet}':eval=frame", "-ar", "44100", "-c:a", "libmp3lame", *options,
+         str(path)], capture_output=True)
     if made.returncode:
         pytest.skip("this ffmpeg has no MP3 encoder (libmp3lame)")
-    assert sf.info(path).duration < 20  # what libsndfile believes
+    return path
+
+
+@needs_ffmpeg
+@pytest.mark.parametrize("quiet", ["if(lt(t,15),0.03,1)", "if(lt(t,5),0,1)"],
+                         ids=["estimate-short", "estimate-long"])
+def test_a_vbr_mp3_that_does_not_state_its_length_is_decoded_to_its_end(tmp_path, quiet):
+    """No Xing header: its length is estimated from the first frame's bitrate, and libsndfile
+    stopped there (this 30 s song was decoded as 8.6 s); ffprobe's duration is the same guess,
+    so it is no promise either (a quiet start made it 62 s: "damaged", 30 s decoding)."""
+    from instag.features.resample import load_16k
+
+    path = lame(tmp_path / "vbr.mp3", 30, quiet, "-q:a", "4", "-write_xing", "0")
+    assert abs(sf.info(path).duration - 30) > 5  # what libsndfile believes
     assert len(load_16k(path)) == pytest.approx(30 * 16000, abs=1600)
+
+
+@needs_ffmpeg
+def test_a_vbr_mp3_whose_xing_header_has_no_frame_count_is_decoded_to_its_end(tmp_path):
+    from instag.features.resample import load_16k
+
+    path = lame(tmp_path / "vbr.mp3", 30, "if(lt(t,15),0.03,1)", "-q:a", "4")
+    data = bytearray(path.read_bytes())
+    at = data.index(b"Xing") + 7
+    data[at] &= 0xFE  # the flag that says a frame count follows
+    path.write_bytes(bytes(data))
+    assert sf.info(path).duration < 20
+    assert len(load_16k(path)) == pytest.approx(30 * 16000, abs=1600)
+
+
+@needs_ffmpeg
+def test_ffmpeg_without_its_ffprobe_leaves_mp3s_to_libsndfile(tmp_path, monkeypatch):
+    """A constant-bitrate MP3 without a header decodes whole in libsndfile; an ffmpeg without
+    ffprobe made it `missing: file vanished`."""
+    from instag.features.resample import load_16k
+
+    path = lame(tmp_path / "cbr.mp3", 10, "1", "-b:a", "128k", "-write_xing", "0")
+    only = tmp_path / "bin"
+    only.mkdir()
+    (only / "ffmpeg").symlink_to(shutil.which("ffmpeg"))
+    monkeypatch.setenv("PATH", str(only))
+    assert len(load_16k(path)) == pytest.approx(10 * 16000, abs=1600)
 
 
 # -- 5. samples that are not audio ---------------------------------------------------------------
