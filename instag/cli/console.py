@@ -109,18 +109,19 @@ def expected_errors(fn):
     return wrapper
 
 
-def _file_to_write(value: str | Path) -> Path:
+def _file_to_write(value: str | Path, folders_too: tuple[str, ...] = ()) -> Path:
     text = os.fspath(value)
-    if text.endswith(("/", os.sep)):
-        raise typer.BadParameter(f"{text} names a folder (it ends in {text[-1]}); name the "
-                                 "file to write")
+    last = text.replace(os.sep, "/").rsplit("/", 1)[-1]
+    if last in ("", ".", "..") and (not folders_too or Path(text).suffix not in folders_too):
+        raise typer.BadParameter(f"{text} names a folder; name the file to write")
     return Path(text)
 
 
-# an output file's option read as typed: a name ending in a separator names a folder, which no
-# file output writes into (Typer's `Path` drops the separator, and a file of the folder's name
-# was written)
+# an output file's option read as typed: a name ending in a separator (or in . or ..) names a
+# folder, which no file output writes into (Typer's `Path` drops a trailing `/` or `/.`, and a
+# file of the folder's name was written); the tags' --out may name a Parquet dataset's folder
 FILE_TO_WRITE = {"parser": _file_to_write, "metavar": "<path>"}
+TAGS_TO_WRITE = {"parser": lambda v: _file_to_write(v, (".parquet", "")), "metavar": "<path>"}
 
 
 def given(ctx: typer.Context, name: str) -> bool:
@@ -168,7 +169,8 @@ ResamplerOpt = Annotated[Resampler, typer.Option(
 JobsOpt = Annotated[int | None, typer.Option(min=1, help="Decoding processes (default: CPUs, "
                                                           "never more than files).")]
 CacheOpt = Annotated[Path | None, typer.Option(
-    help="SQLite cache of features (default: tags.sqlite in the user cache dir).")]
+    help="SQLite cache of features (default: tags.sqlite in the user cache dir).",
+    **FILE_TO_WRITE)]
 PrecisionOpt = Annotated[str | None, typer.Option(
     help="VGGish's precision: fp32, or int8 (the quantised model `instag setup` made and "
          "kept only where it gives FP32's tags). Default: $INSTAG_PRECISION, else "

@@ -27,7 +27,13 @@ from instag.common import locations
 from instag.common.atomic import atomic_write
 from instag.common.devices import Device
 from instag.common.errors import InstagError
-from instag.common.guard.targets import claim_file, claim_folder, json_with, png_by_instag
+from instag.common.guard.targets import (
+    claim_file,
+    claim_files,
+    claim_folder,
+    json_with,
+    png_by_instag,
+)
 from instag.common.stops import Process
 from instag.learning import labels as labelling
 from instag.learning.data import load_openmic
@@ -222,9 +228,9 @@ def report(
                                                   **FILE_TO_WRITE)] = None,
 ) -> None:
     """Compare runs: mean ± std over seeds per model, and a per-instrument F1 figure."""
-    targets = [claim_file(path, option, ours, run_dirs) for path, option, ours in
-               ((png, "--png", png_by_instag), (models_png, "--models-png", png_by_instag),
-                *([(json_out, "--json", is_summary)] if json_out else []))]
+    targets = claim_files([(png, "--png", png_by_instag),
+                           (models_png, "--models-png", png_by_instag),
+                           *([(json_out, "--json", is_summary)] if json_out else [])], run_dirs)
     docs = load_metrics(run_dirs)
     summary = summarise(docs)
     table = Table(title="test metrics, mean ± std over runs")

@@ -19,6 +19,7 @@ from instag.cli.console import (
     INPUT,
     MODEL,
     OUTPUTS,
+    TAGS_TO_WRITE,
     CacheOpt,
     DeviceOpt,
     JobsOpt,
@@ -95,7 +96,7 @@ def tag(
     out: Annotated[Path, opt(
         "Output file: .csv, .json, .jsonl or .parquet, or a folder for a Parquet dataset (with "
         "--format parquet); '-' writes to standard output (CSV unless --format).",
-        OUTPUTS)] = ...,  # required
+        OUTPUTS, **TAGS_TO_WRITE)] = ...,  # required
     format: Annotated[Format | None, opt(  # noqa: A002 - the option's name
         "csv, json, jsonl or parquet (default: from --out's extension).", OUTPUTS)] = None,
     summary: Annotated[Path | None, opt(

@@ -178,7 +178,7 @@ def embed(
     paths = read_paths(paths)
     if out.suffix.lower() != ".npz":
         raise InstagError(f"--out {out}: features are written as an .npz",
-                          f"name it e.g. {out.with_suffix('.npz').name}")
+                          f"name it e.g. {out.stem.strip('.') or 'features'}.npz")
     target = check_output(out, paths, opts.protected_paths(), opts.extensions,
                           ours=is_feature_file)
     run = embed_run(paths, opts, reporter_for(quiet, "embedding"))

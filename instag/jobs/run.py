@@ -19,7 +19,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from instag.common.errors import UsageError
-from instag.common.spelling import choice, said
+from instag.common.spelling import choice, output, said
 from instag.engines.local.run import TagRun
 from instag.engines.local.run import tag as tag_locally
 from instag.engines.ray.pipeline import Engine, RayRun, tag_on_ray
@@ -75,8 +75,8 @@ class Run:
             extensions=config.walk.extensions,
             run_info=self._run_info, thresholds=lambda: self.engine_run.thresholds,
             spectrogram=self._spectrogram)
-        for output in self.outputs:
-            output.check(self.context)
+        for sink in self.outputs:
+            sink.check(self.context)
         _refuse_shared_targets(self.outputs)
         if self.engine is Engine.RAY:
             previous = (tags_file.path if tags_file and tags_file.format == Format.PARQUET
@@ -155,15 +155,21 @@ class Run:
 def _refuse_shared_targets(outputs: Sequence[Sink]) -> None:
     """Two outputs on one path would overwrite each other."""
     seen: dict[Path, str] = {}
-    for output in outputs:
-        where = getattr(output, "path", None) or getattr(output, "folder", None)
+    for sink in outputs:
+        where = getattr(sink, "path", None) or getattr(sink, "folder", None)
         if where is None or str(where) == "-":
             continue
-        resolved = Path(where).resolve()
+        resolved, named = Path(where).resolve(), _named(sink)
         if resolved in seen:
-            raise UsageError(f"{where}: named twice, as {seen[resolved]} and as "
-                             f"{type(output).__name__}", "give each output its own path")
-        seen[resolved] = type(output).__name__
+            raise UsageError(f"{where}: named twice, as {seen[resolved]} and as {named}",
+                             "give each output its own path")
+        seen[resolved] = named
+
+
+def _named(sink: Sink) -> str:
+    """A sink as its caller named it: `--summary` on the command line, `SummaryFile` in Python."""
+    name = type(sink).__name__
+    return output(flag, name) if (flag := getattr(sink, "flag", None)) else name
 
 
 def tag(paths: Iterable[str | Path], options: TagOptions | None = None,

@@ -21,7 +21,7 @@ from instag.common.atomic import atomic_path, atomic_write
 from instag.common.downloads import file_digest
 from instag.common.errors import InstagError
 from instag.common.extras import require
-from instag.common.guard.targets import Target, claim_file, head, json_with, starts_with
+from instag.common.guard.targets import Target, claim_files, head, json_with, starts_with
 from instag.common.modelmeta import ModelMeta
 from instag.features.embed import FEATURE_SPEC
 from instag.learning import runs
@@ -39,11 +39,10 @@ def _onnx_by_instag(path: Path) -> bool:
 
 def claim_outputs(out: Path, inputs: list[Path]) -> list[Target]:
     """The model and its two cards, claimed by the output-target rule before any work."""
-    return [claim_file(out, "--out", _onnx_by_instag, inputs),
-            claim_file(out.with_suffix(".json"), "--out (its card)", json_with("onnx_sha256"),
-                       inputs),
-            claim_file(out.with_suffix(".md"), "--out (its card)", starts_with(b"# instag "),
-                       inputs)]
+    return claim_files([(out, "--out", _onnx_by_instag),
+                        (out.with_suffix(".json"), "--out's card", json_with("onnx_sha256")),
+                        (out.with_suffix(".md"), "--out's card", starts_with(b"# instag "))],
+                       inputs)
 
 
 def default_output(run_dir: Path, model_name: str) -> Path:

@@ -15,7 +15,7 @@ import contextlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import ClassVar, Protocol
 
 from instag.common.atomic import Changed, Stamp
 from instag.common.errors import InstagError, UsageError
@@ -95,6 +95,7 @@ class TagsFile:
     """`--out`: the run's results as CSV, JSON, JSONL or Parquet (by extension, or `format`);
     `-` is standard output. `timeline`: JSON/JSONL documents carry each bag's timeline."""
 
+    flag: ClassVar[str] = "--out"  # its option on the command line
     path: Path
     format: Format | str | None = None
     timeline: bool = False
@@ -102,7 +103,7 @@ class TagsFile:
 
     def check(self, run: RunContext) -> None:
         self.path = Path(self.path)
-        named = output("--out", "TagsFile")
+        named = output(self.flag, "TagsFile")
         self.format = format_for(self.path, self.format, named)
         self._target = check_output(self.path, run.inputs, run.protected, run.extensions,
                                     self.format, named)
@@ -127,16 +128,17 @@ class SummaryFile:
     """`--summary`: one CSV row per file for a person (path, status, instruments, duration,
     reason), replaced together with the tags file."""
 
+    flag: ClassVar[str] = "--summary"  # its option on the command line
     path: Path
     _target: Target | None = None
 
     def check(self, run: RunContext) -> None:
         self.path = Path(self.path)
         if self.path.suffix.lower() != ".csv":
-            raise UsageError(f"{output('--summary', 'SummaryFile')} {self.path}: a summary is "
+            raise UsageError(f"{output(self.flag, 'SummaryFile')} {self.path}: a summary is "
                              "a .csv", "name it e.g. summary.csv")
         self._target = check_output(self.path, run.inputs, run.protected, run.extensions,
-                                    Format.CSV, output("--summary", "SummaryFile"), SUMMARY)
+                                    Format.CSV, output(self.flag, "SummaryFile"), SUMMARY)
 
     def still_claimed(self) -> None:
         _still(self._target)
@@ -178,12 +180,13 @@ class SegmentsFolder:
     """`--segments-out`: each tagged file's segments as JAMS, Audacity labels or a Sonic
     Visualiser layer, named after its path in the library; moved in when the run ends."""
 
+    flag: ClassVar[str] = "--segments-out"  # its option on the command line
     folder: Path
     format: SegmentsFormat | str = SegmentsFormat.JAMS
 
     def check(self, run: RunContext) -> None:
         self.folder, self.format = Path(self.folder), SegmentsFormat(self.format)
-        check_folder(self.folder, output("--segments-out", "SegmentsFolder"))
+        check_folder(self.folder, output(self.flag, "SegmentsFolder"))
 
     @contextlib.contextmanager
     def opened(self, run: RunContext) -> Iterator[Feed]:
@@ -199,11 +202,12 @@ class PlotFolder:
     (`album/01.flac.png`: the same place on every run), staged and moved in when the run ends
     like the segments (`folders.FolderOutput`); a file that cannot be drawn is one line."""
 
+    flag: ClassVar[str] = "--plot"  # its option on the command line
     folder: Path
 
     def check(self, run: RunContext) -> None:
         self.folder = Path(self.folder)
-        check_folder(self.folder, output("--plot", "PlotFolder"))
+        check_folder(self.folder, output(self.flag, "PlotFolder"))
 
     @contextlib.contextmanager
     def opened(self, run: RunContext) -> Iterator[Feed]:

@@ -216,10 +216,12 @@ def test_a_spelling_that_could_mean_two_things_or_nothing_is_refused(tmp_path, a
 
 
 @pytest.mark.parametrize("args", [
-    ["plot", "t.csv", "--out", "figs/"], ["tag", ".", "--out", "t.csv", "--summary", "s/"],
-    ["embed", ".", "--out", "f/"], ["report", ".", "--png", "r/"],
-    ["export-onnx", ".", "--out", "m/"], ["evaluate", ".", "--json", "e/"]],
-    ids=lambda a: a[0])
+    ["plot", "t.csv", "--out", "figs/"], ["plot", "t.csv", "--out", "new.png/."],
+    ["tag", ".", "--out", "t.csv", "--summary", "s/"], ["tag", ".", "--out", "res.csv/"],
+    ["tag", ".", "--out", "t.csv", "--cache", "cdir/"], ["embed", ".", "--out", "f/"],
+    ["report", ".", "--png", "r/"], ["export-onnx", ".", "--out", "m/"],
+    ["evaluate", ".", "--json", "e/"]],
+    ids=lambda a: " ".join(a[-2:]))
 def test_an_output_file_spelled_as_a_folder_is_refused_not_written_as_a_file(tmp_path,
                                                                              monkeypatch, args):
     """`--out figs/` names a folder: Typer's Path dropped the slash, and `plot` wrote a file
@@ -231,6 +233,25 @@ def test_an_output_file_spelled_as_a_folder_is_refused_not_written_as_a_file(tmp
     monkeypatch.chdir(tmp_path)
     (tmp_path / "t.csv").write_text("path\n")
     result = CliRunner().invoke(app, args)
-    folder = next(a for a in args if a.endswith("/"))
+    folder = args[-1]
     assert result.exit_code == 2 and f"{folder} names a folder" in result.output
-    assert not (tmp_path / folder.rstrip("/")).exists()
+    assert not (tmp_path / folder.rstrip("/.")).exists()
+
+
+def test_one_file_named_for_two_outputs_is_refused_naming_both(trained_run, run_tag, library,
+                                                               tmp_path):
+    """Each would replace the other: export-onnx's card and its model (`--out m.json`),
+    report's two figures; `tag` names its outputs as they were typed."""
+    from typer.testing import CliRunner
+
+    from instag.cli import app
+
+    export = CliRunner().invoke(app, ["export-onnx", str(trained_run), "--out",
+                                      str(tmp_path / "m.json")])
+    assert export.exit_code == 2 and "--out and --out's card name one file" in export.output
+    report = CliRunner().invoke(app, ["report", str(trained_run), "--png", str(tmp_path / "r.png"),
+                                      "--models-png", str(tmp_path / "r.png")])
+    assert report.exit_code == 2 and "--png and --models-png name one file" in report.output
+    tag = run_tag(library, "--out", tmp_path / "t.csv", "--summary", tmp_path / "t.csv")
+    assert tag.exit_code == 2 and "named twice, as --out and as --summary" in tag.output
+    assert not {"m.json", "m.onnx", "r.png", "t.csv"} & {p.name for p in tmp_path.iterdir()}

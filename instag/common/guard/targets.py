@@ -71,6 +71,21 @@ def claim_file(path: Path, option: str, ours: Recognise, inputs: Iterable[Path] 
     return Target(path, Stamp.of_stat(st))
 
 
+def claim_files(claims: Iterable[tuple[Path, str, Recognise]], inputs: Iterable[Path] = ()
+                ) -> list[Target]:
+    """Claim the files one command writes (`claim_file` each: path, option, recogniser), none
+    named twice: two outputs on one path would each replace the other."""
+    inputs, targets, seen = list(inputs), [], {}
+    for path, option, ours in claims:
+        where = Path(path).resolve()
+        if where in seen:
+            raise Refused(f"{seen[where]} and {option} name one file, {path}",
+                          "give each output its own name")
+        seen[where] = option
+        targets.append(claim_file(path, option, ours, inputs))
+    return targets
+
+
 def claim_folder(folder: Path, option: str, ours: Recognise) -> Path:
     """Claim `folder` for outputs written inside it: a new or existing folder (not a file);
     `ours` says whether an existing, non-empty folder may be replaced as a whole where the

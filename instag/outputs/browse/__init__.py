@@ -109,6 +109,8 @@ def is_site(folder: Path) -> bool:
         return True
     if not names <= {*PAGE_FILES, MARKER, "data"} or MARKER not in names:
         return False
+    if not all(_plain_file(folder / name) for name in names & {*PAGE_FILES, MARKER}):
+        return False  # a folder or a link by a page's name is not the page browse wrote
     try:
         marker = json.loads((folder / MARKER).read_text()[:4096])
     except (OSError, ValueError):
@@ -116,8 +118,11 @@ def is_site(folder: Path) -> bool:
     data = folder / "data"
     return (isinstance(marker, dict) and {"source", "files"} <= marker.keys()
             and (not data.exists() or (data.is_dir() and not data.is_symlink() and all(
-                SITE_DATA.fullmatch(p.name) and p.is_file() and not p.is_symlink()
-                for p in data.iterdir()))))
+                SITE_DATA.fullmatch(p.name) and _plain_file(p) for p in data.iterdir()))))
+
+
+def _plain_file(path: Path) -> bool:
+    return path.is_file() and not path.is_symlink()
 
 
 ViewOf = Callable[[dict], "dict | None"]  # a document -> its view's data, or None: not included

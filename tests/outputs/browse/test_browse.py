@@ -199,12 +199,15 @@ def test_a_site_is_written_beside_and_renamed_and_never_over_a_foreign_folder(li
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith((".site", ".instag."))] == []
 
 
-@pytest.mark.parametrize("mine", ["notes.txt", "photos/me.jpg", "tags.jsonl"])
+@pytest.mark.parametrize("mine", ["notes.txt", "photos/me.jpg", "tags.jsonl",
+                                  "favicon.svg/notes.txt", "index.html/notes.txt"])
 def test_a_site_folder_holding_anything_browse_did_not_write_is_refused_untouched(
         library, tmp_path, mine):
     """A marker alone does not make a folder browse's: a user's file in it (or the command's
-    own input) is never deleted by a re-run."""
+    own input, or a folder by a page's name) is never deleted by a re-run."""
     site = site_of(library, tmp_path)
+    if (site / mine).parent.is_file():
+        (site / mine).parent.unlink()
     (site / mine).parent.mkdir(parents=True, exist_ok=True)
     (site / mine).write_bytes(library.read_bytes() if mine == "tags.jsonl" else b"mine")
     before = (site / mine).read_bytes()
