@@ -148,6 +148,40 @@ def test_a_users_file_named_as_an_output_is_refused_untouched(f, case):
     refused(FILE_OUTPUTS[case](f, mine), (mine, b"my own notes, not instag's\n"))
 
 
+@pytest.mark.parametrize("spelling", ["/", "/."])
+@pytest.mark.parametrize("case", sorted(FILE_OUTPUTS), ids="{0[0]} --{0[1]}".format)
+def test_a_file_output_spelled_as_a_folder_is_refused_not_written_as_a_file(f, case, spelling):
+    """`plot --out figs/` names a folder: Typer's Path dropped the slash (and `/.`), and a
+    file named `figs` was written."""
+    result = FILE_OUTPUTS[case](f, f"{f.tmp / NAME[case]}{spelling}")
+    assert result.exit_code == 2 and "names a folder" in said(result)
+    assert not (f.tmp / NAME[case]).exists()
+
+
+def test_a_cache_spelled_as_a_folder_is_refused(f):
+    result = f.cli("tag", f.lib, "--out", f.tmp / "t.csv", "--cache", f"{f.tmp / 'c'}/")
+    assert result.exit_code == 2 and "names a folder" in said(result)
+    assert not (f.tmp / "c").exists()
+
+
+def said(result) -> str:
+    """A usage error's words, without the box Typer draws around them in tests."""
+    return " ".join(result.output.replace("│", " ").split())
+
+
+def test_one_file_named_for_two_outputs_is_refused_naming_both(f):
+    """Each would replace the other: export-onnx's card and its model (`--out m.json`),
+    report's two figures; `tag` names its outputs as they were typed."""
+    refused(export := f.cli("export-onnx", f.run, "--out", f.tmp / "m.json"))
+    assert "--out and --out's card name one file" in export.output
+    refused(report := f.cli("report", f.run, "--png", f.tmp / "r.png", "--models-png",
+                            f.tmp / "r.png"))
+    assert "--png and --models-png name one file" in report.output
+    refused(tag := f.tag(f.lib, "--out", f.tmp / "t.csv", "--summary", f.tmp / "t.csv"))
+    assert "named twice, as --out and as --summary" in tag.output
+    assert list(f.tmp.iterdir()) == []
+
+
 @pytest.mark.parametrize("case", sorted(FILE_OUTPUTS), ids="{0[0]} --{0[1]}".format)
 def test_an_audio_file_named_as_an_output_is_refused_untouched(f, case):
     song = f.lib / "album" / "01.wav"
