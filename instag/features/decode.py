@@ -212,7 +212,8 @@ def _open_soundfile(path: Path) -> Opened | None:
     if f.channels < 1:
         f.close()
         raise AudioError(path, f"the decoder reports {f.channels} channels: a damaged header")
-    if f.format == "MP3" and _ffmpeg_here() and not _mp3_length_in_header(path):
+    estimated = f.format == "MP3" and not _mp3_length_in_header(path)
+    if estimated and _ffmpeg_here():
         f.close()  # libsndfile would stop where its estimate ends: ffmpeg reads to the end
         rate, blocks, _ = _open_ffmpeg(path)  # ffprobe's duration is that estimate: no promise
         return rate, blocks, None
@@ -248,32 +249,30 @@ def _open_soundfile(path: Path) -> Opened | None:
                 started = True
                 yield data
 
-    return f.samplerate, blocks, f.frames
+    return f.samplerate, blocks, None if estimated else f.frames  # an estimate is no promise
 
 
 def _mp3_length_in_header(path: Path) -> bool:
-    """Whether an MP3 states its length: a Xing, Info or VBRI header with a frame count.
-    Without one, its length is estimated from its first frame's bitrate, and libsndfile stops
-    decoding there: a VBR file is cut (a 30 s song decoded as 8.6 s)."""
+    """Whether an MP3 states its length as libsndfile reads it: a Xing or Info header with a
+    frame count (libsndfile ignores a VBRI header). Without one, its length is estimated from
+    its first frame's bitrate, and libsndfile stops decoding there: a VBR file is cut (a 30 s
+    song decoded as 8.6 s)."""
     from mutagen import MutagenError
     from mutagen.mp3 import MPEGInfo
 
-    # mutagen's readers of the two headers (its own MPEGInfo reads them; not exported)
-    from mutagen.mp3._util import VBRIHeader, VBRIHeaderError, XingHeader, XingHeaderError
+    # mutagen's reader of the header (its own MPEGInfo reads it; not exported)
+    from mutagen.mp3._util import XingHeader, XingHeaderError
 
     try:
         with open(path, "rb") as fh:
             info = MPEGInfo(fh)  # the stream's first frames: its tags are skipped, not read
             if info.layer != 3:
                 return False  # no such header in layers 1 and 2
-            for header, absent in ((XingHeader, XingHeaderError), (VBRIHeader, VBRIHeaderError)):
-                fh.seek(info.frame_offset + header.get_offset(info))
-                try:
-                    if header(fh).frames > 0:
-                        return True
-                except absent:
-                    continue
-            return False
+            fh.seek(info.frame_offset + XingHeader.get_offset(info))
+            try:
+                return XingHeader(fh).frames > 0
+            except XingHeaderError:
+                return False
     except MutagenError:
         return True  # mutagen finds no MPEG frame: libsndfile's reading, and its checks, stand
 
@@ -346,7 +345,9 @@ def _ffmpeg_failure(path: Path, code: int, last: list[str]) -> AudioError:
     if any("Input/output error" in line for line in last):
         return AudioError(path, f"I/O error while reading ({last[-1]}); retried next run",
                           status=Status.UNREADABLE)
-    return AudioError(path, f"ffmpeg failed to decode ({last[-1:]})")
+    if not os.path.lexists(path):
+        return AudioError(path, "file vanished", status=Status.MISSING)
+    return AudioError(path, f"ffmpeg failed to decode ({'; '.join(last[-1:])})")
 
 
 def _keep_last_lines(stream, last: deque[str]) -> None:
@@ -371,7 +372,7 @@ def _ffprobe(path: Path, ffmpeg: str) -> tuple[int | None, float | None]:
         raise AudioError(path, "ffmpeg is on PATH without its ffprobe (install ffmpeg whole)",
                          status=Status.UNSUPPORTED)
     out = subprocess.run(
-        [ffprobe, "-v", "error", "-select_streams", "a:0", "-show_entries",
+        [ffprobe, "-v", "warning", "-select_streams", "a:0", "-show_entries",
          "stream=sample_rate:format=duration", "-of", "default=nw=1:nk=1", ffmpeg_url(path)],
         capture_output=True, text=True,
     )
@@ -387,4 +388,6 @@ def _ffprobe(path: Path, ffmpeg: str) -> tuple[int | None, float | None]:
         seconds = float(values[1])
     except (IndexError, ValueError):
         seconds = None
+    if "Estimating duration from bitrate" in out.stderr:
+        seconds = None  # a guess (an MP3 that does not state its length): no promise
     return rate, seconds if seconds is not None and math.isfinite(seconds) else None

@@ -175,6 +175,43 @@ def test_a_vbr_mp3_whose_xing_header_has_no_frame_count_is_decoded_to_its_end(tm
 
 
 @needs_ffmpeg
+@pytest.mark.parametrize("header", ["vbri", "junk-first"])
+def test_a_length_libsndfile_cannot_read_is_no_promise(tmp_path, header):
+    """A VBRI header (libsndfile reads only Xing's), or 70 kB before the first frame (libsndfile
+    gives up; ffmpeg decodes it): the length either reports is the first frame's guess, and a
+    healthy song was "damaged: the header says 39 s, 30 s decodes"."""
+    import struct
+
+    from instag.features.resample import load_16k
+
+    path = lame(tmp_path / "vbr.mp3", 30, "if(lt(t,15),0.03,1)", "-q:a", "4")
+    data = bytearray(path.read_bytes())
+    at = data.index(b"Xing")
+    frame = at - 36 if data[at - 36] == 0xFF else at - 21
+    if header == "vbri":  # Fraunhofer's header in place of LAME's, the same frame count
+        frames, size = struct.unpack(">II", data[at + 8:at + 16])
+        data[at:at + 156] = bytes(156)
+        vbri = b"VBRI" + struct.pack(">HHHIIHHHH", 1, 1105, 75, size, frames, 0, 1, 2, 1)
+        data[frame + 36:frame + 36 + len(vbri)] = vbri
+    else:
+        data[at:at + 4] = b"None"  # no Xing header, and junk before the first frame
+        data[:0] = bytes(70_000)
+    path.write_bytes(bytes(data))
+    assert len(load_16k(path)) == pytest.approx(30 * 16000, abs=1600)
+
+
+@needs_ffmpeg
+def test_without_ffmpeg_an_mp3s_guessed_length_is_no_promise(tmp_path, monkeypatch):
+    """libsndfile alone decodes what the first frame's bitrate predicts (install.md says so);
+    the guess is not a length the file promised: a quiet start is not "damaged"."""
+    from instag.features.resample import load_16k
+
+    path = lame(tmp_path / "vbr.mp3", 30, "if(lt(t,5),0,1)", "-q:a", "4", "-write_xing", "0")
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert len(load_16k(path)) > 0
+
+
+@needs_ffmpeg
 def test_ffmpeg_without_its_ffprobe_leaves_mp3s_to_libsndfile(tmp_path, monkeypatch):
     """A constant-bitrate MP3 without a header decodes whole in libsndfile; an ffmpeg without
     ffprobe made it `missing: file vanished`."""
