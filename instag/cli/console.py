@@ -109,19 +109,29 @@ def expected_errors(fn):
     return wrapper
 
 
-def _file_to_write(value: str | Path, folders_too: tuple[str, ...] = ()) -> Path:
+def _file_to_write(value: str | Path, dataset: bool = False) -> Path:
     text = os.fspath(value)
     last = text.replace(os.sep, "/").rsplit("/", 1)[-1]
-    if last in ("", ".", "..") and (not folders_too or Path(text).suffix not in folders_too):
-        raise typer.BadParameter(f"{text} names a folder; name the file to write")
+    if last in ("", ".", "..") and not (dataset and text and not Path(text).suffix):
+        raise typer.BadParameter(
+            f"{text!r} names a folder; name the file to write" + (
+                " (a Parquet dataset's folder: --format parquet --out NAME/, no extension)"
+                if dataset else ""))
     return Path(text)
+
+
+def _folder_to_write(value: str | Path) -> Path:
+    if not os.fspath(value):  # Path("") is the current folder
+        raise typer.BadParameter("'' names no folder; name the folder to write into")
+    return Path(value)
 
 
 # an output file's option read as typed: a name ending in a separator (or in . or ..) names a
 # folder, which no file output writes into (Typer's `Path` drops a trailing `/` or `/.`, and a
 # file of the folder's name was written); the tags' --out may name a Parquet dataset's folder
 FILE_TO_WRITE = {"parser": _file_to_write, "metavar": "<path>"}
-TAGS_TO_WRITE = {"parser": lambda v: _file_to_write(v, (".parquet", "")), "metavar": "<path>"}
+TAGS_TO_WRITE = {"parser": lambda v: _file_to_write(v, dataset=True), "metavar": "<path>"}
+FOLDER_TO_WRITE = {"parser": _folder_to_write, "metavar": "<path>"}
 
 
 def given(ctx: typer.Context, name: str) -> bool:

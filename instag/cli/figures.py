@@ -15,6 +15,7 @@ import typer
 from instag.cli.console import (
     EXIT_SOME_FAILED,
     FILE_TO_WRITE,
+    FOLDER_TO_WRITE,
     CacheOpt,
     PcaOpt,
     VggishOpt,
@@ -107,7 +108,7 @@ def browse(
     tags_file: TagsFileArg,
     out: Annotated[Path | None, typer.Option(
         help="Folder to write the page into (open its index.html in a browser). Default with "
-             "--serve: a temporary folder.")] = None,
+             "--serve: a temporary folder.", **FOLDER_TO_WRITE)] = None,
     serve: Annotated[bool, typer.Option(
         help="Also serve it on 127.0.0.1 (a free port, printed with its token) until Ctrl-C: "
              "the page, and the audio of the files TAGS lists as tagged while they are the "

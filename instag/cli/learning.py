@@ -12,6 +12,7 @@ from rich.table import Table
 
 from instag.cli.console import (
     FILE_TO_WRITE,
+    FOLDER_TO_WRITE,
     CacheOpt,
     DeviceOpt,
     JobsOpt,
@@ -56,7 +57,7 @@ from instag.tagging.options import TagOptions
 @expected_errors
 def train(
     out: Annotated[Path, typer.Option(help="Run directory to write (one sub-directory per seed "
-                                           "with --seeds).")],
+                                           "with --seeds).", **FOLDER_TO_WRITE)],
     openmic: Annotated[Path | None, typer.Option(
         help="OpenMIC-2018 directory (or one in its layout). Default: the one `instag setup` "
              "used (`instag doctor` names it).")] = None,

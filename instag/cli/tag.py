@@ -16,6 +16,7 @@ from instag.cli.console import (
     ENGINE,
     FILE_TAGS,
     FILE_TO_WRITE,
+    FOLDER_TO_WRITE,
     INPUT,
     MODEL,
     OUTPUTS,
@@ -105,13 +106,14 @@ def tag(
         **FILE_TO_WRITE)] = None,
     segments_out: Annotated[Path | None, opt(
         "Also write each tagged file's segments into this folder, one file per audio file, "
-        "named after its path in the library (see --segments-format).", OUTPUTS)] = None,
+        "named after its path in the library (see --segments-format).", OUTPUTS,
+        **FOLDER_TO_WRITE)] = None,
     segments_format: panel(SegmentsFormatOpt, OUTPUTS) = SegmentsFormat.JAMS,
     min_segment: panel(MinSegmentOpt, OUTPUTS) = MIN_SEGMENT,
     merge_gap: panel(MergeGapOpt, OUTPUTS) = MERGE_GAP,
     plot: Annotated[Path | None, opt(
         "Also draw Figure 4 (attention over the spectrogram) per file into this folder.",
-        OUTPUTS)] = None,
+        OUTPUTS, **FOLDER_TO_WRITE)] = None,
     timeline: Annotated[bool, opt(
         "With a .json or .jsonl --out: also each bag's per-instance probabilities and "
         "attention weights (~90 kB a four-minute song instead of ~1 kB; `instag plot` "

@@ -13,6 +13,7 @@ import typer
 from instag.cli.console import (
     EXIT_SOME_FAILED,
     FILE_TO_WRITE,
+    FOLDER_TO_WRITE,
     CacheOpt,
     FeaturePrecisionOpt,
     JobsOpt,
@@ -247,7 +248,8 @@ def write_tags(
 def export(
     tags_file: TagsFileArg,
     out: Annotated[Path, typer.Option(help="Folder to write into: one file per tagged audio "
-                                           "file, named after its path in the library.")],
+                                           "file, named after its path in the library.",
+                                      **FOLDER_TO_WRITE)],
     format: SegmentsFormatOpt = SegmentsFormat.JAMS,
     root: Annotated[Path | None, typer.Option(
         help="The library folder the names are made relative to (default: the deepest folder "

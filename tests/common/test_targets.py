@@ -158,6 +158,15 @@ def test_a_file_output_spelled_as_a_folder_is_refused_not_written_as_a_file(f, c
     assert not (f.tmp / NAME[case]).exists()
 
 
+@pytest.mark.parametrize("case", sorted(FOLDER_OUTPUTS), ids="{0[0]} --{0[1]}".format)
+def test_an_empty_folder_name_is_refused_not_taken_for_the_current_folder(f, case, monkeypatch):
+    """`--segments-out ''` wrote into the folder the command ran in."""
+    monkeypatch.chdir(f.tmp)
+    result = FOLDER_OUTPUTS[case](f, "")
+    assert result.exit_code == 2 and "names no folder" in said(result)
+    assert list(f.tmp.iterdir()) == []
+
+
 def test_a_cache_spelled_as_a_folder_is_refused(f):
     result = f.cli("tag", f.lib, "--out", f.tmp / "t.csv", "--cache", f"{f.tmp / 'c'}/")
     assert result.exit_code == 2 and "names a folder" in said(result)
