@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar, Protocol
 
-from instag.common.atomic import Changed, Stamp
+from instag.common.atomic import SUCCESS, Changed, Stamp
 from instag.common.errors import InstagError, UsageError
-from instag.common.guard.targets import Target, claim_folder, png_by_instag
+from instag.common.guard.targets import Refused, Target, claim_folder, png_by_instag
 from instag.common.spelling import output
 from instag.features.logmel import Spectrogram
 from instag.outputs.exports import SegmentsFormat, SegmentsWriter, library_root
@@ -169,10 +169,25 @@ def _still(target: Target | None) -> None:
 
 
 def check_folder(folder: Path, option: str) -> None:
-    """An output folder that instag adds files to: not a file, and writable (each file in it
-    is judged by the output-target rule as it is written)."""
+    """An output folder that instag adds files to: not a file, not another output that is a
+    whole folder (a Parquet dataset, a browse site: a file added would break it), and writable
+    (each file in it is judged by the output-target rule as it is written)."""
     claim_folder(folder, option, lambda existing: True)
+    if (whole := _whole_output(folder)) is not None:
+        raise Refused(f"{option} {folder}: is {whole}; a file added to it would break it",
+                      "name a folder of its own")
     check_writable(folder, f"{option} {folder}")
+
+
+def _whole_output(folder: Path) -> str | None:
+    """What output a folder is as a whole, if it is one (None for any other folder)."""
+    from instag.outputs.browse import is_site
+
+    if not folder.is_dir() or not any(folder.iterdir()):
+        return None
+    if (folder / SUCCESS).is_file() and any(folder.glob("part-*.parquet")):
+        return "a Parquet dataset"
+    return "a page written by instag browse" if is_site(folder) else None
 
 
 @dataclass

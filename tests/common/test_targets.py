@@ -167,6 +167,21 @@ def test_an_empty_folder_name_is_refused_not_taken_for_the_current_folder(f, cas
     assert list(f.tmp.iterdir()) == []
 
 
+@pytest.mark.parametrize("whole", ["dataset", "site"])
+@pytest.mark.parametrize("case", [("tag", "plot"), ("tag", "segments_out"), ("export", "out")],
+                         ids="{0[0]} --{0[1]}".format)
+def test_a_folder_output_is_never_added_to_another_output_that_is_a_folder(f, case, whole):
+    """JAMS files or figures added to a Parquet dataset or a browse site break it."""
+    folder = f.tmp / whole
+    made = (f.tag(f.lib, "--format", "parquet", "--out", folder) if whole == "dataset" else
+            f.cli("browse", f.tags, "--out", folder))
+    assert made.exit_code == 0, made.output
+    before = sorted(p.relative_to(folder) for p in folder.rglob("*"))
+    result = FOLDER_OUTPUTS[case](f, folder)
+    assert result.exit_code == 2 and "a file added to it would break it" in said(result)
+    assert sorted(p.relative_to(folder) for p in folder.rglob("*")) == before
+
+
 def test_a_cache_spelled_as_a_folder_is_refused(f):
     result = f.cli("tag", f.lib, "--out", f.tmp / "t.csv", "--cache", f"{f.tmp / 'c'}/")
     assert result.exit_code == 2 and "names a folder" in said(result)
